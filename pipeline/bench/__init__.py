@@ -1,0 +1,1 @@
+"""Benchmarks: figures measured side by side against a baseline in one run."""

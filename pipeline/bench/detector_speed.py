@@ -1,0 +1,98 @@
+"""Frames/s of ghostbox's detector against Ultralytics' predict, same frames, same model.
+
+Four runners, interleaved round by round so that machine noise hits them alike:
+    ultralytics-pt    YOLO(model.pt).predict(stream=True), one frame per batch
+    ghostbox-pt       Detector(model.pt).detect([frame]) with logits and box features
+    ultralytics-onnx  YOLO(Ultralytics' own dynamic ONNX export).predict(stream=True)
+    ghostbox-onnx     Detector(ghostbox's ONNX export).detect([frame])
+The figure that matters is the ratio of each ghostbox runner to its Ultralytics twin.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.ultralytics_env import import_ultralytics
+
+
+def _ultralytics_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndarray]) -> Callable[[], int]:
+    from ultralytics import YOLO
+
+    model = YOLO(weights, task="detect")
+
+    def run() -> int:
+        boxes = 0
+        for result in model.predict(frames, imgsz=imgsz, conf=conf, stream=True, verbose=False, device="cpu"):
+            boxes += len(result.boxes)
+        return boxes
+
+    return run
+
+
+def _ghostbox_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndarray]) -> Callable[[], int]:
+    from pipeline.detect.detector import Detector
+
+    detector = Detector(model=weights, imgsz=imgsz, conf=conf, device="cpu", batch=1)
+
+    def run() -> int:
+        boxes = 0
+        for frame in frames:
+            [dets] = detector.detect([frame])
+            boxes += len(dets)
+        return boxes
+
+    return run
+
+
+def bench_detector(
+    model: str, frames: list[np.ndarray], imgsz: int = 640, conf: float = 0.25, rounds: int = 5,
+    backends: tuple[str, ...] = ("pt", "onnx"), workdir: str | Path | None = None,
+) -> dict[str, Any]:
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    from pipeline.detect.onnx_export import export_onnx
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="ghostbox-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    runners: dict[str, Callable[[], int]] = {}
+    if "pt" in backends:
+        runners["ultralytics-pt"] = _ultralytics_runner(model, imgsz, conf, frames)
+        runners["ghostbox-pt"] = _ghostbox_runner(model, imgsz, conf, frames)
+    if "onnx" in backends:
+        plain = YOLO(model).export(format="onnx", imgsz=imgsz, dynamic=True, simplify=True, verbose=False)
+        ours = export_onnx(model, tmp / "ghostbox.onnx", imgsz=imgsz)
+        runners["ultralytics-onnx"] = _ultralytics_runner(str(plain), imgsz, conf, frames)
+        runners["ghostbox-onnx"] = _ghostbox_runner(str(ours), imgsz, conf, frames)
+    for run in runners.values():  # warm-up: first calls pay for allocation and kernel selection
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    boxes: dict[str, int] = {}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            boxes[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    n = len(frames)
+    fps = {name: n / statistics.median(times) for name, times in seconds.items()}
+    result: dict[str, Any] = {
+        "model": str(model), "imgsz": imgsz, "frames": n, "rounds": rounds,
+        "frame_size": list(frames[0].shape[:2][::-1]),
+        "fps": {k: round(v, 2) for k, v in fps.items()},
+        "ms_per_frame": {k: round(1000 / v, 2) for k, v in fps.items()},
+        "boxes": boxes,
+    }
+    ratios = {}
+    for backend in backends:
+        if f"ghostbox-{backend}" in fps:
+            ratios[backend] = round(fps[f"ghostbox-{backend}"] / fps[f"ultralytics-{backend}"], 3)
+    result["ghostbox_over_ultralytics"] = ratios
+    result["feature_overhead_pct"] = {k: round((1 / v - 1) * 100, 1) for k, v in ratios.items()}
+    return result

@@ -1,0 +1,1 @@
+"""The `ghostbox` command line."""

@@ -1,0 +1,245 @@
+"""The detector API: frames in, one `Detections` per frame out, for either backend.
+
+Pre- and post-processing are Ultralytics' own (LetterBox, NMS, scale_boxes) with the same
+settings its predictor uses, so boxes and confidences equal `YOLO(...).predict` on the same
+frames; the logits and box features are gathered at the anchor index of every kept box.
+Frames are grouped by shape inside a batch so a frame's result does not depend on the
+other frames it was batched with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.detect.model_source import resolve_model
+from pipeline.detections import Detections
+from pipeline.errors import GhostboxError
+from pipeline.ultralytics_env import import_ultralytics
+
+log = logging.getLogger(__name__)
+
+
+class DetectorConfig(BaseModel):
+    """Detector settings; the same fields in YAML configs and on the command line."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    imgsz: int | None = Field(None, ge=32, le=8192)  # None: the model's training size, else 640
+    conf: float = Field(0.25, ge=0.0, le=1.0)
+    iou: float = Field(0.7, ge=0.0, le=1.0)
+    max_det: int = Field(300, ge=1)
+    device: str = "auto"
+    batch: int = Field(8, ge=1)
+    half: bool = False
+    end2end: bool = False  # the one-to-one NMS-free head (YOLOv10/YOLO26), as Ultralytics' nms=False
+    agnostic_nms: bool = False
+    classes: list[int] | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = str(value).strip().lower()
+        if value in {"auto", "cpu", "cuda"} or (value.startswith("cuda:") and value[5:].isdigit()) or value.isdigit():
+            return value
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{value}'")
+
+
+def select_device(spec: str) -> torch.device:
+    spec = spec.lower()
+    if spec.isdigit():
+        spec = f"cuda:{spec}"
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise GhostboxError(f"device '{spec}': CUDA is not available on this machine (use --device cpu or auto)")
+    device = torch.device(spec if ":" in spec else "cuda:0")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise GhostboxError(f"device '{spec}': only {torch.cuda.device_count()} CUDA device(s) present")
+    return device
+
+
+def validate_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(frames, np.ndarray):
+        frames = [frames] if frames.ndim == 3 else list(frames)
+    frames = list(frames)
+    if not frames:
+        raise GhostboxError("detect(): empty batch (no frames given)")
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, np.ndarray):
+            raise GhostboxError(f"frame {i}: expected a numpy array, got {type(frame).__name__}")
+        if frame.dtype != np.uint8:
+            raise GhostboxError(f"frame {i}: expected dtype uint8 (BGR 0-255), got {frame.dtype}")
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise GhostboxError(f"frame {i}: expected shape (H, W, 3) BGR, got {frame.shape}")
+        if frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise GhostboxError(f"frame {i}: empty image of shape {frame.shape}")
+    return frames
+
+
+def cut_crops(frame: np.ndarray, xyxy: np.ndarray) -> list[np.ndarray]:
+    height, width = frame.shape[:2]
+    crops = []
+    for x1, y1, x2, y2 in xyxy:
+        left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
+        right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
+        crops.append(np.ascontiguousarray(frame[top:bottom, left:right]))
+    return crops
+
+
+class Detector:
+    """A YOLO detector whose detections carry class logits and box features.
+
+    >>> detector = Detector(DetectorConfig(model="assets/models/ghostbox-street-n.pt", imgsz=320))
+    >>> [dets] = detector.detect([cv2.imread("street.jpg")])
+    >>> dets.box_features.shape  # (N, D)
+    """
+
+    def __init__(self, config: DetectorConfig | None = None, **overrides: object) -> None:
+        if config is None:
+            config = DetectorConfig(**overrides)
+        elif overrides:
+            config = config.model_copy(update=overrides)
+        self.config = config
+        import_ultralytics()
+        from ultralytics.utils.checks import check_imgsz
+
+        source = resolve_model(config.model)
+        device = select_device(config.device)
+        half = bool(config.half)
+        if half and device.type != "cuda":
+            log.warning("half precision needs a CUDA device; running in float32 on %s", device)
+            half = False
+        if source.kind == "onnx":
+            from pipeline.detect.onnx_backend import OnnxBackend
+
+            if half:
+                log.warning("ONNX models run in the precision they were exported in (float32)")
+                half = False
+            if config.end2end:
+                log.info("the ONNX model's head was fixed at export time; --end2end is ignored")
+            self.backend = OnnxBackend(source, device)
+        else:
+            from pipeline.detect.torch_backend import TorchBackend
+
+            self.backend = TorchBackend(
+                source, device, half=half, end2end=config.end2end, max_det=config.max_det,
+                agnostic_nms=config.agnostic_nms,
+            )
+        self.source = source
+        self.device = device
+        self.half = half
+        self.info = self.backend.info
+        imgsz = config.imgsz or self.info.train_imgsz or 640
+        self.imgsz = int(check_imgsz(imgsz, stride=self.info.max_stride, min_dim=1, max_dim=1))
+        if config.classes is not None:
+            bad = [c for c in config.classes if not 0 <= c < len(self.info.class_names)]
+            if bad:
+                raise GhostboxError(f"classes: {bad} out of range for {len(self.info.class_names)} model classes")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.info.class_names
+
+    @property
+    def feature_dim(self) -> int:
+        return self.info.feature_dim
+
+    def fingerprint(self) -> dict[str, object]:
+        """What a fitted filter is tied to: the weights, the input size and the feature layer."""
+        return {
+            "weights_sha256": self.info.weights_sha256,
+            "imgsz": self.imgsz,
+            "end2end": self.info.end2end,
+            "feature_dim": self.info.feature_dim,
+            "feature_layer": "detect.cls_head[-2]",
+            "class_names": list(self.info.class_names),
+        }
+
+    # -- preprocessing -------------------------------------------------------------------
+
+    def _letterbox(self, frames: list[np.ndarray]) -> torch.Tensor:
+        from ultralytics.data.augment import LetterBox
+
+        # As Ultralytics' predictor with rect=True: minimal padding to a stride multiple
+        # (for the PyTorch backend and ghostbox's dynamic ONNX export alike).
+        letterbox = LetterBox(self.imgsz, auto=True, stride=self.info.max_stride)
+        boxed = [letterbox(image=frame) for frame in frames]
+        batch = torch.from_numpy(boxed[0][None] if len(boxed) == 1 else np.stack(boxed))
+        batch = batch.to(self.device).permute(0, 3, 1, 2).contiguous().flip(1)  # BHWC BGR -> BCHW RGB
+        return (batch.half() if self.half else batch.float()).div_(255)
+
+    # -- postprocessing ------------------------------------------------------------------
+
+    def _level_of(self, anchor: np.ndarray, height: int, width: int) -> np.ndarray:
+        sizes = [(height // s) * (width // s) for s in self.info.strides]
+        return np.searchsorted(np.cumsum(sizes), anchor, side="right").astype(np.int8)
+
+    def _postprocess(self, head_out, logits, features, images: torch.Tensor, frames: list[np.ndarray], crops: bool):
+        from ultralytics.utils import nms, ops
+
+        cfg = self.config
+        if self.info.end2end:
+            kept, _ = nms.non_max_suppression(
+                head_out, cfg.conf, cfg.iou, cfg.classes, cfg.agnostic_nms, max_det=cfg.max_det,
+                end2end=True, return_idxs=True,
+            )
+            anchors = [k[:, 6].long() for k in kept]
+            kept = [k[:, :6] for k in kept]
+        else:
+            kept, anchors = nms.non_max_suppression(
+                head_out, cfg.conf, cfg.iou, cfg.classes, cfg.agnostic_nms, max_det=cfg.max_det,
+                nc=len(self.info.class_names), return_idxs=True,
+            )
+        height, width = images.shape[2:]
+        results = []
+        for b, frame in enumerate(frames):
+            pred = kept[b].float()
+            anchor = anchors[b].reshape(-1).long().to(logits.device)
+            pred[:, :4] = ops.scale_boxes((height, width), pred[:, :4], frame.shape)
+            xyxy = pred[:, :4].cpu().numpy()
+            anchor_np = anchor.cpu().numpy()
+            dets = Detections(
+                xyxy=xyxy,
+                confidence=pred[:, 4].cpu().numpy(),
+                class_id=pred[:, 5].cpu().numpy().astype(np.int64),
+                logits=logits[b][:, anchor].T.float().cpu().numpy(),
+                box_features=features[b][:, anchor].T.float().cpu().numpy(),
+                level=self._level_of(anchor_np, height, width),
+                class_names=self.info.class_names,
+                image_size=(frame.shape[1], frame.shape[0]),
+                crops=cut_crops(frame, xyxy) if crops else None,
+            )
+            results.append(dets)
+        return results
+
+    # -- public --------------------------------------------------------------------------
+
+    def detect(self, frames: Sequence[np.ndarray], crops: bool = False) -> list[Detections]:
+        """Detect on BGR uint8 frames of any sizes; one `Detections` per frame, in order."""
+        frames = validate_frames(frames)
+        results: list[Detections | None] = [None] * len(frames)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            groups.setdefault(frame.shape, []).append(i)
+        step = self.config.batch
+        for indices in groups.values():
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
+                chunk_frames = [frames[i] for i in chunk]
+                images = self._letterbox(chunk_frames)
+                head_out, logits, features = self.backend.forward(images)
+                for i, dets in zip(chunk, self._postprocess(head_out, logits, features, images, chunk_frames, crops)):
+                    results[i] = dets
+        return results  # type: ignore[return-value]
+
+    def warmup(self) -> None:
+        self.detect([np.zeros((self.imgsz, self.imgsz, 3), np.uint8)])

@@ -1,0 +1,79 @@
+"""The ONNX Runtime backend for models written by `ghostbox export`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import torch
+
+from pipeline.detect.model_source import ModelSource
+from pipeline.detect.onnx_export import METADATA_KEY, OUTPUT_NAMES
+from pipeline.detect.torch_backend import ModelInfo
+from pipeline.errors import GhostboxError
+
+log = logging.getLogger(__name__)
+
+
+def _providers(device: torch.device) -> list:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise GhostboxError(
+                f"device '{device}' asked for, but this onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); install ghostbox[gpu] (onnxruntime-gpu)"
+            )
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxBackend:
+    format = "onnx"
+
+    def __init__(self, source: ModelSource, device: torch.device, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise GhostboxError(
+                "ONNX models need onnxruntime: pip install 'ghostbox[cpu]' (or 'ghostbox[gpu]' for CUDA)"
+            ) from exc
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(source.path), options, providers=_providers(device))
+        except GhostboxError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise GhostboxError(f"model '{source.spec}': not a readable ONNX model ({first[:160]})") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        outputs = tuple(o.name for o in self.session.get_outputs())
+        if METADATA_KEY not in meta or outputs != OUTPUT_NAMES:
+            raise GhostboxError(
+                f"model '{source.spec}' was not exported by ghostbox (no logits/features outputs); "
+                f"export the .pt with `ghostbox export MODEL --format onnx`"
+            )
+        info = json.loads(meta[METADATA_KEY])
+        self.metadata = info
+        self.info = ModelInfo(
+            class_names=tuple(info["class_names"]),
+            strides=tuple(info["strides"]),
+            max_stride=int(info["max_stride"]),
+            feature_dim=int(info["feature_dim"]),
+            end2end=bool(info["end2end"]),
+            weights_sha256=str(info["weights_sha256"]),
+            train_imgsz=info.get("train_imgsz") or info.get("imgsz"),
+        )
+        self.device = device
+        self.half = False
+        self.providers = self.session.get_providers()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feed = {"images": np.ascontiguousarray(images.detach().cpu().float().numpy())}
+        head, logits, features = self.session.run(list(OUTPUT_NAMES), feed)
+        return torch.from_numpy(head), torch.from_numpy(logits), torch.from_numpy(features)

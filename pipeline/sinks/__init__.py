@@ -1,0 +1,1 @@
+"""Where detections go: JSON lines, annotated images and video."""

@@ -1,0 +1,1 @@
+"""Where frames come from: files, folders, videos (and, for the streaming stage, cameras)."""
