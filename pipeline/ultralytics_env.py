@@ -33,7 +33,9 @@ def weights_dir() -> Path:
 
 
 def _place_fonts(config_dir: Path) -> None:
-    # Ultralytics looks for Arial in its config dir before downloading it.
+    # Ultralytics looks for Arial in YOLO_CONFIG_DIR/Ultralytics before downloading it.
+    config_dir = config_dir / "Ultralytics"
+    config_dir.mkdir(parents=True, exist_ok=True)
     wanted = [config_dir / "Arial.ttf", config_dir / "Arial.Unicode.ttf"]
     if all(p.exists() for p in wanted):
         return
