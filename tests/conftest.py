@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 # Before `pipeline` is imported: Ultralytics' config dir must be a private, throw-away one.
 _HOME = Path(tempfile.mkdtemp(prefix="ghostbox-test-home-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["GHOSTBOX_HOME"] = str(_HOME)
 os.environ["GHOSTBOX_OFFLINE"] = "1"
 

@@ -10,12 +10,10 @@ from collections.abc import Sequence
 
 from pipeline.errors import GhostboxError
 
-COMMANDS = ("detect", "export", "bench")
-
 
 def _parser() -> argparse.ArgumentParser:
     import pipeline
-    from pipeline.cli import bench_cmd, detect_cmd, export_cmd
+    from pipeline.cli import bench_cmd, data_cmd, detect_cmd, eval_cmd, export_cmd, synth_cmd
 
     parser = argparse.ArgumentParser(
         prog="ghostbox", description="Keep object detectors from seeing things that are not there."
@@ -24,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (detect_cmd, export_cmd, bench_cmd):
+    for module in (detect_cmd, export_cmd, synth_cmd, data_cmd, eval_cmd, bench_cmd):
         module.add_parser(sub)
     return parser
 

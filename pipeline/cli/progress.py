@@ -18,6 +18,10 @@ class _Bar:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, n)
 
+    def update(self, completed: int, total: int | None) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=completed, total=total)
+
 
 @contextmanager
 def progress_bar(label: str, total: int | None) -> Iterator[_Bar]:

@@ -183,10 +183,11 @@ class Detector:
         sizes = [(height // s) * (width // s) for s in self.info.strides]
         return np.searchsorted(np.cumsum(sizes), anchor, side="right").astype(np.int8)
 
-    def _postprocess(self, head_out, logits, features, images: torch.Tensor, frames: list[np.ndarray], crops: bool):
+    def _postprocess(self, head_out, logits, features, images: torch.Tensor, frames: list[np.ndarray], crops: bool,
+                     conf: float):
         from ultralytics.utils import nms, ops
 
-        cfg = self.config
+        cfg = self.config.model_copy(update={"conf": conf})
         if self.info.end2end:
             kept, _ = nms.non_max_suppression(
                 head_out, cfg.conf, cfg.iou, cfg.classes, cfg.agnostic_nms, max_det=cfg.max_det,
@@ -223,9 +224,15 @@ class Detector:
 
     # -- public --------------------------------------------------------------------------
 
-    def detect(self, frames: Sequence[np.ndarray], crops: bool = False) -> list[Detections]:
-        """Detect on BGR uint8 frames of any sizes; one `Detections` per frame, in order."""
+    def detect(self, frames: Sequence[np.ndarray], crops: bool = False, conf: float | None = None) -> list[Detections]:
+        """Detect on BGR uint8 frames of any sizes; one `Detections` per frame, in order.
+
+        `conf` overrides the configured threshold for this call (evaluation runs at 0.001).
+        """
         frames = validate_frames(frames)
+        conf = self.config.conf if conf is None else float(conf)
+        if not 0.0 <= conf <= 1.0:
+            raise GhostboxError(f"conf must be in [0, 1], got {conf}")
         results: list[Detections | None] = [None] * len(frames)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, frame in enumerate(frames):
@@ -237,7 +244,7 @@ class Detector:
                 chunk_frames = [frames[i] for i in chunk]
                 images = self._letterbox(chunk_frames)
                 head_out, logits, features = self.backend.forward(images)
-                for i, dets in zip(chunk, self._postprocess(head_out, logits, features, images, chunk_frames, crops)):
+                for i, dets in zip(chunk, self._postprocess(head_out, logits, features, images, chunk_frames, crops, conf)):
                     results[i] = dets
         return results  # type: ignore[return-value]
 

@@ -1,0 +1,1 @@
+"""Evaluation of detector + filter: COCO mAP on ID data, hallucinations and OOD metrics on OoD sets."""

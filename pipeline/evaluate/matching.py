@@ -1,0 +1,57 @@
+"""Match detections to ground-truth boxes (IoU >= 0.5), as COCO's evaluation does per image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def match_true_positives(
+    det_xyxy: np.ndarray, det_conf: np.ndarray, det_cls: np.ndarray,
+    gt_xyxy: np.ndarray, gt_cls: np.ndarray, gt_crowd: np.ndarray | None = None, iou: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy by confidence: each detection takes the best unmatched same-class GT box.
+
+    Returns (true_positive (N,) bool, ignored (N,) bool): detections matching only a crowd
+    region are neither true nor false positives, as in COCO.
+    """
+    n = len(det_xyxy)
+    tp = np.zeros(n, bool)
+    ignored = np.zeros(n, bool)
+    if n == 0 or len(gt_xyxy) == 0:
+        return tp, ignored
+    crowd = np.zeros(len(gt_xyxy), bool) if gt_crowd is None else gt_crowd.astype(bool)
+    ious = box_iou(det_xyxy, gt_xyxy)
+    ious[det_cls[:, None] != gt_cls[None, :]] = 0.0
+    taken = np.zeros(len(gt_xyxy), bool)
+    for i in np.argsort(-det_conf, kind="stable"):
+        candidates = np.where(~taken & ~crowd & (ious[i] >= iou), ious[i], -1.0)
+        j = int(np.argmax(candidates))
+        if candidates[j] >= iou:
+            taken[j] = True
+            tp[i] = True
+        elif crowd.any() and (ious[i][crowd] >= iou).any():
+            ignored[i] = True
+    return tp, ignored
+
+
+def best_match(det_xyxy: np.ndarray, gt_xyxy: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """Index of the GT box each detection overlaps most (class-agnostic), -1 below `iou`."""
+    if len(det_xyxy) == 0:
+        return np.zeros(0, np.int64)
+    if len(gt_xyxy) == 0:
+        return np.full(len(det_xyxy), -1, np.int64)
+    ious = box_iou(det_xyxy, gt_xyxy)
+    best = ious.argmax(1)
+    return np.where(ious[np.arange(len(det_xyxy)), best] >= iou, best, -1)

@@ -1,0 +1,253 @@
+"""Run detector (+ filter) over an ID set and OoD sets and collect what the report needs.
+
+ID set: the detector runs at conf 0.001 as COCO mAP wants; boxes at `conf` (0.25) are
+matched to ground truth, and the true positives are the ID boxes of the OOD metrics.
+OoD sets: every detection at `conf` on an image without ID objects is a hallucination; in
+a mixed scene (ID and OoD objects both labelled) a detection whose best IoU >= 0.5 match
+is an OoD object is a hallucination, one matching nothing is a background false positive.
+A dataset says which categories are OoD with an `"ood": true` key on the category; a
+set without such keys is all OoD (the VOS OoD splits).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.data import Dataset, ImageRecord, load_image, to_coco_dict
+from pipeline.detect.detector import Detector
+from pipeline.detections import Detections
+from pipeline.errors import GhostboxError
+from pipeline.evaluate.coco_map import MapResult, coco_map, detections_to_coco
+from pipeline.evaluate.matching import best_match, match_true_positives
+
+log = logging.getLogger(__name__)
+
+MAP_CONF = 0.001  # as COCO/Ultralytics validation: the whole precision-recall curve
+
+
+@dataclass
+class BoxArrays:
+    """Features and logits of a set of boxes, grown per image and concatenated once."""
+
+    features: list[np.ndarray] = field(default_factory=list)
+    logits: list[np.ndarray] = field(default_factory=list)
+    class_id: list[np.ndarray] = field(default_factory=list)
+    level: list[np.ndarray] = field(default_factory=list)
+    confidence: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, dets: Detections) -> None:
+        if len(dets):
+            self.features.append(dets.box_features)
+            self.logits.append(dets.logits)
+            self.class_id.append(dets.class_id)
+            self.level.append(dets.level)
+            self.confidence.append(dets.confidence)
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.class_id)
+
+    def box_set(self, feature_dim: int, num_classes: int):  # noqa: ANN201 - BoxSet
+        from pipeline.filter.boxes import BoxSet
+
+        if not self.class_id:
+            return BoxSet(
+                features=np.zeros((0, feature_dim), np.float32), logits=np.zeros((0, num_classes), np.float32),
+                class_id=np.zeros(0, np.int64), level=np.zeros(0, np.int8),
+            )
+        return BoxSet(
+            features=np.concatenate(self.features), logits=np.concatenate(self.logits),
+            class_id=np.concatenate(self.class_id), level=np.concatenate(self.level),
+        )
+
+
+@dataclass
+class Worst:
+    """A hallucination kept for the report's picture grid."""
+
+    conf: float
+    set_name: str
+    file_name: str
+    label: str
+    crop: np.ndarray
+    score: float | None = None
+
+
+@dataclass
+class IdResult:
+    name: str
+    images: int
+    map: MapResult
+    tp: BoxArrays
+    tp_boxes: int
+    fp_boxes: int
+    tp_lost: int | None  # ID true positives the filter flagged
+    gt_boxes: int
+
+
+@dataclass
+class OodResult:
+    name: str
+    images: int
+    hallucinations: BoxArrays
+    hallucination_count: int
+    background_fp: int
+    id_tp: int
+    after_filter: int | None
+    id_tp_lost: int | None
+    audit: list[dict[str, Any]]
+    worst: list[Worst]
+    kinds: list[str] = field(default_factory=list)  # OoD category names
+    kind_of_hallucination: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no object
+    objects_per_kind: dict[str, int] = field(default_factory=dict)
+
+
+def ood_category_flags(dataset: Dataset) -> np.ndarray:
+    """Per class id: is it an OoD category? Sets without any `ood` key are all OoD."""
+    categories = getattr(dataset, "categories", None) or []
+    if not categories or not any("ood" in c for c in categories):
+        return np.ones(max(len(dataset.class_names), 1), bool)
+    return np.array([bool(c.get("ood", False)) for c in categories])
+
+
+def _batches(dataset: Dataset, batch: int) -> Iterator[list[tuple[ImageRecord, np.ndarray]]]:
+    chunk: list[tuple[ImageRecord, np.ndarray]] = []
+    for record in dataset:
+        chunk.append((record, load_image(record)))
+        if len(chunk) >= batch:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _class_map(dataset: Dataset, detector: Detector) -> np.ndarray:
+    """Dataset class id -> detector class id (-1 for classes the detector does not know)."""
+    names = {n: i for i, n in enumerate(detector.class_names)}
+    return np.array([names.get(n, -1) for n in dataset.class_names], np.int64)
+
+
+def evaluate_id(
+    detector: Detector, dataset: Dataset, conf: float, filters: Sequence[Any],
+    advance: Callable[[int], None] = lambda n: None,
+) -> IdResult:
+    to_model = _class_map(dataset, detector)
+    if (to_model < 0).all():
+        raise GhostboxError(
+            f"ID set '{dataset.name}': none of its classes {list(dataset.class_names)} is a class of the model "
+            f"{list(detector.class_names)}"
+        )
+    gt = to_coco_dict(dataset)
+    # Evaluate on the model's class list: categories the model has, ids remapped.
+    model_categories = [{"id": i + 1, "name": n} for i, n in enumerate(detector.class_names)]
+    remap = {c["id"]: int(to_model[k]) + 1 for k, c in enumerate(dataset.categories) if to_model[k] >= 0}
+    gt_annotations = [dict(a, category_id=remap[a["category_id"]]) for a in gt["annotations"] if a["category_id"] in remap]
+    gt = {**gt, "annotations": gt_annotations, "categories": model_categories}
+    category_ids = [c["id"] for c in model_categories]
+    rows: list[dict[str, Any]] = []
+    tp_arrays = BoxArrays()
+    tp_total = fp_total = 0
+    lost = 0
+    gt_boxes = 0
+    for chunk in _batches(dataset, detector.config.batch):
+        results = detector.detect([image for _, image in chunk], conf=MAP_CONF)
+        for (record, _), dets in zip(chunk, results):
+            rows += detections_to_coco(record.image_id, dets.xyxy, dets.confidence, dets.class_id, category_ids)
+            kept = dets[dets.confidence >= conf]
+            known = to_model[record.class_ids] >= 0
+            gt_cls = to_model[record.class_ids][known]
+            gt_boxes += int((~record.crowd[known]).sum())
+            tp, ignored = match_true_positives(kept.xyxy, kept.confidence, kept.class_id,
+                                               record.boxes_xyxy[known], gt_cls, record.crowd[known])
+            tp_total += int(tp.sum())
+            fp_total += int((~tp & ~ignored).sum())
+            tp_dets = kept[tp]
+            tp_arrays.add(tp_dets)
+            if filters:
+                flagged = filters[0].apply(tp_dets).data["hallucination"]
+                lost += int(np.asarray(flagged).sum())
+        advance(len(chunk))
+    return IdResult(
+        name=dataset.name, images=len(dataset), map=coco_map(gt, rows, list(detector.class_names)),
+        tp=tp_arrays, tp_boxes=tp_total, fp_boxes=fp_total, tp_lost=lost if filters else None, gt_boxes=gt_boxes,
+    )
+
+
+def evaluate_ood(
+    detector: Detector, dataset: Dataset, conf: float, filters: Sequence[Any], audit_conf: float = 0.5,
+    worst_k: int = 24, advance: Callable[[int], None] = lambda n: None,
+) -> OodResult:
+    ood_flags = ood_category_flags(dataset)
+    to_model = _class_map(dataset, detector)
+    hallucinations = BoxArrays()
+    count = background = id_tp = after = lost = 0
+    audit: list[dict[str, Any]] = []
+    worst: list[tuple[float, int, Worst]] = []
+    serial = 0
+    kind_names = list(dataset.class_names)
+    kind_of: list[np.ndarray] = []
+    objects_per_kind = dict.fromkeys((n for n, o in zip(kind_names, ood_flags) if o), 0)
+    for chunk in _batches(dataset, detector.config.batch):
+        results = detector.detect([image for _, image in chunk], conf=conf, crops=True)
+        for (record, _), dets in zip(chunk, results):
+            is_ood = ood_flags[record.class_ids] if len(record) else np.zeros(0, bool)
+            ood_boxes = record.boxes_xyxy[is_ood]
+            id_boxes = record.boxes_xyxy[~is_ood]
+            if len(id_boxes):
+                # Mixed scene: ID objects may be found correctly; only OoD matches are hallucinations.
+                id_cls = to_model[record.class_ids[~is_ood]]
+                tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, id_boxes, id_cls)
+                on_ood = best_match(dets.xyxy, ood_boxes) >= 0 if len(ood_boxes) else np.zeros(len(dets), bool)
+                ghost = ~tp & on_ood
+                background += int((~tp & ~on_ood).sum())
+                id_tp += int(tp.sum())
+                if filters and tp.any():
+                    lost += int(np.asarray(filters[0].apply(dets[tp]).data["hallucination"]).sum())
+            else:
+                ghost = np.ones(len(dets), bool)
+            ghosts = dets[ghost]
+            hallucinations.add(ghosts)
+            for cls in record.class_ids[is_ood]:
+                objects_per_kind[kind_names[cls]] += 1
+            # which OoD object (kind) each hallucination sits on, for per-kind figures; a looser
+            # IoU than for matching, since a hallucinated box often covers only part of the object
+            on = best_match(ghosts.xyxy, ood_boxes, iou=0.3) if len(ood_boxes) else np.full(len(ghosts), -1)
+            ood_cls = record.class_ids[is_ood]
+            kind_of.append(np.where(on >= 0, ood_cls[np.maximum(on, 0)] if len(ood_cls) else -1, -1))
+            count += len(ghosts)
+            scores = None
+            if filters and len(ghosts):
+                filtered = filters[0].apply(ghosts)
+                after += int((~np.asarray(filtered.data["hallucination"])).sum())
+                scores = np.asarray(filtered.data["score"])
+            high = dets[dets.confidence >= audit_conf]
+            if len(high) and not len(id_boxes):
+                audit.append({
+                    "file_name": record.file_name,
+                    "max_conf": round(float(high.confidence.max()), 4),
+                    "boxes": [{"xyxy": [round(float(v), 1) for v in box], "label": label, "conf": round(float(c), 4)}
+                              for box, label, c in zip(high.xyxy, high.labels, high.confidence)],
+                })
+            for i in range(len(ghosts)):
+                serial += 1
+                item = Worst(float(ghosts.confidence[i]), dataset.name, record.file_name, ghosts.labels[i],
+                             ghosts.crops[i], None if scores is None else float(scores[i]))
+                entry = (item.conf, serial, item)
+                if len(worst) < worst_k:
+                    heapq.heappush(worst, entry)
+                elif entry[0] > worst[0][0]:
+                    heapq.heapreplace(worst, entry)
+        advance(len(chunk))
+    audit.sort(key=lambda a: -a["max_conf"])
+    return OodResult(
+        name=dataset.name, images=len(dataset), hallucinations=hallucinations, hallucination_count=count,
+        background_fp=background, id_tp=id_tp, after_filter=after if filters else None,
+        id_tp_lost=lost if filters else None, audit=audit, worst=[w for _, _, w in sorted(worst, reverse=True)],
+        kinds=kind_names, kind_of_hallucination=np.concatenate(kind_of) if kind_of else np.zeros(0, np.int64),
+        objects_per_kind=objects_per_kind,
+    )
