@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("sources", nargs="+", metavar="IMAGE|DIR|VIDEO|GLOB")
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.add_argument("--no-annotate", dest="annotate", action="store_false", help="skip annotated images")
+    parser.add_argument("--filter", "-f", help="hallucination filter file (ghostbox calibrate); boxes gain "
+                        "`score` and `hallucination`")
+    parser.add_argument("--policy", choices=["flag", "drop"], help="flag hallucinations (default) or drop them")
     add_detector_flags(parser)
     parser.set_defaults(handler=run)
 
@@ -79,6 +82,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     total = count_frames(args.sources)  # also checks every source exists before loading the model
     detector = Detector(config)
+    hallucination_filter = None
+    if args.filter:
+        from pipeline.filter.filter_file import load_filter
+
+        hallucination_filter = load_filter(args.filter)
+        hallucination_filter.check_detector(detector.fingerprint())
+        if args.policy:
+            hallucination_filter.policy = args.policy
     log.info(
         "model %s (%s, %d classes, %d-d box features) on %s, imgsz %d",
         config.model, detector.backend.format, len(detector.class_names), detector.feature_dim,
@@ -86,15 +97,20 @@ def run(args: argparse.Namespace) -> int:
     )
     report = MediaReport()
     annotated = _AnnotatedOutput(out / "annotated") if args.annotate else None
-    frames_done = boxes = 0
+    frames_done = boxes = flagged = 0
     started = time.perf_counter()
     pending = []
 
     def flush(writer: JsonlWriter) -> None:
-        nonlocal frames_done, boxes
+        nonlocal frames_done, boxes, flagged
         results = detector.detect([f.image for f in pending])
         for frame, dets in zip(pending, results):
             dets = dets.with_meta(source=frame.source, frame=frame.index)
+            if hallucination_filter is not None:
+                before = len(dets)
+                dets = hallucination_filter.apply(dets)
+                flagged += int(dets.data["hallucination"].sum()) if len(dets) else 0
+                flagged += before - len(dets)  # dropped by the drop policy
             writer.write(dets)
             if annotated is not None:
                 is_video = Path(frame.source).suffix.lower() in VIDEO_SUFFIXES
@@ -120,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         "%d frames, %d boxes in %.1f s (%.1f frames/s) -> %s",
         frames_done, boxes, elapsed, frames_done / max(elapsed, 1e-9), out / "detections.jsonl",
     )
+    if hallucination_filter is not None:
+        log.info("%d boxes flagged as hallucinations by the %s filter (%s policy)", flagged,
+                 hallucination_filter.method, hallucination_filter.policy)
     if report.unreadable:
         raise GhostboxError(
             f"{len(report.unreadable)} unreadable file(s) skipped, e.g. '{report.unreadable[0]}'; "

@@ -13,7 +13,7 @@ from pipeline.errors import GhostboxError
 
 def _parser() -> argparse.ArgumentParser:
     import pipeline
-    from pipeline.cli import bench_cmd, data_cmd, detect_cmd, eval_cmd, export_cmd, synth_cmd
+    from pipeline.cli import bench_cmd, calibrate_cmd, data_cmd, detect_cmd, eval_cmd, export_cmd, synth_cmd
 
     parser = argparse.ArgumentParser(
         prog="ghostbox", description="Keep object detectors from seeing things that are not there."
@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (detect_cmd, export_cmd, synth_cmd, data_cmd, eval_cmd, bench_cmd):
+    for module in (detect_cmd, export_cmd, synth_cmd, data_cmd, calibrate_cmd, eval_cmd, bench_cmd):
         module.add_parser(sub)
     return parser
 
@@ -32,6 +32,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     # Ultralytics logs through its own logger; keep it quiet unless asked.
     logging.getLogger("ultralytics").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader narrates every CPU-feature probe
 
 
 def main(argv: Sequence[str] | None = None) -> int:

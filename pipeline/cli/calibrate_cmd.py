@@ -1,0 +1,79 @@
+"""`ghostbox calibrate`: fit a hallucination filter on ID data and write it to one file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from pipeline.cli.detector_flags import add_detector_flags, detector_config
+from pipeline.cli.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "calibrate",
+        help="fit a hallucination filter (OOD score + per-class thresholds) on ID data",
+        description="ID data: a labelled dataset SPEC (boxes matching ground truth, IoU>=0.5, same class) or a "
+        "folder of images / a video (unlabelled: detections at --unlabelled-conf). Several methods "
+        "(--method knn,mahalanobis) are fused by rank average.",
+    )
+    parser.add_argument("--id", dest="id_spec", required=True, metavar="SPEC|DIR|VIDEO")
+    parser.add_argument("--method", required=True, help="score name, or several comma-separated (fusion)")
+    parser.add_argument("--params", default="{}", help='JSON parameters of the method, e.g. \'{"k": 20}\'')
+    parser.add_argument("--tpr", type=float, default=0.95, help="ID true-positive rate the thresholds keep")
+    parser.add_argument("--min-boxes", type=int, default=20, help="classes with fewer ID boxes use the global threshold")
+    parser.add_argument("--calibration-fraction", type=float, default=0.3,
+                        help="ID boxes held out for the thresholds (the rest fit the score)")
+    parser.add_argument("--policy", choices=["flag", "drop"], default="flag")
+    parser.add_argument("--unlabelled-conf", type=float, default=0.5)
+    parser.add_argument("--max-images", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", "-o", required=True, help="filter file (suffix .filter.safetensors)")
+    add_detector_flags(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.detect.detector import Detector
+    from pipeline.errors import GhostboxError
+    from pipeline.filter.filter_file import save_filter
+    from pipeline.filter.hallucination_filter import HallucinationFilter
+    from pipeline.filter.id_collection import collect_id_boxes
+
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise GhostboxError(f"--params: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(params, dict):
+        raise GhostboxError(f"--params: expected a JSON object, got {args.params!r}")
+    methods = [m.strip().lower() for m in args.method.split(",") if m.strip()]
+    from pipeline.filter.registry import names
+
+    unknown = [m for m in methods if m not in names()]
+    if unknown or not methods:
+        raise GhostboxError(f"--method: unknown {unknown or args.method!r}; available: {', '.join(names())}")
+    method = methods[0]
+    if len(methods) > 1:
+        method, params = "fusion", {"members": [{"name": m, "params": params.get(m, {})} for m in methods]}
+    config = detector_config(args)
+    detector = Detector(config)
+    started = time.perf_counter()
+    with progress_bar("ID boxes", None) as bar:
+        collected = collect_id_boxes(detector, args.id_spec, conf=config.conf, unlabelled_conf=args.unlabelled_conf,
+                                     max_images=args.max_images, advance=bar.advance)
+    log.info("%s", collected.description)
+    filt = HallucinationFilter.fit(
+        method, collected.boxes, detector.class_names, detector.fingerprint(), params=params, tpr=args.tpr,
+        min_boxes=args.min_boxes, calibration_fraction=args.calibration_fraction, seed=args.seed, policy=args.policy,
+        metadata={"id_data": args.id_spec, "labelled": collected.labelled, "id_images": collected.images,
+                  "detector_conf": config.conf},
+    )
+    out = save_filter(filt, Path(args.out))
+    print(f"{method} filter fitted on {collected.description} in {time.perf_counter() - started:.1f} s -> {out}")
+    print(filt.thresholds.summary())
+    return 0

@@ -1,0 +1,25 @@
+"""Hallucination filter: box-level OOD scores, per-class thresholds, one filter file.
+
+    boxes   = BoxSet.from_detections(id_frames)             # features, logits, class, level
+    filt    = HallucinationFilter.fit("knn", boxes, class_names, detector.fingerprint())
+    save_filter(filt, "street.filter.safetensors")
+    filt    = load_filter("street.filter.safetensors")
+    filt.check_detector(detector.fingerprint())
+    dets    = filt.apply(dets)                               # + score, threshold, hallucination
+
+Every score: higher = more in-distribution. Methods: `names()`; one module each in
+`pipeline.filter.scores`.
+"""
+
+from pipeline.filter.boxes import BoxSet
+from pipeline.filter.calibrate import Calibration, ClassCalibration, calibrate, split_fit_calibration
+from pipeline.filter.filter_file import FILTER_SUFFIX, load_filter, read_filter_header, save_filter
+from pipeline.filter.hallucination_filter import HallucinationFilter
+from pipeline.filter.registry import create, names, register, scorer_class
+from pipeline.filter.scorer import Scorer
+
+__all__ = [
+    "FILTER_SUFFIX", "BoxSet", "Calibration", "ClassCalibration", "HallucinationFilter", "Scorer",
+    "calibrate", "create", "load_filter", "names", "read_filter_header", "register", "save_filter",
+    "scorer_class", "split_fit_calibration",
+]

@@ -1,0 +1,26 @@
+"""Built-in box-level OOD scores, one flat module per method; importing registers them.
+
+    msp          max softmax probability          (Hendrycks & Gimpel, ICLR 2017)
+    maxlogit     max logit                        (Hendrycks et al., ICML 2022)
+    energy       T logsumexp(z / T)               (Liu et al., NeurIPS 2020)
+    mahalanobis  nearest class mean, shrunk shared covariance   (Lee et al., NeurIPS 2018)
+    knn          k-th nearest ID feature          (Sun et al., ICML 2022)
+    vim          energy minus virtual logit       (Wang et al., CVPR 2022)
+    bam          box abstraction monitor          (Wu et al.; M-Hood)
+    abet         ablated learned temperature energy   (LeVine et al., 2024)
+    fusion       rank / z-score mean of several of the above
+
+All scores: higher = more in-distribution.
+"""
+
+from pipeline.filter.scores.abet import AbeT
+from pipeline.filter.scores.bam import BoxAbstraction
+from pipeline.filter.scores.energy import Energy
+from pipeline.filter.scores.fusion import Fusion
+from pipeline.filter.scores.knn import KNN
+from pipeline.filter.scores.mahalanobis import Mahalanobis
+from pipeline.filter.scores.maxlogit import MaxLogit
+from pipeline.filter.scores.msp import MaxSoftmax
+from pipeline.filter.scores.vim import ViM
+
+__all__ = ["AbeT", "BoxAbstraction", "Energy", "Fusion", "KNN", "Mahalanobis", "MaxLogit", "MaxSoftmax", "ViM"]

@@ -1,0 +1,55 @@
+"""Shared synthetic data for the filter tests: one toy world, fitted scorers cached per session."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.detections import Detections
+from pipeline.filter.boxes import BoxSet
+from pipeline.filter.registry import create
+from pipeline.filter.scorer import Scorer
+from pipeline.filter.toy_boxes import ToyBoxWorld
+
+CLASS_NAMES = ("car", "pedestrian", "sign", "light")
+WORLD = ToyBoxWorld(num_classes=4, feature_dim=32, num_levels=3, seed=0)
+FEATURE_SCORES = ("mahalanobis", "knn", "vim", "bam", "fusion")  # see features the logits cannot
+LOGIT_SCORES = ("msp", "maxlogit", "energy")
+# Fast settings where the defaults are meant for real data sizes.
+TEST_PARAMS: dict[str, dict] = {"knn": {"k": 20}, "abet": {"epochs": 8}}
+
+
+@lru_cache(maxsize=None)
+def fit_boxes() -> BoxSet:
+    return WORLD.id_boxes(3000, seed=1)
+
+
+@lru_cache(maxsize=None)
+def id_test() -> BoxSet:
+    return WORLD.id_boxes(600, seed=3)
+
+
+@lru_cache(maxsize=None)
+def ood_far() -> BoxSet:
+    return WORLD.ood_boxes(600, seed=4, mode="far")
+
+
+@lru_cache(maxsize=None)
+def ood_hidden() -> BoxSet:
+    return WORLD.ood_boxes(600, seed=5, mode="hidden", distance=1.0)
+
+
+@lru_cache(maxsize=None)
+def fitted(name: str) -> Scorer:
+    return create(name, **TEST_PARAMS.get(name, {})).fit(fit_boxes())
+
+
+def detections(boxes: BoxSet, class_names: tuple[str, ...] = CLASS_NAMES) -> Detections:
+    n = len(boxes)
+    xy = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    return Detections(
+        xyxy=np.hstack([xy, xy + 10]), confidence=np.full(n, 0.5, np.float32), class_id=boxes.class_id,
+        logits=boxes.logits, box_features=boxes.features, level=boxes.level, class_names=class_names,
+        image_size=(640, 480), source="toy", frame=3,
+    )

@@ -1,0 +1,77 @@
+"""Per-class thresholds keep the target share of ID boxes; rare classes fall back to global."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from filter_fixtures import CLASS_NAMES, WORLD, fitted
+
+from pipeline.errors import GhostboxError
+from pipeline.filter.boxes import BoxSet
+from pipeline.filter.calibrate import Calibration, calibrate, split_fit_calibration
+
+
+def _calibration_boxes() -> BoxSet:
+    boxes = WORLD.id_boxes(2000, seed=40)
+    rare = np.flatnonzero(boxes.class_id == 2)[:7]  # class 2: only 7 calibration boxes
+    return boxes[(boxes.class_id != 2) | np.isin(np.arange(len(boxes)), rare)]
+
+
+@pytest.mark.parametrize("name", ["knn", "energy", "mahalanobis"])
+@pytest.mark.parametrize("tpr", [0.95, 0.8])
+def test_thresholds_keep_target_tpr_per_class(name, tpr):
+    scorer = fitted(name)
+    boxes = _calibration_boxes()
+    cal = calibrate(scorer, boxes, tpr=tpr, min_boxes=20, class_names=CLASS_NAMES)
+    scores = scorer.score(boxes)
+    for c in (0, 1, 3):
+        mine = scores[boxes.class_id == c]
+        kept = np.mean(mine >= cal.per_class[c])
+        assert tpr <= kept < tpr + 1.5 / len(mine)  # at least the target, at most one box more
+        assert not cal.classes[c].fell_back and cal.classes[c].num_boxes == len(mine)
+        assert cal.classes[c].kept_fraction == pytest.approx(kept)
+        # the threshold is the largest that keeps enough: one step up would keep too few
+        assert np.mean(mine > cal.per_class[c]) < tpr
+    assert np.mean(scores >= cal.global_threshold) >= tpr
+
+
+def test_rare_class_falls_back_to_global_threshold():
+    cal = calibrate(fitted("knn"), _calibration_boxes(), min_boxes=20, class_names=CLASS_NAMES)
+    rare = cal.classes[2]
+    assert rare.fell_back and rare.num_boxes == 7 and rare.name == "sign"
+    assert cal.per_class[2] == cal.global_threshold
+    assert "global (fewer than 20 boxes)" in cal.summary()
+    again = Calibration.from_json(cal.to_json())
+    np.testing.assert_array_equal(again.per_class, cal.per_class)
+    assert again.classes == cal.classes
+
+
+def test_class_without_calibration_boxes_is_reported():
+    boxes = _calibration_boxes()
+    cal = calibrate(fitted("energy"), boxes[boxes.class_id != 1])
+    assert cal.classes[1].num_boxes == 0 and cal.classes[1].fell_back and cal.classes[1].kept_fraction is None
+
+
+def test_calibrate_refuses_empty_and_bad_settings():
+    with pytest.raises(GhostboxError, match="no ID calibration boxes"):
+        calibrate(fitted("energy"), BoxSet.empty(32, 4))
+    with pytest.raises(GhostboxError, match="tpr must be in"):
+        calibrate(fitted("energy"), _calibration_boxes(), tpr=1.5)
+
+
+def test_split_is_seeded_disjoint_and_per_class():
+    boxes = WORLD.id_boxes(1000, seed=41)
+    fit_a, cal_a = split_fit_calibration(boxes, 0.3, seed=5)
+    fit_b, cal_b = split_fit_calibration(boxes, 0.3, seed=5)
+    _, cal_c = split_fit_calibration(boxes, 0.3, seed=6)
+    np.testing.assert_array_equal(cal_a.features, cal_b.features)
+    assert not np.array_equal(cal_a.features, cal_c.features)
+    assert len(fit_a) + len(cal_a) == len(boxes)
+    fit_rows = {r.tobytes() for r in fit_a.features}
+    assert not any(r.tobytes() in fit_rows for r in cal_a.features)
+    for c in range(4):
+        total = (boxes.class_id == c).sum()
+        assert (cal_a.class_id == c).sum() == round(total * 0.3)
+    single = boxes[:1]
+    fit_s, cal_s = split_fit_calibration(single, 0.5)
+    assert len(fit_s) == 1 and len(cal_s) == 0
