@@ -34,13 +34,13 @@ def feature_dim(head: nn.Module) -> int:
 
 
 def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    branch = active_branch(head)
-    box_head, cls_head = branch["box_head"], branch["cls_head"]
+    box_head = active_branch(head)["box_head"]
+    hidden_layers, logit_layers = head._ghostbox_split  # built once by install_tap
     bs = feats[0].shape[0]
     boxes, logits, hidden = [], [], []
     for i in range(head.nl):
-        h = cls_head[i][:-1](feats[i])
-        logits.append(cls_head[i][-1](h).view(bs, head.nc, -1))
+        h = hidden_layers[i](feats[i])
+        logits.append(logit_layers[i](h).view(bs, head.nc, -1))
         hidden.append(h.flatten(2))
         boxes.append(box_head[i](feats[i]).view(bs, 4 * head.reg_max, -1))
     raw = {"boxes": torch.cat(boxes, -1), "scores": torch.cat(logits, -1), "feats": feats}
@@ -60,5 +60,9 @@ def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Te
 def install_tap(model: nn.Module) -> nn.Module:
     """Make `model(images)` return (head_out, logits, features); returns the head."""
     head = model.model[-1]
+    cls_head = active_branch(head)["cls_head"]
+    # The classification branch split at its last conv: hidden layers, then the logit conv.
+    # Plain lists, not ModuleLists: the modules stay registered where they are.
+    head._ghostbox_split = ([cls_head[i][:-1] for i in range(head.nl)], [cls_head[i][-1] for i in range(head.nl)])
     head.forward = types.MethodType(tapped_forward, head)
     return head
