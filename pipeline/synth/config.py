@@ -31,7 +31,7 @@ class WorldConfig(BaseModel):
     stream_frames: int = 300
     stream_fps: float = 30.0
     # objects per image, inclusive ranges; placement drops what cannot be seen well enough
-    id_objects_per_image: tuple[int, int] = (1, 8)
+    id_objects_per_image: tuple[int, int] = (1, 7)
     empty_id_fraction: float = 0.05
     ood_objects_per_image: tuple[int, int] = (2, 5)
     mixed_id_objects_per_image: tuple[int, int] = (1, 4)

@@ -22,6 +22,10 @@ from pipeline.synth.lighting import apply_conditions, sample_conditions
 VISIBLE_ALPHA = 0.3  # a pixel counts towards a box when at least this much of the object shows
 MIN_IN_FRAME = 0.6  # truncation limit: share of the object that must lie inside the image
 MIN_VISIBLE = 0.65  # occlusion limit: share of the in-image part that nearer objects leave visible
+# ID objects are held to stricter limits, so the detector learns whole-enough examples; the
+# OoD kinds keep the looser ones above (their images stay as they were)
+MIN_IN_FRAME_ID = 0.7
+MIN_VISIBLE_ID = 0.75
 MIN_BOX_PX = 5
 TRUNCATED_BELOW = 0.97  # in-frame share under which an object is flagged truncated
 OCCLUDED_BELOW = 0.9  # visible share under which an object is flagged occluded
@@ -159,8 +163,11 @@ def _measure(k: int, objs: Sequence[Placed], width: int, height: int) -> _Measur
     return _Measured(box, inside / total, float(seen.sum()) / max(inside, 1e-6))
 
 
-def _acceptable(m: _Measured) -> bool:
-    if m.box is None or m.in_frame < MIN_IN_FRAME or m.visible < MIN_VISIBLE:
+def _acceptable(m: _Measured, name: str) -> bool:
+    is_id = SPECS[name].tier == "id"
+    min_in_frame = MIN_IN_FRAME_ID if is_id else MIN_IN_FRAME
+    min_visible = MIN_VISIBLE_ID if is_id else MIN_VISIBLE
+    if m.box is None or m.in_frame < min_in_frame or m.visible < min_visible:
         return False
     return min(m.box[2] - m.box[0], m.box[3] - m.box[1]) >= MIN_BOX_PX
 
@@ -169,10 +176,10 @@ def _try_add(p: Placed, accepted: list[Placed], width: int, height: int) -> bool
     """Add p if it stays visible enough and hides no accepted object too much."""
     trial = accepted + [p]
     n = len(trial) - 1
-    if not _acceptable(_measure(n, trial, width, height)):
+    if not _acceptable(_measure(n, trial, width, height), p.name):
         return False
     for k, q in enumerate(accepted):
-        if (p.depth, n) > (q.depth, k) and not _acceptable(_measure(k, trial, width, height)):
+        if (p.depth, n) > (q.depth, k) and not _acceptable(_measure(k, trial, width, height), q.name):
             return False
     accepted.append(p)
     return True

@@ -52,7 +52,7 @@ from pipeline.synth.stream import write_stream
 from pipeline.data.convert import convert_bdd_to_yolo
 from pipeline.synth.writers import RenderedImage, bdd_frames, coco_instances, write_json
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2  # 2: larger ID objects, stricter ID occlusion/truncation, <= 7 per image
 JPEG_QUALITY = 95
 ID_CLASS_P = (0.3, 0.3, 0.2, 0.2)  # pedestrian, car, traffic light, traffic sign
 OWNED = ("world.json", "id", "ood", "yolo", "stream")  # what a regeneration may delete
