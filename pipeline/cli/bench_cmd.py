@@ -23,6 +23,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     det.add_argument("--backends", default="pt,onnx")
     det.add_argument("--out", help="also write the figures to this JSON file")
     det.set_defaults(handler=run_detector)
+    stream = which.add_parser(
+        "stream", help="`ghostbox run` vs Ultralytics predict(stream=True), transport per hop, live latency, memory")
+    stream.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
+    stream.add_argument("--source", help="video to run on (default: the synthetic world's stream, written once)")
+    stream.add_argument("--video-frames", type=int, default=300, help="frames of the generated video")
+    stream.add_argument("--imgsz", type=int, default=320)
+    stream.add_argument("--conf", type=float, default=0.25)
+    stream.add_argument("--batch", type=int, default=8, help="ghostbox worker batch (frames per forward pass)")
+    stream.add_argument("--rounds", type=int, default=2, help="throughput rounds, alternating the two runners")
+    stream.add_argument("--duration", type=float, default=0.0,
+                        help="live run of this many seconds with a 30 fps source (300 for the acceptance figure)")
+    stream.add_argument("--frames", type=int, default=0,
+                        help="memory run of this many frames, lossless (10000 for the acceptance figure)")
+    stream.add_argument("--out", help="also write the figures to this JSON file")
+    stream.set_defaults(handler=run_stream)
 
 
 def _frames(source: str | None, count: int, size: str) -> list[np.ndarray]:
@@ -59,6 +74,44 @@ def run_detector(args: argparse.Namespace) -> int:
         print(f"{name:<18}{fps:>10.2f}{result['ms_per_frame'][name]:>10.2f}{result['boxes'][name]:>8}")
     for backend, ratio in result["ghostbox_over_ultralytics"].items():
         print(f"ghostbox/ultralytics ({backend}): {ratio:.3f}x  feature overhead {result['feature_overhead_pct'][backend]:+.1f}%")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from pipeline.bench.stream_speed import bench_stream
+    from pipeline.bundled import default_model
+
+    model = args.model or str(default_model())
+    result = bench_stream(model, Path(args.source) if args.source else None, video_frames=args.video_frames,
+                          imgsz=args.imgsz, conf=args.conf, rounds=args.rounds, batch=args.batch,
+                          duration_s=args.duration, memory_frames=args.frames)
+    tp = result["throughput"]
+    print(f"model {result['model']}  imgsz {result['imgsz']}  video {result['frames']} frames")
+    print(f"throughput: ghostbox run (lossless, 1 worker) {tp['ghostbox_fps']:.1f} frames/s, Ultralytics "
+          f"predict(stream=True) {tp['ultralytics_fps']:.1f} frames/s: {tp['ghostbox_over_ultralytics']:.2f}x "
+          f"(with process start-up {tp['ghostbox_wall_fps_with_startup']:.1f} frames/s)")
+    print("transport, one hop (round trip / 2, encode + validate):")
+    for name, figures in result["transport"].items():
+        print(f"  {name:<18} p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms  ({figures['bytes']} bytes)")
+    print("inside the pipeline (p50 ms): " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in tp["pipeline_stages_ms"].items()))
+    if "live" in result:
+        live = result["live"]
+        print(f"live {live['duration_s']:.0f} s at 30 fps: {live['frames_processed']} frames processed "
+              f"({live['processed_fps']:.1f}/s), {live['dropped']} dropped; latency p99 first third "
+              f"{live.get('p99_first_third_ms', 0):.0f} ms, last third {live.get('p99_last_third_ms', 0):.0f} ms, "
+              f"trend {live.get('p99_slope_ms_per_min', 0):+.1f} ms/min; without the detector's own time: "
+              f"{live.get('non_detect_p99_first_third_ms', 0):.0f} -> {live.get('non_detect_p99_last_third_ms', 0):.0f} ms, "
+              f"trend {live.get('non_detect_p99_slope_ms_per_min', 0):+.1f} ms/min")
+    if "memory" in result:
+        mem = result["memory"]
+        total = mem.get("total", {})
+        print(f"memory over {mem['frames']} frames: all stages {total.get('early_mb', 0):.0f} MB -> "
+              f"{total.get('late_mb', 0):.0f} MB ({total.get('growth_pct', 0):+.1f}%)")
+        for name, row in mem.get("per_stage", {}).items():
+            print(f"  {name:<14} {row['early_mb']:.0f} -> {row['late_mb']:.0f} MB ({row['growth_pct']:+.1f}%)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))

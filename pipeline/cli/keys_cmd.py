@@ -1,0 +1,32 @@
+"""`ghostbox keys --out DIR NAME...`: CurveZMQ key pairs for encrypted, authenticated tcp endpoints."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "keys", help="make CurveZMQ key pairs (NAME.key public, NAME.key_secret secret)",
+        description="Typical: `ghostbox keys --out keys server client`, then `security: {curve: true, keys: keys}` "
+                    "in the graph config. Binding machines need server.key_secret and the clients' .key files; "
+                    "connecting machines need client.key_secret and server.key.",
+    )
+    parser.add_argument("names", nargs="+", metavar="NAME", help="one key pair per name")
+    parser.add_argument("--out", "-o", required=True, help="folder for the key files")
+    parser.add_argument("--force", action="store_true", help="replace existing key files")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.errors import GhostboxError
+    from pipeline.stream.config import ID_PATTERN
+    from pipeline.stream.security import make_keypair
+
+    for name in args.names:
+        if not ID_PATTERN.match(name):
+            raise GhostboxError(f"key name '{name}': use letters, digits, '_', '.', '-'")
+    for name in args.names:
+        public, secret = make_keypair(args.out, name, force=args.force)
+        print(f"{public}  (public: give to peers)\n{secret}  (secret: keep on this machine, mode 600)")
+    return 0

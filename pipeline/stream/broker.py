@@ -1,0 +1,587 @@
+"""The broker: hands frames from every source to a pool of detector workers and passes their
+detections on to the filter. It owns every frame from arrival until its result went
+downstream, which is what makes worker deaths lossless.
+
+Sockets (the shell, `BrokerStage`):
+    frontend  ROUTER, bound; sources connect DEALERs (identity = source id). ROUTER because
+              the broker must address credit and EOS acks to one particular source.
+    backend   ROUTER, bound; workers connect DEALERs. ROUTER because frames go to the worker
+              that asked for them (credit), not round-robin: a slow or dead worker must not
+              be handed frames blindly as PUSH would.
+    filter    PUSH (binds or connects per config) to the filter stage: one way, and it queues
+              up to its high-water mark, which is the downstream backpressure the broker
+              watches (sends never block the loop; a full queue pauses dispatching).
+
+Flow control is credit-based both ways (the ZeroMQ guide's load-balancing broker with the
+Paranoid Pirate's heartbeats):
+- a lossless source may have `prefetch` frames queued or on their way; it gets a credit
+  back for each frame handed to a worker, so a slow detector slows the source;
+- a live source gets a credit only when a worker has room and none of its frames waits,
+  so what a worker picks up is always the newest frame of that camera;
+- a worker announces free room with CREDIT n; it is given frames of different sources in
+  round-robin (batching across streams), least busy worker first;
+- broker and workers exchange heartbeats every `heartbeat_ms`; a worker silent for
+  `liveness` beats is dead: in lossless mode its frames are queued again at the head of
+  their source's queue (a frame whose workers died `max_attempts` times is delivered as an
+  error instead, so a frame that crashes the detector cannot crash every worker in turn);
+  in live mode they are dropped and counted, since re-sending stale frames only adds latency.
+A result is accepted once, from a worker the frame was given to; a second result for the
+same frame (a worker declared dead that was only slow) is dropped here, and the sink's
+resequencer drops duplicates again by (source, seq).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from pipeline.stream import protocol as P
+from pipeline.stream.config import GraphConfig
+from pipeline.stream.shell import StageShell
+
+log = logging.getLogger(__name__)
+
+SOURCE, WORKER, DOWNSTREAM = "source", "worker", "downstream"
+Key = tuple[str, int]
+
+
+@dataclass
+class Pending:
+    source: str
+    seq: int
+    frame: P.Message
+    t_in: float
+    attempts: int = 0
+    worker: bytes | None = None
+    tried: set[bytes] = field(default_factory=set)
+
+
+@dataclass
+class SourceState:
+    id: str
+    live: bool
+    routing: bytes | None = None
+    epoch: int = 0
+    queue: deque[Pending] = field(default_factory=deque)
+    outstanding: int = 0  # credit granted, frame not yet here
+    in_flight: int = 0  # at workers
+    next_seq: int = 0
+    received: int = 0
+    forwarded: int = 0
+    eos: dict[str, Any] | None = None
+    ended: bool = False
+    dropped: int = 0  # dropped at the broker (live: worker died, stale replaced)
+    resent: int = 0
+    gave_up: int = 0
+
+
+@dataclass
+class WorkerState:
+    id: bytes
+    last_seen: float
+    credit: int = 0
+    batch: int = 1
+    in_flight: dict[Key, Pending] = field(default_factory=dict)
+
+
+@dataclass
+class Out:
+    to: str  # SOURCE | WORKER | DOWNSTREAM
+    routing: bytes | None
+    frames: list[Any]
+
+
+class DispatchCore:
+    """The broker's logic without sockets: messages in (with the sender's routing id), `Out`s out."""
+
+    def __init__(self, sources: dict[str, bool], prefetch: int = 4, heartbeat_s: float = 1.0, liveness: int = 3,
+                 max_attempts: int = 3, forward_frames: bool = True) -> None:
+        self.sources = {sid: SourceState(sid, live) for sid, live in sources.items()}
+        self.workers: dict[bytes, WorkerState] = {}
+        self.pending: dict[Key, Pending] = {}
+        self.prefetch = prefetch
+        self.heartbeat_s = heartbeat_s
+        self.liveness = liveness
+        self.max_attempts = max_attempts
+        self.forward_frames = forward_frames
+        self.downstream_ready = True
+        self.outputs: list[Out] = []
+        self.events: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self._rr: deque[str] = deque(sources)
+        self._live_rr: deque[str] = deque(sid for sid, live in sources.items() if live)
+        self._last_beat = 0.0
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _event(self, name: str, n: int = 1) -> None:
+        self.events[name] = self.events.get(name, 0) + n
+
+    def _reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def take_outputs(self) -> list[Out]:
+        outputs, self.outputs = self.outputs, []
+        return outputs
+
+    @property
+    def finished(self) -> bool:
+        return all(s.ended for s in self.sources.values())
+
+    def queued(self) -> int:
+        return sum(len(s.queue) for s in self.sources.values())
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def source_message(self, routing: bytes, message: P.Message, now: float) -> None:
+        state = self.sources.get(message.topic)
+        if state is None:
+            self._reject("unknown-source")
+            return
+        if routing != message.topic.encode():
+            # sources connect with their id as identity: a peer cannot speak for another stream
+            self._reject("source-identity-mismatch")
+            return
+        state.routing = routing
+        kind = message.type
+        if kind == P.HELLO:
+            epoch = int(message.header.get("epoch", 0))
+            if state.epoch and epoch != state.epoch:
+                self._restart_source(state)
+            state.epoch = epoch
+            state.outstanding = 0
+            self._grant(state)
+        elif kind == P.FRAME:
+            self._frame(state, message, now)
+        elif kind == P.EOS:
+            self._eos(state, message)
+        else:
+            self._reject(f"unexpected-{kind}-from-source")
+        self._dispatch()
+
+    def _restart_source(self, state: SourceState) -> None:
+        # A live camera process restarted: its queued frames are stale; its seq starts again.
+        if not state.live:
+            log.warning("lossless source %s restarted: its frames may repeat", state.id)
+        for pending in list(state.queue):
+            self.pending.pop((state.id, pending.seq), None)
+            state.dropped += 1
+        state.queue.clear()
+        state.next_seq = 0
+        state.eos = None
+        state.ended = False
+
+    def _frame(self, state: SourceState, message: P.Message, now: float) -> None:
+        if state.eos is not None:
+            self._reject("frame-after-eos")
+            return
+        if not message.has("image"):
+            self._reject("frame-without-image")
+            return
+        seq = message.seq
+        state.outstanding = max(0, state.outstanding - 1)
+        if (state.id, seq) in self.pending or (seq < state.next_seq and not state.live):
+            self._reject("duplicate-frame")
+            return
+        state.next_seq = max(state.next_seq, seq + 1)
+        state.received += 1
+        message.stamps["broker_in"] = now
+        pending = Pending(state.id, seq, message, now)
+        if state.live and state.queue:
+            # latest wins here too (it only happens when a worker vanished after the credit)
+            old = state.queue.popleft()
+            self.pending.pop((state.id, old.seq), None)
+            state.dropped += 1
+        self.pending[(state.id, seq)] = pending
+        state.queue.append(pending)
+
+    def _eos(self, state: SourceState, message: P.Message) -> None:
+        header = message.header
+        if state.eos is None:
+            total = header.get("total")
+            state.eos = {
+                "total": state.next_seq if total is None else int(total), "status": header["status"],
+                "dropped": int(header.get("dropped", 0)), "epoch": int(header.get("epoch", state.epoch)),
+                "stats": dict(header.get("stats", {})), "detail": header.get("detail", ""),
+            }
+            if total is not None and int(total) != state.next_seq and not state.live:
+                log.warning("source %s: EOS says %s frames, %d arrived", state.id, total, state.next_seq)
+        self.outputs.append(Out(SOURCE, state.routing, P.control(P.ACK, state.id, of=P.EOS, seq=state.next_seq)))
+        self._maybe_end(state)
+
+    def _maybe_end(self, state: SourceState) -> None:
+        if state.eos is None or state.ended or state.queue or state.in_flight:
+            return
+        state.ended = True
+        eos = state.eos
+        stats = {**eos["stats"], "broker_dropped": state.dropped, "resent": state.resent, "gave_up": state.gave_up,
+                 "received": state.received}
+        self.outputs.append(Out(DOWNSTREAM, None, P.control(
+            P.EOS, state.id, total=eos["total"], status=eos["status"], dropped=eos["dropped"] + state.dropped,
+            epoch=eos["epoch"], stats=stats, detail=eos["detail"])))
+
+    def _grant(self, state: SourceState) -> None:
+        if state.eos is not None or state.routing is None:
+            return
+        if state.live:
+            return self._grant_live()
+        n = self.prefetch - len(state.queue) - state.outstanding
+        if n > 0:
+            state.outstanding += n
+            self.outputs.append(Out(SOURCE, state.routing, P.control(P.CREDIT, state.id, n=n)))
+
+    def _grant_live(self) -> None:
+        """A live source gets one credit when a worker has room for it and nothing of it waits."""
+        room = sum(w.credit for w in self.workers.values()) - self.queued()
+        room -= sum(s.outstanding for s in self.sources.values() if s.live)
+        cap = max(1, len(self.workers))  # frames of one camera in flight: one per worker
+        for _ in range(len(self._live_rr)):
+            if room <= 0:
+                return
+            sid = self._live_rr[0]
+            self._live_rr.rotate(-1)
+            state = self.sources[sid]
+            if (state.routing is None or state.eos is not None or state.outstanding or state.queue
+                    or state.in_flight >= cap):
+                continue
+            state.outstanding = 1
+            room -= 1
+            self.outputs.append(Out(SOURCE, state.routing, P.control(P.CREDIT, sid, n=1)))
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def worker_message(self, routing: bytes, message: P.Message, now: float) -> None:
+        kind = message.type
+        worker = self.workers.get(routing)
+        if kind == P.HELLO:
+            if worker is not None:
+                self._worker_lost(worker, "re-announced itself")
+            self.workers[routing] = WorkerState(routing, now, batch=int(message.header.get("batch", 1)))
+            self._event("worker_joined")
+            log.info("worker %s joined (%d now)", routing.hex()[:8], len(self.workers))
+        elif kind == P.DETECTIONS:
+            self._result(routing, message, now)
+            if worker is None:
+                self._reset(routing)
+        elif worker is None:
+            # a worker this broker does not know (declared dead, or the broker restarted)
+            if kind in (P.CREDIT, P.HEARTBEAT):
+                self._reset(routing)
+            else:
+                self._reject(f"unexpected-{kind}-from-worker")
+            return
+        elif kind == P.CREDIT:
+            worker.credit += message.header["n"]
+        elif kind == P.HEARTBEAT:
+            pass
+        else:
+            self._reject(f"unexpected-{kind}-from-worker")
+        if worker is not None:
+            worker.last_seen = now
+        elif routing in self.workers:
+            self.workers[routing].last_seen = now
+        self._dispatch()
+
+    def _reset(self, routing: bytes) -> None:
+        # HELLO from the broker means: start over with a new identity and full credit
+        self.outputs.append(Out(WORKER, routing, P.control(P.HELLO, "broker", role="broker")))
+        self._event("worker_reset")
+
+    def _result(self, routing: bytes, message: P.Message, now: float) -> None:
+        key = (message.topic, message.seq)
+        pending = self.pending.get(key)
+        if pending is None:
+            self._event("duplicate_result")
+            return
+        if routing not in pending.tried:
+            self._reject("result-from-wrong-worker")
+            return
+        if message.header.get("error") is None:
+            try:
+                P.detections_from(message)  # never pass on what the filter could not read
+            except P.ProtocolError as exc:
+                self._reject(exc.reason)
+                self._requeue(pending, "bad result")
+                return
+        header = dict(message.header)
+        frame_header = pending.frame.header
+        for name in ("frame", "origin", "epoch", "dropped", "fps"):
+            if name in frame_header:
+                header[name] = frame_header[name]
+        header["t"] = {**frame_header["t"], **message.header["t"], "broker_out": now}
+        header["attempts"] = pending.attempts
+        extra = []
+        if self.forward_frames:
+            i = pending.frame.index("image")
+            spec = pending.frame.specs[i]
+            extra.append(({"name": "image", "enc": spec.encoding, "dtype": spec.dtype, "shape": list(spec.shape)},
+                          pending.frame.parts[i]))
+        self.outputs.append(Out(DOWNSTREAM, None, P.reencode(message, header, extra)))
+        self.sources[pending.source].forwarded += 1
+        self._complete(pending)  # after the result, so a following EOS goes out behind it
+
+    def _complete(self, pending: Pending) -> None:
+        self.pending.pop((pending.source, pending.seq), None)
+        state = self.sources[pending.source]
+        if pending.worker is not None:
+            worker = self.workers.get(pending.worker)
+            if worker is not None:
+                worker.in_flight.pop((pending.source, pending.seq), None)
+            state.in_flight -= 1
+            pending.worker = None
+        self._maybe_end(state)
+        self._grant(state)
+
+    def _requeue(self, pending: Pending, why: str) -> None:
+        state = self.sources[pending.source]
+        if pending.worker is not None:
+            state.in_flight -= 1
+            worker = self.workers.get(pending.worker)
+            if worker is not None:
+                worker.in_flight.pop((pending.source, pending.seq), None)
+            pending.worker = None
+        if state.live:
+            self.pending.pop((pending.source, pending.seq), None)
+            state.dropped += 1
+            self._event("live_frame_lost")
+            self._maybe_end(state)
+            self._grant(state)
+            return
+        if pending.attempts >= self.max_attempts:
+            log.error("source %s frame %d: given up after %d attempts (%s)", pending.source, pending.seq,
+                      pending.attempts, why)
+            self.pending.pop((pending.source, pending.seq), None)
+            state.gave_up += 1
+            self._event("gave_up")
+            self.outputs.append(Out(DOWNSTREAM, None, error_result(pending, f"given up after {pending.attempts} "
+                                                                             f"attempts ({why})")))
+            state.forwarded += 1
+            self._maybe_end(state)
+            self._grant(state)
+            return
+        state.queue.appendleft(pending)  # ahead of newer frames: the resequencer is waiting for it
+        state.resent += 1
+        self._event("resent")
+
+    def _worker_lost(self, worker: WorkerState, why: str) -> None:
+        self.workers.pop(worker.id, None)
+        log.warning("worker %s %s; %d frame(s) it held %s", worker.id.hex()[:8], why, len(worker.in_flight),
+                    "go to other workers" if worker.in_flight else "")
+        self._event("worker_lost")
+        for pending in sorted(worker.in_flight.values(), key=lambda p: p.seq, reverse=True):
+            self._requeue(pending, f"worker {why}")
+        worker.in_flight.clear()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        if now - self._last_beat >= self.heartbeat_s:
+            self._last_beat = now
+            for routing in self.workers:
+                self.outputs.append(Out(WORKER, routing, P.control(P.HEARTBEAT, "broker")))
+        deadline = self.heartbeat_s * self.liveness
+        for worker in [w for w in self.workers.values() if now - w.last_seen > deadline]:
+            self._worker_lost(worker, f"silent for {now - worker.last_seen:.1f} s")
+        self._dispatch()
+
+    def worker_unreachable(self, routing: bytes) -> None:
+        """The shell could not hand a message to this worker: its frames must not wait for it."""
+        worker = self.workers.get(routing)
+        if worker is not None:
+            self._worker_lost(worker, "unreachable")
+            self._dispatch()
+
+    def shutdown_workers(self, reason: str) -> None:
+        for routing in self.workers:
+            self.outputs.append(Out(WORKER, routing, P.control(P.SHUTDOWN, "broker", reason=reason)))
+
+    # -- dispatching --------------------------------------------------------------------------
+
+    def _next_worker(self) -> WorkerState | None:
+        best = None
+        for worker in self.workers.values():
+            if worker.credit <= 0:
+                continue
+            if best is None or (len(worker.in_flight), -worker.credit) < (len(best.in_flight), -best.credit):
+                best = worker
+        return best
+
+    def _next_frame(self) -> Pending | None:
+        for _ in range(len(self._rr)):
+            sid = self._rr[0]
+            self._rr.rotate(-1)
+            state = self.sources[sid]
+            if state.queue:
+                return state.queue.popleft()
+        return None
+
+    def _dispatch(self) -> None:
+        sent: list[tuple[WorkerState, Pending]] = []
+        while self.downstream_ready:
+            worker = self._next_worker()
+            if worker is None:
+                break
+            pending = self._next_frame()
+            if pending is None:
+                break
+            state = self.sources[pending.source]
+            pending.attempts += 1
+            pending.worker = worker.id
+            pending.tried.add(worker.id)
+            worker.credit -= 1
+            worker.in_flight[(pending.source, pending.seq)] = pending
+            state.in_flight += 1
+            sent.append((worker, pending))
+            self._grant(state)
+        now = time.time()
+        queued = self.queued()
+        last = {worker.id: i for i, (worker, _) in enumerate(sent)}
+        for i, (worker, pending) in enumerate(sent):
+            pending.frame.stamps["dispatch"] = now  # the last dispatch counts, if it is sent again
+            header = dict(pending.frame.header)
+            header["attempts"] = pending.attempts
+            # "more": frames still waiting here after this burst; 0 tells the worker not to wait for a fuller batch
+            header["more"] = queued if last[worker.id] == i else queued + 1
+            self.outputs.append(Out(WORKER, worker.id, P.reencode(pending.frame, header)))
+        self._grant_live()
+
+
+def error_result(pending: Pending, error: str) -> list[Any]:
+    """A zero-box detections message for a frame that could not be processed."""
+    frame = pending.frame
+    size = frame.header.get("image_size") or [0, 0]
+    empty = [P.raw_part("xyxy", np.zeros((0, 4), np.float32)), P.raw_part("confidence", np.zeros(0, np.float32)),
+             P.raw_part("class_id", np.zeros(0, np.int64)), P.raw_part("logits", np.zeros((0, 0), np.float32)),
+             P.raw_part("box_features", np.zeros((0, 0), np.float32)), P.raw_part("level", np.zeros(0, np.int8))]
+    fields = {name: frame.header[name] for name in ("frame", "origin", "epoch", "dropped", "fps") if name in frame.header}
+    return P.encode(P.DETECTIONS, pending.source, empty, seq=pending.seq, class_names=[], image_size=list(size),
+                    crops="none", error=error[:500], attempts=pending.attempts,
+                    t={**frame.header["t"], "broker_out": time.time()}, **fields)
+
+
+class BrokerStage(StageShell):
+    """The shell: three sockets, one poll loop, non-blocking sends, an outbox for the filter."""
+
+    OUTBOX_LIMIT = 4  # results waiting for the filter before dispatching pauses
+
+    def __init__(self, graph: GraphConfig, parent_pid: int | None = None, exit_when_done: bool = True) -> None:
+        super().__init__(graph, "broker", parent_pid)
+        cfg = graph.broker
+        forward_frames = any(s.video or s.crops for s in graph.sinks)
+        self.core = DispatchCore({s.id: graph.source_mode(s) == "live" for s in graph.sources}, prefetch=cfg.prefetch,
+                                 heartbeat_s=cfg.heartbeat_ms / 1000, liveness=cfg.liveness,
+                                 max_attempts=cfg.max_attempts, forward_frames=forward_frames)
+        self.exit_when_done = exit_when_done
+        ep = graph.endpoints
+        self.frontend = self.socket(zmq.ROUTER, ep.sources.url, bind=True, bind_url=ep.sources.bind_url)
+        self.frontend.router_handover = 1  # a restarted source takes over its identity
+        self.frontend.router_mandatory = 1  # unroutable sends raise instead of vanishing silently
+        self.backend = self.socket(zmq.ROUTER, ep.workers.url, bind=True, bind_url=ep.workers.bind_url)
+        self.backend.router_mandatory = 1
+        self.downstream = self.socket(zmq.PUSH, ep.filter.url, bind=ep.filter.binder == "broker",
+                                      bind_url=ep.filter.bind_url, hwm=cfg.hwm)
+        self.outbox: deque[list[Any]] = deque()
+        self._dropped_reported: dict[str, int] = {}
+
+    def _route(self, outputs: list[Out]) -> None:
+        unreachable = False
+        for out in outputs:
+            if out.to == DOWNSTREAM:
+                self.outbox.append(out.frames)
+                continue
+            sock = self.frontend if out.to == SOURCE else self.backend
+            if out.routing is None:
+                continue
+            try:
+                sock.send_multipart([out.routing, *out.frames], flags=zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
+                self.metrics.event("unroutable")
+                log.debug("cannot send to %s %s: %s", out.to, out.routing.hex()[:8], exc)
+                if out.to == WORKER:
+                    self.core.worker_unreachable(out.routing)
+                    unreachable = True
+        self._flush_outbox()
+        if unreachable:  # the frames it held were queued again: send them elsewhere
+            self._route(self.core.take_outputs())
+
+    def _flush_outbox(self) -> None:
+        while self.outbox:
+            try:
+                self.downstream.send_multipart(self.outbox[0], flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            frames = self.outbox.popleft()
+            self.metrics.inc_out(frames[0].decode("utf-8", "replace") if isinstance(frames[0], bytes) else "?")
+        self.core.downstream_ready = len(self.outbox) < self.OUTBOX_LIMIT
+
+    def _publish_metrics(self) -> None:
+        for sid, state in self.core.sources.items():
+            dropped = state.dropped - self._dropped_reported.get(sid, 0)
+            if dropped:
+                self.metrics.inc_dropped(sid, "broker", dropped)
+                self._dropped_reported[sid] = state.dropped
+            self.metrics.set_queue(f"queued:{sid}", len(state.queue))
+            self.metrics.set_queue(f"in_flight:{sid}", state.in_flight)
+        self.metrics.set_queue("outbox", len(self.outbox))
+        self.metrics.set_queue("workers", len(self.core.workers))
+        for name, count in self.core.events.items():
+            self.metrics.event(name, count)
+        self.core.events.clear()
+        for reason, count in self.core.rejected.items():
+            for _ in range(count):
+                self.bad(reason, where="broker")
+        self.core.rejected.clear()
+
+    def run(self) -> int:
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        poll_ms = max(10, min(100, self.graph.broker.heartbeat_ms // 4))
+        last_metrics = 0.0
+        while not self.should_stop():
+            poller.register(self.downstream, zmq.POLLOUT if self.outbox else 0)  # flags 0: unregister
+            poller.poll(poll_ms)
+            now = time.time()
+            for _ in range(256):  # bounded bursts keep heartbeats on time under load
+                if not self.backend.poll(0):
+                    break
+                routing, message = self.receive_routed(self.backend, "workers endpoint")
+                if message is not None:
+                    self.core.worker_message(routing, message, now)
+            for _ in range(256):
+                if not self.frontend.poll(0):
+                    break
+                routing, message = self.receive_routed(self.frontend, "sources endpoint")
+                if message is not None:
+                    self.core.source_message(routing, message, now)
+                    if message.type == P.FRAME and message.topic in self.core.sources:  # bounded label values
+                        self.metrics.inc_in(message.topic)
+                        self.metrics.observe_hop("source->broker", now - message.stamps.get("send", now))
+            self.core.tick(time.time())
+            self._route(self.core.take_outputs())
+            if time.monotonic() - last_metrics > 1.0:
+                last_metrics = time.monotonic()
+                self._publish_metrics()
+            if self.exit_when_done and self.core.finished and not self.outbox:
+                log.info("every source ended: telling workers to stop")
+                break
+        self.core.shutdown_workers(self.stopping or "all sources ended")
+        self._route(self.core.take_outputs())
+        self._drain_outbox(5.0)
+        self._publish_metrics()
+        self.close()
+        return 0
+
+    def _drain_outbox(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.outbox and time.monotonic() < deadline and not self.parent_gone():
+            if self.downstream.poll(100, zmq.POLLOUT):
+                self._flush_outbox()
+        if self.outbox:
+            log.warning("%d result(s) could not be passed to the filter before exit", len(self.outbox))

@@ -1,0 +1,380 @@
+"""The graph config: which stages run, how they are joined, and their settings.
+
+One pydantic model, validated once where it enters (a YAML file or `ghostbox run` flags),
+then resolved (`resolve()`): every endpoint gets a concrete URL and every stage a metrics
+port, and the resolved graph is what each stage process reads. Documented example:
+`configs/pipeline.yaml`.
+
+Stage names (`ghostbox stage NAME`): `broker`, `worker:<i>`, `filter`, `sink:<name>`,
+`source:<id>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.config_files import read_yaml, validate
+from pipeline.errors import GhostboxError
+from pipeline.stream.endpoints import parse_url
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+Mode = Literal["lossless", "live"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Endpoint(_Model):
+    """One socket edge. `url` is where connecting sides connect (and the binder binds, unless
+    `bind_url` says otherwise, e.g. tcp://0.0.0.0:5550 behind a routable `url`)."""
+
+    url: str | None = None  # None: an ipc socket in the run folder
+    bind_url: str | None = None
+    binder: str | None = None  # which side binds; see the defaults per edge in GraphConfig
+
+    @field_validator("url", "bind_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_url(value)  # raises ValueError with the reason
+        return value
+
+
+class SourceConfig(_Model):
+    id: str
+    uri: str  # file, folder, glob, webcam index, rtsp/http URL, or "synth[:key=value,...]"
+    kind: Literal["auto", "file", "webcam", "stream", "synth"] = "auto"
+    mode: Mode | None = None  # default: the graph's mode
+    fps: float | None = Field(None, gt=0, le=1000)  # rate limit; live files/synth play at this rate
+    resize: tuple[int, int] | int | None = None  # (width, height), or the longest side (aspect kept)
+    encoding: Literal["auto", "raw", "jpeg"] = "auto"  # auto: JPEG when the hop leaves the machine
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    loop: bool = False  # files: start again at the end (a file standing in for a camera)
+    max_frames: int | None = Field(None, ge=1)  # end the stream after this many frames read
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    reconnect_attempts: int | None = Field(None, ge=0)  # None: retry for ever (live cameras)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not ID_PATTERN.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
+        return value
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, value: Any) -> Any:
+        sizes = [value] if isinstance(value, int) else list(value or [])
+        if any(not 16 <= s <= 16384 for s in sizes):
+            raise ValueError("sizes must be between 16 and 16384 pixels")
+        return value
+
+    @property
+    def resolved_kind(self) -> str:
+        if self.kind != "auto":
+            return self.kind
+        uri = self.uri.strip()
+        if uri.isdigit():
+            return "webcam"
+        if uri == "synth" or uri.startswith("synth:"):
+            return "synth"
+        if re.match(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", uri, re.IGNORECASE):
+            return "stream"
+        return "file"
+
+
+class DetectorSection(BaseModel):
+    """The `detector:` section: the fields of `ghostbox detect`'s DetectorConfig (same YAML).
+
+    Checked in full by DetectorConfig where the config enters (`graph_from_dict`,
+    `load_graph`); typed loosely here because importing DetectorConfig imports torch, which
+    only worker processes need (a broker or sink starts in a fraction of a second without it).
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model: str = ""  # "" = the bundled model
+    batch: int = Field(8, ge=1)  # frames per forward pass: a worker's batch across streams
+
+    def detector_config(self) -> Any:
+        from pipeline.detect.detector import DetectorConfig
+
+        return DetectorConfig.model_validate(self.model_dump())
+
+
+class WorkersConfig(_Model):
+    count: int = Field(1, ge=1, le=64)
+    batch_timeout_ms: float = Field(10.0, ge=0, le=10_000)  # wait this long to fill a batch
+    threads: int | None = Field(None, ge=1, le=256)  # torch threads per worker; default cores / workers
+    crops: Literal["auto", "raw", "jpeg", "none"] = "auto"
+    prefetch: int | None = Field(None, ge=0, le=8)  # batches held ready; default 1 lossless, 0 live
+    max_restarts: int = Field(5, ge=0)  # crashes per minute before the supervisor gives up
+
+
+class BrokerConfig(_Model):
+    prefetch: int = Field(4, ge=1, le=1024)  # frames queued at the broker per lossless source
+    heartbeat_ms: int = Field(1000, ge=20, le=60_000)
+    liveness: int = Field(3, ge=2, le=100)  # missed heartbeats before a worker counts as dead
+    max_attempts: int = Field(3, ge=1, le=100)  # a frame on this many dead workers is given up
+    hwm: int = Field(64, ge=1, le=100_000)  # messages queued towards the filter
+
+
+class FilterConfig(_Model):
+    path: str | None = None  # a fitted filter file; None passes detections through unchanged
+
+
+class SinkConfig(_Model):
+    name: str = "out"
+    out: str = "runs/stream"
+    video: bool = True  # OUT/annotated/<source>.mp4
+    jsonl: bool = True  # OUT/detections.jsonl
+    crops: bool = True  # OUT/flagged/: crops of flagged boxes + index.jsonl
+    summary: bool = True  # OUT/summary.json
+    reorder_wait_ms: float = Field(500.0, ge=0)  # live: how long a missing frame is waited for
+    endpoint: Endpoint = Field(default_factory=Endpoint)  # filter -> this sink; binder: "sink" (default) or "filter"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not ID_PATTERN.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+
+class Endpoints(_Model):
+    sources: Endpoint = Field(default_factory=Endpoint)  # sources -> broker; the broker binds
+    workers: Endpoint = Field(default_factory=Endpoint)  # broker <-> workers; the broker binds
+    filter: Endpoint = Field(default_factory=Endpoint)  # broker -> filter; binder: "broker" (default) or "filter"
+
+
+class MetricsConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)  # stage k of `ghostbox stage --list` serves on port + k
+
+
+class SecurityConfig(_Model):
+    curve: bool = False  # CurveZMQ on every tcp endpoint
+    keys: str = "keys"  # folder written by `ghostbox keys --out DIR server client`
+    server: str = "server"  # key pair of binding sides
+    client: str = "client"  # key pair of connecting sides
+    authorized: list[str] = Field(default_factory=lambda: ["client"])  # client public keys (names in `keys`, or paths) servers accept
+
+
+class GraphConfig(_Model):
+    version: Literal[1] = 1
+    mode: Mode = "lossless"
+    run_dir: str | None = None  # ipc sockets live here; default a fresh temporary folder
+    sources: list[SourceConfig] = Field(min_length=1)
+    detector: DetectorSection = Field(default_factory=DetectorSection)  # model "" = the bundled model
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig()], min_length=1)
+    endpoints: Endpoints = Field(default_factory=Endpoints)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    shutdown_grace_s: float = Field(15.0, ge=0)  # Ctrl-C: how long the graph may drain before SIGTERM
+
+    @model_validator(mode="after")
+    def _check(self) -> GraphConfig:
+        ids = [s.id for s in self.sources]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"source ids must be unique, repeated: {dup}")
+        names = [s.name for s in self.sinks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sink names must be unique, repeated: {dup}")
+        if self.endpoints.filter.binder not in (None, "broker", "filter"):
+            raise ValueError(f"endpoints.filter.binder must be 'broker' or 'filter', got {self.endpoints.filter.binder!r}")
+        for sink in self.sinks:
+            if sink.endpoint.binder not in (None, "sink", "filter"):
+                raise ValueError(f"sinks[{sink.name}].endpoint.binder must be 'sink' or 'filter', "
+                                 f"got {sink.endpoint.binder!r}")
+        for name in ("sources", "workers"):
+            if getattr(self.endpoints, name).binder not in (None, "broker"):
+                raise ValueError(f"endpoints.{name}.binder: the broker always binds this edge")
+        return self
+
+    # -- derived ------------------------------------------------------------------------------
+
+    def source_mode(self, source: SourceConfig) -> str:
+        return source.mode or self.mode
+
+    def stage_names(self) -> list[str]:
+        """Every stage, in start order (binders first) and metrics-port order."""
+        return (["broker", "filter"] + [f"sink:{s.name}" for s in self.sinks]
+                + [f"worker:{i}" for i in range(self.workers.count)] + [f"source:{s.id}" for s in self.sources])
+
+    def metrics_port(self, stage: str) -> int | None:
+        if self.metrics.port is None:
+            return None
+        return self.metrics.port + self.stage_names().index(stage)
+
+    def source(self, source_id: str) -> SourceConfig:
+        for source in self.sources:
+            if source.id == source_id:
+                return source
+        raise GhostboxError(f"no source '{source_id}' in the config (sources: {[s.id for s in self.sources]})")
+
+    def sink(self, name: str) -> SinkConfig:
+        for sink in self.sinks:
+            if sink.name == name:
+                return sink
+        raise GhostboxError(f"no sink '{name}' in the config (sinks: {[s.name for s in self.sinks]})")
+
+    def any_live(self) -> bool:
+        return any(self.source_mode(s) == "live" for s in self.sources)
+
+    def all_live(self) -> bool:
+        return all(self.source_mode(s) == "live" for s in self.sources)
+
+
+def load_graph(path: str | Path) -> GraphConfig:
+    return graph_from_dict(read_yaml(path), f"config '{path}'")
+
+
+def graph_from_dict(data: dict[str, Any], where: str) -> GraphConfig:
+    graph = validate(GraphConfig, data, where)
+    from pipeline.detect.detector import DetectorConfig
+
+    validate(DetectorConfig, {**graph.detector.model_dump(), "model": graph.detector.model or "bundled"},
+             f"{where}, detector section")
+    return graph
+
+
+def default_run_dir(config_path: str | Path | None) -> Path:
+    """Where ipc sockets go: given, or per config file (so `ghostbox stage` processes started
+    from one config on one machine meet), or a fresh temporary folder."""
+    if config_path is None:
+        return Path(tempfile.mkdtemp(prefix="gbx-"))
+    digest = hashlib.sha1(str(Path(config_path).resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"gbx-{digest}"
+
+
+def resolve(graph: GraphConfig, run_dir: str | Path) -> GraphConfig:
+    """A copy with every endpoint URL filled in (ipc sockets in `run_dir` where none was given),
+    absolute paths, and the bundled model where none was named."""
+    run_dir = Path(graph.run_dir or run_dir).resolve()
+    data = graph.model_dump()
+    data["run_dir"] = str(run_dir)
+
+    def ipc(name: str) -> str:
+        url = f"ipc://{run_dir}/{name}.sock"
+        if len(url) > 100:  # sun_path is 107 bytes on Linux
+            raise GhostboxError(f"run_dir '{run_dir}': path too long for ipc sockets (keep it under 80 characters)")
+        return url
+
+    defaults = {"sources": "broker", "workers": "broker", "filter": "broker"}
+    for name, binder in defaults.items():
+        endpoint = data["endpoints"][name]
+        endpoint["url"] = endpoint["url"] or ipc(name)
+        endpoint["binder"] = endpoint["binder"] or binder
+    for sink in data["sinks"]:
+        sink["endpoint"]["url"] = sink["endpoint"]["url"] or ipc(f"sink-{sink['name']}")
+        sink["endpoint"]["binder"] = sink["endpoint"]["binder"] or "sink"
+        sink["out"] = str(Path(sink["out"]).expanduser().resolve())
+    if not data["detector"]["model"]:
+        from pipeline.bundled import default_model
+
+        data["detector"]["model"] = str(default_model())
+    model = Path(data["detector"]["model"]).expanduser()
+    if model.suffix.lower() in (".pt", ".onnx", ".yaml", ".yml") and model.exists():
+        data["detector"]["model"] = str(model.resolve())
+    if data["filter"]["path"]:
+        data["filter"]["path"] = str(Path(data["filter"]["path"]).expanduser().resolve())
+    data["security"]["keys"] = str(Path(data["security"]["keys"]).expanduser().resolve())
+    urls = [data["endpoints"][n]["url"] for n in defaults] + [s["endpoint"]["url"] for s in data["sinks"]]
+    dup = sorted({u for u in urls if urls.count(u) > 1})
+    if dup:
+        raise GhostboxError(f"endpoints: the same URL is used for two edges: {dup}")
+    return GraphConfig.model_validate(data)
+
+
+def dump_graph(graph: GraphConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(graph.model_dump(mode="json"), indent=2))
+    return path
+
+
+def read_graph_json(path: str | Path) -> GraphConfig:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GhostboxError(f"graph '{path}': cannot read ({exc})") from exc
+    return validate(GraphConfig, data, f"graph '{path}'")
+
+
+def source_id_for(uri: str, taken: set[str]) -> str:
+    """A readable, unique source id for a `--source` flag: the file stem, webcam0, rtsp0..."""
+    uri = uri.strip()
+    numbered = False  # kinds that read best with a number: webcam0, rtsp0, rtsp1
+    if uri.isdigit():
+        stem = f"webcam{uri}"
+    elif uri == "synth" or uri.startswith("synth:"):
+        stem = "synth"
+    elif "://" in uri:
+        stem, numbered = uri.split("://", 1)[0].lower(), True
+    else:
+        glob_at = min([uri.find(c) for c in "*?[" if c in uri] or [len(uri)])
+        path = Path(uri[:glob_at].rstrip("/")) if glob_at < len(uri) else Path(uri.rstrip("/"))
+        stem = (path.name if glob_at < len(uri) or not path.suffix else path.stem) or "images"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.-")[:56] or "source"
+    if numbered:
+        name = next(f"{stem}{k}" for k in range(len(taken) + 1) if f"{stem}{k}" not in taken)
+    else:
+        name = next(n for n in [stem] + [f"{stem}_{k}" for k in range(2, len(taken) + 3)] if n not in taken)
+    taken.add(name)
+    return name
+
+
+def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, model: str | None = None,
+                   filter_path: str | None = None, workers: int | None = None, mode: str | None = None,
+                   imgsz: int | None = None, out: str | None = None, batch: int | None = None,
+                   device: str | None = None, conf: float | None = None, metrics_port: int | None = None,
+                   fps: float | None = None, video: bool | None = None, crops: bool | None = None) -> dict[str, Any]:
+    """A config mapping with `ghostbox run` flags applied (flags win over the file)."""
+    data = json.loads(json.dumps(data))  # a deep copy of plain YAML data
+    if sources:
+        taken: set[str] = set()
+        data["sources"] = [{"id": source_id_for(uri, taken), "uri": uri} for uri in sources]
+    if fps is not None:
+        for source in data.get("sources", []):
+            if isinstance(source, dict):
+                source["fps"] = fps
+    detector = data.setdefault("detector", {}) or {}
+    data["detector"] = detector
+    for key, value in (("model", model), ("imgsz", imgsz), ("batch", batch), ("device", device), ("conf", conf)):
+        if value is not None:
+            detector[key] = value
+    detector.setdefault("model", "")
+    if filter_path is not None:
+        data.setdefault("filter", {})["path"] = filter_path or None
+    if workers is not None:
+        data.setdefault("workers", {})["count"] = workers
+    if mode is not None:
+        data["mode"] = mode
+    if metrics_port is not None:
+        data.setdefault("metrics", {})["port"] = metrics_port
+    if out is not None or video is not None or crops is not None:
+        sinks = data.get("sinks") or [{}]
+        data["sinks"] = sinks
+        if out is not None:
+            sinks[0]["out"] = out
+        for sink in sinks:
+            if video is not None:
+                sink["video"] = video
+            if crops is not None:
+                sink["crops"] = crops
+    return data

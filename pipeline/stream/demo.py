@@ -1,0 +1,115 @@
+"""`ghostbox demo`: the synthetic street world through the bundled model and filter, scored
+against the world's ground truth.
+
+The graph is an ordinary one (a `synth:` source, the supervisor, the usual sinks); after
+the run every JSONL record is matched to the frame's ground-truth boxes (class-agnostic
+IoU >= 0.5, `pipeline.evaluate.matching.best_match`):
+- a detection on an OoD object is a hallucination; flagged, it is *caught*;
+- a detection on an ID object that the filter flagged is *wrongly flagged*;
+- a detection matching nothing is a background false positive (reported, not judged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import GhostboxError
+
+log = logging.getLogger(__name__)
+
+
+def default_filter() -> Path | None:
+    """The bundled filter for the bundled model, when the package ships one."""
+    import pipeline.bundled as bundled
+
+    finder = getattr(bundled, "default_filter", None)
+    if finder is not None:
+        path = Path(finder())
+        return path if path.is_file() else None
+    from pipeline.filter.filter_file import FILTER_SUFFIX
+
+    named = bundled.ASSETS / "filters" / f"{bundled.DEFAULT_MODEL_NAME}{FILTER_SUFFIX}"
+    if named.is_file():
+        return named
+    found = sorted((bundled.ASSETS / "filters").glob(f"*{FILTER_SUFFIX}"))
+    return found[0] if found else None
+
+
+def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mode: str = "lossless",
+                model: str | None = None, filter_path: str | None = None, imgsz: int | None = None,
+                metrics_port: int | None = None, video: bool = True, batch: int | None = None) -> dict[str, Any]:
+    """The demo graph as a config mapping (validated by the caller like any other)."""
+    from pipeline.bundled import default_model
+
+    bundled_model = model is None or Path(model).resolve() == default_model().resolve()
+    if filter_path is None and bundled_model:  # the bundled filter fits the bundled model only
+        found = default_filter()
+        filter_path = str(found) if found else None
+    if filter_path is None:
+        log.warning("no filter for this model: boxes pass through unflagged (pass --filter FILE)")
+    detector: dict[str, Any] = {"model": model or str(default_model())}
+    if imgsz is not None:
+        detector["imgsz"] = imgsz
+    if batch is not None:
+        detector["batch"] = batch
+    return {
+        "mode": mode,
+        "sources": [{"id": "street", "uri": f"synth:seed={seed},frames={frames}"}],
+        "detector": detector,
+        "workers": {"count": workers},
+        "filter": {"path": filter_path},
+        "sinks": [{"name": "out", "out": out, "video": video, "jsonl": True, "crops": True, "summary": True}],
+        "metrics": {"port": metrics_port},
+    }
+
+
+def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[str, Any]:
+    """Count caught hallucinations and wrongly flagged ID detections in a demo's JSONL."""
+    from pipeline.evaluate.matching import best_match
+    from pipeline.stream.sources import parse_synth_uri
+    from pipeline.synth import WorldConfig, render_stream_frame
+
+    world = WorldConfig(**parse_synth_uri(uri))
+    counts = {"frames": 0, "detections": 0, "hallucinations": 0, "caught": 0, "id_detections": 0,
+              "wrongly_flagged": 0, "background": 0, "background_flagged": 0, "flagged": 0}
+    path = Path(jsonl)
+    if not path.is_file():
+        raise GhostboxError(f"demo: no detections written ({path} missing)")
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            _, truth = render_stream_frame(world, int(record["frame"]))
+            boxes = record["boxes"]
+            det = np.array([b["xyxy"] for b in boxes], np.float32).reshape(-1, 4)
+            gt = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
+            ood = np.array([bool(t["ood"]) for t in truth], bool)
+            flagged = np.array([bool(b.get("hallucination", False)) for b in boxes], bool)
+            match = best_match(det, gt, iou)
+            on_ood = (match >= 0) & ood[np.maximum(match, 0)] if len(gt) else np.zeros(len(det), bool)
+            on_id = (match >= 0) & ~on_ood
+            counts["frames"] += 1
+            counts["detections"] += len(det)
+            counts["flagged"] += int(flagged.sum())
+            counts["hallucinations"] += int(on_ood.sum())
+            counts["caught"] += int((on_ood & flagged).sum())
+            counts["id_detections"] += int(on_id.sum())
+            counts["wrongly_flagged"] += int((on_id & flagged).sum())
+            counts["background"] += int((match < 0).sum())
+            counts["background_flagged"] += int(((match < 0) & flagged).sum())
+    return counts
+
+
+def describe(counts: dict[str, Any]) -> str:
+    def pct(a: int, b: int) -> str:
+        return f"{100.0 * a / b:.0f}%" if b else "n/a"
+
+    return (f"caught {counts['caught']} of {counts['hallucinations']} hallucinations "
+            f"({pct(counts['caught'], counts['hallucinations'])}); wrongly flagged {counts['wrongly_flagged']} of "
+            f"{counts['id_detections']} ID detections ({pct(counts['wrongly_flagged'], counts['id_detections'])}); "
+            f"{counts['background']} background detections ({counts['background_flagged']} flagged) "
+            f"in {counts['frames']} frames")

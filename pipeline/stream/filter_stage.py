@@ -1,0 +1,166 @@
+"""The OOD filter stage: scores every box and marks hallucinations, between broker and sinks.
+
+Pure core: `FilterCore.process(dets) -> dets` (with no filter configured, detections pass
+through unchanged). The core always marks (`score`, `threshold`, `hallucination` per box);
+a filter with policy "drop" is honoured by the sinks, which leave flagged boxes out of the
+JSONL and the video but still archive their crops (the fine-tuning data); the policy goes
+downstream in the header.
+
+Shell: `FilterStage`
+    input   PULL from the broker (the broker binds by default; `endpoints.filter.binder:
+            filter` makes this side bind). PULL because the broker pushes, one way.
+    output  one PUSH per sink: every message goes to every sink (lossless fan-out: a PUSH
+            socket per sink blocks at its high-water mark instead of dropping, as PUB would).
+Arrays and image parts are forwarded untouched (zero-copy); only the header is re-encoded
+and the three score arrays are appended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+from pipeline.detections import Detections
+from pipeline.errors import GhostboxError
+from pipeline.stream import protocol as P
+from pipeline.stream.config import GraphConfig
+from pipeline.stream.shell import StageShell
+
+log = logging.getLogger(__name__)
+
+
+class FilterCore:
+    def __init__(self, hallucination_filter: Any | None) -> None:
+        self.filter = hallucination_filter
+        self.policy = getattr(hallucination_filter, "policy", None)
+        if hallucination_filter is not None:
+            hallucination_filter.policy = "flag"  # keep every box here; sinks apply "drop"
+        self._checked: set[str] = set()
+
+    @classmethod
+    def from_path(cls, path: str | None) -> FilterCore:
+        if not path:
+            return cls(None)
+        from pipeline.filter.filter_file import load_filter
+
+        return cls(load_filter(path))
+
+    def check_detector(self, fingerprint: dict[str, Any] | None) -> None:
+        """Raise GhostboxError once per detector the filter was not fitted for."""
+        if self.filter is None:
+            return
+        if not fingerprint:
+            raise GhostboxError("detections carry no detector fingerprint; cannot check the filter matches")
+        key = json.dumps(fingerprint, sort_keys=True, default=str)
+        if key not in self._checked:
+            self.filter.check_detector(fingerprint)
+            self._checked.add(key)
+
+    def process(self, dets: Detections) -> Detections:
+        if self.filter is None:
+            return dets
+        return self.filter.apply(dets)
+
+
+SCORE_KEYS = ("score", "threshold", "hallucination")
+
+
+class FilterStage(StageShell):
+    def __init__(self, graph: GraphConfig, parent_pid: int | None = None, exit_when_done: bool = True) -> None:
+        super().__init__(graph, "filter", parent_pid)
+        self.core = FilterCore.from_path(graph.filter.path)
+        if self.core.filter is not None:
+            log.info("filter %s (%s, policy %s)", graph.filter.path, self.core.filter.method, self.core.policy)
+        else:
+            log.info("no filter configured: detections pass through unchanged")
+        ep = graph.endpoints.filter
+        self.input = self.socket(zmq.PULL, ep.url, bind=ep.binder == "filter", bind_url=ep.bind_url,
+                                 hwm=graph.broker.hwm)
+        self.outputs = []
+        for sink in graph.sinks:
+            sock = self.socket(zmq.PUSH, sink.endpoint.url, bind=sink.endpoint.binder == "filter",
+                               bind_url=sink.endpoint.bind_url, hwm=graph.broker.hwm)
+            sock.sndtimeo = 200  # blocking sends, but the loop still sees a stop request
+            self.outputs.append(sock)
+        self.required = {s.id for s in graph.sources}
+        self.ended: set[str] = set()
+        self.exit_when_done = exit_when_done
+
+    def _fan_out(self, message: list[Any]) -> None:
+        for sock in self.outputs:
+            while True:
+                try:
+                    sock.send_multipart(message, copy=False)
+                    break
+                except zmq.Again:
+                    if self.should_stop():
+                        return
+
+    def _detections(self, message: P.Message) -> list[Any] | None:
+        if message.topic not in self.required:
+            self.bad("unknown-source", message.topic, "filter input")
+            return None
+        header = dict(message.header)
+        t_in = time.time()
+        stamps = {**message.stamps, "filter_in": t_in}
+        self.metrics.inc_in(message.topic)
+        self.metrics.observe_hop("broker->filter", t_in - stamps.get("broker_out", t_in))
+        extra = []
+        if header.get("error") is None:
+            try:
+                dets = P.detections_from(message)
+            except P.ProtocolError as exc:
+                self.bad(exc.reason, exc.detail, "filter input")
+                return None
+            if self.core.filter is not None:
+                if any(message.has(f"data.{k}") for k in SCORE_KEYS):
+                    self.bad("already-scored", message.topic, "filter input")
+                    return None
+                try:
+                    self.core.check_detector(header.get("detector"))
+                    scored = self.core.process(dets)
+                except GhostboxError as exc:
+                    # workers check the filter against their detector at start, so this is a stray
+                    # message: it goes on unscored and marked, so lossless delivery still holds
+                    self.bad("filter-does-not-fit", str(exc)[:300], "filter input")
+                    header["error"] = f"not scored: {exc}"[:500]
+                else:
+                    extra = [P.raw_part(f"data.{k}", np.asarray(scored.data[k])) for k in SCORE_KEYS]
+                    flagged = int(np.count_nonzero(scored.data["hallucination"]))
+                    self.metrics.inc_boxes(message.topic, len(scored) - flagged, flagged)
+                    header["policy"] = self.core.policy
+        t_out = time.time()
+        self.metrics.observe_stage(t_out - t_in)
+        header["t"] = {**stamps, "filter_out": t_out}
+        return P.reencode(message, header, extra)
+
+    def run(self) -> int:
+        while not self.should_stop():
+            if not self.input.poll(100):
+                continue
+            message = self.receive(self.input, "filter input")
+            if message is None:
+                continue
+            if message.type == P.DETECTIONS:
+                out = self._detections(message)
+                if out is not None:
+                    self._fan_out(out)
+                    self.metrics.inc_out(message.topic)
+            elif message.type == P.EOS:
+                if message.topic not in self.required:
+                    self.bad("unknown-source", message.topic, "filter input")
+                    continue
+                self._fan_out(P.reencode(message))
+                self.ended.add(message.topic)
+                log.info("source %s ended (%s)", message.topic, message.header["status"])
+                if self.exit_when_done and self.ended >= self.required:
+                    break
+            else:  # shutdown included: only signals and EOS end this stage, not a peer on the data path
+                self.bad(f"unexpected-{message.type}", "", "filter input")
+        self.close()
+        return 0

@@ -1,0 +1,120 @@
+"""What every stage process shares: its ZeroMQ context and sockets, signals, the parent watch,
+metrics, and receiving with validation.
+
+A stage's pure core never sees a socket; the shell (a subclass of `StageShell`) owns the
+loop. SIGTERM/SIGINT only set a flag: the loop notices it within one poll period and ends
+the stage its own way (a source sends EOS, a sink flushes its files). When started by the
+supervisor a stage also watches its parent pid and ends when the parent is gone, so no
+stage outlives `ghostbox run`, even one killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from pipeline.stream import protocol as P
+from pipeline.stream.config import GraphConfig
+from pipeline.stream.endpoints import open_socket
+from pipeline.stream.metrics import BadMessageLog, StageMetrics
+from pipeline.stream.security import Curve
+
+log = logging.getLogger(__name__)
+
+
+class StageShell:
+    def __init__(self, graph: GraphConfig, name: str, parent_pid: int | None = None) -> None:
+        self.graph = graph
+        self.name = name
+        self.parent_pid = parent_pid
+        self.ctx = zmq.Context()
+        security = graph.security
+        self.curve = (Curve(Path(security.keys), security.server, security.client,
+                            list(security.authorized)) if security.curve else None)
+        self.metrics = StageMetrics(name, graph.metrics_port(name), graph.metrics.host)
+        if self.metrics.port is not None:
+            log.info("%s: metrics on http://%s:%d/metrics", name, graph.metrics.host, self.metrics.port)
+        self.bad = BadMessageLog(self.metrics, logging.getLogger(f"pipeline.stream.{name.split(':')[0]}"))
+        self.stopping: str | None = None
+        self._sockets: list[zmq.Socket] = []
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop(signal.Signals(signum).name)
+
+    def stop(self, reason: str) -> None:
+        if self.stopping is None:
+            self.stopping = reason
+            log.info("%s: stopping (%s)", self.name, reason)
+        self.on_stop()
+
+    def on_stop(self) -> None:
+        """Hook for subclasses (e.g. wake a thread)."""
+
+    def parent_gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def should_stop(self) -> bool:
+        if self.stopping is None and self.parent_gone():
+            self.stop("parent exited")
+        return self.stopping is not None
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        if self.curve is not None:
+            self.curve.stop()
+        self.ctx.term()
+
+    # -- sockets --------------------------------------------------------------------------------
+
+    def socket(self, kind: int, url: str | None, bind: bool, bind_url: str | None = None, hwm: int | None = None,
+               identity: bytes | None = None) -> zmq.Socket:
+        if url is None:
+            raise ValueError("endpoint URL not resolved")
+        sock = open_socket(self.ctx, kind, url, bind, self.curve, bind_url=bind_url, hwm=hwm, identity=identity)
+        self._sockets.append(sock)
+        return sock
+
+    def wake_socket(self, url: str) -> zmq.Socket:
+        """The bound end of an inproc PAIR a helper thread pokes when it has something."""
+        sock = self.ctx.socket(zmq.PAIR)
+        sock.linger = 0
+        sock.bind(url)
+        self._sockets.append(sock)
+        return sock
+
+    def send(self, sock: zmq.Socket, message: list[Any], block: bool = False) -> bool:
+        """Send without blocking unless asked; False when the peer's queue is full or absent."""
+        try:
+            sock.send_multipart(message, flags=0 if block else zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def receive(self, sock: zmq.Socket, where: str) -> P.Message | None:
+        """One validated message; a bad one is counted, logged (rate-limited) and dropped."""
+        return self._decode(sock.recv_multipart(copy=False), where)
+
+    def receive_routed(self, sock: zmq.Socket, where: str) -> tuple[bytes, P.Message | None]:
+        """From a ROUTER: (the peer's routing id, its validated message or None)."""
+        frames = sock.recv_multipart(copy=False)
+        return frames[0].bytes, self._decode(frames[1:], where)
+
+    def _decode(self, frames: list[Any], where: str) -> P.Message | None:
+        try:
+            return P.decode(frames)
+        except P.ProtocolError as exc:
+            self.bad(exc.reason, exc.detail, where)
+            return None

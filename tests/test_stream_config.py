@@ -1,0 +1,84 @@
+"""The graph config: the documented example validates, flags win, errors name field and value."""
+
+from __future__ import annotations
+
+import argparse
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import GhostboxError
+from pipeline.stream.config import graph_from_dict, load_graph, resolve, source_id_for, with_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_documented_example_validates_and_resolves(tmp_path: Path) -> None:
+    graph = load_graph(REPO / "configs/pipeline.yaml")
+    assert graph.mode == "lossless" and graph.sources[0].resolved_kind == "synth"
+    resolved = resolve(graph, tmp_path)
+    assert resolved.endpoints.sources.url == f"ipc://{tmp_path.resolve()}/sources.sock"
+    assert resolved.endpoints.filter.binder == "broker" and resolved.sinks[0].endpoint.binder == "sink"
+    assert Path(resolved.sinks[0].out).is_absolute()
+    assert resolved.stage_names() == ["broker", "filter", "sink:out", "worker:0", "source:street"]
+
+
+def test_flags_override_the_file() -> None:
+    data = with_overrides({"mode": "lossless", "sources": [{"id": "x", "uri": "a.mp4"}]},
+                          sources=["cam.mp4", "cam.mp4", "0", "rtsp://h/s", "synth:seed=1"], workers=3, mode="live",
+                          model="m.pt", imgsz=640, out="o", filter_path="f.filter.safetensors", metrics_port=9100)
+    graph = graph_from_dict(data, "command line")
+    assert [s.id for s in graph.sources] == ["cam", "cam_2", "webcam0", "rtsp0", "synth"]
+    assert [s.resolved_kind for s in graph.sources] == ["file", "file", "webcam", "stream", "synth"]
+    assert graph.workers.count == 3 and graph.mode == "live" and graph.detector.model == "m.pt"
+    assert graph.detector.detector_config().imgsz == 640 and graph.sinks[0].out == "o"
+    assert graph.metrics_port("broker") == 9100 and graph.metrics_port("source:synth") == 9100 + 10  # broker filter sink 3 workers 5 sources
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"sources": []}, ["sources"]),
+    ({"sources": [{"id": "a b", "uri": "x"}]}, ["sources.0.id"]),
+    ({"sources": [{"id": "a", "uri": "x"}, {"id": "a", "uri": "y"}]}, ["unique", "a"]),
+    ({"sources": [{"id": "a", "uri": "x"}], "moed": "live"}, ["moed"]),
+    ({"sources": [{"id": "a", "uri": "x"}], "endpoints": {"sources": {"url": "http://x"}}}, ["endpoints.sources.url"]),
+    ({"sources": [{"id": "a", "uri": "x"}], "detector": {"imgsz": 7}}, ["detector", "imgsz", "7"]),
+    ({"sources": [{"id": "a", "uri": "x"}], "endpoints": {"filter": {"binder": "sink"}}}, ["binder"]),
+])
+def test_errors_name_the_field(data: dict, words: list[str]) -> None:
+    with pytest.raises(GhostboxError) as exc:
+        graph_from_dict(data, "config 'g.yaml'")
+    text = str(exc.value)
+    assert "g.yaml" in text and all(w in text for w in words), text
+
+
+def test_source_ids() -> None:
+    taken: set[str] = set()
+    assert [source_id_for(u, taken) for u in ("a/b/clip.mp4", "imgs/", "imgs/*.jpg", "rtsp://x", "rtsp://y", "2")] \
+        == ["clip", "imgs", "imgs_2", "rtsp0", "rtsp1", "webcam2"]
+
+
+def test_same_url_on_two_edges_is_refused(tmp_path: Path) -> None:
+    graph = graph_from_dict({"sources": [{"id": "a", "uri": "x"}], "endpoints": {
+        "sources": {"url": "tcp://127.0.0.1:5000"}, "workers": {"url": "tcp://127.0.0.1:5000"}}}, "c")
+    with pytest.raises(GhostboxError, match="same URL"):
+        resolve(graph, tmp_path)
+
+
+def test_run_needs_a_source(capsys: pytest.CaptureFixture) -> None:
+    from pipeline.cli.run_cmd import graph_from_args
+
+    args = argparse.Namespace(config=None, source=None)
+    with pytest.raises(GhostboxError, match="--source"):
+        graph_from_args(args)
+
+
+
+def test_hops_that_leave_the_machine() -> None:
+    from pipeline.stream.endpoints import leaves_machine, parse_url
+
+    assert leaves_machine("tcp://10.0.0.5:5550") and leaves_machine("tcp://cam-host:5550")
+    assert not leaves_machine("tcp://127.0.0.1:5550") and not leaves_machine("ipc:///tmp/x.sock")
+    assert not leaves_machine("tcp://[::1]:5550")
+    with pytest.raises(ValueError):
+        parse_url("tcp://host")

@@ -1,0 +1,62 @@
+"""The sink core without sockets: JSONL schema, policy "drop", flagged-crop archive, summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.detections import Detections
+from pipeline.stream import protocol as P
+from pipeline.stream.config import SinkConfig
+from pipeline.stream.sink_stage import Delivered, SinkCore
+
+
+def _delivered(seq: int, policy: str | None) -> Delivered:
+    image = np.full((60, 80, 3), 90, np.uint8)
+    dets = Detections(
+        xyxy=np.array([[5, 5, 30, 40], [40, 10, 70, 50]], np.float32), confidence=np.array([0.9, 0.6], np.float32),
+        class_id=np.array([0, 1]), logits=np.zeros((2, 2), np.float32), box_features=np.zeros((2, 4), np.float32),
+        level=np.zeros(2, np.int8), class_names=("car", "sign"), image_size=(80, 60), source="cam.mp4", frame=seq,
+        crops=[image[5:40, 5:30], image[10:50, 40:70]],
+        data={"score": np.array([1.0, -3.0]), "threshold": np.array([0.0, 0.0]), "hallucination": np.array([False, True])},
+    )
+    fields, parts = P.detections_parts(dets, "raw")
+    parts.append(P.raw_part("image", image))
+    stamps = {"capture": 100.0 + seq, "detect_start": 100.01 + seq, "detect_end": 100.02 + seq, "sink_in": 100.03 + seq}
+    message = P.decode(P.encode(P.DETECTIONS, "cam", parts, seq=seq, frame=seq, origin="cam.mp4", fps=10.0,
+                                t=stamps, policy=policy, **fields))
+    return Delivered("cam", seq, P.detections_from(message), message.header, message)
+
+
+def test_flag_policy_writes_every_box_and_archives_flagged_crops(tmp_path: Path) -> None:
+    core = SinkCore(SinkConfig(out=str(tmp_path)), ["cam"], "lossless")
+    for seq in range(3):
+        core.write(_delivered(seq, "flag"))
+    core.end_source("cam", {"status": "ok", "dropped": 0}, {"duplicates": 0})
+    summary = core.close("complete")
+    rows = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
+    assert [r["seq"] for r in rows] == [0, 1, 2] and rows[1]["frame"] == 1 and rows[0]["source"] == "cam.mp4"
+    assert [b["hallucination"] for b in rows[0]["boxes"]] == [False, True]
+    assert rows[0]["boxes"][1]["score"] == -3.0 and rows[0]["t"]["capture"] == 100.0
+    assert summary["frames"] == 3 and summary["boxes"] == 6 and summary["flagged"] == 3 and summary["kept"] == 3
+    assert summary["per_source"]["cam"]["status"] == "ok"
+    assert set(summary["stages_ms"]) >= {"detect", "reorder+write"}
+    index = [json.loads(line) for line in (tmp_path / "flagged" / "index.jsonl").read_text().splitlines()]
+    assert len(index) == 3 and index[0]["label"] == "sign" and index[0]["score"] == -3.0
+    crop = cv2.imread(str(tmp_path / "flagged" / index[0]["file"]))
+    assert crop.shape == (40, 30, 3)
+    capture = cv2.VideoCapture(str(tmp_path / "annotated" / "cam.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["frames"] == 3
+
+
+def test_drop_policy_leaves_flagged_boxes_out_but_archives_them(tmp_path: Path) -> None:
+    core = SinkCore(SinkConfig(out=str(tmp_path), video=False), ["cam"], "lossless")
+    core.write(_delivered(0, "drop"))
+    core.close("complete")
+    [row] = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
+    assert len(row["boxes"]) == 1 and row["dropped_boxes"] == 1 and not row["boxes"][0]["hallucination"]
+    assert len((tmp_path / "flagged" / "index.jsonl").read_text().splitlines()) == 1
