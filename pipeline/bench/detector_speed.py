@@ -10,6 +10,7 @@ The figure that matters is the ratio of each ghostbox runner to its Ultralytics 
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import tempfile
 import time
@@ -67,7 +68,10 @@ def bench_detector(
         runners["ultralytics-pt"] = _ultralytics_runner(model, imgsz, conf, frames)
         runners["ghostbox-pt"] = _ghostbox_runner(model, imgsz, conf, frames)
     if "onnx" in backends:
-        plain = YOLO(model).export(format="onnx", imgsz=imgsz, dynamic=True, simplify=True, verbose=False)
+        # Ultralytics writes its export beside the weights: give it a copy in the work dir.
+        copy = tmp / f"ultralytics-{Path(model).name}"
+        shutil.copyfile(model, copy)
+        plain = YOLO(str(copy)).export(format="onnx", imgsz=imgsz, dynamic=True, simplify=True, verbose=False)
         ours = export_onnx(model, tmp / "ghostbox.onnx", imgsz=imgsz)
         runners["ultralytics-onnx"] = _ultralytics_runner(str(plain), imgsz, conf, frames)
         runners["ghostbox-onnx"] = _ghostbox_runner(str(ours), imgsz, conf, frames)
