@@ -23,6 +23,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     det.add_argument("--backends", default="pt,onnx")
     det.add_argument("--out", help="also write the figures to this JSON file")
     det.set_defaults(handler=run_detector)
+    flt = which.add_parser("filter", help="OOD scoring cost per 50 boxes against the detector's time per frame")
+    flt.add_argument("--model", "-m", help=".pt model whose frame time is the yardstick (default: bundled)")
+    flt.add_argument("--imgsz", type=int, default=640)
+    flt.add_argument("--feature-dim", type=int, help="feature size (default: the model's)")
+    flt.add_argument("--boxes", type=int, default=50, help="boxes scored per call")
+    flt.add_argument("--knn-bank", type=int, default=100_000)
+    flt.add_argument("--repeats", type=int, default=200)
+    flt.add_argument("--out", help="also write the figures to this JSON file")
+    flt.set_defaults(handler=run_filter)
     stream = which.add_parser(
         "stream", help="`ghostbox run` vs Ultralytics predict(stream=True), transport per hop, live latency, memory")
     stream.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
@@ -112,6 +121,47 @@ def run_stream(args: argparse.Namespace) -> int:
               f"{total.get('late_mb', 0):.0f} MB ({total.get('growth_pct', 0):+.1f}%)")
         for name, row in mem.get("per_stage", {}).items():
             print(f"  {name:<14} {row['early_mb']:.0f} -> {row['late_mb']:.0f} MB ({row['growth_pct']:+.1f}%)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    """Time the detector on frames, then each scorer on a frame's worth of boxes, in one run."""
+    import statistics
+    import time
+
+    from pipeline.bench.scorer_speed import bench_scorers
+    from pipeline.bundled import default_model
+    from pipeline.detect.detector import Detector
+
+    model = args.model or str(default_model())
+    detector = Detector(model=model, imgsz=args.imgsz, device="cpu", batch=1)
+    frames = _frames(None, 20, "1280x720")
+    detector.detect(frames[:2])
+    times = []
+    for frame in frames:
+        start = time.perf_counter()
+        detector.detect([frame])
+        times.append(time.perf_counter() - start)
+    frame_ms = 1000 * statistics.median(times)
+    result = bench_scorers(feature_dim=args.feature_dim or detector.feature_dim, num_classes=len(detector.class_names),
+                           batch=args.boxes, repeats=args.repeats, knn_bank=args.knn_bank)
+    result["detector_ms_per_frame"] = round(frame_ms, 2)
+    result["fraction_of_frame"] = {k: round(v / frame_ms, 4) for k, v in result["ms_per_batch"].items()}
+    print(f"detector {model}: {frame_ms:.1f} ms/frame (imgsz {args.imgsz}, 1280x720, CPU)")
+    print(f"{'score':<14}{'ms/' + str(args.boxes) + ' boxes':>14}{'of a frame':>12}{'fit s':>8}")
+    for name, ms in result["ms_per_batch"].items():
+        print(f"{name:<14}{ms:>14.3f}{100 * ms / frame_ms:>11.2f}%{result['fit_s'][name]:>8.2f}")
+    knn = result.get("knn_bank") or {}
+    if knn:
+        shown = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in knn.items() if k.endswith("_ms"))
+        print(f"knn over a {knn['bank']:,}-feature bank, {args.boxes} boxes: {shown} "
+              f"(index {knn.get('faiss_auto_index')}, nprobe {knn.get('ivf_nprobe')})")
+    if "abet_train_s" in result:
+        abet = result["abet_train_s"]
+        print(f"abet training: {abet['seconds']:.2f} s for {abet['boxes']:,} boxes, {abet['epochs']} epochs")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
