@@ -83,9 +83,7 @@ def run_detector(args: argparse.Namespace) -> int:
         print(f"{name:<18}{fps:>10.2f}{result['ms_per_frame'][name]:>10.2f}{result['boxes'][name]:>8}")
     for backend, ratio in result["ghostbox_over_ultralytics"].items():
         print(f"ghostbox/ultralytics ({backend}): {ratio:.3f}x  feature overhead {result['feature_overhead_pct'][backend]:+.1f}%")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    _write_json(args.out, result)
     return 0
 
 
@@ -121,9 +119,7 @@ def run_stream(args: argparse.Namespace) -> int:
               f"{total.get('late_mb', 0):.0f} MB ({total.get('growth_pct', 0):+.1f}%)")
         for name, row in mem.get("per_stage", {}).items():
             print(f"  {name:<14} {row['early_mb']:.0f} -> {row['late_mb']:.0f} MB ({row['growth_pct']:+.1f}%)")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    _write_json(args.out, result)
     return 0
 
 
@@ -162,7 +158,11 @@ def run_filter(args: argparse.Namespace) -> int:
     if "abet_train_s" in result:
         abet = result["abet_train_s"]
         print(f"abet training: {abet['seconds']:.2f} s for {abet['boxes']:,} boxes, {abet['epochs']} epochs")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    _write_json(args.out, result)
     return 0
+
+
+def _write_json(path: str | None, result: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2))

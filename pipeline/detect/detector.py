@@ -186,17 +186,17 @@ class Detector:
                      conf: float):
         from ultralytics.utils import nms, ops
 
-        cfg = self.config.model_copy(update={"conf": conf})
+        cfg = self.config
         if self.info.end2end:
             kept, _ = nms.non_max_suppression(
-                head_out, cfg.conf, cfg.iou, cfg.classes, cfg.agnostic_nms, max_det=cfg.max_det,
+                head_out, conf, cfg.iou, cfg.classes, cfg.agnostic_nms, max_det=cfg.max_det,
                 end2end=True, return_idxs=True,
             )
             anchors = [k[:, 6].long() for k in kept]
             kept = [k[:, :6] for k in kept]
         else:
             kept, anchors = nms.non_max_suppression(
-                head_out, cfg.conf, cfg.iou, cfg.classes, cfg.agnostic_nms, max_det=cfg.max_det,
+                head_out, conf, cfg.iou, cfg.classes, cfg.agnostic_nms, max_det=cfg.max_det,
                 nc=len(self.info.class_names), return_idxs=True,
             )
         height, width = images.shape[2:]

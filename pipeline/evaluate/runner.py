@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pipeline.data import Dataset, ImageRecord, load_image, to_coco_dict
+from pipeline.data import Dataset, image_batches, to_coco_dict
 from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.evaluate.coco_map import MapResult, coco_map, detections_to_coco
-from pipeline.evaluate.matching import best_match, match_true_positives
+from pipeline.evaluate.matching import best_match, match_true_positives, model_class_ids
 
 log = logging.getLogger(__name__)
 
@@ -115,28 +115,11 @@ def ood_category_flags(dataset: Dataset) -> np.ndarray:
     return np.array([bool(c.get("ood", False)) for c in categories])
 
 
-def _batches(dataset: Dataset, batch: int) -> Iterator[list[tuple[ImageRecord, np.ndarray]]]:
-    chunk: list[tuple[ImageRecord, np.ndarray]] = []
-    for record in dataset:
-        chunk.append((record, load_image(record)))
-        if len(chunk) >= batch:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _class_map(dataset: Dataset, detector: Detector) -> np.ndarray:
-    """Dataset class id -> detector class id (-1 for classes the detector does not know)."""
-    names = {n: i for i, n in enumerate(detector.class_names)}
-    return np.array([names.get(n, -1) for n in dataset.class_names], np.int64)
-
-
 def evaluate_id(
     detector: Detector, dataset: Dataset, conf: float, filters: Sequence[Any],
     advance: Callable[[int], None] = lambda n: None,
 ) -> IdResult:
-    to_model = _class_map(dataset, detector)
+    to_model = model_class_ids(dataset.class_names, detector.class_names)
     if (to_model < 0).all():
         raise GhostboxError(
             f"ID set '{dataset.name}': none of its classes {list(dataset.class_names)} is a class of the model "
@@ -154,7 +137,7 @@ def evaluate_id(
     tp_total = fp_total = 0
     lost = 0
     gt_boxes = 0
-    for chunk in _batches(dataset, detector.config.batch):
+    for chunk in image_batches(dataset, detector.config.batch):
         results = detector.detect([image for _, image in chunk], conf=MAP_CONF)
         for (record, _), dets in zip(chunk, results):
             rows += detections_to_coco(record.image_id, dets.xyxy, dets.confidence, dets.class_id, category_ids)
@@ -183,7 +166,7 @@ def evaluate_ood(
     worst_k: int = 24, advance: Callable[[int], None] = lambda n: None,
 ) -> OodResult:
     ood_flags = ood_category_flags(dataset)
-    to_model = _class_map(dataset, detector)
+    to_model = model_class_ids(dataset.class_names, detector.class_names)
     hallucinations = BoxArrays()
     count = background = id_tp = after = lost = 0
     audit: list[dict[str, Any]] = []
@@ -192,7 +175,7 @@ def evaluate_ood(
     kind_names = list(dataset.class_names)
     kind_of: list[np.ndarray] = []
     objects_per_kind = dict.fromkeys((n for n, o in zip(kind_names, ood_flags) if o), 0)
-    for chunk in _batches(dataset, detector.config.batch):
+    for chunk in image_batches(dataset, detector.config.batch):
         results = detector.detect([image for _, image in chunk], conf=conf, crops=True)
         for (record, _), dets in zip(chunk, results):
             is_ood = ood_flags[record.class_ids] if len(record) else np.zeros(0, bool)

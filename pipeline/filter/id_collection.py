@@ -58,33 +58,22 @@ def collect_id_boxes(
 
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
               advance: Callable[[int], None]) -> IdBoxes:
-    from pipeline.data import load_image, parse_dataset_spec
-    from pipeline.evaluate.matching import match_true_positives
+    from pipeline.data import image_batches, parse_dataset_spec
+    from pipeline.evaluate.matching import match_true_positives, model_class_ids
 
     dataset = parse_dataset_spec(spec, class_names=list(detector.class_names))
     if max_images is not None and len(dataset) > max_images:
         dataset = dataset.select(np.arange(max_images))
-    to_model = np.array([detector.class_names.index(n) if n in detector.class_names else -1
-                         for n in dataset.class_names], np.int64)
+    to_model = model_class_ids(dataset.class_names, detector.class_names)
     found: list[Detections] = []
-    batch: list = []
-
-    def run() -> None:
-        results = detector.detect([load_image(r) for r in batch], conf=conf)
-        for record, dets in zip(batch, results):
+    for chunk in image_batches(dataset, detector.config.batch):
+        results = detector.detect([image for _, image in chunk], conf=conf)
+        for (record, _), dets in zip(chunk, results):
             known = to_model[record.class_ids] >= 0
             tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, record.boxes_xyxy[known],
                                          to_model[record.class_ids][known], record.crowd[known])
             found.append(dets[tp])
-        advance(len(batch))
-        batch.clear()
-
-    for record in dataset:
-        batch.append(record)
-        if len(batch) >= detector.config.batch:
-            run()
-    if batch:
-        run()
+        advance(len(chunk))
     boxes = _box_set(found, detector)
     if len(boxes) == 0:
         raise GhostboxError(

@@ -265,17 +265,22 @@ class Supervisor:
             elif code != 0 and child.stopped and code not in (-signal.SIGTERM, -signal.SIGKILL):
                 log.warning("stage %s exited with code %d while stopping", child.name, code)
 
-    def _status(self) -> None:
+    def _sink_summaries(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Each sink's summary.json that can be read now (a sink rewrites it as it runs)."""
+        found = []
         for sink in self.graph.sinks:
             path = Path(sink.out) / "summary.json"
             try:
-                summary = json.loads(path.read_text())
+                found.append((path, json.loads(path.read_text())))
             except (OSError, ValueError):
                 continue
+        return found
+
+    def _status(self) -> None:
+        for _, summary in self._sink_summaries()[:1]:
             log.info("%d frames, %.1f frames/s, latency p50 %.0f ms p99 %.0f ms, %d dropped, %d boxes, %d flagged",
                      summary["frames"], summary["fps"], summary["latency_ms"]["p50"], summary["latency_ms"]["p99"],
                      summary["dropped"], summary["boxes"], summary["flagged"])
-            return
 
     def run(self) -> int:
         preflight(self.graph)
@@ -339,12 +344,7 @@ class Supervisor:
     def annotate_summaries(self) -> list[dict[str, Any]]:
         """Add what only the supervisor knows (restarts, exit codes) to each sink's summary.json."""
         summaries = []
-        for sink in self.graph.sinks:
-            path = Path(sink.out) / "summary.json"
-            try:
-                summary = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
+        for path, summary in self._sink_summaries():
             if self.interrupted is not None and summary.get("status") != "running":
                 # the sink saw every stream end; it ended because it was asked to
                 summary["drained"] = summary.get("status") == "complete"
