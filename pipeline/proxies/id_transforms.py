@@ -1,0 +1,89 @@
+"""Turning crops of ID objects into non-ID objects that still share their statistics.
+
+Proxies made from ID objects sit right at the ID boundary (the near-OoD case: a thing with a
+pedestrian's colours and size that is not a pedestrian):
+
+- ``patch_shuffle``: the crop cut into a grid and the tiles permuted: local texture kept,
+  the object's structure gone.
+- ``cross_class_blend``: two ID crops of different classes mixed as MixOE does (Zhang et
+  al., WACV 2023; it mixes ID with outliers, here both ends are ID objects of other
+  classes): ``linear``, a convex mix with the weight near the middle, or ``cut``, one crop's
+  part beside the other's (a chimera: top of a sign on the legs of a pedestrian).
+- ``texture_swap``: the object's silhouette filled with a foreign texture, shaded by the
+  object's own brightness: an ID shape with a surface no ID object has.
+
+Each returns the new crop and its parameters for the manifest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.proxies.blend import resize_to, silhouette
+
+TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap")
+MIN_TILE_PX = 4
+MAX_GRID = 4
+BLEND_WEIGHTS = (0.4, 0.6)
+CUT_FRACTIONS = (0.35, 0.65)
+
+
+def patch_shuffle(crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    height, width = crop.shape[:2]
+    gx = int(rng.integers(2, max(2, min(MAX_GRID, width // MIN_TILE_PX)) + 1))
+    gy = int(rng.integers(2, max(2, min(MAX_GRID, height // MIN_TILE_PX)) + 1))
+    tw, th = max(1, -(-width // gx)), max(1, -(-height // gy))
+    grid = resize_to(crop, tw * gx, th * gy)
+    tiles = [grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] for r in range(gy) for c in range(gx)]
+    order = rng.permutation(len(tiles))
+    while np.array_equal(order, np.arange(len(tiles))):  # the identity would leave the object intact
+        order = rng.permutation(len(tiles))
+    rows = [np.hstack([tiles[order[r * gx + c]] for c in range(gx)]) for r in range(gy)]
+    shuffled = resize_to(np.vstack(rows), width, height)
+    return shuffled, {"name": "patch_shuffle", "grid": [gx, gy], "order": order.tolist()}
+
+
+def cross_class_blend(crop: np.ndarray, other: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    height, width = crop.shape[:2]
+    other = resize_to(other, width, height)
+    if rng.uniform() < 0.5:
+        weight = float(rng.uniform(*BLEND_WEIGHTS))
+        mixed = weight * crop.astype(np.float32) + (1 - weight) * other.astype(np.float32)
+        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8), {"name": "cross_class_blend", "mode": "linear",
+                                                                   "weight": round(weight, 4)}
+    # Cut across the longer side: that is where the two objects' parts read as one odd object.
+    fraction = float(rng.uniform(*CUT_FRACTIONS))
+    mixed = crop.copy()
+    if height >= width:
+        at = round(fraction * height)
+        mixed[at:] = other[at:]
+    else:
+        at = round(fraction * width)
+        mixed[:, at:] = other[:, at:]
+    return mixed, {"name": "cross_class_blend", "mode": "cut", "axis": "y" if height >= width else "x",
+                   "fraction": round(fraction, 4)}
+
+
+def texture_swap(context: np.ndarray, box: tuple[int, int, int, int], texture: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The object at ``box`` of ``context`` (a crop with some surroundings) re-surfaced; returns it with its mask."""
+    x1, y1, x2, y2 = box
+    crop = context[y1:y2, x1:x2]
+    height, width = crop.shape[:2]
+    mask = silhouette(context, box)
+    if rng.uniform() < 0.5:  # half the time mirrored, so one texture source gives two surfaces
+        texture = texture[:, ::-1]
+    surface = resize_to(np.ascontiguousarray(texture), width, height).astype(np.float32)
+    # Keep the object's shading (its 3-D look) but not its colours or patterns.
+    brightness = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    inside = brightness[mask > 0.5]
+    mean = float(inside.mean()) if inside.size else float(brightness.mean())
+    shading = np.clip(brightness / max(mean, 1.0), 0.6, 1.4)[..., None]
+    alpha = mask[..., None]
+    swapped = alpha * surface * shading + (1 - alpha) * crop.astype(np.float32)
+    swapped = np.clip(np.rint(swapped), 0, 255).astype(np.uint8)
+    return swapped, mask, {"name": "texture_swap", "mask_fraction": round(float(mask.mean()), 4)}
