@@ -43,11 +43,12 @@ def test_onnx_runtime_equals_pytorch(checkpoints, frames, tmp_path, family, end2
 def test_export_metadata_and_outputs(checkpoints, tmp_path):
     path = export_onnx(checkpoints["yolov8"], tmp_path / "m.onnx")
     graph = onnx.load(str(path))
-    assert [o.name for o in graph.graph.output] == ["head", "logits", "features"]
+    assert [o.name for o in graph.graph.output] == ["head", "logits", "features", *(f"roi{i}" for i in range(6))]
     meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
     assert meta["class_names"] == ["pedestrian", "car", "traffic light", "traffic sign"]
     assert meta["imgsz"] == 320  # the checkpoint's training size when --imgsz is not given
     assert meta["strides"] == [8, 16, 32] and meta["feature_dim"] > 0
+    assert meta["roi_strides"] == [8, 16, 32, 8, 16, 32] and len(meta["roi_channels"]) == 6
 
 
 def test_export_cli(checkpoints, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from pipeline.errors import GhostboxError
 from pipeline.ultralytics_env import import_ultralytics
 
 log = logging.getLogger(__name__)
+
+ROI_GRID = 2  # RoI-align output cells per side and level for box_features="head+roi"
 
 
 class DetectorConfig(BaseModel):
@@ -40,6 +43,11 @@ class DetectorConfig(BaseModel):
     end2end: bool = False  # the one-to-one NMS-free head (YOLOv10/YOLO26), as Ultralytics' nms=False
     agnostic_nms: bool = False
     classes: list[int] | None = None
+    # "head": the classification branch's hidden output at the box's anchor (M-Hood's box
+    # feature). "head+roi": that vector L2-normalised, followed by the box RoI-aligned on the
+    # head's input maps and on the backbone's maps at the same strides (2x2 cells each, each
+    # map's block L2-normalised): the box's appearance and shape, not one anchor's view of it.
+    box_features: Literal["head", "head+roi"] = "head"
 
     @field_validator("device")
     @classmethod
@@ -48,6 +56,11 @@ class DetectorConfig(BaseModel):
         if value in {"auto", "cpu", "cuda"} or (value.startswith("cuda:") and value[5:].isdigit()) or value.isdigit():
             return value
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{value}'")
+
+
+def box_features_for(fingerprint: dict[str, object]) -> str:
+    """The `box_features` setting a detector needs to produce a fingerprint's features."""
+    return "head+roi" if "+roi_align" in str(fingerprint.get("feature_layer", "")) else "head"
 
 
 def select_device(spec: str) -> torch.device:
@@ -139,6 +152,11 @@ class Detector:
         self.info = self.backend.info
         imgsz = config.imgsz or self.info.train_imgsz or 640
         self.imgsz = int(check_imgsz(imgsz, stride=self.info.max_stride, min_dim=1, max_dim=1))
+        self.roi = config.box_features == "head+roi"
+        if self.roi and not self.info.roi_channels:
+            raise GhostboxError(
+                f"model '{config.model}': box_features 'head+roi' needs the head's input maps, which this "
+                f"ONNX file does not output; re-export it with `ghostbox export MODEL --format onnx`")
         if config.classes is not None:
             bad = [c for c in config.classes if not 0 <= c < len(self.info.class_names)]
             if bad:
@@ -150,16 +168,21 @@ class Detector:
 
     @property
     def feature_dim(self) -> int:
+        if self.roi:
+            return self.info.feature_dim + ROI_GRID * ROI_GRID * sum(self.info.roi_channels)
         return self.info.feature_dim
 
     def fingerprint(self) -> dict[str, object]:
         """What a fitted filter is tied to: the weights, the input size and the feature layer."""
+        layer = "detect.cls_head[-2]"
+        if self.roi:
+            layer += f"+roi_align(detect.inputs+backbone,{ROI_GRID}x{ROI_GRID})"
         return {
             "weights_sha256": self.info.weights_sha256,
             "imgsz": self.imgsz,
             "end2end": self.info.end2end,
-            "feature_dim": self.info.feature_dim,
-            "feature_layer": "detect.cls_head[-2]",
+            "feature_dim": self.feature_dim,
+            "feature_layer": layer,
             "class_names": list(self.info.class_names),
         }
 
@@ -182,8 +205,20 @@ class Detector:
         sizes = [(height // s) * (width // s) for s in self.info.strides]
         return np.searchsorted(np.cumsum(sizes), anchor, side="right").astype(np.int8)
 
+    def _roi_features(self, head_features: torch.Tensor, maps: Sequence[torch.Tensor], b: int,
+                      boxes: torch.Tensor) -> np.ndarray:
+        from torchvision.ops import roi_align
+
+        rois = torch.cat([torch.zeros(len(boxes), 1, device=boxes.device), boxes.float()], 1)
+        blocks = [torch.nn.functional.normalize(head_features.float(), dim=1)]
+        for fmap, stride in zip(maps, self.info.roi_strides):
+            fmap = fmap[b : b + 1].float()
+            pooled = roi_align(fmap, rois.to(fmap.device), (ROI_GRID, ROI_GRID), 1.0 / stride, 2, aligned=True)
+            blocks.append(torch.nn.functional.normalize(pooled.flatten(1), dim=1))
+        return torch.cat(blocks, 1).cpu().numpy()
+
     def _postprocess(self, head_out, logits, features, images: torch.Tensor, frames: list[np.ndarray], crops: bool,
-                     conf: float):
+                     conf: float, maps: Sequence[torch.Tensor] = ()):
         from ultralytics.utils import nms, ops
 
         cfg = self.config
@@ -204,6 +239,11 @@ class Detector:
         for b, frame in enumerate(frames):
             pred = kept[b].float()
             anchor = anchors[b].reshape(-1).long().to(logits.device)
+            box_features = features[b][:, anchor].T
+            if self.roi:  # in letterboxed pixels, before the boxes go back to the frame
+                box_features = self._roi_features(box_features, maps, b, pred[:, :4])
+            else:
+                box_features = box_features.float().cpu().numpy()
             pred[:, :4] = ops.scale_boxes((height, width), pred[:, :4], frame.shape)
             xyxy = pred[:, :4].cpu().numpy()
             anchor_np = anchor.cpu().numpy()
@@ -212,7 +252,7 @@ class Detector:
                 confidence=pred[:, 4].cpu().numpy(),
                 class_id=pred[:, 5].cpu().numpy().astype(np.int64),
                 logits=logits[b][:, anchor].T.float().cpu().numpy(),
-                box_features=features[b][:, anchor].T.float().cpu().numpy(),
+                box_features=box_features,
                 level=self._level_of(anchor_np, height, width),
                 class_names=self.info.class_names,
                 image_size=(frame.shape[1], frame.shape[0]),
@@ -242,8 +282,9 @@ class Detector:
                 chunk = indices[start : start + step]
                 chunk_frames = [frames[i] for i in chunk]
                 images = self._letterbox(chunk_frames)
-                head_out, logits, features = self.backend.forward(images)
-                for i, dets in zip(chunk, self._postprocess(head_out, logits, features, images, chunk_frames, crops, conf)):
+                head_out, logits, features, *maps = self.backend.forward(images)
+                processed = self._postprocess(head_out, logits, features, images, chunk_frames, crops, conf, maps)
+                for i, dets in zip(chunk, processed):
                     results[i] = dets
         return results  # type: ignore[return-value]
 

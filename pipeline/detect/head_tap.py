@@ -13,6 +13,9 @@ Outputs, for a batch of B images with A anchors:
                                 after the head's own top-k (k = max_det)
     logits    (B, nc, A) pre-sigmoid class logits
     features  (B, D, A)  classification-branch hidden output, D = c3
+    roi maps  the maps the detector RoI-aligns box features from when asked
+              (`box_features="head+roi"`): the head's inputs (one per pyramid level), then the
+              backbone's last output at each of the head's strides (`backbone_taps`)
 """
 
 from __future__ import annotations
@@ -33,7 +36,49 @@ def feature_dim(head: nn.Module) -> int:
     return int(cls_head[0][-1].in_channels)
 
 
-def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def backbone_taps(model: nn.Module) -> list[tuple[int, int]]:
+    """(layer index, channels) of the backbone's last layer at each of the head's strides, in level order.
+
+    The neck has mixed these maps with the other scales; the backbone's own view of a box
+    (its shape and texture at that scale) is what tells near look-alikes apart. Found from
+    the architecture (the yaml's backbone length) and one small forward pass; [] when the
+    model does not say where its backbone ends.
+    """
+    layers = getattr(model, "model", None)
+    n_backbone = len((getattr(model, "yaml", None) or {}).get("backbone", []))
+    head = layers[-1] if layers is not None else None
+    if not n_backbone or head is None or not hasattr(head, "stride"):
+        return []
+    sizes: dict[int, tuple[int, int]] = {}  # layer -> (width, channels)
+    hooks = [layers[i].register_forward_hook(lambda m, a, out, i=i: sizes.__setitem__(i, tuple(out.shape[-3::2])[::-1]))
+             for i in range(n_backbone)]
+    side = 64 * int(max(head.stride.tolist()))
+    param = next(model.parameters())
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, side, side, dtype=param.dtype, device=param.device))
+    except Exception:  # noqa: BLE001 - an odd architecture just goes without backbone features
+        return []
+    finally:
+        for hook in hooks:
+            hook.remove()
+    taps = []
+    for stride in head.stride.tolist():
+        at_stride = [i for i, (width, _) in sizes.items() if width * int(stride) == side]
+        if not at_stride:
+            return []
+        taps.append((max(at_stride), sizes[max(at_stride)][1]))
+    return taps
+
+
+def roi_channels(model: nn.Module) -> tuple[int, ...]:
+    """Channels of the RoI maps: the head's inputs per level, then the backbone taps."""
+    head = model.model[-1]
+    neck = [int(branch[0].conv.in_channels) for branch in active_branch(head)["box_head"]]
+    return tuple(neck) + tuple(int(c) for c in getattr(head, "_ghostbox_backbone_channels", ()))
+
+
+def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     box_head = active_branch(head)["box_head"]
     hidden_layers, logit_layers = head._ghostbox_split  # built once by install_tap
     bs = feats[0].shape[0]
@@ -54,12 +99,19 @@ def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Te
         head_out = head.postprocess(torch.cat([decoded.float(), anchors], 1).permute(0, 2, 1))
     else:
         head_out = decoded
-    return head_out, raw["scores"], features
+    backbone = [head._ghostbox_captured.pop(i) for i in head._ghostbox_taps]
+    return (head_out, raw["scores"], features, *feats, *backbone)
 
 
 def install_tap(model: nn.Module) -> nn.Module:
-    """Make `model(images)` return (head_out, logits, features); returns the head."""
+    """Make `model(images)` return (head_out, logits, features, *roi_maps); returns the head."""
+    taps = backbone_taps(model)
     head = model.model[-1]
+    head._ghostbox_taps = [i for i, _ in taps]
+    head._ghostbox_backbone_channels = tuple(c for _, c in taps)
+    head._ghostbox_captured = {}
+    for i, _ in taps:
+        model.model[i].register_forward_hook(lambda m, a, out, i=i: head._ghostbox_captured.__setitem__(i, out))
     cls_head = active_branch(head)["cls_head"]
     # The classification branch split at its last conv: hidden layers, then the logit conv.
     # Plain lists, not ModuleLists: the modules stay registered where they are.

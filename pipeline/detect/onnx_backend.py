@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.detect.model_source import ModelSource
-from pipeline.detect.onnx_export import METADATA_KEY, OUTPUT_NAMES
+from pipeline.detect.onnx_export import METADATA_KEY, OUTPUT_NAMES, roi_output_names
 from pipeline.detect.torch_backend import ModelInfo
 from pipeline.errors import GhostboxError
 
@@ -53,13 +53,17 @@ class OnnxBackend:
             raise GhostboxError(f"model '{source.spec}': not a readable ONNX model ({first[:160]})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         outputs = tuple(o.name for o in self.session.get_outputs())
-        if METADATA_KEY not in meta or outputs != OUTPUT_NAMES:
+        if METADATA_KEY not in meta or outputs[: len(OUTPUT_NAMES)] != OUTPUT_NAMES:
             raise GhostboxError(
                 f"model '{source.spec}' was not exported by ghostbox (no logits/features outputs); "
                 f"export the .pt with `ghostbox export MODEL --format onnx`"
             )
         info = json.loads(meta[METADATA_KEY])
         self.metadata = info
+        # Older exports have no RoI map outputs: head features only, no RoI-aligned features.
+        maps = roi_output_names(len(info.get("roi_channels", ())))
+        has_maps = bool(maps) and outputs[len(OUTPUT_NAMES):] == maps
+        self.output_names = [*OUTPUT_NAMES, *(maps if has_maps else ())]
         self.info = ModelInfo(
             class_names=tuple(info["class_names"]),
             strides=tuple(info["strides"]),
@@ -68,12 +72,14 @@ class OnnxBackend:
             end2end=bool(info["end2end"]),
             weights_sha256=str(info["weights_sha256"]),
             train_imgsz=info.get("train_imgsz") or info.get("imgsz"),
+            roi_channels=tuple(info.get("roi_channels", ())) if has_maps else (),
+            roi_strides=tuple(info.get("roi_strides", ())) if has_maps else (),
         )
         self.device = device
         self.half = False
         self.providers = self.session.get_providers()
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(head_out, logits, features, *roi_maps), as the PyTorch backend."""
         feed = {"images": np.ascontiguousarray(images.detach().cpu().float().numpy())}
-        head, logits, features = self.session.run(list(OUTPUT_NAMES), feed)
-        return torch.from_numpy(head), torch.from_numpy(logits), torch.from_numpy(features)
+        return tuple(torch.from_numpy(out) for out in self.session.run(self.output_names, feed))

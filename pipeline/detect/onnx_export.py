@@ -1,8 +1,9 @@
 """Export a detector to ONNX with the logits and box features as extra outputs.
 
 The graph has one input, `images` (B, 3, H, W) float32 in [0, 1], with dynamic batch and
-size so the letterbox is the same as the PyTorch backend's, and three outputs: `head`,
-`logits`, `features` (see `head_tap`). The model's metadata (class names, strides, feature
+size so the letterbox is the same as the PyTorch backend's, and the outputs `head`,
+`logits`, `features` (see `head_tap`) and `roi0`..`roiK-1`, the maps RoI-aligned box features
+are read from (the head's inputs, then the backbone taps). The model's metadata (class names, strides, feature
 size, head kind, the hash of the source weights) is stored under the `ghostbox` key, so a
 filter fitted on the `.pt` model also accepts its ONNX export.
 """
@@ -24,7 +25,7 @@ from pipeline.errors import GhostboxError
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "ghostbox"
-OUTPUT_NAMES = ("head", "logits", "features")
+OUTPUT_NAMES = ("head", "logits", "features")  # then one "roi<i>" per RoI map
 OPSET = 17
 
 
@@ -33,8 +34,12 @@ class _Graph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model(images)
+
+
+def roi_output_names(maps: int) -> tuple[str, ...]:
+    return tuple(f"roi{i}" for i in range(maps))
 
 
 def export_onnx(
@@ -71,6 +76,9 @@ def export_onnx(
         "logits": {0: "batch", 2: "anchors"},
         "features": {0: "batch", 2: "anchors"},
     }
+    necks = roi_output_names(len(backend.info.roi_channels))
+    for name in necks:
+        dynamic_axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"}
     try:
         torch.onnx.export(
             _Graph(backend.model),
@@ -79,7 +87,7 @@ def export_onnx(
             dynamo=False,
             opset_version=OPSET,
             input_names=["images"],
-            output_names=list(OUTPUT_NAMES),
+            output_names=[*OUTPUT_NAMES, *necks],
             dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.detect.head_tap import feature_dim, install_tap
+from pipeline.detect.head_tap import feature_dim, install_tap, roi_channels
 from pipeline.detect.model_source import ModelSource, sha256_file
 from pipeline.errors import GhostboxError
 from pipeline.ultralytics_env import import_ultralytics
@@ -29,6 +29,9 @@ class ModelInfo:
     end2end: bool
     weights_sha256: str
     train_imgsz: int | None
+    # RoI maps (head inputs, then backbone taps): channels and strides; () = not available
+    roi_channels: tuple[int, ...] = ()
+    roi_strides: tuple[int, ...] = ()
 
 
 def _load_module(source: ModelSource) -> tuple[nn.Module, str]:
@@ -136,8 +139,11 @@ class TorchBackend:
             end2end=bool(head.end2end),
             weights_sha256=weights_hash,
             train_imgsz=int(imgsz) if isinstance(imgsz, int) else None,
+            roi_channels=roi_channels(model),
+            roi_strides=tuple(int(s) for s in head.stride.tolist()) * (1 + (len(head._ghostbox_taps) > 0)),
         )
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(head_out, logits, features, *roi_maps); see `head_tap`."""
         return self.model(images)
