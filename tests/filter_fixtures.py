@@ -14,7 +14,7 @@ from pipeline.filter.toy_boxes import ToyBoxWorld
 
 CLASS_NAMES = ("car", "pedestrian", "sign", "light")
 WORLD = ToyBoxWorld(num_classes=4, feature_dim=32, num_levels=3, seed=0)
-FEATURE_SCORES = ("mahalanobis", "knn", "vim", "bam", "fusion")  # see features the logits cannot
+FEATURE_SCORES = ("mahalanobis", "knn", "vim", "bam", "oe", "fusion")  # see features the logits cannot
 LOGIT_SCORES = ("msp", "maxlogit", "energy")
 # Fast settings where the defaults are meant for real data sizes.
 TEST_PARAMS: dict[str, dict] = {"knn": {"k": 20}, "abet": {"epochs": 8}}
@@ -41,8 +41,20 @@ def ood_hidden() -> BoxSet:
 
 
 @lru_cache(maxsize=None)
+def outlier_boxes() -> BoxSet:
+    """Outliers for scores that learn from them (oe): new samples of the test sets' OOD kinds.
+
+    A head fitted on outliers learns the kinds it is shown; test_filter_oe.py covers what it
+    does with kinds it has not seen.
+    """
+    return BoxSet.concat([WORLD.ood_boxes(600, seed=4, mode="far", sample_seed=104),
+                          WORLD.ood_boxes(600, seed=5, mode="hidden", distance=1.0, sample_seed=105)])
+
+
+@lru_cache(maxsize=None)
 def fitted(name: str) -> Scorer:
-    return create(name, **TEST_PARAMS.get(name, {})).fit(fit_boxes())
+    scorer = create(name, **TEST_PARAMS.get(name, {}))
+    return scorer.fit(fit_boxes(), outlier_boxes() if scorer.needs_outliers else None)
 
 
 def detections(boxes: BoxSet, class_names: tuple[str, ...] = CLASS_NAMES) -> Detections:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from filter_fixtures import (FEATURE_SCORES, LOGIT_SCORES, TEST_PARAMS, WORLD, fit_boxes, fitted, id_test,
-                             ood_far, ood_hidden)
+                             ood_far, ood_hidden, outlier_boxes)
 
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
@@ -17,7 +17,7 @@ from pipeline.filter.registry import create, names, register
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.scores.knn import kth_distance_numpy
 
-ALL = ["msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet", "fusion"]
+ALL = ["msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet", "oe", "fusion"]
 
 
 def test_registry_lists_every_method_and_rejects_unknown_names():
@@ -255,7 +255,8 @@ def test_empty_fit_set_is_refused(name):
 def test_a_class_with_one_box_falls_back_without_crashing(name):
     boxes = fit_boxes()
     lonely = BoxSet.concat([boxes[boxes.class_id != 3][:1500], boxes[boxes.class_id == 3][:1]])
-    scorer = create(name, **TEST_PARAMS.get(name, {})).fit(lonely)
+    scorer = create(name, **TEST_PARAMS.get(name, {}))
+    scorer.fit(lonely, outlier_boxes() if scorer.needs_outliers else None)
     scores = scorer.score(id_test())
     assert np.isfinite(scores).all()
 
@@ -272,7 +273,8 @@ def test_single_box_class_fallback_is_logged(name, caplog):
 def test_fit_on_a_single_box_works_for_every_scorer():
     one = fit_boxes()[:1]
     for name in ALL:
-        scorer = create(name, **TEST_PARAMS.get(name, {})).fit(one)
+        scorer = create(name, **TEST_PARAMS.get(name, {}))
+        scorer.fit(one, outlier_boxes()[:1] if scorer.needs_outliers else None)
         assert np.isfinite(scorer.score(id_test()[:5])).all(), name
 
 

@@ -31,6 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="ID boxes held out for the thresholds (the rest fit the score)")
     parser.add_argument("--policy", choices=["flag", "drop"], default="flag")
     parser.add_argument("--unlabelled-conf", type=float, default=0.5)
+    parser.add_argument("--outliers", nargs="+", default=[], metavar="SPEC|DIR|VIDEO",
+                        help="images with non-ID objects (a `ghostbox proxies` set, an outlier pool) for scores "
+                        "that learn from outliers (oe): their detections hitting no ID ground truth")
+    parser.add_argument("--outlier-conf", type=float, help="confidence of outlier detections (default: --conf)")
     parser.add_argument("--max-images", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", "-o", required=True, help="filter file (suffix .filter.safetensors)")
@@ -42,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.detect.detector import Detector
     from pipeline.errors import GhostboxError
     from pipeline.filter.filter_file import save_filter
-    from pipeline.filter.hallucination_filter import HallucinationFilter
-    from pipeline.filter.id_collection import collect_id_boxes
+    from pipeline.filter.fit_from_data import FitRequest, fit_filter, parse_methods
 
     try:
         params = json.loads(args.params)
@@ -51,29 +54,19 @@ def run(args: argparse.Namespace) -> int:
         raise GhostboxError(f"--params: not valid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(params, dict):
         raise GhostboxError(f"--params: expected a JSON object, got {args.params!r}")
-    methods = [m.strip().lower() for m in args.method.split(",") if m.strip()]
-    from pipeline.filter.registry import names
-
-    unknown = [m for m in methods if m not in names()]
-    if unknown or not methods:
-        raise GhostboxError(f"--method: unknown {unknown or args.method!r}; available: {', '.join(names())}")
-    method = methods[0]
-    if len(methods) > 1:
-        method, params = "fusion", {"members": [{"name": m, "params": params.get(m, {})} for m in methods]}
-    config = detector_config(args)
+    method, params = parse_methods(args.method, params)
+    request = FitRequest(method=method, id_spec=args.id_spec, params=params, outliers=list(args.outliers),
+                         outlier_conf=args.outlier_conf, tpr=args.tpr, min_boxes=args.min_boxes,
+                         calibration_fraction=args.calibration_fraction, seed=args.seed, policy=args.policy,
+                         unlabelled_conf=args.unlabelled_conf, max_images=args.max_images)
+    request.check()  # before the model loads
+    config = request.detector_config(detector_config(args), box_features_set=args.box_features is not None)
     detector = Detector(config)
     started = time.perf_counter()
-    with progress_bar("ID boxes", None) as bar:
-        collected = collect_id_boxes(detector, args.id_spec, conf=config.conf, unlabelled_conf=args.unlabelled_conf,
-                                     max_images=args.max_images, advance=bar.advance)
-    log.info("%s", collected.description)
-    filt = HallucinationFilter.fit(
-        method, collected.boxes, detector.class_names, detector.fingerprint(), params=params, tpr=args.tpr,
-        min_boxes=args.min_boxes, calibration_fraction=args.calibration_fraction, seed=args.seed, policy=args.policy,
-        metadata={"id_data": args.id_spec, "labelled": collected.labelled, "id_images": collected.images,
-                  "detector_conf": config.conf},
-    )
+    filt, notes = fit_filter(detector, request, progress=lambda label: progress_bar(label, None))
     out = save_filter(filt, Path(args.out))
-    print(f"{method} filter fitted on {collected.description} in {time.perf_counter() - started:.1f} s -> {out}")
+    for note in notes[1:]:
+        print(note)
+    print(f"{method} filter fitted on {notes[0]} in {time.perf_counter() - started:.1f} s -> {out}")
     print(filt.thresholds.summary())
     return 0

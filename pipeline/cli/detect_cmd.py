@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.sinks.jsonl import JsonlWriter
     from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames, iter_frames
 
-    config = detector_config(args)
+    config = detector_config(args, [args.filter] if args.filter else ())
     out = Path(args.out)
     total = count_frames(args.sources)  # also checks every source exists before loading the model
     detector = Detector(config)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from pipeline.bundled import default_model
 from pipeline.config_files import read_yaml, validate
 from pipeline.detect.detector import DetectorConfig
 
-FLAGS = ("model", "imgsz", "conf", "iou", "max_det", "device", "batch", "half", "end2end", "agnostic_nms")
+FLAGS = ("model", "imgsz", "conf", "iou", "max_det", "device", "batch", "half", "end2end", "agnostic_nms",
+         "box_features")
 
 
 def add_detector_flags(parser: argparse.ArgumentParser, model_required: bool = False) -> None:
@@ -29,10 +31,14 @@ def add_detector_flags(parser: argparse.ArgumentParser, model_required: bool = F
     group.add_argument("--end2end", action="store_true", default=None,
                        help="use the NMS-free one-to-one head (YOLOv10, YOLO26)")
     group.add_argument("--agnostic-nms", dest="agnostic_nms", action="store_true", default=None)
+    group.add_argument("--box-features", dest="box_features", choices=["head", "head+roi"],
+                       help="box features: the head's hidden vector at the anchor, or that plus RoI-aligned neck "
+                       "features (default: what the --filter was fitted with, else head)")
     group.add_argument("--config", "-c", help="YAML config; its `detector:` section sets these flags")
 
 
-def detector_config(args: argparse.Namespace) -> DetectorConfig:
+def detector_config(args: argparse.Namespace, filters: Sequence[str] = ()) -> DetectorConfig:
+    """The detector settings from --config and flags; `filters` choose the box features unless set."""
     data: dict[str, Any] = {}
     where = "command line"
     if getattr(args, "config", None):
@@ -45,4 +51,8 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
             data[name] = value
     if "model" not in data:
         data["model"] = str(default_model())
+    if "box_features" not in data and filters:
+        from pipeline.filter.filter_file import box_features_needed
+
+        data["box_features"] = box_features_needed(filters)
     return validate(DetectorConfig, data, where)

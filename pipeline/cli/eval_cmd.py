@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.ood_specs:
         raise GhostboxError("--ood: give at least one OoD set")
-    config = detector_config(args)
+    config = detector_config(args, args.filters or ())
     detector = Detector(config)
     id_set, ood_sets = load_sets(detector, args.id_spec, args.ood_specs, args.exclude)
     filters = []

@@ -18,6 +18,8 @@ Layout (format version 1):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import json
 import os
 import tempfile
@@ -83,6 +85,22 @@ def read_filter_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of a filter file (no arrays loaded)."""
     header, _ = _read(Path(path), arrays=False)
     return header
+
+
+def box_features_needed(paths: Sequence[str | Path]) -> str | None:
+    """The detector's `box_features` the filters were fitted with; None without filters.
+
+    A filter fitted on RoI-aligned features needs a detector that computes them, so the
+    commands that take --filter set the detector up from the file instead of asking the user.
+    """
+    from pipeline.detect.detector import box_features_for
+
+    needed = {str(p): box_features_for(read_filter_header(p).get("fingerprint", {})) for p in paths}
+    kinds = set(needed.values())
+    if len(kinds) > 1:
+        raise GhostboxError("filters need different detector box features ("
+                            + ", ".join(f"{p}: {k}" for p, k in needed.items()) + "); run them separately")
+    return kinds.pop() if kinds else None
 
 
 def _read(path: Path, arrays: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

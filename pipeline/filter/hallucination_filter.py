@@ -75,12 +75,17 @@ class HallucinationFilter:
     def fit(cls, method: str, id_boxes: BoxSet, class_names: Sequence[str], fingerprint: dict[str, Any],
             params: dict[str, Any] | None = None, tpr: float = 0.95, min_boxes: int = 20,
             calibration_fraction: float = 0.3, seed: int = 0, policy: str = "flag",
-            metadata: dict[str, Any] | None = None) -> HallucinationFilter:
-        """Split ID boxes (seeded, per class), fit `method` on one part, calibrate on the other."""
+            metadata: dict[str, Any] | None = None, outliers: BoxSet | None = None) -> HallucinationFilter:
+        """Split ID boxes (seeded, per class), fit `method` on one part, calibrate on the other.
+
+        `outliers`: boxes on non-ID objects, for scores that learn from them (`oe`); all of
+        them go to the fit, the thresholds come from held-out ID boxes only.
+        """
         fit_boxes, calib_boxes = split_fit_calibration(id_boxes, calibration_fraction, seed)
-        scorer = create(method, **(params or {})).fit(fit_boxes)
+        scorer = create(method, **(params or {})).fit(fit_boxes, outliers)
         thresholds = calibrate(scorer, calib_boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names)
         info = {"fit_boxes": len(fit_boxes), "calibration_boxes": len(calib_boxes), "split_seed": seed,
+                **({"outlier_boxes": len(outliers)} if outliers is not None and scorer.needs_outliers else {}),
                 **(metadata or {})}
         return cls(scorer, thresholds, class_names, fingerprint, policy=policy, metadata=info)
 

@@ -7,6 +7,8 @@ Life cycle, as pytorch-ood's feature-level detectors (`fit_features` / `predict_
 
     scorer = create("knn", k=50)      # constructor params: keyword arguments with defaults
     scorer.fit(id_boxes)              # class_id = the ID class label of each box
+    scorer.fit(id_boxes, outliers)    # scorers with needs_outliers (oe) also read
+                                      # boxes known to be non-ID (proxy/outlier detections)
     scores = scorer.score(boxes)      # (N,) float64, higher = more ID
 
 Persistence without pickle: `get_state()` returns `(arrays, params)`, numpy arrays plus a
@@ -39,6 +41,8 @@ class Scorer(ABC):
     name: ClassVar[str]
     #: False for scores that read only the logits (msp, maxlogit, energy): they accept any D.
     uses_features: ClassVar[bool] = True
+    #: True for scores learnt from ID boxes *and* outlier boxes (outlier exposure).
+    needs_outliers: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = params
@@ -55,13 +59,30 @@ class Scorer(ABC):
     def is_fitted(self) -> bool:
         return self.num_classes is not None
 
-    def fit(self, boxes: BoxSet) -> Scorer:
-        """Fit on ID boxes (class_id = ID class label); returns self."""
+    def fit(self, boxes: BoxSet, outliers: BoxSet | None = None) -> Scorer:
+        """Fit on ID boxes (class_id = ID class label); returns self.
+
+        `outliers` (boxes on non-ID objects) are read only by scorers with `needs_outliers`,
+        which refuse to fit without them; the others ignore them.
+        """
         boxes.validate()
         if len(boxes) == 0:
             raise GhostboxError(f"{self.name}: no ID boxes to fit on (the ID box set is empty)")
+        if self.needs_outliers:
+            if outliers is None or len(outliers) == 0:
+                raise GhostboxError(
+                    f"{self.name}: needs outlier boxes (detections on non-ID objects) to fit; "
+                    f"pass some, e.g. `ghostbox calibrate --outliers SPEC` with a proxy set or an outlier pool")
+            outliers.validate()
+            if (outliers.feature_dim, outliers.num_classes) != (boxes.feature_dim, boxes.num_classes):
+                raise GhostboxError(
+                    f"{self.name}: outlier boxes have D={outliers.feature_dim}, nc={outliers.num_classes}; "
+                    f"the ID boxes have D={boxes.feature_dim}, nc={boxes.num_classes}")
         self.feature_dim, self.num_classes = boxes.feature_dim, boxes.num_classes
-        self._fit(boxes)
+        if self.needs_outliers:
+            self._fit_with_outliers(boxes, outliers)  # type: ignore[arg-type]
+        else:
+            self._fit(boxes)
         return self
 
     def score(self, boxes: BoxSet) -> np.ndarray:
@@ -109,6 +130,9 @@ class Scorer(ABC):
 
     @abstractmethod
     def _fit(self, boxes: BoxSet) -> None: ...
+
+    def _fit_with_outliers(self, boxes: BoxSet, outliers: BoxSet) -> None:
+        raise NotImplementedError(f"{self.name} declares needs_outliers but does not implement _fit_with_outliers")
 
     @abstractmethod
     def _score(self, boxes: BoxSet) -> np.ndarray: ...

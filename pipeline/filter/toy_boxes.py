@@ -62,13 +62,16 @@ class ToyBoxWorld:
         feats, which = self._draw(self.centres, n, rng)
         return self._boxes(feats, which, rng)
 
-    def ood_boxes(self, n: int, seed: int = 2, mode: str = "far", clusters: int = 3, distance: float = 1.0) -> BoxSet:
+    def ood_boxes(self, n: int, seed: int = 2, mode: str = "far", clusters: int = 3, distance: float = 1.0,
+                  sample_seed: int | None = None) -> BoxSet:
         """n OOD boxes from `clusters` new centres; class_id = argmax logit, as a detector reports.
 
         mode "far": centres drawn like the ID centres (unseen classes; the logits see them).
         mode "hidden": ID centres moved by `distance` x separation along directions the logit
         layers of all levels cannot see (their null space): logit-based scores are blind to
         these, feature-based scores are not.
+        `seed` places the centres; `sample_seed` (default: `seed`) draws the boxes around
+        them, so two calls can sample the same OOD kinds twice.
         """
         rng = np.random.default_rng(seed)
         d = self.feature_dim
@@ -85,5 +88,7 @@ class ToyBoxWorld:
             new = self.centres[rng.integers(0, self.num_classes, clusters)] + steps
         else:
             raise ValueError(f"mode must be 'far' or 'hidden', got {mode!r}")
+        if sample_seed is not None:
+            rng = np.random.default_rng([seed, sample_seed])
         feats, _ = self._draw(new, n, rng)
         return self._boxes(feats, None, rng)

@@ -105,10 +105,16 @@ class DetectorSection(BaseModel):
     model: str = ""  # "" = the bundled model
     batch: int = Field(8, ge=1)  # frames per forward pass: a worker's batch across streams
 
-    def detector_config(self) -> Any:
+    def detector_config(self, filter_path: str | None = None) -> Any:
+        """DetectorConfig; a filter fitted on RoI features switches them on unless box_features is set."""
         from pipeline.detect.detector import DetectorConfig
 
-        return DetectorConfig.model_validate(self.model_dump())
+        data = self.model_dump()
+        if filter_path and "box_features" not in data:
+            from pipeline.filter.filter_file import box_features_needed
+
+            data["box_features"] = box_features_needed([filter_path])
+        return DetectorConfig.model_validate(data)
 
 
 class WorkersConfig(_Model):

@@ -149,7 +149,7 @@ class WorkerStage(StageShell):
         import torch
 
         torch.set_num_threads(threads)
-        self.detector = Detector(graph.detector.detector_config())
+        self.detector = Detector(graph.detector.detector_config(graph.filter.path))
         if graph.filter.path:
             check_filter_matches(graph.filter.path, self.detector.fingerprint())
         self.detector.warmup()

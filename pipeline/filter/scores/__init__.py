@@ -8,6 +8,8 @@
     vim          energy minus virtual logit       (Wang et al., CVPR 2022)
     bam          box abstraction monitor          (Wu et al.; M-Hood)
     abet         ablated learned temperature energy   (LeVine et al., 2024)
+    oe           ID-vs-outlier head on box features (outlier exposure; Hendrycks et al.,
+                 ICLR 2019): needs outlier boxes, e.g. detections on proxy images
     fusion       rank / z-score mean of several of the above
 
 All scores: higher = more in-distribution.
@@ -21,6 +23,8 @@ from pipeline.filter.scores.knn import KNN
 from pipeline.filter.scores.mahalanobis import Mahalanobis
 from pipeline.filter.scores.maxlogit import MaxLogit
 from pipeline.filter.scores.msp import MaxSoftmax
+from pipeline.filter.scores.oe import OutlierExposure
 from pipeline.filter.scores.vim import ViM
 
-__all__ = ["AbeT", "BoxAbstraction", "Energy", "Fusion", "KNN", "Mahalanobis", "MaxLogit", "MaxSoftmax", "ViM"]
+__all__ = ["AbeT", "BoxAbstraction", "Energy", "Fusion", "KNN", "Mahalanobis", "MaxLogit", "MaxSoftmax", "OutlierExposure",
+           "ViM"]

@@ -84,12 +84,16 @@ class Fusion(Scorer):
         super().__init__(members=specs, method=method, weights=None if weights is None else [float(w) for w in weights],
                          reference_fraction=float(reference_fraction), seed=int(seed))
         self.members: list[Scorer] = [create(s["name"], **s["params"]) for s in specs]  # checks names and params early
+        self.needs_outliers = any(m.needs_outliers for m in self.members)  # type: ignore[misc]
 
     def check_dims(self, feature_dim: int, num_classes: int) -> None:
         for member in self.members:
             member.check_dims(feature_dim, num_classes)
 
     def _fit(self, boxes: BoxSet) -> None:
+        self._fit_with_outliers(boxes, None)
+
+    def _fit_with_outliers(self, boxes: BoxSet, outliers: BoxSet | None) -> None:
         fraction = self.params["reference_fraction"]
         n_ref = int(round(len(boxes) * fraction))
         if fraction > 0 and (n_ref < 1 or len(boxes) - n_ref < 1):
@@ -103,7 +107,7 @@ class Fusion(Scorer):
             fit_set = reference = boxes
         self.tables = []
         for member in self.members:
-            member.fit(fit_set)
+            member.fit(fit_set, outliers)
             ref = member.score(reference)
             values, cdf = ecdf_table(ref)
             std = float(ref.std())

@@ -1,0 +1,98 @@
+"""Fit a filter from data on disk: the one path `ghostbox calibrate` and `ghostbox finetune` share.
+
+    request = FitRequest(method="oe", id_spec="world/id/train", outliers=["proxies/"])
+    detector_cfg = request.detector_config(base_cfg)   # RoI features for outlier-trained scores
+    filt, notes = fit_filter(Detector(detector_cfg), request)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.detect.detector import Detector, DetectorConfig
+from pipeline.errors import GhostboxError
+from pipeline.filter.hallucination_filter import HallucinationFilter
+from pipeline.filter.registry import create, names
+
+
+def parse_methods(text: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """'knn' -> ('knn', params); 'knn,mahalanobis' -> a rank fusion of both (params keyed by member)."""
+    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in names()]
+    if unknown or not methods:
+        raise GhostboxError(f"--method: unknown {unknown or text!r}; available: {', '.join(names())}")
+    if len(methods) > 1:
+        return "fusion", {"members": [{"name": m, "params": params.get(m, {})} for m in methods]}
+    return methods[0], params
+
+
+@dataclass
+class FitRequest:
+    method: str
+    id_spec: str
+    params: dict[str, Any] = field(default_factory=dict)
+    outliers: list[str] = field(default_factory=list)
+    outlier_conf: float | None = None  # None: the detector's conf
+    tpr: float = 0.95
+    min_boxes: int = 20
+    calibration_fraction: float = 0.3
+    seed: int = 0
+    policy: str = "flag"
+    unlabelled_conf: float = 0.5
+    max_images: int | None = None
+
+    @property
+    def needs_outliers(self) -> bool:
+        return create(self.method, **self.params).needs_outliers
+
+    def check(self) -> None:
+        if self.needs_outliers and not self.outliers:
+            raise GhostboxError(f"--method {self.method}: learns from outliers; give --outliers SPEC (e.g. a proxy "
+                                f"set from `ghostbox proxies`, or images without ID objects)")
+
+    def detector_config(self, config: DetectorConfig, box_features_set: bool = False) -> DetectorConfig:
+        """Scores that learn from outliers get RoI features unless the user chose box features."""
+        if self.needs_outliers and not box_features_set and config.box_features == "head":
+            # the 32-d head vector alone barely tells ID boxes from outliers; RoI features do
+            return config.model_copy(update={"box_features": "head+roi"})
+        return config
+
+
+class _NoBar:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def fit_filter(detector: Detector, request: FitRequest,
+               progress: Callable[[str], Any] | None = None) -> tuple[HallucinationFilter, list[str]]:
+    """Collect ID (and outlier) boxes with `detector`, fit and calibrate; returns (filter, notes)."""
+    from contextlib import nullcontext
+
+    from pipeline.filter.id_collection import collect_id_boxes
+
+    request.check()
+    bar = progress or (lambda label: nullcontext(_NoBar()))
+    conf = detector.config.conf
+    with bar("ID boxes") as b:
+        collected = collect_id_boxes(detector, request.id_spec, conf=conf, unlabelled_conf=request.unlabelled_conf,
+                                     max_images=request.max_images, advance=b.advance)
+    notes = [collected.description]
+    outliers = None
+    if request.needs_outliers:
+        from pipeline.filter.outlier_collection import collect_outlier_boxes
+
+        outlier_conf = conf if request.outlier_conf is None else request.outlier_conf
+        with bar("outlier boxes") as b:
+            outliers, text = collect_outlier_boxes(detector, request.outliers, conf=outlier_conf,
+                                                   max_images=request.max_images, advance=b.advance)
+        notes.append(text)
+    filt = HallucinationFilter.fit(
+        request.method, collected.boxes, detector.class_names, detector.fingerprint(), params=request.params,
+        tpr=request.tpr, min_boxes=request.min_boxes, calibration_fraction=request.calibration_fraction,
+        seed=request.seed, policy=request.policy, outliers=outliers,
+        metadata={"id_data": request.id_spec, "labelled": collected.labelled, "id_images": collected.images,
+                  "detector_conf": conf, **({"outlier_data": list(request.outliers)} if outliers is not None else {})},
+    )
+    return filt, notes

@@ -1,0 +1,85 @@
+"""Collect outlier boxes: detections on non-ID objects, for scores that learn from them (`oe`).
+
+Sources, as a user has them:
+- a labelled set (a proxy set from `ghostbox proxies`, an OoD pool with its own categories):
+  every detection at `conf` that hits no ID ground-truth box (IoU >= 0.5, any class) is an
+  outlier; ID objects in the images are left out, whatever class the detector gave them;
+- unlabelled images or a video known to hold no ID objects: every detection at `conf`.
+The OoD kinds a filter is *tested* on must not be among them, or the test says nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from pipeline.detect.detector import Detector
+from pipeline.detections import Detections
+from pipeline.errors import GhostboxError
+from pipeline.filter.boxes import BoxSet
+from pipeline.filter.id_collection import is_unlabelled_source
+
+log = logging.getLogger(__name__)
+
+
+def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float = 0.25,
+                          max_images: int | None = None, advance: Callable[[int], None] = lambda n: None
+                          ) -> tuple[BoxSet, str]:
+    """(boxes, description) from every spec; raises when none of them yields a box."""
+    found: list[Detections] = []
+    parts = []
+    for spec in specs:
+        dets, images = (_unlabelled if is_unlabelled_source(spec) else _labelled)(
+            detector, spec, conf, max_images, advance)
+        n = sum(len(d) for d in dets)
+        parts.append(f"{n} in {images} images of {spec}")
+        found += [d for d in dets if len(d)]
+    if not found:
+        raise GhostboxError(f"outliers: the detector found no boxes at conf {conf} in {', '.join(specs)}; "
+                            f"lower --outlier-conf or give more outlier images")
+    return BoxSet.from_detections(found), "outlier detections: " + "; ".join(parts)
+
+
+def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
+              advance: Callable[[int], None]) -> tuple[list[Detections], int]:
+    import numpy as np
+
+    from pipeline.data import image_batches, parse_dataset_spec
+    from pipeline.evaluate.matching import best_match, model_class_ids
+
+    dataset = parse_dataset_spec(spec)
+    if len(dataset) == 0:
+        raise GhostboxError(f"outliers '{spec}': no images")
+    if max_images is not None and len(dataset) > max_images:
+        dataset = dataset.select(np.arange(max_images))
+    is_id_class = model_class_ids(dataset.class_names, detector.class_names) >= 0
+    kept = []
+    for chunk in image_batches(dataset, detector.config.batch):
+        results = detector.detect([image for _, image in chunk], conf=conf)
+        for (record, _), dets in zip(chunk, results):
+            id_boxes = record.boxes_xyxy[is_id_class[record.class_ids]] if len(record.class_ids) else record.boxes_xyxy
+            kept.append(dets[best_match(dets.xyxy, id_boxes) < 0])
+        advance(len(chunk))
+    return kept, len(dataset)
+
+
+def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
+                advance: Callable[[int], None]) -> tuple[list[Detections], int]:
+    from pipeline.sources.media_files import iter_frames
+
+    found: list[Detections] = []
+    frames = []
+    seen = 0
+    for frame in iter_frames([spec]):
+        frames.append(frame.image)
+        seen += 1
+        if len(frames) >= detector.config.batch:
+            found += detector.detect(frames, conf=conf)
+            advance(len(frames))
+            frames = []
+        if max_images is not None and seen >= max_images:
+            break
+    if frames:
+        found += detector.detect(frames, conf=conf)
+        advance(len(frames))
+    return found, seen
