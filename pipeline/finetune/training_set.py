@@ -1,0 +1,113 @@
+"""The Ultralytics dataset a fine-tune reads: ID training images plus proxy images.
+
+Proxy sets are the folders `ghostbox proxies` writes (YOLO layout: images/, labels/ with
+empty label files for background images and no label for pasted regions), so the detector
+learns their non-ID objects as background. ID data of any dataset spec is written in YOLO
+layout first (hard links, no re-encoding). The training list is one text file of image
+paths: ID images, then `proxy_ratio` x as many proxy images, drawn by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipeline.errors import GhostboxError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass
+class TrainingSet:
+    data_yaml: Path
+    id_images: int
+    proxy_images: int
+    proxies_available: int
+    proxy_sources: dict[str, int]  # proxy set -> images drawn from it
+
+    def describe(self) -> dict[str, object]:
+        return {"data_yaml": str(self.data_yaml), "id_images": self.id_images, "proxy_images": self.proxy_images,
+                "proxies_available": self.proxies_available, "proxy_sources": self.proxy_sources}
+
+
+def proxy_images(proxy_dir: str | Path) -> tuple[list[Path], list[str] | None]:
+    """(images, class names from its manifest) of one proxy set; refuses folders that are not proxy sets."""
+    root = Path(proxy_dir)
+    images, labels = root / "images", root / "labels"
+    if not images.is_dir() or not labels.is_dir():
+        raise GhostboxError(f"proxy set '{root}': expected images/ and labels/ folders (as `ghostbox proxies` "
+                            f"writes)")
+    found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    missing = [p.name for p in found if not (labels / f"{p.stem}.txt").is_file()]
+    if missing:
+        raise GhostboxError(f"proxy set '{root}': {len(missing)} images lack a label file, e.g. labels/"
+                            f"{Path(missing[0]).stem}.txt (an empty file marks a background image)")
+    if not found:
+        raise GhostboxError(f"proxy set '{root}': no images in {images}")
+    manifest = root / "manifest.json"
+    names = json.loads(manifest.read_text()).get("class_names") if manifest.is_file() else None
+    return found, names
+
+
+def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str | Path,
+                       class_names: tuple[str, ...], proxy_ratio: float = 0.5, seed: int = 0,
+                       val_spec: str | None = None) -> TrainingSet:
+    from pipeline.data import parse_dataset_spec
+    from pipeline.data.convert import write_yolo_dataset
+
+    if proxy_ratio < 0:
+        raise GhostboxError(f"proxy_ratio must be >= 0, got {proxy_ratio}")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    id_train = parse_dataset_spec(id_spec, class_names=list(class_names))
+    if len(id_train) == 0:
+        raise GhostboxError(f"ID training set '{id_spec}': no images")
+    if tuple(id_train.class_names) != tuple(class_names):
+        raise GhostboxError(f"ID training set '{id_spec}': classes {list(id_train.class_names)} differ from the "
+                            f"model's {list(class_names)}")
+    splits = {"train": id_train}
+    if val_spec:
+        splits["val"] = parse_dataset_spec(val_spec, class_names=list(class_names))
+    write_yolo_dataset(splits, out / "id", overwrite=True)  # its own data.yaml stays for reference
+    id_files = sorted(p for p in (out / "id" / "images" / "train").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    pools: dict[str, list[Path]] = {}
+    for folder in proxy_dirs:
+        files, names = proxy_images(folder)
+        if names is not None and tuple(names) != tuple(class_names):
+            raise GhostboxError(f"proxy set '{folder}' was made for classes {names}, the model has "
+                                f"{list(class_names)}")
+        pools[str(Path(folder))] = files
+    available = sum(len(v) for v in pools.values())
+    wanted = int(round(proxy_ratio * len(id_files)))
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, int] = {}
+    chosen: list[Path] = []
+    if available and wanted:
+        everything = [(src, p) for src, files in pools.items() for p in files]
+        if wanted > available:
+            log.warning("proxy_ratio %.2f asks for %d proxy images, the sets hold %d; using all of them",
+                        proxy_ratio, wanted, available)
+            picked = range(available)
+        else:
+            picked = sorted(rng.choice(available, wanted, replace=False).tolist())
+        for i in picked:
+            src, path = everything[i]
+            chosen.append(path)
+            drawn[src] = drawn.get(src, 0) + 1
+    listing = out / "train.txt"
+    listing.write_text("".join(f"{p.resolve()}\n" for p in [*id_files, *chosen]))
+    val = "id/images/val" if val_spec else "id/images/train"
+    config = {"path": str(out), "train": "train.txt", "val": val,
+              "names": {i: n for i, n in enumerate(class_names)}}
+    data_yaml = out / "data.yaml"
+    data_yaml.write_text("# Fine-tuning set written by ghostbox (pipeline.finetune): ID images plus proxies.\n"
+                         + yaml.safe_dump(config, sort_keys=False))
+    return TrainingSet(data_yaml, len(id_files), len(chosen), available, drawn)

@@ -1,0 +1,153 @@
+"""`ghostbox finetune`: the training set, the comparison, and a short real fine-tune end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.bundled import default_model
+from pipeline.errors import GhostboxError
+from pipeline.finetune.comparison import compare_reports, comparison_markdown, write_comparison
+from pipeline.finetune.training_set import build_training_set
+from pipeline.proxies import ProxySettings, build_proxy_set
+from pipeline.synth import WorldConfig, generate_world
+
+CLASSES = ("pedestrian", "car", "traffic light", "traffic sign")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ftworld") / "w"
+    generate_world(WorldConfig(seed=7, train=16, val=6, near_test=4, far_test=2, pool=8, mixed_test=2, contaminated=2,
+                               stream_frames=2), out, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def proxies(world: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ftproxies") / "P"
+    build_proxy_set(ProxySettings(id_spec=f"{world / 'id/train'}:classes={','.join(CLASSES)}", out=out,
+                                  strategies=("background", "paste"), count=6, seed=0, pool=str(world / "ood/pool")))
+    return out
+
+
+def test_training_set_lists_id_images_then_seeded_proxies(world: Path, proxies: Path, tmp_path: Path):
+    a = build_training_set(str(world / "id/train"), [proxies], tmp_path / "a", CLASSES, proxy_ratio=0.5, seed=1,
+                           val_spec=str(world / "id/val"))
+    lines = (tmp_path / "a" / "train.txt").read_text().splitlines()
+    assert a.id_images == 16 and a.proxy_images == 8 and a.proxies_available == 12 and len(lines) == 24
+    assert a.proxy_sources == {str(proxies): 8}
+    for line in lines:  # every listed image has its label where Ultralytics looks for it
+        image = Path(line)
+        label = Path(str(image.parent).replace("/images", "/labels")) / f"{image.stem}.txt"
+        assert image.is_file() and label.is_file(), line
+    proxy_lines = [line for line in lines if line.startswith(str(proxies.resolve()))]
+    assert len(proxy_lines) == 8
+    # ID labels come over unchanged in count: one YOLO line per ground-truth box
+    from pipeline.data import parse_dataset_spec
+
+    truth = parse_dataset_spec(str(world / "id/train"), class_names=list(CLASSES))
+    written = sum(len(p.read_text().splitlines()) for p in (tmp_path / "a/id/labels/train").glob("*.txt"))
+    assert written == sum(len(r.class_ids) for r in truth)
+    import yaml
+
+    config = yaml.safe_load((tmp_path / "a" / "data.yaml").read_text())
+    assert config["train"] == "train.txt" and config["val"] == "id/images/val" and config["names"][3] == "traffic sign"
+    # seeded: same seed, same draw; another seed, another draw
+    build_training_set(str(world / "id/train"), [proxies], tmp_path / "b", CLASSES, proxy_ratio=0.5, seed=1)
+    build_training_set(str(world / "id/train"), [proxies], tmp_path / "c", CLASSES, proxy_ratio=0.5, seed=2)
+    draw = lambda d: [x for x in (tmp_path / d / "train.txt").read_text().splitlines() if str(proxies) in x]  # noqa: E731
+    assert draw("b") == proxy_lines and draw("c") != proxy_lines
+    # asking for more than there is takes all of them
+    many = build_training_set(str(world / "id/train"), [proxies], tmp_path / "d", CLASSES, proxy_ratio=5.0)
+    assert many.proxy_images == 12
+
+
+def test_training_set_refuses_what_it_cannot_use(world: Path, proxies: Path, tmp_path: Path):
+    with pytest.raises(GhostboxError, match="expected images/ and labels/"):
+        build_training_set(str(world / "id/train"), [world / "ood/pool"], tmp_path / "x", CLASSES)
+    with pytest.raises(GhostboxError, match="was made for classes"):
+        build_training_set(str(world / "id/train"), [proxies], tmp_path / "y", ("car", "pedestrian", "traffic light", "traffic sign"))
+    with pytest.raises(GhostboxError, match="proxy_ratio must be >= 0"):
+        build_training_set(str(world / "id/train"), [proxies], tmp_path / "z", CLASSES, proxy_ratio=-1)
+    lonely = tmp_path / "lonely"
+    (lonely / "images").mkdir(parents=True)
+    (lonely / "labels").mkdir()
+    (lonely / "images" / "a.jpg").write_bytes(b"x")
+    with pytest.raises(GhostboxError, match="lack a label file"):
+        build_training_set(str(world / "id/train"), [lonely], tmp_path / "w", CLASSES)
+
+
+def _report(map50: float, halluc: int, filtered: int | None, fpr: float) -> dict:
+    after = {"hallucinations": filtered} if filtered is not None else {}
+    return {"id": {"map50": map50, "map50_95": map50 - 0.2, "tp_lost_fraction": 0.05},
+            "ood": {"near": {"images": 10, "hallucinations": halluc, "after_filter": after,
+                             "scores": {"energy": {"fpr95": fpr}}}}}
+
+
+def test_comparison_measures_against_the_original_model_without_filter(tmp_path: Path):
+    comparison = compare_reports(_report(0.978, 1000, 300, 0.38), _report(0.972, 400, 60, 0.2))
+    near = comparison["ood"]["near"]
+    assert near["hallucinations"] == {"original": 1000, "original_filtered": 300, "finetuned": 400,
+                                      "finetuned_filtered": 60}
+    assert near["reduction"] == {"original_filtered": 0.7, "finetuned": 0.6, "finetuned_filtered": 0.94}
+    assert comparison["id"]["map50"]["change_points"] == pytest.approx(-0.6)
+    assert near["fpr95"]["energy"] == {"before": 0.38, "after": 0.2}
+    text = comparison_markdown(comparison)
+    assert "| near | 1000 | 300 (70.0% less) | 400 (60.0% less) | 60 (94.0% less) |" in text
+    paths = write_comparison(comparison, tmp_path)
+    assert [p.name for p in paths] == ["comparison.json", "comparison.md", "comparison.png"]
+    import cv2
+
+    assert cv2.imread(str(paths[2])).shape[0] > 200
+
+
+def test_short_finetune_end_to_end(world: Path, proxies: Path, tmp_path: Path):
+    """A real (one-epoch, tiny) fine-tune through the CLI: outputs, re-fitted filter, comparison."""
+    out = tmp_path / "ft"
+    original_filter = tmp_path / "energy.filter.safetensors"
+    base = [sys.executable, "-m", "pipeline"]
+    proc = subprocess.run([*base, "calibrate", "--id", str(world / "id/train"), "--method", "energy", "--min-boxes", "5",
+                           "--out", str(original_filter), "--device", "cpu"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cmd = [*base, "finetune", "--id", str(world / "id/train"), "--val", str(world / "id/val"),
+           "--ood", str(world / "ood/near_test"), "--proxies", str(proxies), "--filter", str(original_filter),
+           "--epochs", "1", "--batch", "8", "--workers", "0", "--proxy-ratio", "0.5", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| near_test |" in proc.stdout
+    summary = json.loads((out / "finetune.json").read_text())
+    assert summary["training_set"]["id_images"] == 16 and summary["training_set"]["proxy_images"] == 8
+    assert summary["filter"]["method"] == "energy" and summary["filter"]["tpr"] == 0.95
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison["ood"]) == {"near_test"}
+    assert 0 <= comparison["id"]["map50"]["after"] <= 1
+    for name in ("comparison.md", "comparison.png", "model.pt", "before/report.json", "after/report.json"):
+        assert (out / name).is_file(), name
+
+    from pipeline.detect.detector import Detector
+    from pipeline.filter.filter_file import load_filter
+
+    tuned = Detector(model=str(out / "model.pt"), device="cpu")
+    assert tuned.class_names == CLASSES
+    assert tuned.fingerprint()["weights_sha256"] != Detector(model=str(default_model()), device="cpu").fingerprint()[
+        "weights_sha256"]
+    # the old filter refuses the fine-tuned detector; the re-fitted one takes it
+    with pytest.raises(GhostboxError, match="weights_sha256"):
+        load_filter(original_filter).check_detector(tuned.fingerprint())
+    refit = load_filter(out / "filters" / "finetuned.filter.safetensors")
+    refit.check_detector(tuned.fingerprint())
+    assert refit.method == "energy"
+    # --resume on a finished run trains nothing more and keeps the weights
+    from pipeline.finetune.training_run import FinetuneSettings, train_detector
+
+    before = (out / "model.pt").read_bytes()
+    last = train_detector(str(default_model()), out / "data" / "data.yaml", out, FinetuneSettings(epochs=1),
+                          resume=True, verbose=False)
+    assert np.array_equal(np.frombuffer(last.read_bytes(), np.uint8), np.frombuffer(before, np.uint8))
