@@ -167,3 +167,12 @@ def test_auto_penalty_is_chosen_by_cross_validation_on_the_fit_boxes():
     assert again.l2_used == auto.l2_used and again.cv_loss == auto.cv_loss
     with pytest.raises(GhostboxError, match="l2 must be 'auto' or a number"):
         create("oe", l2="strong")
+
+
+def test_scoring_benchmark_fits_every_score_including_oe():
+    from pipeline.bench.scorer_speed import bench_scorers
+    from pipeline.filter.registry import names
+
+    result = bench_scorers(feature_dim=16, fit_boxes=400, batch=10, repeats=3, knn_bank=0, abet_boxes=0)
+    assert set(result["ms_per_batch"]) == set(names())
+    assert all(v > 0 for v in result["ms_per_batch"].values())

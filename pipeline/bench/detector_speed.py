@@ -1,8 +1,9 @@
 """Frames/s of ghostbox's detector against Ultralytics' predict, same frames, same model.
 
-Four runners, interleaved round by round so that machine noise hits them alike:
+Five runners, interleaved round by round so that machine noise hits them alike:
     ultralytics-pt    YOLO(model.pt).predict(stream=True), one frame per batch
     ghostbox-pt       Detector(model.pt).detect([frame]) with logits and box features
+    ghostbox-pt-roi   the same with box_features="head+roi" (RoI-aligned neck and backbone maps)
     ultralytics-onnx  YOLO(Ultralytics' own dynamic ONNX export).predict(stream=True)
     ghostbox-onnx     Detector(ghostbox's ONNX export).detect([frame])
 The figure that matters is the ratio of each ghostbox runner to its Ultralytics twin.
@@ -37,10 +38,11 @@ def _ultralytics_runner(weights: str, imgsz: int, conf: float, frames: list[np.n
     return run
 
 
-def _ghostbox_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndarray]) -> Callable[[], int]:
+def _ghostbox_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndarray],
+                     box_features: str = "head") -> Callable[[], int]:
     from pipeline.detect.detector import Detector
 
-    detector = Detector(model=weights, imgsz=imgsz, conf=conf, device="cpu", batch=1)
+    detector = Detector(model=weights, imgsz=imgsz, conf=conf, device="cpu", batch=1, box_features=box_features)
 
     def run() -> int:
         boxes = 0
@@ -67,6 +69,7 @@ def bench_detector(
     if "pt" in backends:
         runners["ultralytics-pt"] = _ultralytics_runner(model, imgsz, conf, frames)
         runners["ghostbox-pt"] = _ghostbox_runner(model, imgsz, conf, frames)
+        runners["ghostbox-pt-roi"] = _ghostbox_runner(model, imgsz, conf, frames, "head+roi")
     if "onnx" in backends:
         # Ultralytics writes its export beside the weights: give it a copy in the work dir.
         copy = tmp / f"ultralytics-{Path(model).name}"
@@ -97,6 +100,8 @@ def bench_detector(
     for backend in backends:
         if f"ghostbox-{backend}" in fps:
             ratios[backend] = round(fps[f"ghostbox-{backend}"] / fps[f"ultralytics-{backend}"], 3)
+    if "ghostbox-pt-roi" in fps:
+        ratios["pt-roi"] = round(fps["ghostbox-pt-roi"] / fps["ultralytics-pt"], 3)
     result["ghostbox_over_ultralytics"] = ratios
     result["feature_overhead_pct"] = {k: round((1 / v - 1) * 100, 1) for k, v in ratios.items()}
     return result
