@@ -3,9 +3,11 @@
     .venv/bin/python tools/fit_default_filter.py [--world DIR] [--out runs/filters]
 
 1. Generates the synthetic world (seed 0) if missing.
-2. Collects ID boxes once: the bundled model's true positives on id/train.
+2. Collects ID boxes: the bundled model's true positives on id/train, once with the head
+   features (every score) and once with head+roi features for `oe`, whose outliers are the
+   model's detections on the world's ood/pool (pool kinds only, never the test kinds).
 3. Fits and calibrates (95% ID TPR per class) one filter per method.
-4. Evaluates all of them in one `ghostbox eval` pass on id/val, ood/near_test, ood/far_test.
+4. Evaluates them on id/val, ood/near_test, ood/far_test: one pass per feature kind.
 5. Picks the method with the lowest near-OoD FPR95, re-evaluates with it as the applied
    filter (hallucinations after filtering, ID true positives lost), copies it to
    pipeline/assets/filters/, and writes the table (Markdown and JSON) to --out.
@@ -23,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet")
 FUSIONS = (("knn", "mahalanobis"),)
+ROI_METHODS = ("oe",)  # fitted on head+roi features with the pool's detections as outliers
 
 
 def main() -> int:
@@ -47,40 +50,56 @@ def main() -> int:
         print(f"generating the world into {args.world}")
         generate_world(WorldConfig(seed=0), args.world)
     model = args.model or default_model()
-    detector = Detector(model=str(model), device="cpu", batch=16)
+    detectors = {kind: Detector(model=str(model), device="cpu", batch=16, box_features=kind)
+                 for kind in ("head", "head+roi")}
     args.out.mkdir(parents=True, exist_ok=True)
-    id_boxes = collect_id_boxes(detector, str(args.world / "id" / "train"))
-    print(f"ID boxes: {id_boxes.description}")
+    from pipeline.filter.outlier_collection import collect_outlier_boxes
 
-    filters = []
+    id_boxes = {kind: collect_id_boxes(d, str(args.world / "id" / "train")) for kind, d in detectors.items()}
+    outliers, outlier_text = collect_outlier_boxes(detectors["head+roi"], [str(args.world / "ood" / "pool")])
+    print(f"ID boxes: {id_boxes['head'].description}; {outlier_text}")
+
+    filters = []  # (method, feature kind, path, filter)
     fit_seconds = {}
-    for method in [*METHODS, *("+".join(f) for f in FUSIONS)]:
+    plan = [(m, "head") for m in [*METHODS, *("+".join(f) for f in FUSIONS)]] + [(m, "head+roi") for m in ROI_METHODS]
+    for method, kind in plan:
         name, params = method, {}
         if "+" in method:
             name, params = "fusion", {"members": method.split("+")}
+        detector = detectors[kind]
         t0 = time.perf_counter()
-        flt = HallucinationFilter.fit(name, id_boxes.boxes, detector.class_names, detector.fingerprint(),
-                                      params=params, metadata={"id_data": "street world seed 0 id/train"})
+        flt = HallucinationFilter.fit(name, id_boxes[kind].boxes, detector.class_names, detector.fingerprint(),
+                                      params=params, outliers=outliers if kind == "head+roi" else None,
+                                      metadata={"id_data": "street world seed 0 id/train",
+                                                **({"outlier_data": "street world seed 0 ood/pool"}
+                                                   if kind == "head+roi" else {})})
         fit_seconds[method] = round(time.perf_counter() - t0, 2)
         path = save_filter(flt, args.out / f"{method.replace('+', '_')}.filter.safetensors")
-        filters.append((method, path, flt))
-        print(f"fitted {method} in {fit_seconds[method]} s")
+        filters.append((method, kind, path, flt))
+        print(f"fitted {method} ({kind} features) in {fit_seconds[method]} s")
 
-    id_set, ood_sets = load_sets(detector, str(args.world / "id" / "val"),
-                                 [str(args.world / "ood" / "near_test"), str(args.world / "ood" / "far_test")], None)
-    # One pass for every score's FPR95/AUROC; scores are keyed by method name.
-    report = run_evaluation(detector, id_set, ood_sets, args.out / "all", EvalSettings(scores=()),
-                            filters=[(f"{m}.x", f) for m, _, f in filters])
-    # the report keys each filter's score by its method name ("fusion" for the fused one)
-    table = {m: {s: report["ood"][s]["scores"].get("fusion" if "+" in m else m, {}) for s in ("near_test", "far_test")}
-             for m, _, _ in filters}
-    best = min((m for m, _, _ in filters), key=lambda m: table[m]["near_test"].get("fpr95") or 1.0)
-    energy_path = next(p for m, p, _ in filters if m == "energy")
-    best_path = next(p for m, p, _ in filters if m == best)
+    specs = [str(args.world / "ood" / "near_test"), str(args.world / "ood" / "far_test")]
+    table = {}
+    report = None
+    for kind, detector in detectors.items():
+        id_set, ood_sets = load_sets(detector, str(args.world / "id" / "val"), specs, None)
+        mine = [(m, f) for m, k, _, f in filters if k == kind]
+        # one pass for every score of this feature kind; the report keys scores by method name
+        rep = run_evaluation(detector, id_set, ood_sets, args.out / f"all-{kind.replace('+', '_')}",
+                             EvalSettings(scores=()), filters=[(f"{m}.x", f) for m, f in mine])
+        report = report or rep
+        for m, _ in mine:
+            table[m] = {s: rep["ood"][s]["scores"].get("fusion" if "+" in m else m, {}) for s in ("near_test", "far_test")}
+    kind_of = {m: k for m, k, _, _ in filters}
+    path_of = {m: p for m, _, p, _ in filters}
+    best = min(table, key=lambda m: table[m]["near_test"].get("fpr95") or 1.0)
+    energy_path, best_path = path_of["energy"], path_of[best]
     results = {}
     for method, path in (("energy", energy_path), (best, best_path)):
         from pipeline.filter.filter_file import load_filter
 
+        detector = detectors[kind_of[method]]
+        id_set, ood_sets = load_sets(detector, str(args.world / "id" / "val"), specs, None)
         rep = run_evaluation(detector, id_set, ood_sets, args.out / method.replace("+", "_"), EvalSettings(),
                              filters=[(str(path), load_filter(path))])
         results[method] = {
@@ -90,15 +109,17 @@ def main() -> int:
             "map50_95": rep["id"]["map50_95"],
         }
     summary = {"model": str(model), "best": best, "table": table, "applied": results, "fit_seconds": fit_seconds,
-               "id_boxes": id_boxes.description, "seconds": round(time.perf_counter() - started, 1),
+               "features": kind_of, "id_boxes": id_boxes["head"].description, "outliers": outlier_text,
+               "seconds": round(time.perf_counter() - started, 1),
                "map50": report["id"]["map50"], "map50_95": report["id"]["map50_95"],
                "hallucinations": {s: report["ood"][s]["per_image"] for s in ("near_test", "far_test")}}
     (args.out / "filters.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| score | near-OoD FPR95 | near AUROC | far-OoD FPR95 | far AUROC |", "|---|---|---|---|---|"]
-    for m in table:
+    lines = ["| score | box features | near-OoD FPR95 | near AUROC | far-OoD FPR95 | far AUROC |",
+             "|---|---|---|---|---|---|"]
+    for m in sorted(table, key=lambda m: table[m]["near_test"].get("fpr95") or 1.0):
         near, far = table[m]["near_test"], table[m]["far_test"]
-        lines.append(f"| {m} | {_pct(near.get('fpr95'))} | {_num(near.get('auroc'))} | {_pct(far.get('fpr95'))} | "
-                     f"{_num(far.get('auroc'))} |")
+        lines.append(f"| {m} | {kind_of[m]} | {_pct(near.get('fpr95'))} | {_num(near.get('auroc'))} | "
+                     f"{_pct(far.get('fpr95'))} | {_num(far.get('auroc'))} |")
     lines += ["", "| filter applied | near-OoD hallucinations removed | far-OoD removed | ID true positives lost |",
               "|---|---|---|---|"]
     for m, r in results.items():
