@@ -176,3 +176,22 @@ def test_scoring_benchmark_fits_every_score_including_oe():
     result = bench_scorers(feature_dim=16, fit_boxes=400, batch=10, repeats=3, knn_bank=0, abet_boxes=0)
     assert set(result["ms_per_batch"]) == set(names())
     assert all(v > 0 for v in result["ms_per_batch"].values())
+
+
+def test_bundled_filter_fits_the_bundled_model_with_its_box_features():
+    from pipeline.bundled import ASSETS, default_model
+    from pipeline.detect.detector import Detector
+    from pipeline.filter.filter_file import box_features_needed
+
+    path = ASSETS / "filters" / "ghostbox-street-n.filter.safetensors"
+    kind = box_features_needed([path])
+    detector = Detector(model=str(default_model()), device="cpu", box_features=kind)
+    filt = load_filter(path)
+    filt.check_detector(detector.fingerprint())
+    with pytest.raises(GhostboxError, match="filter was fitted for another detector"):
+        filt.check_detector(Detector(model=str(default_model()), device="cpu").fingerprint())
+    import cv2
+
+    frames = [cv2.imread(str(p)) for p in sorted((ASSETS / "samples").glob("*.jpg"))]
+    flagged = [filt.apply(d).data["hallucination"] for d in detector.detect(frames)]
+    assert sum(len(f) for f in flagged) > 0
