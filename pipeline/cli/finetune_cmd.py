@@ -29,9 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--outliers", nargs="+", metavar="SPEC",
                         help="outlier data for scores that learn from it (default: the proxy sets)")
     parser.add_argument("--outlier-conf", type=float, help="confidence of outlier detections (default 0.25)")
-    parser.add_argument("--proxy-ratio", type=float, default=0.5, help="proxy images per ID training image")
+    parser.add_argument("--proxy-ratio", type=float, default=1.0, help="proxy images per ID training image")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr0", type=float, default=0.0005)
+    parser.add_argument("--lr0", type=float, default=0.003)
     parser.add_argument("--freeze", type=int, default=0, help="freeze the first N layers")
     parser.add_argument("--imgsz", type=int, help="training size (default: the model's)")
     parser.add_argument("--batch", type=int, default=16)

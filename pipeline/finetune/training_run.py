@@ -26,7 +26,7 @@ class FinetuneSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(6, ge=1)
-    lr0: float = Field(0.0005, gt=0)
+    lr0: float = Field(0.003, gt=0)
     lrf: float = Field(0.1, gt=0, le=1)  # final lr = lr0 * lrf, linear decay
     freeze: int = Field(0, ge=0)  # first N layers frozen (the backbone is 10 layers in YOLOv8)
     imgsz: int | None = Field(None, ge=32)  # None: the model's training size

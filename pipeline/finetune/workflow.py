@@ -43,7 +43,7 @@ class FinetuneJob:
     filter_params: dict[str, Any] = field(default_factory=dict)
     outliers: list[str] | None = None  # outlier data for scores that learn from it; default: the proxies
     outlier_conf: float | None = None
-    proxy_ratio: float = 0.5
+    proxy_ratio: float = 1.0
     settings: FinetuneSettings = field(default_factory=FinetuneSettings)
     resume: bool = False
     hallucination_conf: float = 0.25
