@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import time
 from pathlib import Path
 
 from pipeline.cli.detector_flags import add_detector_flags, detector_config
 from pipeline.cli.progress import progress_bar
-
-log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,17 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.detect.detector import Detector
-    from pipeline.errors import GhostboxError
     from pipeline.filter.filter_file import save_filter
-    from pipeline.filter.fit_from_data import FitRequest, fit_filter, parse_methods
+    from pipeline.filter.fit_from_data import FitRequest, fit_filter, parse_methods, parse_params
 
-    try:
-        params = json.loads(args.params)
-    except json.JSONDecodeError as exc:
-        raise GhostboxError(f"--params: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(params, dict):
-        raise GhostboxError(f"--params: expected a JSON object, got {args.params!r}")
-    method, params = parse_methods(args.method, params)
+    method, params = parse_methods(args.method, parse_params(args.params))
     request = FitRequest(method=method, id_spec=args.id_spec, params=params, outliers=list(args.outliers),
                          outlier_conf=args.outlier_conf, tpr=args.tpr, min_boxes=args.min_boxes,
                          calibration_fraction=args.calibration_fraction, seed=args.seed, policy=args.policy,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -49,14 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.finetune.training_run import FinetuneSettings
     from pipeline.finetune.workflow import FinetuneJob, run_finetune
 
-    try:
-        params = json.loads(args.filter_params)
-    except json.JSONDecodeError as exc:
-        raise GhostboxError(f"--filter-params: not valid JSON ({exc.msg})") from exc
-    method, params = (None, params)
-    if args.filter_method:
-        from pipeline.filter.fit_from_data import parse_methods
+    from pipeline.filter.fit_from_data import parse_methods, parse_params
 
+    method, params = None, parse_params(args.filter_params, "--filter-params")
+    if args.filter_method:
         method, params = parse_methods(args.filter_method, params)
     try:
         settings = FinetuneSettings(epochs=args.epochs, lr0=args.lr0, freeze=args.freeze, imgsz=args.imgsz,

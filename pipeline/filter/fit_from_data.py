@@ -9,12 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.registry import create, names
+
+
+def parse_params(text: str, flag: str = "--params") -> dict[str, Any]:
+    """A JSON object from the command line, or GhostboxError naming the flag."""
+    import json
+
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GhostboxError(f"{flag}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(params, dict):
+        raise GhostboxError(f"{flag}: expected a JSON object, got {text!r}")
+    return params
 
 
 def parse_methods(text: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -43,7 +57,7 @@ class FitRequest:
     unlabelled_conf: float = 0.5
     max_images: int | None = None
 
-    @property
+    @cached_property
     def needs_outliers(self) -> bool:
         return create(self.method, **self.params).needs_outliers
 

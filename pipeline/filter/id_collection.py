@@ -83,8 +83,9 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
     return IdBoxes(boxes, len(dataset), True, f"{len(boxes)} ID true positives (IoU>=0.5) in {len(dataset)} images")
 
 
-def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-                advance: Callable[[int], None]) -> IdBoxes:
+def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
+                      advance: Callable[[int], None]) -> tuple[list[Detections], int]:
+    """(detections per frame, frames read) for a video, image, glob or folder of images."""
     from pipeline.sources.media_files import iter_frames
 
     found: list[Detections] = []
@@ -102,6 +103,12 @@ def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | No
     if frames:
         found += detector.detect(frames, conf=conf)
         advance(len(frames))
+    return found, seen
+
+
+def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
+                advance: Callable[[int], None]) -> IdBoxes:
+    found, seen = detect_unlabelled(detector, spec, conf, max_images, advance)
     boxes = _box_set(found, detector)
     if len(boxes) == 0:
         raise GhostboxError(f"ID data '{spec}': no detections at conf {conf} in {seen} frames")

@@ -17,7 +17,7 @@ from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
-from pipeline.filter.id_collection import is_unlabelled_source
+from pipeline.filter.id_collection import detect_unlabelled, is_unlabelled_source
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float 
     found: list[Detections] = []
     parts = []
     for spec in specs:
-        dets, images = (_unlabelled if is_unlabelled_source(spec) else _labelled)(
+        dets, images = (detect_unlabelled if is_unlabelled_source(spec) else _labelled)(
             detector, spec, conf, max_images, advance)
         n = sum(len(d) for d in dets)
         parts.append(f"{n} in {images} images of {spec}")
@@ -61,25 +61,3 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
             kept.append(dets[best_match(dets.xyxy, id_boxes) < 0])
         advance(len(chunk))
     return kept, len(dataset)
-
-
-def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-                advance: Callable[[int], None]) -> tuple[list[Detections], int]:
-    from pipeline.sources.media_files import iter_frames
-
-    found: list[Detections] = []
-    frames = []
-    seen = 0
-    for frame in iter_frames([spec]):
-        frames.append(frame.image)
-        seen += 1
-        if len(frames) >= detector.config.batch:
-            found += detector.detect(frames, conf=conf)
-            advance(len(frames))
-            frames = []
-        if max_images is not None and seen >= max_images:
-            break
-    if frames:
-        found += detector.detect(frames, conf=conf)
-        advance(len(frames))
-    return found, seen

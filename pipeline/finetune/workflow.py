@@ -87,20 +87,24 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
     device = job.settings.device
     if job.ood_specs and not job.val_spec:
         raise GhostboxError("--ood needs --val: the comparison measures ID mAP on the validation set")
-    original = Detector(DetectorConfig(model=job.model, device=device))
-    class_names = original.class_names
     method, params, tpr = job.filter_method, dict(job.filter_params), 0.95
+    old_method = None
     if job.filter_path:
+        from pipeline.detect.detector import box_features_for
         from pipeline.filter.filter_file import load_filter
 
         old = load_filter(job.filter_path)
-        old.check_detector(original.fingerprint() if box_features_of(old) == "head" else
-                           Detector(DetectorConfig(model=job.model, device=device,
-                                                   box_features="head+roi")).fingerprint())
+        original = Detector(DetectorConfig(model=job.model, device=device,
+                                           box_features=box_features_for(old.fingerprint)))
+        old.check_detector(original.fingerprint())
+        old_method = old.method
         method = method or old.method
         if method == old.method:
             params = params or dict(old.scorer.params)
         tpr = float(old.thresholds.target_tpr)
+    else:
+        original = Detector(DetectorConfig(model=job.model, device=device))
+    class_names = original.class_names
     del original
 
     t0 = time.perf_counter()
@@ -114,7 +118,7 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
     original_filter: Path | None = None
     if method:
         t0 = time.perf_counter()
-        if job.filter_path and method == load_filter_method(job.filter_path):
+        if method == old_method:
             original_filter = filters_dir / "original.filter.safetensors"
             filters_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(job.filter_path, original_filter)
@@ -162,15 +166,3 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
     summary["timings"] = timings
     (out / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def box_features_of(filt: Any) -> str:
-    from pipeline.detect.detector import box_features_for
-
-    return box_features_for(filt.fingerprint)
-
-
-def load_filter_method(path: str | Path) -> str:
-    from pipeline.filter.filter_file import read_filter_header
-
-    return str(read_filter_header(path)["method"])
