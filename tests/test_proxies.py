@@ -15,7 +15,7 @@ from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.proxies import PlacementRules, ProxySettings, build_proxy_set, read_manifest
 from pipeline.proxies.blend import feather_alpha, paste
-from pipeline.proxies.id_transforms import cross_class_blend, patch_shuffle, texture_swap
+from pipeline.proxies.id_transforms import cross_class_blend, interior_swap, patch_shuffle, texture_swap
 from pipeline.proxies.mining import mine_hard_negatives
 from pipeline.proxies.outlier_sources import open_pool
 from pipeline.proxies.placement import IdBoxPrior, box_overlaps, find_spot, fits
@@ -184,6 +184,33 @@ def test_background_images_are_whole_pool_images_with_empty_labels(built: Path, 
     assert len({e["background"]["file"] for e in backgrounds}) == 6
 
 
+def test_interior_swap_keeps_the_outline_and_replaces_the_inside() -> None:
+    # A sign-like disc: a red rim round a white face with a black bar, on grey.
+    context = np.full((80, 80, 3), 120, np.uint8)
+    cv2.circle(context, (40, 40), 28, (0, 0, 220), -1)
+    cv2.circle(context, (40, 40), 21, (255, 255, 255), -1)
+    cv2.rectangle(context, (28, 37), (52, 43), (0, 0, 0), -1)
+    box = (12, 12, 69, 69)
+    other = np.zeros((30, 30, 3), np.uint8)
+    other[:, :15] = (0, 200, 0)
+    other[:, 15:] = (200, 0, 200)
+    for seed in range(6):
+        out, mask, params = interior_swap(context, box, other if seed % 2 else None, np.random.default_rng(seed))
+        crop = context[12:69, 12:69]
+        assert out.shape == crop.shape and mask.shape == crop.shape[:2]
+        assert params["name"] == "interior_swap" and params["mode"] == ("foreign" if seed % 2 else "shuffle")
+        assert 0.15 <= params["inside_fraction"] < 1 and params["rim_px"] >= 6
+        # the rim stays as it was, the middle does not
+        assert np.array_equal(out[28, 2], crop[28, 2]) and np.array_equal(out[2, 28], crop[2, 28])
+        assert not np.array_equal(out[20:37, 20:37], crop[20:37, 20:37])
+        assert mask[28, 28] > 0.9 and mask[0, 0] < 0.5  # the whole disc is pasted, face included, not the corners
+        if seed % 2:
+            assert (out[20:37, 20:37, 1] > 150).any()  # the other crop's colours fill the inside
+    thin = np.full((40, 40, 3), 120, np.uint8)
+    thin[5:35, 18:22] = (0, 0, 220)  # a 4 px pole has no inside
+    assert interior_swap(thin, (15, 5, 25, 35), None, np.random.default_rng(0)) is None
+
+
 def test_transform_records_what_was_done_to_which_id_crop(built: Path) -> None:
     manifest = read_manifest(built)
     names = set()
@@ -196,7 +223,7 @@ def test_transform_records_what_was_done_to_which_id_crop(built: Path) -> None:
             names.add(transform["name"])
             if transform["name"] == "cross_class_blend":
                 assert transform["other"]["label"] != region["source"]["label"]
-    assert names <= {"patch_shuffle", "cross_class_blend", "texture_swap"} and len(names) >= 2
+    assert names <= {"patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap"} and len(names) >= 2
 
 
 def test_manifest_describes_the_set(built: Path, id_spec: str, world: Path) -> None:
@@ -424,6 +451,16 @@ def test_cli_end_to_end(tmp_path: Path, id_spec: str, world: Path, flagged: Path
     code = main(["proxies", "--id", id_spec, "--strategies", "mined", "--pool", str(world / "ood/pool"),
                  "--out", str(tmp_path / "Q")])
     assert code == 2 and "ghostbox proxies: error: mined: needs --model" in capsys.readouterr().err
+
+    code = main(["proxies", "--id", id_spec, "--strategies", "transform", "--transforms", "interior_swap",
+                 "--count", "3", "--out", str(tmp_path / "R")])
+    assert code == 0
+    transform = read_manifest(tmp_path / "R")["strategies"]["transform"]["parameters"]
+    assert transform["transforms"] == ["interior_swap"] and "rim_fractions" in transform
+    capsys.readouterr()
+    code = main(["proxies", "--id", id_spec, "--strategies", "transform", "--transforms", "interior_swap,melt",
+                 "--out", str(tmp_path / "S")])
+    assert code == 2 and "transforms: ['interior_swap', 'melt']; choose from" in capsys.readouterr().err
 
 
 # -- the pieces -----------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "image's ID boxes; pasted regions are never labelled; empty for backgrounds), OUT/data.yaml and "
         "OUT/manifest.json (how every image was made). Strategies: background (whole --pool images without ID "
         "objects), paste (--pool crops and --flagged crops pasted into ID images, clear of ID objects), "
-        "transform (ID-object crops patch-shuffled, blended across classes or texture-swapped, then pasted), "
+        "transform (ID-object crops patch-shuffled, blended across classes, texture-swapped or interior-swapped, "
+        "then pasted), "
         "mined (the --model's boxes on the --pool that match no ID object, pasted). With --model, the class "
         "list is the model's; otherwise the ID set's.",
     )
@@ -29,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "or a folder of images without ID objects")
     parser.add_argument("--flagged", metavar="DIR", help="flagged-crop archive of `ghostbox run` (OUT or OUT/flagged)")
     parser.add_argument("--strategies", required=True, help="comma-separated: background,paste,transform,mined")
+    parser.add_argument("--transforms", default=None,
+                        help="comma-separated ID transforms for `transform` (default all: patch_shuffle,"
+                        "cross_class_blend,texture_swap,interior_swap)")
     parser.add_argument("--count", type=int, default=100, help="images per strategy (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", "-o", required=True, help="proxy-set folder (must be empty, or --overwrite)")
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, pool=args.pool, flagged=args.flagged,
         rules=PlacementRules(max_iou=args.max_iou, max_cover=args.max_cover, tries=args.tries),
         max_pastes=args.max_pastes, conf=config.conf, mine_images=args.mine_images, overwrite=args.overwrite,
+        **({"transforms": tuple(t.strip() for t in args.transforms.split(",") if t.strip())} if args.transforms else {}),
     )
     settings.check()
     detector = None

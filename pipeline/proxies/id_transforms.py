@@ -11,6 +11,10 @@ pedestrian's colours and size that is not a pedestrian):
   part beside the other's (a chimera: top of a sign on the legs of a pedestrian).
 - ``texture_swap``: the object's silhouette filled with a foreign texture, shaded by the
   object's own brightness: an ID shape with a surface no ID object has.
+- ``interior_swap``: the object's outline kept (its outer band: a sign's rim, a car's body
+  line) and what lies inside replaced by its own tiles or another class's, shuffled:
+  the right frame around the wrong content, the hardest near-OoD look-alike (a clock face
+  in a sign's rim).
 
 Each returns the new crop and its parameters for the manifest.
 """
@@ -24,11 +28,13 @@ import numpy as np
 
 from pipeline.proxies.blend import resize_to, silhouette
 
-TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap")
+TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap")
 MIN_TILE_PX = 4
 MAX_GRID = 4
 BLEND_WEIGHTS = (0.4, 0.6)
 CUT_FRACTIONS = (0.35, 0.65)
+RIM_FRACTIONS = (0.12, 0.22)  # the kept outer band, as a fraction of the object's shorter side
+MIN_INTERIOR_FRACTION = 0.15  # of the silhouette; less and there is no inside worth replacing
 
 
 def patch_shuffle(crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
@@ -87,3 +93,45 @@ def texture_swap(context: np.ndarray, box: tuple[int, int, int, int], texture: n
     swapped = alpha * surface * shading + (1 - alpha) * crop.astype(np.float32)
     swapped = np.clip(np.rint(swapped), 0, 255).astype(np.uint8)
     return swapped, mask, {"name": "texture_swap", "mask_fraction": round(float(mask.mean()), 4)}
+
+
+def interior_swap(context: np.ndarray, box: tuple[int, int, int, int], other: np.ndarray | None,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+    """The object at ``box`` of ``context`` with its inside replaced and its outer band kept.
+
+    The inside is ``other`` (an ID crop of another class) or, without one, the object itself,
+    patch-shuffled either way. Returns the crop, its silhouette mask and the parameters, or None
+    when the object is too thin to have an inside.
+    """
+    x1, y1, x2, y2 = box
+    crop = context[y1:y2, x1:x2]
+    height, width = crop.shape[:2]
+    mask = silhouette(context, box)
+    fraction = float(rng.uniform(*RIM_FRACTIONS))
+    rim = max(1, round(fraction * min(height, width)))
+    solid = _filled((mask > 0.5).astype(np.uint8))
+    inside = cv2.erode(solid, np.ones((2 * rim + 1, 2 * rim + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+    if inside.sum() < MIN_INTERIOR_FRACTION * max(int(solid.sum()), 1):
+        return None
+    # The filling is always shuffled: a whole object of another class inside the band would be
+    # an ID object labelled as background.
+    filling, shuffle = patch_shuffle(resize_to(other, width, height) if other is not None else crop, rng)
+    params: dict[str, Any] = {"name": "interior_swap", "mode": "foreign" if other is not None else "shuffle",
+                              "grid": shuffle["grid"]}
+    # A soft seam: a hard one is a cue the detector would learn instead of the content.
+    alpha = cv2.GaussianBlur(inside.astype(np.float32), (3, 3), 0)[..., None]
+    swapped = alpha * filling.astype(np.float32) + (1 - alpha) * crop.astype(np.float32)
+    swapped = np.clip(np.rint(swapped), 0, 255).astype(np.uint8)
+    params.update(rim_px=rim, inside_fraction=round(float(inside.sum()) / max(int(solid.sum()), 1), 4))
+    return swapped, cv2.GaussianBlur(solid.astype(np.float32), (3, 3), 0), params
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """The mask's convex hull, filled: the estimated silhouette is often in pieces (a sign's
+    white face, a windscreen reading as background), but its outline is what the band keeps."""
+    points = cv2.findNonZero(mask)
+    filled = np.zeros_like(mask)
+    if points is not None:
+        cv2.fillConvexPoly(filled, cv2.convexHull(points), 1)
+    return filled

@@ -346,7 +346,7 @@ class ProxySetBuilder:
         if strategy == "transform":
             return {**pasting, "transforms": list(s.transforms), "id_crops": len(self.id_crops.crops),
                     "blend_weights": list(id_transforms.BLEND_WEIGHTS), "cut_fractions": list(id_transforms.CUT_FRACTIONS),
-                    "max_grid": id_transforms.MAX_GRID,
+                    "max_grid": id_transforms.MAX_GRID, "rim_fractions": list(id_transforms.RIM_FRACTIONS),
                     "textures": "pool" if self.pool is not None else "id_random"}
         assert self.mining is not None
         return {**pasting, "conf": s.conf, "mine_images": s.mine_images, "match_iou": MATCH_IOU,
@@ -456,5 +456,18 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
         context, box = item.context(builder.images)
         out, mask, params = id_transforms.texture_swap(context, box, texture.pixels, rng)
         return Cut(out, mask, dict(item.source)), {**params, "texture": texture.source}
+    if name == "interior_swap":
+        context, box = item.context(builder.images)
+        others = np.flatnonzero(id_crops.class_ids != id_crops.class_ids[pick])
+        partner = None
+        if len(others) and rng.uniform() < 0.5:
+            partner = id_crops.crops[int(others[rng.integers(len(others))])]
+        swapped = id_transforms.interior_swap(context, box, partner.cut(builder.images).pixels if partner else None, rng)
+        if swapped is not None:
+            out, mask, params = swapped
+            extra = {"other": dict(partner.source)} if partner else {}
+            return Cut(out, mask, dict(item.source)), {**params, **extra}
+        out, params = id_transforms.patch_shuffle(crop, rng)  # too thin to have an inside
+        return Cut(out, None, dict(item.source)), {**params, "instead_of": "interior_swap"}
     out, params = id_transforms.patch_shuffle(crop, rng)
     return Cut(out, None, dict(item.source)), params
