@@ -100,7 +100,7 @@ def interior_swap(context: np.ndarray, box: tuple[int, int, int, int], other: np
     """The object at ``box`` of ``context`` with its inside replaced and its outer band kept.
 
     The inside is ``other`` (an ID crop of another class) or, without one, the object itself,
-    patch-shuffled either way. Returns the crop, its silhouette mask and the parameters, or None
+    patch-shuffled either way. Returns the crop, its outline mask (to paste by) and the parameters, or None
     when the object is too thin to have an inside.
     """
     x1, y1, x2, y2 = box
