@@ -443,9 +443,8 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
     crop = item.cut(builder.images).pixels
     name = builder.settings.transforms[int(rng.integers(len(builder.settings.transforms)))]
     if name == "cross_class_blend":
-        others = np.flatnonzero(id_crops.class_ids != id_crops.class_ids[pick])
-        if len(others):
-            partner = id_crops.crops[int(others[rng.integers(len(others))])]
+        partner = _other_class_crop(id_crops, pick, rng)
+        if partner is not None:
             out, params = id_transforms.cross_class_blend(crop, partner.cut(builder.images).pixels, rng)
             return Cut(out, None, dict(item.source)), {**params, "other": dict(partner.source)}
         out, params = id_transforms.patch_shuffle(crop, rng)  # one class only: nothing to blend with
@@ -458,10 +457,7 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
         return Cut(out, mask, dict(item.source)), {**params, "texture": texture.source}
     if name == "interior_swap":
         context, box = item.context(builder.images)
-        others = np.flatnonzero(id_crops.class_ids != id_crops.class_ids[pick])
-        partner = None
-        if len(others) and rng.uniform() < 0.5:
-            partner = id_crops.crops[int(others[rng.integers(len(others))])]
+        partner = _other_class_crop(id_crops, pick, rng) if rng.uniform() < 0.5 else None
         swapped = id_transforms.interior_swap(context, box, partner.cut(builder.images).pixels if partner else None, rng)
         if swapped is not None:
             out, mask, params = swapped
@@ -471,3 +467,9 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
         return Cut(out, None, dict(item.source)), {**params, "instead_of": "interior_swap"}
     out, params = id_transforms.patch_shuffle(crop, rng)
     return Cut(out, None, dict(item.source)), params
+
+
+def _other_class_crop(id_crops: _IdCrops, pick: int, rng: np.random.Generator) -> Any:
+    """A random ID crop of another class than crop ``pick``, or None when the set has one class."""
+    others = np.flatnonzero(id_crops.class_ids != id_crops.class_ids[pick])
+    return id_crops.crops[int(others[rng.integers(len(others))])] if len(others) else None
