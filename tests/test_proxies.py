@@ -15,7 +15,8 @@ from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.proxies import PlacementRules, ProxySettings, build_proxy_set, read_manifest
 from pipeline.proxies.blend import feather_alpha, paste
-from pipeline.proxies.id_transforms import cross_class_blend, interior_swap, patch_shuffle, texture_swap
+from pipeline.proxies.id_transforms import (cross_class_blend, interior_swap, outline_of, outline_swap, patch_shuffle,
+                                           texture_swap)
 from pipeline.proxies.mining import mine_hard_negatives
 from pipeline.proxies.outlier_sources import open_pool
 from pipeline.proxies.placement import IdBoxPrior, box_overlaps, find_spot, fits
@@ -211,6 +212,45 @@ def test_interior_swap_keeps_the_outline_and_replaces_the_inside() -> None:
     assert interior_swap(thin, (15, 5, 25, 35), None, np.random.default_rng(0)) is None
 
 
+def _sign_disc() -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A sign-like disc: a red rim round a blue face with a white bar, on grey; and its box."""
+    context = np.full((80, 80, 3), 120, np.uint8)
+    cv2.circle(context, (40, 40), 28, (0, 0, 220), -1)
+    cv2.circle(context, (40, 40), 21, (200, 80, 0), -1)
+    cv2.rectangle(context, (30, 37), (50, 43), (255, 255, 255), -1)
+    return context, (12, 12, 69, 69)
+
+
+def test_outline_swap_moves_the_inside_into_another_outline() -> None:
+    context, box = _sign_disc()
+    own = outline_of(context, box)
+    assert own.shape == (57, 57) and own[28, 28] == 1 and own[0, 0] == 0
+    tall = np.zeros((60, 24), np.uint8)
+    tall[2:58, 2:22] = 1  # another class's outline: a tall box (a traffic light's housing)
+    for seed in range(6):
+        out, mask, params = outline_swap(context, box, tall if seed % 2 else None, np.random.default_rng(seed))
+        assert params["name"] == "outline_swap" and out.shape[:2] == mask.shape and out.shape[0] == 57
+        assert params["iou_with_own"] <= 0.75
+        if seed % 2:  # the other class's outline, at the object's height
+            assert params["outline"] == "other_class" and out.shape[1] == round(57 * 24 / 60)
+        else:
+            assert params["outline"] == "superellipse" and 2 <= params["exponent"] <= 6
+        inside = out[mask > 0.9]
+        # the content is the face (blue, white bar), not the red rim or the grey surroundings
+        blue = (inside[:, 0] > 150) & (inside[:, 2] < 80)
+        red = (inside[:, 2] > 150) & (inside[:, 0] < 80)
+        assert blue.mean() > 0.5 and red.mean() < 0.05
+        assert mask[mask.shape[0] // 2, mask.shape[1] // 2] > 0.9
+    # the object's own outline is refused: the disc would come back intact
+    disc = np.zeros((57, 57), np.uint8)
+    cv2.circle(disc, (28, 28), 28, 1, -1)
+    out, _, params = outline_swap(context, box, disc, np.random.default_rng(1))
+    assert params["outline"] == "superellipse"
+    thin = np.full((40, 40, 3), 120, np.uint8)
+    thin[5:35, 18:22] = (0, 0, 220)  # a 4 px pole has no inside
+    assert outline_swap(thin, (15, 5, 25, 35), None, np.random.default_rng(0)) is None
+
+
 def test_transform_records_what_was_done_to_which_id_crop(built: Path) -> None:
     manifest = read_manifest(built)
     names = set()
@@ -223,7 +263,8 @@ def test_transform_records_what_was_done_to_which_id_crop(built: Path) -> None:
             names.add(transform["name"])
             if transform["name"] == "cross_class_blend":
                 assert transform["other"]["label"] != region["source"]["label"]
-    assert names <= {"patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap"} and len(names) >= 2
+    assert names <= {"patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap", "outline_swap"}
+    assert len(names) >= 2
 
 
 def test_manifest_describes_the_set(built: Path, id_spec: str, world: Path) -> None:

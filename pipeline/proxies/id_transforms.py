@@ -15,6 +15,9 @@ pedestrian's colours and size that is not a pedestrian):
   line) and what lies inside replaced by its own tiles or another class's, shuffled:
   the right frame around the wrong content, the hardest near-OoD look-alike (a clock face
   in a sign's rim).
+- ``outline_swap``: the converse: the object's inside (its colours and emblem, without its
+  outer band) seen through another outline, another class's silhouette or a plain rounded
+  shape unlike its own: the right content in the wrong frame (a sign's face on a box).
 
 Each returns the new crop and its parameters for the manifest.
 """
@@ -28,13 +31,18 @@ import numpy as np
 
 from pipeline.proxies.blend import resize_to, silhouette
 
-TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap")
+TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap", "outline_swap")
 MIN_TILE_PX = 4
 MAX_GRID = 4
 BLEND_WEIGHTS = (0.4, 0.6)
 CUT_FRACTIONS = (0.35, 0.65)
 RIM_FRACTIONS = (0.12, 0.22)  # the kept outer band, as a fraction of the object's shorter side
 MIN_INTERIOR_FRACTION = 0.15  # of the silhouette; less and there is no inside worth replacing
+OUTLINE_ASPECTS = (0.4, 2.5)  # width / height of a new outline
+OUTLINE_EXPONENTS = (2.0, 6.0)  # superellipse |x|^n + |y|^n <= 1: an ellipse at 2, a rounded box at 6
+MAX_OUTLINE_IOU = 0.75  # against the object's own outline: more and the object would be intact
+OUTLINE_TRIES = 6
+CONTENT_FRACTION = 0.6  # of the inside's box, per side: the part of the object that moves to the new outline
 
 
 def patch_shuffle(crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
@@ -125,6 +133,87 @@ def interior_swap(context: np.ndarray, box: tuple[int, int, int, int], other: np
     swapped = np.clip(np.rint(swapped), 0, 255).astype(np.uint8)
     params.update(rim_px=rim, inside_fraction=round(float(inside.sum()) / max(int(solid.sum()), 1), 4))
     return swapped, cv2.GaussianBlur(solid.astype(np.float32), (3, 3), 0), params
+
+
+def outline_swap(context: np.ndarray, box: tuple[int, int, int, int], other_outline: np.ndarray | None,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+    """The inside of the object at ``box`` of ``context`` inside another outline.
+
+    ``other_outline`` is another class's silhouette (0..1, any size); without one, or when it
+    is too like the object's own, a superellipse of random aspect is drawn. The result keeps
+    the object's height; its width follows the new outline. Returns the crop, its mask and
+    the parameters, or None when the object is too thin to have an inside or no outline
+    unlike its own was found.
+    """
+    x1, y1, x2, y2 = box
+    crop = context[y1:y2, x1:x2]
+    height, width = crop.shape[:2]
+    solid = outline_of(context, box)
+    rim = max(1, round(sum(RIM_FRACTIONS) / 2 * min(height, width)))  # the middle of the band interior_swap keeps
+    inside = cv2.erode(solid, np.ones((2 * rim + 1, 2 * rim + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+    if inside.sum() < MIN_INTERIOR_FRACTION * max(int(solid.sum()), 1):
+        return None
+    # The middle of the inside's box: the object's colours and emblem, without its border (the
+    # outline cue) or the parts that make it whole (a car's wheels, a light's other lamps).
+    ys, xs = np.nonzero(inside)
+    (top, bottom), (left, right) = _middle(ys.min(), ys.max() + 1), _middle(xs.min(), xs.max() + 1)
+    content = crop[top:bottom, left:right]
+    for attempt in range(OUTLINE_TRIES):
+        foreign = other_outline is not None and attempt == 0
+        if foreign:
+            aspect = other_outline.shape[1] / other_outline.shape[0]
+        else:
+            aspect = float(np.exp(rng.uniform(*np.log(OUTLINE_ASPECTS))))
+        aspect = float(np.clip(aspect, *OUTLINE_ASPECTS))
+        new_w = max(2, round(height * aspect))
+        if foreign:
+            outline = (resize_to(other_outline.astype(np.float32), new_w, height) > 0.5).astype(np.uint8)
+            shape: dict[str, Any] = {"outline": "other_class"}
+        else:
+            exponent = float(rng.uniform(*OUTLINE_EXPONENTS))
+            outline = _superellipse(new_w, height, exponent)
+            shape = {"outline": "superellipse", "exponent": round(exponent, 3)}
+        iou = _centred_iou(solid, outline)
+        if iou <= MAX_OUTLINE_IOU and outline.sum() > 0:
+            break
+    else:
+        return None
+    filling = resize_to(content, new_w, height)
+    mask = cv2.GaussianBlur(outline.astype(np.float32), (3, 3), 0)
+    params = {"name": "outline_swap", **shape, "aspect": round(new_w / height, 4), "iou_with_own": round(iou, 4),
+              "rim_px": rim}
+    return filling, mask, params
+
+
+def outline_of(context: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The filled outline (0/1, the box's size) of the object at ``box`` of ``context``."""
+    return _filled((silhouette(context, box) > 0.5).astype(np.uint8))
+
+
+def _middle(start: int, stop: int) -> tuple[int, int]:
+    """The middle ``CONTENT_FRACTION`` of ``start..stop``, at least one pixel."""
+    keep = max(1, round(CONTENT_FRACTION * (stop - start)))
+    first = start + (stop - start - keep) // 2
+    return first, first + keep
+
+
+def _centred_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks of the same height, centred side by side in one frame."""
+    width = max(a.shape[1], b.shape[1])
+    frames = []
+    for mask in (a, b):
+        frame = np.zeros((a.shape[0], width), bool)
+        left = (width - mask.shape[1]) // 2
+        frame[:, left:left + mask.shape[1]] = mask > 0
+        frames.append(frame)
+    return float((frames[0] & frames[1]).sum()) / max(int((frames[0] | frames[1]).sum()), 1)
+
+
+def _superellipse(width: int, height: int, exponent: float) -> np.ndarray:
+    x = (np.arange(width) + 0.5) / width * 2 - 1
+    y = (np.arange(height) + 0.5) / height * 2 - 1
+    return ((np.abs(x)[None, :] ** exponent + np.abs(y)[:, None] ** exponent) <= 1.0).astype(np.uint8)
 
 
 def _filled(mask: np.ndarray) -> np.ndarray:

@@ -347,6 +347,9 @@ class ProxySetBuilder:
             return {**pasting, "transforms": list(s.transforms), "id_crops": len(self.id_crops.crops),
                     "blend_weights": list(id_transforms.BLEND_WEIGHTS), "cut_fractions": list(id_transforms.CUT_FRACTIONS),
                     "max_grid": id_transforms.MAX_GRID, "rim_fractions": list(id_transforms.RIM_FRACTIONS),
+                    "outline_aspects": list(id_transforms.OUTLINE_ASPECTS),
+                    "outline_exponents": list(id_transforms.OUTLINE_EXPONENTS),
+                    "max_outline_iou": id_transforms.MAX_OUTLINE_IOU, "content_fraction": id_transforms.CONTENT_FRACTION,
                     "textures": "pool" if self.pool is not None else "id_random"}
         assert self.mining is not None
         return {**pasting, "conf": s.conf, "mine_images": s.mine_images, "match_iou": MATCH_IOU,
@@ -465,6 +468,17 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
             return Cut(out, mask, dict(item.source)), {**params, **extra}
         out, params = id_transforms.patch_shuffle(crop, rng)  # too thin to have an inside
         return Cut(out, None, dict(item.source)), {**params, "instead_of": "interior_swap"}
+    if name == "outline_swap":
+        context, box = item.context(builder.images)
+        partner = _other_class_crop(id_crops, pick, rng) if rng.uniform() < 0.5 else None
+        outline = id_transforms.outline_of(*partner.context(builder.images)) if partner else None
+        swapped = id_transforms.outline_swap(context, box, outline, rng)
+        if swapped is not None:
+            out, mask, params = swapped
+            extra = {"other": dict(partner.source)} if partner and params["outline"] == "other_class" else {}
+            return Cut(out, mask, dict(item.source)), {**params, **extra}
+        out, params = id_transforms.patch_shuffle(crop, rng)  # too thin to have an inside
+        return Cut(out, None, dict(item.source)), {**params, "instead_of": "outline_swap"}
     out, params = id_transforms.patch_shuffle(crop, rng)
     return Cut(out, None, dict(item.source)), params
 
