@@ -221,6 +221,21 @@ def _sign_disc() -> tuple[np.ndarray, tuple[int, int, int, int]]:
     return context, (12, 12, 69, 69)
 
 
+def test_framed_outlier_puts_a_whole_foreign_crop_inside_the_rim() -> None:
+    context, box = _sign_disc()
+    crop = context[12:69, 12:69]
+    outlier = np.zeros((40, 40, 3), np.uint8)
+    outlier[:20] = (0, 200, 0)  # top half green, bottom half magenta: order survives only if not shuffled
+    outlier[20:] = (200, 0, 200)
+    for seed in range(4):
+        out, mask, params = interior_swap(context, box, outlier, np.random.default_rng(seed), outlier=True)
+        assert params["name"] == "framed_outlier" and "grid" not in params
+        assert np.array_equal(out[28, 2], crop[28, 2])  # the rim stays
+        assert out[22, 28, 1] > 150 and out[22, 28, 0] < 80  # green above the middle
+        assert out[34, 28, 0] > 150 and out[34, 28, 1] < 80  # magenta below: the crop went in whole
+        assert mask[28, 28] > 0.9 and mask[0, 0] < 0.5
+
+
 def test_outline_swap_moves_the_inside_into_another_outline() -> None:
     context, box = _sign_disc()
     own = outline_of(context, box)
@@ -263,7 +278,8 @@ def test_transform_records_what_was_done_to_which_id_crop(built: Path) -> None:
             names.add(transform["name"])
             if transform["name"] == "cross_class_blend":
                 assert transform["other"]["label"] != region["source"]["label"]
-    assert names <= {"patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap", "outline_swap"}
+    assert names <= {"patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap", "outline_swap",
+                     "framed_outlier"}
     assert len(names) >= 2
 
 
@@ -498,6 +514,14 @@ def test_cli_end_to_end(tmp_path: Path, id_spec: str, world: Path, flagged: Path
     assert code == 0
     transform = read_manifest(tmp_path / "R")["strategies"]["transform"]["parameters"]
     assert transform["transforms"] == ["interior_swap"] and "rim_fractions" in transform
+    capsys.readouterr()
+    code = main(["proxies", "--id", id_spec, "--pool", str(world / "ood/pool"), "--strategies", "transform",
+                 "--transforms", "framed_outlier,outline_swap", "--count", "6", "--out", str(tmp_path / "F")])
+    assert code == 0
+    regions = [r for e in read_manifest(tmp_path / "F")["images"] for r in e["pasted"]]
+    framed = [r["transform"] for r in regions if r["transform"]["name"] == "framed_outlier"]
+    assert framed and all(t["filling"]["kind"] == "pool" for t in framed)
+    assert {r["transform"]["name"] for r in regions} <= {"framed_outlier", "outline_swap", "patch_shuffle"}
     capsys.readouterr()
     code = main(["proxies", "--id", id_spec, "--strategies", "transform", "--transforms", "interior_swap,melt",
                  "--out", str(tmp_path / "S")])

@@ -15,7 +15,9 @@ pedestrian's colours and size that is not a pedestrian):
   line) and what lies inside replaced by its own tiles or another class's, shuffled:
   the right frame around the wrong content, the hardest near-OoD look-alike (a clock face
   in a sign's rim).
-- ``outline_swap``: the converse: the object's inside (its colours and emblem, without its
+- ``framed_outlier``: an ID object's outer band round a whole non-ID object (a pool crop):
+  a real foreign thing in a sign's rim or a car's outline, not shuffled tiles.
+- ``outline_swap``: the converse of the swaps above: the object's inside (its colours and emblem, without its
   outer band) seen through another outline, another class's silhouette or a plain rounded
   shape unlike its own: the right content in the wrong frame (a sign's face on a box).
 
@@ -31,7 +33,8 @@ import numpy as np
 
 from pipeline.proxies.blend import resize_to, silhouette
 
-TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap", "outline_swap")
+TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap", "outline_swap",
+              "framed_outlier")
 MIN_TILE_PX = 4
 MAX_GRID = 4
 BLEND_WEIGHTS = (0.4, 0.6)
@@ -104,12 +107,13 @@ def texture_swap(context: np.ndarray, box: tuple[int, int, int, int], texture: n
 
 
 def interior_swap(context: np.ndarray, box: tuple[int, int, int, int], other: np.ndarray | None,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+                  rng: np.random.Generator, outlier: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
     """The object at ``box`` of ``context`` with its inside replaced and its outer band kept.
 
     The inside is ``other`` (an ID crop of another class) or, without one, the object itself,
-    patch-shuffled either way. Returns the crop, its outline mask (to paste by) and the parameters, or None
-    when the object is too thin to have an inside.
+    patch-shuffled either way; with ``outlier``, ``other`` is a non-ID crop and goes in whole
+    (``framed_outlier``). Returns the crop, its outline mask (to paste by) and the parameters,
+    or None when the object is too thin to have an inside.
     """
     x1, y1, x2, y2 = box
     crop = context[y1:y2, x1:x2]
@@ -122,11 +126,15 @@ def interior_swap(context: np.ndarray, box: tuple[int, int, int, int], other: np
                        borderValue=0)
     if inside.sum() < MIN_INTERIOR_FRACTION * max(int(solid.sum()), 1):
         return None
-    # The filling is always shuffled: a whole object of another class inside the band would be
-    # an ID object labelled as background.
-    filling, shuffle = patch_shuffle(resize_to(other, width, height) if other is not None else crop, rng)
-    params: dict[str, Any] = {"name": "interior_swap", "mode": "foreign" if other is not None else "shuffle",
-                              "grid": shuffle["grid"]}
+    if outlier and other is not None:
+        filling = resize_to(other, width, height)
+        params: dict[str, Any] = {"name": "framed_outlier"}
+    else:
+        # An ID filling is always shuffled: a whole object of another class inside the band
+        # would be an ID object labelled as background.
+        filling, shuffle = patch_shuffle(resize_to(other, width, height) if other is not None else crop, rng)
+        params = {"name": "interior_swap", "mode": "foreign" if other is not None else "shuffle",
+                  "grid": shuffle["grid"]}
     # A soft seam: a hard one is a cue the detector would learn instead of the content.
     alpha = cv2.GaussianBlur(inside.astype(np.float32), (3, 3), 0)[..., None]
     swapped = alpha * filling.astype(np.float32) + (1 - alpha) * crop.astype(np.float32)

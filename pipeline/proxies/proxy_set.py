@@ -468,6 +468,18 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
             return Cut(out, mask, dict(item.source)), {**params, **extra}
         out, params = id_transforms.patch_shuffle(crop, rng)  # too thin to have an inside
         return Cut(out, None, dict(item.source)), {**params, "instead_of": "interior_swap"}
+    if name == "framed_outlier":
+        context, box = item.context(builder.images)
+        pool = builder.pool.crops if builder.pool is not None and len(builder.pool.crops) else None
+        if pool is not None:
+            filling = pool.draw(rng, builder.images)
+            framed = id_transforms.interior_swap(context, box, filling.pixels, rng, outlier=True)
+            if framed is not None:
+                out, mask, params = framed
+                return Cut(out, mask, dict(item.source)), {**params, "filling": filling.source}
+        # no pool to frame, or too thin to have an inside
+        out, params = id_transforms.patch_shuffle(crop, rng)
+        return Cut(out, None, dict(item.source)), {**params, "instead_of": "framed_outlier"}
     if name == "outline_swap":
         context, box = item.context(builder.images)
         partner = _other_class_crop(id_crops, pick, rng) if rng.uniform() < 0.5 else None
