@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--flagged", metavar="DIR", help="flagged-crop archive of `ghostbox run` (OUT or OUT/flagged)")
     parser.add_argument("--strategies", required=True, help="comma-separated: background,paste,transform,mined")
     parser.add_argument("--transforms", default=None,
-                        help="comma-separated ID transforms for `transform` (default all: patch_shuffle,"
-                        "cross_class_blend,texture_swap,interior_swap,outline_swap)")
+                        help="comma-separated ID transforms for `transform`: patch_shuffle,cross_class_blend,"
+                        "texture_swap,interior_swap (the default), outline_swap, framed_outlier")
     parser.add_argument("--count", type=int, default=100, help="images per strategy (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", "-o", required=True, help="proxy-set folder (must be empty, or --overwrite)")

@@ -66,7 +66,7 @@ class ProxySettings:
     max_pastes: int = 3
     conf: float = 0.25
     mine_images: int = 500
-    transforms: tuple[str, ...] = id_transforms.TRANSFORMS
+    transforms: tuple[str, ...] = id_transforms.DEFAULT_TRANSFORMS
     feather: float = 0.15  # of the pasted box's short side
     color_match: float = 0.5
     flip: float = 0.5  # chance of mirroring a pasted crop
