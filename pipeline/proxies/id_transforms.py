@@ -17,9 +17,12 @@ pedestrian's colours and size that is not a pedestrian):
   in a sign's rim).
 - ``framed_outlier``: an ID object's outer band round a whole non-ID object (a pool crop):
   a real foreign thing in a sign's rim or a car's outline, not shuffled tiles.
-- ``outline_swap``: the converse of the swaps above: the object's inside (its colours and emblem, without its
-  outer band) seen through another outline, another class's silhouette or a plain rounded
-  shape unlike its own: the right content in the wrong frame (a sign's face on a box).
+- ``outline_swap``: the converse of the swaps above: the object's inside (its colours and
+  emblem, without its outer band) seen through another outline, another class's silhouette
+  or a plain rounded shape unlike its own: the right content in the wrong frame (a sign's
+  face on a box).
+
+``outline_swap`` and ``framed_outlier`` are opt-in (``DEFAULT_TRANSFORMS``).
 
 Each returns the new crop and its parameters for the manifest.
 """
