@@ -38,9 +38,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=2, help="data-loading workers")
     parser.add_argument("--threads", type=int, help="CPU threads for training (default: every core)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ema-decay", type=float,
-                        help="per-step decay of the weight average that becomes the model, e.g. 0.997 (about "
-                        "the last 300 steps); default: Ultralytics' own, which barely averages a short run")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     parser.add_argument("--out", "-o", required=True)
     parser.set_defaults(handler=run)
@@ -60,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = FinetuneSettings(epochs=args.epochs, lr0=args.lr0, freeze=args.freeze, imgsz=args.imgsz,
                                     batch=args.batch, device=args.device, workers=args.workers, seed=args.seed,
-                                    ema_decay=args.ema_decay, threads=args.threads)
+                                    threads=args.threads)
     except ValueError as exc:
         raise GhostboxError(f"finetune settings: {exc}") from exc
     job = FinetuneJob(model=str(args.model or default_model()), id_spec=args.id_spec, proxies=list(args.proxies),

@@ -37,9 +37,6 @@ class FinetuneSettings(BaseModel):
     mosaic: float = Field(1.0, ge=0, le=1)
     close_mosaic: int = Field(2, ge=0)  # last epochs on whole images, as evaluation sees them
     scale: float = Field(0.3, ge=0, le=1)
-    # Per-step decay of the weight average that becomes the model (None: Ultralytics' 0.9999
-    # behind a 2,000-step ramp, which in a fine-tune of ~1,500 steps averages almost nothing).
-    ema_decay: float | None = Field(None, gt=0, lt=1)
     # CPU threads for training (None: every core). Ultralytics trains on CPU with one core
     # fewer than the machine has and loads data in the same process: one of two cores.
     threads: int | None = Field(None, ge=1)
@@ -78,7 +75,7 @@ def train_detector(model: str | Path, data_yaml: str | Path, out_dir: str | Path
             log.info("the fine-tune in %s has finished; nothing to resume", out)
         elif resume and last.is_file():
             log.info("resuming the fine-tune from %s", last)
-            yolo = _with_threads(_with_ema_decay(YOLO(str(last)), settings.ema_decay), settings)
+            yolo = _with_threads(YOLO(str(last)), settings)
             with _ultralytics_errors(model):
                 yolo.train(resume=True)
         else:
@@ -88,7 +85,7 @@ def train_detector(model: str | Path, data_yaml: str | Path, out_dir: str | Path
                 shutil.rmtree(out / "train")
             args = settings.ultralytics_args()
             imgsz = settings.imgsz
-            yolo = _with_threads(_with_ema_decay(YOLO(str(model)), settings.ema_decay), settings)
+            yolo = _with_threads(YOLO(str(model)), settings)
             if imgsz is None:
                 imgsz = int((getattr(yolo.model, "args", {}) or {}).get("imgsz", 640))
             with _ultralytics_errors(model):
@@ -105,38 +102,23 @@ def train_detector(model: str | Path, data_yaml: str | Path, out_dir: str | Path
 
 
 def _with_threads(yolo: Any, settings: FinetuneSettings) -> Any:
-    """On CPU, train on `settings.threads` (default: every core); Ultralytics sets its own count when it picks the device."""
+    """On CPU, train on `settings.threads` (default: every usable core); Ultralytics sets its own
+    count, one core fewer, when it picks the device, so this runs after that."""
     if not settings.device.lower().startswith("cpu"):
         return yolo
     import os
 
     import torch
 
-    threads = settings.threads or os.cpu_count() or 1
+    # the cores this process may use (a container's share), not the host's count
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = settings.threads or usable or 1
 
     def set_threads(trainer: Any) -> None:
         torch.set_num_threads(threads)
         log.info("training on %d CPU thread(s)", threads)
 
     yolo.add_callback("on_pretrain_routine_start", set_threads)
-    return yolo
-
-
-EMA_RAMP_STEPS = 100  # the average starts at the model and reaches ema_decay over ~this many steps
-
-
-def _with_ema_decay(yolo: Any, decay: float | None) -> Any:
-    """Have the trainer's weight average use `decay` (set once its EMA exists, resumed runs included)."""
-    if decay is None:
-        return yolo
-    import math
-
-    def set_decay(trainer: Any) -> None:
-        trainer.ema.decay = lambda step: decay * (1 - math.exp(-step / EMA_RAMP_STEPS))
-        log.info("weight average: decay %g per step after a %d-step ramp (from step %d)", decay, EMA_RAMP_STEPS,
-                 trainer.ema.updates)
-
-    yolo.add_callback("on_pretrain_routine_end", set_decay)
     return yolo
 
 
