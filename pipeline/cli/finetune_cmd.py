@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2, help="data-loading workers")
-    parser.add_argument("--threads", type=int, help="CPU threads for training (default: every core)")
+    parser.add_argument("--threads", type=int, help="CPU threads for training (default: every core this process may use)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     parser.add_argument("--out", "-o", required=True)

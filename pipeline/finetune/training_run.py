@@ -37,7 +37,7 @@ class FinetuneSettings(BaseModel):
     mosaic: float = Field(1.0, ge=0, le=1)
     close_mosaic: int = Field(2, ge=0)  # last epochs on whole images, as evaluation sees them
     scale: float = Field(0.3, ge=0, le=1)
-    # CPU threads for training (None: every core). Ultralytics trains on CPU with one core
+    # CPU threads for training (None: every usable core). Ultralytics trains on CPU with one core
     # fewer than the machine has and loads data in the same process: one of two cores.
     threads: int | None = Field(None, ge=1)
 
