@@ -124,13 +124,10 @@ def interior_swap(context: np.ndarray, box: tuple[int, int, int, int], other: np
     x1, y1, x2, y2 = box
     crop = context[y1:y2, x1:x2]
     height, width = crop.shape[:2]
-    mask = silhouette(context, box)
-    fraction = float(rng.uniform(*RIM_FRACTIONS))
-    rim = max(1, round(fraction * min(height, width)))
-    solid = _filled((mask > 0.5).astype(np.uint8))
-    inside = cv2.erode(solid, np.ones((2 * rim + 1, 2 * rim + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                       borderValue=0)
-    if inside.sum() < MIN_INTERIOR_FRACTION * max(int(solid.sum()), 1):
+    solid = outline_of(context, box)
+    rim = max(1, round(float(rng.uniform(*RIM_FRACTIONS)) * min(height, width)))
+    inside = _inside(solid, rim)
+    if inside is None:
         return None
     if outlier and other is not None:
         filling = resize_to(other, width, height)
@@ -164,9 +161,8 @@ def outline_swap(context: np.ndarray, box: tuple[int, int, int, int], other_outl
     height, width = crop.shape[:2]
     solid = outline_of(context, box)
     rim = max(1, round(sum(RIM_FRACTIONS) / 2 * min(height, width)))  # the middle of the band interior_swap keeps
-    inside = cv2.erode(solid, np.ones((2 * rim + 1, 2 * rim + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                       borderValue=0)
-    if inside.sum() < MIN_INTERIOR_FRACTION * max(int(solid.sum()), 1):
+    inside = _inside(solid, rim)
+    if inside is None:
         return None
     # The middle of the inside's box: the object's colours and emblem, without its border (the
     # outline cue) or the parts that make it whole (a car's wheels, a light's other lamps).
@@ -203,6 +199,13 @@ def outline_swap(context: np.ndarray, box: tuple[int, int, int, int], other_outl
 def outline_of(context: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The filled outline (0/1, the box's size) of the object at ``box`` of ``context``."""
     return _filled((silhouette(context, box) > 0.5).astype(np.uint8))
+
+
+def _inside(solid: np.ndarray, rim: int) -> np.ndarray | None:
+    """The outline shrunk by ``rim`` px, or None when too little of it is left to call an inside."""
+    inside = cv2.erode(solid, np.ones((2 * rim + 1, 2 * rim + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+    return inside if inside.sum() >= MIN_INTERIOR_FRACTION * max(int(solid.sum()), 1) else None
 
 
 def _middle(start: int, stop: int) -> tuple[int, int]:

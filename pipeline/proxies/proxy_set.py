@@ -450,8 +450,7 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
         if partner is not None:
             out, params = id_transforms.cross_class_blend(crop, partner.cut(builder.images).pixels, rng)
             return Cut(out, None, dict(item.source)), {**params, "other": dict(partner.source)}
-        out, params = id_transforms.patch_shuffle(crop, rng)  # one class only: nothing to blend with
-        return Cut(out, None, dict(item.source)), {**params, "instead_of": "cross_class_blend"}
+        return _shuffled_instead(crop, item, rng, "cross_class_blend")  # one class only: nothing to blend with
     if name == "texture_swap":
         textures = builder.pool.crops if builder.pool is not None and len(builder.pool.crops) else builder.id_textures
         texture = textures.draw(rng, builder.images)
@@ -466,8 +465,7 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
             out, mask, params = swapped
             extra = {"other": dict(partner.source)} if partner else {}
             return Cut(out, mask, dict(item.source)), {**params, **extra}
-        out, params = id_transforms.patch_shuffle(crop, rng)  # too thin to have an inside
-        return Cut(out, None, dict(item.source)), {**params, "instead_of": "interior_swap"}
+        return _shuffled_instead(crop, item, rng, "interior_swap")  # too thin to have an inside
     if name == "framed_outlier":
         context, box = item.context(builder.images)
         pool = builder.pool.crops if builder.pool is not None and len(builder.pool.crops) else None
@@ -477,9 +475,7 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
             if framed is not None:
                 out, mask, params = framed
                 return Cut(out, mask, dict(item.source)), {**params, "filling": filling.source}
-        # no pool to frame, or too thin to have an inside
-        out, params = id_transforms.patch_shuffle(crop, rng)
-        return Cut(out, None, dict(item.source)), {**params, "instead_of": "framed_outlier"}
+        return _shuffled_instead(crop, item, rng, "framed_outlier")  # no pool to frame, or too thin
     if name == "outline_swap":
         context, box = item.context(builder.images)
         partner = _other_class_crop(id_crops, pick, rng) if rng.uniform() < 0.5 else None
@@ -489,10 +485,16 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
             out, mask, params = swapped
             extra = {"other": dict(partner.source)} if partner and params["outline"] == "other_class" else {}
             return Cut(out, mask, dict(item.source)), {**params, **extra}
-        out, params = id_transforms.patch_shuffle(crop, rng)  # too thin to have an inside
-        return Cut(out, None, dict(item.source)), {**params, "instead_of": "outline_swap"}
+        return _shuffled_instead(crop, item, rng, "outline_swap")  # too thin to have an inside
     out, params = id_transforms.patch_shuffle(crop, rng)
     return Cut(out, None, dict(item.source)), params
+
+
+def _shuffled_instead(crop: np.ndarray, item: Any, rng: np.random.Generator,
+                      wanted: str) -> tuple[Cut, dict[str, Any]]:
+    """The fallback of every transform that cannot apply: the crop patch-shuffled, saying what it replaces."""
+    out, params = id_transforms.patch_shuffle(crop, rng)
+    return Cut(out, None, dict(item.source)), {**params, "instead_of": wanted}
 
 
 def _other_class_crop(id_crops: _IdCrops, pick: int, rng: np.random.Generator) -> Any:
