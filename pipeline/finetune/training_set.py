@@ -5,12 +5,19 @@ empty label files for background images and no label for pasted regions), so the
 learns their non-ID objects as background. ID data of any dataset spec is written in YOLO
 layout first (hard links, no re-encoding). The training list is one text file of image
 paths: ID images, then `proxy_ratio` x as many proxy images, drawn by seed.
+
+Every listed image is a link named by its place in that list (train/images/000000.jpg, ...):
+Ultralytics sorts its training images by path before its seeded shuffle, so with the
+original paths, where the proxy sets happen to lie would decide which images share a batch
+and a run would not reproduce from another folder. `train/sources.txt` maps each index back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +109,9 @@ def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str 
             src, path = everything[i]
             chosen.append(path)
             drawn[src] = drawn.get(src, 0) + 1
+    listed = _link_in_order([*id_files, *chosen], out / "train")
     listing = out / "train.txt"
-    listing.write_text("".join(f"{p.resolve()}\n" for p in [*id_files, *chosen]))
+    listing.write_text("".join(f"{p}\n" for p in listed))
     val = "id/images/val" if val_spec else "id/images/train"
     config = {"path": str(out), "train": "train.txt", "val": val,
               "names": {i: n for i, n in enumerate(class_names)}}
@@ -111,3 +119,40 @@ def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str 
     data_yaml.write_text("# Fine-tuning set written by ghostbox (pipeline.finetune): ID images plus proxies.\n"
                          + yaml.safe_dump(config, sort_keys=False))
     return TrainingSet(data_yaml, len(id_files), len(chosen), available, drawn)
+
+
+def _link_in_order(images: list[Path], folder: Path) -> list[Path]:
+    """Index-named links to `images` (labels copied beside them); returns the link paths."""
+    if folder.exists():
+        shutil.rmtree(folder)  # a stale Ultralytics labels.cache would describe the old list
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    width = max(6, len(str(len(images))))
+    links = []
+    for i, image in enumerate(images):
+        source = image.resolve()
+        link = folder / "images" / f"{i:0{width}d}{image.suffix.lower()}"
+        try:
+            link.symlink_to(source)
+        except OSError:  # no symlinks here (Windows without the privilege): a hard link, else a copy
+            try:
+                os.link(source, link)
+            except OSError:
+                shutil.copyfile(source, link)
+        label, target = _label_of(image), folder / "labels" / f"{link.stem}.txt"
+        if label.is_file():
+            shutil.copyfile(label, target)
+        else:  # YOLO layout: no label file means no object
+            target.write_text("")
+        links.append(link)
+    (folder / "sources.txt").write_text("".join(f"{link.name}\t{image.resolve()}\n"
+                                                for link, image in zip(links, images)))
+    return links
+
+
+def _label_of(image: Path) -> Path:
+    """Where Ultralytics looks for an image's label: the last images/ folder becomes labels/."""
+    before, sep, after = str(image).rpartition(f"{os.sep}images{os.sep}")
+    if not sep:
+        raise GhostboxError(f"training image '{image}' is not under an images/ folder")
+    return Path(f"{before}{os.sep}labels{os.sep}{after}").with_suffix(".txt")

@@ -1,6 +1,6 @@
 """`ghostbox finetune` end to end: training set, before-evaluation, fine-tune, re-fitted filter, after-evaluation.
 
-    OUT/data/               the Ultralytics training set (ID in YOLO layout + train.txt)
+    OUT/data/               the Ultralytics training set (ID in YOLO layout, train/ links, train.txt)
     OUT/train/              Ultralytics' run (weights/last.pt; resumable)
     OUT/model.pt            the fine-tuned detector
     OUT/filters/original.filter.safetensors   the filter on the original model (given or fitted)
