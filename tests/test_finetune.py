@@ -42,12 +42,21 @@ def test_training_set_lists_id_images_then_seeded_proxies(world: Path, proxies: 
     lines = (tmp_path / "a" / "train.txt").read_text().splitlines()
     assert a.id_images == 16 and a.proxy_images == 8 and a.proxies_available == 12 and len(lines) == 24
     assert a.proxy_sources == {str(proxies): 8}
-    for line in lines:  # every listed image has its label where Ultralytics looks for it
+    # every listed image is an index-named link in one folder, in list order, its label beside it
+    assert [Path(line).name for line in lines] == [f"{i:06d}.jpg" for i in range(24)]
+    sources = dict(row.split("\t") for row in (tmp_path / "a/train/sources.txt").read_text().splitlines())
+    for line in lines:
         image = Path(line)
-        label = Path(str(image.parent).replace("/images", "/labels")) / f"{image.stem}.txt"
-        assert image.is_file() and label.is_file(), line
-    proxy_lines = [line for line in lines if line.startswith(str(proxies.resolve()))]
+        label = image.parent.parent / "labels" / f"{image.stem}.txt"
+        assert image.parent == tmp_path / "a/train/images" and label.is_file(), line
+        source = Path(sources[image.name])
+        assert image.read_bytes() == source.read_bytes()
+        original_label = Path(str(source.parent).replace("/images", "/labels")) / f"{source.stem}.txt"
+        assert label.read_text() == original_label.read_text(), line
+    proxy_lines = [sources[Path(line).name] for line in lines if sources[Path(line).name].startswith(
+        str(proxies.resolve()))]
     assert len(proxy_lines) == 8
+    assert all(sources[Path(line).name].startswith(str((tmp_path / "a/id").resolve())) for line in lines[:16])
     # ID labels come over unchanged in count: one YOLO line per ground-truth box
     from pipeline.data import parse_dataset_spec
 
@@ -61,11 +70,34 @@ def test_training_set_lists_id_images_then_seeded_proxies(world: Path, proxies: 
     # seeded: same seed, same draw; another seed, another draw
     build_training_set(str(world / "id/train"), [proxies], tmp_path / "b", CLASSES, proxy_ratio=0.5, seed=1)
     build_training_set(str(world / "id/train"), [proxies], tmp_path / "c", CLASSES, proxy_ratio=0.5, seed=2)
-    draw = lambda d: [x for x in (tmp_path / d / "train.txt").read_text().splitlines() if str(proxies) in x]  # noqa: E731
+    draw = lambda d: [x.split("\t")[1] for x in (tmp_path / d / "train/sources.txt").read_text().splitlines()
+                      if str(proxies) in x]
     assert draw("b") == proxy_lines and draw("c") != proxy_lines
     # asking for more than there is takes all of them
     many = build_training_set(str(world / "id/train"), [proxies], tmp_path / "d", CLASSES, proxy_ratio=5.0)
     assert many.proxy_images == 12
+
+
+def test_training_set_is_the_same_wherever_its_inputs_lie(world: Path, proxies: Path, tmp_path: Path):
+    """Ultralytics sorts training images by path: the list must not depend on folder names."""
+    import shutil
+
+    moved = tmp_path / "zz-elsewhere" / "sets" / "a-proxies"
+    shutil.copytree(proxies, moved)
+    runs = []
+    for name, folder in (("one", proxies), ("two", moved)):
+        build_training_set(str(world / "id/train"), [folder], tmp_path / name / "data", CLASSES, proxy_ratio=0.5,
+                           seed=3)
+        train = tmp_path / name / "data" / "train"
+        runs.append([(p.name, p.read_bytes(), (train / "labels" / f"{p.stem}.txt").read_text())
+                     for p in sorted((train / "images").iterdir())])
+    assert runs[0] == runs[1] and len(runs[0]) == 24
+    # built again in place: the same list, no stale Ultralytics cache left behind
+    (tmp_path / "one/data/train/labels.cache").write_text("stale")
+    build_training_set(str(world / "id/train"), [proxies], tmp_path / "one" / "data", CLASSES, proxy_ratio=0.5,
+                       seed=3)
+    assert not (tmp_path / "one/data/train/labels.cache").exists()
+    assert len(list((tmp_path / "one/data/train/images").iterdir())) == 24
 
 
 def test_training_set_refuses_what_it_cannot_use(world: Path, proxies: Path, tmp_path: Path):
@@ -119,12 +151,16 @@ def test_short_finetune_end_to_end(world: Path, proxies: Path, tmp_path: Path):
     cmd = [*base, "finetune", "--id", str(world / "id/train"), "--val", str(world / "id/val"),
            "--ood", str(world / "ood/near_test"), "--proxies", str(proxies), "--filter", str(original_filter),
            "--epochs", "1", "--batch", "8", "--workers", "0", "--proxy-ratio", "0.5", "--threads", "2",
-           "--out", str(out)]
+           "--mosaic", "0.5", "--close-mosaic", "0", "--lrf", "0.05", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| near_test |" in proc.stdout
     # it reaches Ultralytics' trainer, which would otherwise train on cpu_count - 1 threads
     assert "training on 2 CPU thread(s)" in proc.stderr
+    import yaml
+
+    trained_with = yaml.safe_load((out / "train" / "args.yaml").read_text())
+    assert (trained_with["mosaic"], trained_with["close_mosaic"], trained_with["lrf"]) == (0.5, 0, 0.05)
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["training_set"]["id_images"] == 16 and summary["training_set"]["proxy_images"] == 8
     assert summary["filter"]["method"] == "energy" and summary["filter"]["tpr"] == 0.95
@@ -159,7 +195,7 @@ def test_short_finetune_end_to_end(world: Path, proxies: Path, tmp_path: Path):
 def test_finetune_settings_refuse_bad_values():
     from pipeline.finetune.training_run import FinetuneSettings
 
-    for bad in ({"threads": 0}, {"epochs": 0}, {"lr0": 0}):
+    for bad in ({"threads": 0}, {"epochs": 0}, {"lr0": 0}, {"lrf": 0}, {"mosaic": 1.5}, {"close_mosaic": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             FinetuneSettings(**bad)
     assert "threads" not in FinetuneSettings(threads=2).ultralytics_args()  # not an Ultralytics argument

@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--proxy-ratio", type=float, default=1.0, help="proxy images per ID training image")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr0", type=float, default=0.003)
+    parser.add_argument("--lrf", type=float, default=0.1, help="final learning rate as a fraction of --lr0 (linear)")
+    parser.add_argument("--mosaic", type=float, default=1.0, help="probability of a 4-image mosaic per sample")
+    parser.add_argument("--close-mosaic", type=int, default=2, help="last N epochs on whole images, no mosaic")
     parser.add_argument("--freeze", type=int, default=0, help="freeze the first N layers")
     parser.add_argument("--imgsz", type=int, help="training size (default: the model's)")
     parser.add_argument("--batch", type=int, default=16)
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.filter_method:
         method, params = parse_methods(args.filter_method, params)
     try:
-        settings = FinetuneSettings(epochs=args.epochs, lr0=args.lr0, freeze=args.freeze, imgsz=args.imgsz,
+        settings = FinetuneSettings(epochs=args.epochs, lr0=args.lr0, lrf=args.lrf, mosaic=args.mosaic,
+                                    close_mosaic=args.close_mosaic, freeze=args.freeze, imgsz=args.imgsz,
                                     batch=args.batch, device=args.device, workers=args.workers, seed=args.seed,
                                     threads=args.threads)
     except ValueError as exc:
