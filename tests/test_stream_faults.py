@@ -19,10 +19,12 @@ pytestmark = pytest.mark.slow
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     run_dir, start = short_dir(), time.time()
     out = tmp_path / "out"
-    frames = 120
-    # a paced source, so the stream is still running when the worker dies
+    frames = 400
+    # a source faster than the two workers, so each always holds the frames its credit allows and a frozen
+    # worker:0 holds some (at 30 fps a worker was mostly idle, the freeze often caught it empty, and the
+    # retries outlasted the 4 s stream: a CI flake); lossless flow control keeps the stream going meanwhile
     port = free_port_block(6)  # broker, filter, sink, worker:0, worker:1, source
-    config = base_config(out, [{"id": "clip", "uri": str(video(frames)), "fps": 30}], run_dir,
+    config = base_config(out, [{"id": "clip", "uri": str(video(frames)), "fps": 200}], run_dir,
                          workers={"count": 2}, detector={"batch": 8}, metrics={"port": port})
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
     try:
