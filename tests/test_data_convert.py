@@ -128,3 +128,23 @@ def test_missing_image_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "bdd100k" / "images" / "100k" / "val" / "val002.jpg").unlink()
     with pytest.raises(GhostboxError, match=r"val002\.jpg: image file not found"):
         convert_bdd_to_yolo(labels, None, tmp_path / "out")
+
+
+def test_place_file_falls_back_when_symlinks_are_refused(tmp_path, monkeypatch):
+    """Windows without the symlink privilege: a hard link (or copy) instead, counted, same bytes."""
+    from pathlib import Path
+
+    from pipeline.data.convert import place_file
+    from pipeline.data.records import LoadWarnings
+
+    source = tmp_path / "a.jpg"
+    source.write_bytes(b"pixels")
+
+    def refuse(self, target):
+        raise OSError("symlinks not allowed")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    tally = LoadWarnings()
+    place_file(source, tmp_path / "b.jpg", "symlink", tally)
+    assert (tmp_path / "b.jpg").read_bytes() == b"pixels" and not (tmp_path / "b.jpg").is_symlink()
+    assert tally["symlink_fallback"] == 1

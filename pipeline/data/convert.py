@@ -154,7 +154,7 @@ def _write_split(dataset: Dataset, out_dir: Path, split: str, link: str, overwri
             raise GhostboxError(f"{record.path}: cannot read the image size")
         image_out = images_out / relative
         image_out.parent.mkdir(parents=True, exist_ok=True)
-        _place(record.path, image_out, link, tally)
+        place_file(record.path, image_out, link, tally)
         label_out = (labels_out / relative).with_suffix(".txt")
         label_out.parent.mkdir(parents=True, exist_ok=True)
         label_out.write_text(_label_text(record, tally), encoding="utf-8")
@@ -185,10 +185,17 @@ def _label_text(record: Any, tally: LoadWarnings) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _place(source: Path, target: Path, link: str, tally: LoadWarnings) -> None:
+def place_file(source: Path, target: Path, link: str, tally: LoadWarnings) -> None:
+    """Put ``source`` at ``target`` as a symlink, hard link or copy; a link this file system or
+    platform refuses (another device, Windows without the symlink privilege) falls back to a
+    hard link, then a copy, and is counted in ``tally``."""
     if link == "symlink":
-        target.symlink_to(source.resolve())
-        return
+        try:
+            target.symlink_to(source.resolve())
+            return
+        except OSError:
+            tally.add("symlink_fallback", str(source))
+            link = "hardlink"
     if link == "hardlink":
         try:
             os.link(source, target)

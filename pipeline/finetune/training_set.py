@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,36 +122,28 @@ def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str 
 
 def _link_in_order(images: list[Path], folder: Path) -> list[Path]:
     """Index-named links to `images` (labels copied beside them); returns the link paths."""
+    from pipeline.data.convert import place_file
+    from pipeline.data.records import LoadWarnings
+    from pipeline.data.yolo import label_path_for
+
     if folder.exists():
         shutil.rmtree(folder)  # a stale Ultralytics labels.cache would describe the old list
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
     width = max(6, len(str(len(images))))
+    tally = LoadWarnings()
     links = []
     for i, image in enumerate(images):
-        source = image.resolve()
         link = folder / "images" / f"{i:0{width}d}{image.suffix.lower()}"
-        try:
-            link.symlink_to(source)
-        except OSError:  # no symlinks here (Windows without the privilege): a hard link, else a copy
-            try:
-                os.link(source, link)
-            except OSError:
-                shutil.copyfile(source, link)
-        label, target = _label_of(image), folder / "labels" / f"{link.stem}.txt"
+        place_file(image, link, "symlink", tally)
+        label, target = label_path_for(image), folder / "labels" / f"{link.stem}.txt"
         if label.is_file():
             shutil.copyfile(label, target)
         else:  # YOLO layout: no label file means no object
             target.write_text("")
         links.append(link)
+    if tally:
+        log.info("training set links: %s", "; ".join(tally.lines()))
     (folder / "sources.txt").write_text("".join(f"{link.name}\t{image.resolve()}\n"
                                                 for link, image in zip(links, images)))
     return links
-
-
-def _label_of(image: Path) -> Path:
-    """Where Ultralytics looks for an image's label: the last images/ folder becomes labels/."""
-    before, sep, after = str(image).rpartition(f"{os.sep}images{os.sep}")
-    if not sep:
-        raise GhostboxError(f"training image '{image}' is not under an images/ folder")
-    return Path(f"{before}{os.sep}labels{os.sep}{after}").with_suffix(".txt")
