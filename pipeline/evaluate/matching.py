@@ -61,3 +61,44 @@ def best_match(det_xyxy: np.ndarray, gt_xyxy: np.ndarray, iou: float = 0.5) -> n
     ious = box_iou(det_xyxy, gt_xyxy)
     best = ious.argmax(1)
     return np.where(ious[np.arange(len(det_xyxy)), best] >= iou, best, -1)
+
+
+def intersection_over_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)): the share of each box of `a` that lies inside each box of `b`."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
+    return inter / np.maximum(area_a[:, None], 1e-9)
+
+
+MATCH_NONE, MATCH_IOU, MATCH_INSIDE = 0, 1, 2
+
+
+def match_occluded(det_xyxy: np.ndarray, visible_xyxy: np.ndarray, full_xyxy: np.ndarray, iou: float = 0.5,
+                   inside: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(object index or -1, how) per detection, for ground truth of partly hidden objects.
+
+    A stream's object is known by two boxes: its visible pixels and its whole extent. A
+    detection of a half-hidden car may fit either, so a detection is *on* an object when its
+    IoU with either box reaches `iou` (how = MATCH_IOU, the object with the higher IoU). A
+    detection that reaches no such IoU but lies mostly inside an object's whole box
+    (intersection over the detection >= `inside`: a "pedestrian" on a bench's backrest) is
+    on a part of it (how = MATCH_INSIDE, the object holding most of it).
+    """
+    n = len(det_xyxy)
+    index = np.full(n, -1, np.int64)
+    how = np.full(n, MATCH_NONE, np.int8)
+    if n == 0 or len(visible_xyxy) == 0:
+        return index, how
+    overlap = np.maximum(box_iou(det_xyxy, visible_xyxy), box_iou(det_xyxy, full_xyxy))
+    best = overlap.argmax(1)
+    hit = overlap[np.arange(n), best] >= iou
+    index[hit], how[hit] = best[hit], MATCH_IOU
+    share = intersection_over_first(det_xyxy, full_xyxy)
+    holder = share.argmax(1)
+    part = ~hit & (share[np.arange(n), holder] >= inside)
+    index[part], how[part] = holder[part], MATCH_INSIDE
+    return index, how

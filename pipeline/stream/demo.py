@@ -2,11 +2,16 @@
 against the world's ground truth.
 
 The graph is an ordinary one (a `synth:` source, the supervisor, the usual sinks); after
-the run every JSONL record is matched to the frame's ground-truth boxes (class-agnostic
-IoU >= 0.5, `pipeline.evaluate.matching.best_match`):
-- a detection on an OoD object is a hallucination; flagged, it is *caught*;
+the run every JSONL record is matched to the frame's ground truth, where objects move and
+hide one another, so each has a visible box and a whole box (class-agnostic,
+`pipeline.evaluate.matching.match_occluded`): a detection is on an object when its IoU with
+either box is >= 0.5, or, failing that, on a part of it when it lies mostly (>= 50% of its
+area) inside the object's whole box.
+- a detection on an OoD object or a part of one is a hallucination; flagged, it is *caught*;
 - a detection on an ID object that the filter flagged is *wrongly flagged*;
-- a detection matching nothing is a background false positive (reported, not judged).
+- a detection on a part of an ID object is a partial detection (reported, not judged: it is
+  neither a hallucination nor a true positive);
+- a detection on no object is a background false positive (reported, not judged).
 """
 
 from __future__ import annotations
@@ -70,13 +75,14 @@ def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mo
 
 def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[str, Any]:
     """Count caught hallucinations and wrongly flagged ID detections in a demo's JSONL."""
-    from pipeline.evaluate.matching import best_match
+    from pipeline.evaluate.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
     from pipeline.stream.sources import parse_synth_uri
     from pipeline.synth import WorldConfig, render_stream_frame
 
     world = WorldConfig(**parse_synth_uri(uri))
     counts = {"frames": 0, "detections": 0, "hallucinations": 0, "caught": 0, "id_detections": 0,
-              "wrongly_flagged": 0, "background": 0, "background_flagged": 0, "flagged": 0}
+              "wrongly_flagged": 0, "id_partial": 0, "id_partial_flagged": 0, "background": 0,
+              "background_flagged": 0, "flagged": 0}
     path = Path(jsonl)
     if not path.is_file():
         raise GhostboxError(f"demo: no detections written ({path} missing)")
@@ -86,12 +92,14 @@ def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[s
             _, truth = render_stream_frame(world, int(record["frame"]))
             boxes = record["boxes"]
             det = np.array([b["xyxy"] for b in boxes], np.float32).reshape(-1, 4)
-            gt = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
+            visible = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
+            whole = np.array([t.get("full_xyxy", t["xyxy"]) for t in truth], np.float32).reshape(-1, 4)
             ood = np.array([bool(t["ood"]) for t in truth], bool)
             flagged = np.array([bool(b.get("hallucination", False)) for b in boxes], bool)
-            match = best_match(det, gt, iou)
-            on_ood = (match >= 0) & ood[np.maximum(match, 0)] if len(gt) else np.zeros(len(det), bool)
-            on_id = (match >= 0) & ~on_ood
+            match, how = match_occluded(det, visible, whole, iou)
+            on_ood = (match >= 0) & ood[np.maximum(match, 0)] if len(visible) else np.zeros(len(det), bool)
+            on_id = (how == MATCH_IOU) & ~on_ood
+            id_part = (how == MATCH_INSIDE) & ~on_ood
             counts["frames"] += 1
             counts["detections"] += len(det)
             counts["flagged"] += int(flagged.sum())
@@ -99,6 +107,8 @@ def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[s
             counts["caught"] += int((on_ood & flagged).sum())
             counts["id_detections"] += int(on_id.sum())
             counts["wrongly_flagged"] += int((on_id & flagged).sum())
+            counts["id_partial"] += int(id_part.sum())
+            counts["id_partial_flagged"] += int((id_part & flagged).sum())
             counts["background"] += int((match < 0).sum())
             counts["background_flagged"] += int(((match < 0) & flagged).sum())
     return counts
@@ -111,5 +121,6 @@ def describe(counts: dict[str, Any]) -> str:
     return (f"caught {counts['caught']} of {counts['hallucinations']} hallucinations "
             f"({pct(counts['caught'], counts['hallucinations'])}); wrongly flagged {counts['wrongly_flagged']} of "
             f"{counts['id_detections']} ID detections ({pct(counts['wrongly_flagged'], counts['id_detections'])}); "
+            f"{counts['id_partial']} partial ID detections ({counts['id_partial_flagged']} flagged); "
             f"{counts['background']} background detections ({counts['background_flagged']} flagged) "
             f"in {counts['frames']} frames")

@@ -66,6 +66,8 @@ class SceneObject:
     occluded: bool
     truncated: bool
     attributes: dict = field(default_factory=dict)
+    # the in-frame box of the whole object as if nothing stood in front of it
+    full_box: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -130,6 +132,14 @@ class _Measured:
     box: tuple[int, int, int, int] | None
     in_frame: float
     visible: float
+    full_box: tuple[int, int, int, int] | None = None
+
+
+def _mask_box(mask: np.ndarray, x0: int, y0: int) -> tuple[int, int, int, int] | None:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not (rows.size and cols.size):
+        return None
+    return (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
 
 
 def _measure(k: int, objs: Sequence[Placed], width: int, height: int) -> _Measured:
@@ -155,12 +165,9 @@ def _measure(k: int, objs: Sequence[Placed], width: int, height: int) -> _Measur
             continue
         cover = q.sprite.alpha[qsl][oy0 - qy0:oy1 - qy0, ox0 - qx0:ox1 - qx0]
         seen[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] *= 1.0 - cover
-    mask = seen >= VISIBLE_ALPHA
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    box = None
-    if rows.size and cols.size:
-        box = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
-    return _Measured(box, inside / total, float(seen.sum()) / max(inside, 1e-6))
+    box = _mask_box(seen >= VISIBLE_ALPHA, x0, y0)
+    full_box = _mask_box(p.sprite.alpha[sl] >= VISIBLE_ALPHA, x0, y0)
+    return _Measured(box, inside / total, float(seen.sum()) / max(inside, 1e-6), full_box)
 
 
 def _acceptable(m: _Measured, name: str) -> bool:
@@ -194,7 +201,7 @@ def ground_truth(objs: Sequence[Placed], width: int, height: int, min_box_px: in
             out.append(None)
             continue
         out.append(SceneObject(p.name, SPECS[p.name].tier, m.box, m.visible < OCCLUDED_BELOW,
-                               m.in_frame < TRUNCATED_BELOW, dict(p.sprite.attributes)))
+                               m.in_frame < TRUNCATED_BELOW, dict(p.sprite.attributes), m.full_box))
     return out
 
 

@@ -110,8 +110,10 @@ def _position(a: _Actor, frame: int) -> tuple[float, float] | None:
 def render_stream_frame(config: WorldConfig, index: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Frame `index` of the world's stream (uint8 BGR) and its ground-truth boxes.
 
-    Each box is {"xyxy": [x1, y1, x2, y2], "label", "ood", "kind", "tier", "track_id",
-    "occluded", "truncated"}; `label` and `kind` are the class or OoD kind name.
+    Each box is {"xyxy": [x1, y1, x2, y2], "full_xyxy", "label", "ood", "kind", "tier", "track_id",
+    "occluded", "truncated"}; `xyxy` is the visible pixels' box, `full_xyxy` the in-frame box of
+    the whole object as if nothing stood in front of it; `label` and `kind` are the class or
+    OoD kind name.
     """
     if not 0 <= index < config.stream_frames:
         raise GhostboxError(f"stream frame index={index} is outside 0..{config.stream_frames - 1}")
@@ -145,7 +147,9 @@ def render_stream_frame(config: WorldConfig, index: int) -> tuple[np.ndarray, li
     for obj, track_id in zip(truth, track_ids):
         if obj is None:
             continue
-        boxes.append({"xyxy": [float(v) for v in obj.box], "label": obj.name, "kind": obj.name,
+        full = obj.full_box or obj.box
+        boxes.append({"xyxy": [float(v) for v in obj.box], "full_xyxy": [float(v) for v in full],
+                      "label": obj.name, "kind": obj.name,
                       "ood": obj.tier != "id", "tier": obj.tier, "track_id": track_id,
                       "occluded": obj.occluded, "truncated": obj.truncated})
     boxes.sort(key=lambda b: b["track_id"])
