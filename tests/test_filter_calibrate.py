@@ -8,7 +8,8 @@ from filter_fixtures import CLASS_NAMES, WORLD, fitted
 
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
-from pipeline.filter.calibrate import Calibration, calibrate, split_fit_calibration
+from pipeline.filter.calibrate import Calibration, calibrate
+from pipeline.filter.splits import split_fit_calibration
 
 
 def _calibration_boxes() -> BoxSet:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
 from pipeline.cli.detector_flags import add_detector_flags, detector_config
 from pipeline.cli.progress import progress_bar
+from pipeline.tracks import MIN_TRACK_FRAMES
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "calibrate",
         help="fit a hallucination filter (OOD score + per-class thresholds) on ID data",
         description="ID data: a labelled dataset SPEC (boxes matching ground truth, IoU>=0.5, same class) or a "
-        "folder of images / a video (unlabelled: detections at --unlabelled-conf). Several methods "
-        "(--method knn,mahalanobis) are fused by rank average.",
+        "video / folder of frames (unlabelled: detections at --conf on tracks of >= --min-track-frames frames). "
+        "Thresholds are set per class and confidence bin on ID boxes the fit never saw: whole images or time "
+        "blocks held out of --id, or a set of their own (--calibration-id, e.g. a clip of the camera the filter "
+        "will watch). Several methods (--method knn,mahalanobis) are fused by rank average.",
     )
     parser.add_argument("--id", dest="id_spec", required=True, metavar="SPEC|DIR|VIDEO")
     parser.add_argument("--method", required=True, help="score name, or several comma-separated (fusion)")
@@ -26,7 +32,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration-fraction", type=float, default=0.3,
                         help="ID boxes held out for the thresholds (the rest fit the score)")
     parser.add_argument("--policy", choices=["flag", "drop"], default="flag")
-    parser.add_argument("--unlabelled-conf", type=float, default=0.5)
+    parser.add_argument("--calibration-id", metavar="SPEC|DIR|VIDEO",
+                        help="ID data that only sets the thresholds (labelled, or unlabelled footage of the camera: "
+                        "its tracks that score like hallucinations against the reference thresholds are left out)")
+    parser.add_argument("--min-track-frames", type=int, default=MIN_TRACK_FRAMES,
+                        help="unlabelled data: frames a track must last for its boxes to count as ID "
+                        "(1 for a folder of unrelated photos)")
+    parser.add_argument("--unlabelled-conf", type=float,
+                        help="unlabelled data: lowest confidence of ID boxes (default: --conf, the range the filter "
+                        "will judge; a higher value leaves the boxes below it uncalibrated, and the filter then "
+                        "refuses a detector run below it)")
     parser.add_argument("--outliers", nargs="+", default=[], metavar="SPEC|DIR|VIDEO",
                         help="images with non-ID objects (a `ghostbox proxies` set, an outlier pool) for scores "
                         "that learn from outliers (oe): their detections hitting no ID ground truth")
@@ -47,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     request = FitRequest(method=method, id_spec=args.id_spec, params=params, outliers=list(args.outliers),
                          outlier_conf=args.outlier_conf, tpr=args.tpr, min_boxes=args.min_boxes,
                          calibration_fraction=args.calibration_fraction, seed=args.seed, policy=args.policy,
-                         unlabelled_conf=args.unlabelled_conf, max_images=args.max_images)
+                         unlabelled_conf=args.unlabelled_conf, max_images=args.max_images,
+                         calibration_id=args.calibration_id, min_track_frames=args.min_track_frames)
     request.check()  # before the model loads
     config = request.detector_config(detector_config(args), box_features_set=args.box_features is not None)
     detector = Detector(config)
@@ -58,4 +74,14 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     print(f"{method} filter fitted on {notes[0]} in {time.perf_counter() - started:.1f} s -> {out}")
     print(filt.thresholds.summary())
+    trimmed = filt.metadata.get("calibration_trimmed")
+    if trimmed:
+        print(f"unlabelled calibration: left out {trimmed['tracks']} of {trimmed['of_tracks']} tracks "
+              f"({trimmed['boxes']} of {trimmed['of']} boxes) that score like hallucinations")
+    check = filt.thresholds.held_out
+    if check and not check["holds"]:
+        log.warning("the held-out flag rate %.1f%% (95%% interval %.1f-%.1f%%) does not contain the nominal %.1f%%: "
+                    "the thresholds may not hold on new data of this kind; give more calibration data, or a "
+                    "calibration set from where the filter will run (--calibration-id)",
+                    100 * check["rate"], 100 * check["low"], 100 * check["high"], 100 * check["nominal"])
     return 0

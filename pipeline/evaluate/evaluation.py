@@ -79,6 +79,7 @@ def run_evaluation(
     loaded = [f for _, f in filters]
     for path, flt in filters:
         flt.check_detector(detector.fingerprint())
+        flt.check_conf(settings.conf)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     advance = progress.advance if progress is not None else (lambda n: None)

@@ -113,6 +113,14 @@ class BoxSet:
     def num_classes(self) -> int:
         return int(self.logits.shape[1])
 
+    @property
+    def confidence(self) -> np.ndarray:
+        """The detector's confidence of each box: the sigmoid of its class's logit (float64)."""
+        if len(self) == 0:
+            return np.zeros(0, np.float64)
+        z = self.logits[np.arange(len(self)), np.clip(self.class_id, 0, self.num_classes - 1)].astype(np.float64)
+        return 1.0 / (1.0 + np.exp(-z))
+
     def class_counts(self) -> np.ndarray:
         """Boxes per class id, shape (nc,)."""
         return np.bincount(self.class_id, minlength=self.num_classes)[: self.num_classes]

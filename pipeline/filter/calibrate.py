@@ -1,22 +1,30 @@
-"""Thresholds per class at a target ID true-positive rate, from ID calibration boxes.
+"""Thresholds per class and confidence bin at a target ID true-positive rate, from ID calibration boxes.
 
-For each class c with at least `min_boxes` calibration boxes:
+A score's ID distribution moves with the detector's confidence (on the street world the
+`oe` score's median rises from 3.4 at conf 0.25-0.4 to 10.2 above 0.8), so one threshold per
+class flags low-confidence ID boxes far more often than 5%, and the flag rate on new footage
+follows its confidence mix. As Mondrian conformal prediction does per group, every
+(class, confidence bin) cell gets its own threshold:
 
-    threshold_c = the largest t with fraction(ID scores of class c >= t) >= tpr
+    threshold[c, b] = the largest t with fraction(ID scores in cell (c, b) >= t) >= tpr
 
-(`ood_metrics.keep_threshold`: the (1 - tpr) quantile taken from below, so that at least
-95% of the class's ID boxes are kept at the default tpr). The global threshold is the same
-over all calibration boxes; classes with fewer than `min_boxes` boxes use it (`fell_back`).
+(`ood_metrics.keep_threshold`). A cell with fewer than `min_boxes` boxes falls back to its
+class's threshold, a class with fewer than `min_boxes` to the global one. The bins are
+[calibration conf, e1), [e1, e2), ..., [ek, 1] with inner edges `conf_edges`.
 
-The calibration boxes should be disjoint from the boxes the scorer was fitted on: scores of
-fit boxes are optimistic (a KNN bank contains them, a BAM box encloses them).
-`split_fit_calibration` makes a seeded, per-class split.
+The calibration boxes must be disjoint from the fit boxes (a KNN bank contains its fit
+boxes, a BAM box encloses them) and, for video, not the same objects a frame later:
+`splits.grouped_split` keeps whole images or contiguous time blocks on one side.
+
+`held_out_check` says how sure the thresholds are: K-fold over the same groups, thresholds
+from K-1 folds, the flag rate on the held-out fold, pooled, with its Clopper-Pearson 95%
+interval.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +33,9 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
 from pipeline.filter.ood_metrics import keep_threshold
 from pipeline.filter.scorer import Scorer
+
+CONF_EDGES = (0.4, 0.6, 0.8)  # inner edges of the confidence bins
+HELD_OUT_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,7 @@ class ClassCalibration:
     threshold: float
     fell_back: bool         # True: too few boxes, the global threshold is used
     kept_fraction: float | None  # fraction of this class's calibration boxes kept (None: no boxes)
+    bin_boxes: tuple[int, ...] = ()  # boxes per confidence bin; a bin below min_boxes uses `threshold`
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,25 @@ class Calibration:
     min_boxes: int
     num_boxes: int
     classes: tuple[ClassCalibration, ...]
+    conf_edges: tuple[float, ...] = ()  # inner edges of the confidence bins; () = one bin
+    per_bin: np.ndarray | None = None   # (nc, bins) float64; None = per_class in every bin
+    held_out: dict[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.per_bin is None:
+            object.__setattr__(self, "per_bin", np.asarray(self.per_class, np.float64)[:, None].repeat(
+                len(self.conf_edges) + 1, axis=1))
+        if self.per_bin.shape != (len(self.per_class), len(self.conf_edges) + 1):
+            raise GhostboxError(f"calibration: per-bin thresholds of shape {self.per_bin.shape} for "
+                                f"{len(self.per_class)} classes and {len(self.conf_edges) + 1} confidence bins")
+
+    def bin_of(self, confidence: np.ndarray) -> np.ndarray:
+        return np.searchsorted(np.asarray(self.conf_edges, np.float64), np.asarray(confidence, np.float64),
+                               side="right")
+
+    def thresholds_for(self, class_id: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """The threshold of every box, by its predicted class and confidence bin."""
+        return self.per_bin[np.asarray(class_id, np.int64), self.bin_of(confidence)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,67 +83,150 @@ class Calibration:
             "min_boxes": self.min_boxes,
             "num_boxes": self.num_boxes,
             "global_threshold": self.global_threshold,
-            "classes": [vars(c) for c in self.classes],
+            "conf_edges": list(self.conf_edges),
+            "classes": [{**vars(c), "bin_boxes": list(c.bin_boxes)} for c in self.classes],
+            "held_out": self.held_out,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Calibration:
-        classes = tuple(ClassCalibration(**c) for c in data["classes"])
+    def from_json(cls, data: dict[str, Any], per_bin: np.ndarray | None = None) -> Calibration:
+        classes = tuple(ClassCalibration(**{**c, "bin_boxes": tuple(c.get("bin_boxes", ()))})
+                        for c in data["classes"])
         return cls(per_class=np.array([c.threshold for c in classes], np.float64),
                    global_threshold=float(data["global_threshold"]), target_tpr=float(data["target_tpr"]),
-                   min_boxes=int(data["min_boxes"]), num_boxes=int(data["num_boxes"]), classes=classes)
+                   min_boxes=int(data["min_boxes"]), num_boxes=int(data["num_boxes"]), classes=classes,
+                   conf_edges=tuple(float(e) for e in data.get("conf_edges", ())),
+                   per_bin=None if per_bin is None else np.asarray(per_bin, np.float64),
+                   held_out=data.get("held_out"))
 
     def summary(self) -> str:
-        """One line per class: boxes, threshold, kept fraction, fallback."""
+        """One line per class: boxes, threshold, kept fraction, fallback; then the held-out check."""
+        bins = "one confidence bin" if not self.conf_edges else \
+            "confidence bins split at " + ", ".join(f"{e:g}" for e in self.conf_edges)
         lines = [f"target ID TPR {self.target_tpr:.3f}, global threshold {self.global_threshold:.6g} "
-                 f"over {self.num_boxes} boxes"]
+                 f"over {self.num_boxes} boxes; {bins} (a bin with fewer than {self.min_boxes} boxes uses "
+                 f"its class's threshold)"]
         for c in self.classes:
             kept = "-" if c.kept_fraction is None else f"{c.kept_fraction:.3f}"
             note = f"  global (fewer than {self.min_boxes} boxes)" if c.fell_back else ""
+            per_bin = f"  boxes per bin {list(c.bin_boxes)}" if len(c.bin_boxes) > 1 else ""
             lines.append(f"  {c.class_id:>3} {c.name:<20} {c.num_boxes:>7} boxes  "
-                         f"threshold {c.threshold:.6g}  kept {kept}{note}")
+                         f"threshold {c.threshold:.6g}  kept {kept}{note}{per_bin}")
+        if self.held_out:
+            lines.append(describe_held_out(self.held_out))
         return "\n".join(lines)
 
 
+def describe_held_out(check: dict[str, Any]) -> str:
+    return (f"held-out check ({check['folds']} folds over {check['groups']} {check['group_kind']}): "
+            f"{check['flagged']} of {check['boxes']} held-out ID boxes flagged = {100 * check['rate']:.1f}% "
+            f"(95% interval {100 * check['low']:.1f}-{100 * check['high']:.1f}%, nominal "
+            f"{100 * check['nominal']:.1f}%)")
+
+
+def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray, nc: int, tpr: float,
+                min_boxes: int, conf_edges: Sequence[float]) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """(global, per_class (nc,), per_bin (nc, bins), boxes per cell (nc, bins))."""
+    global_threshold = keep_threshold(scores, tpr)
+    bins = np.searchsorted(np.asarray(conf_edges, np.float64), confidence, side="right")
+    per_class = np.full(nc, global_threshold)
+    per_bin = np.full((nc, len(conf_edges) + 1), global_threshold)
+    counts = np.zeros_like(per_bin, dtype=np.int64)
+    for c in range(nc):
+        mine = class_id == c
+        if mine.sum() >= min_boxes:
+            per_class[c] = keep_threshold(scores[mine], tpr)
+        per_bin[c] = per_class[c]
+        for b in range(per_bin.shape[1]):
+            cell = mine & (bins == b)
+            counts[c, b] = int(cell.sum())
+            if counts[c, b] >= min_boxes:
+                per_bin[c, b] = keep_threshold(scores[cell], tpr)
+    return float(global_threshold), per_class, per_bin, counts
+
+
 def calibrate(scorer: Scorer, boxes: BoxSet, tpr: float = 0.95, min_boxes: int = 20,
-              class_names: Sequence[str] = ()) -> Calibration:
-    """Per-class and global thresholds that keep `tpr` of the ID calibration boxes."""
+              class_names: Sequence[str] = (), conf_edges: Sequence[float] = CONF_EDGES,
+              groups: np.ndarray | None = None, group_kind: str = "boxes", seed: int = 0) -> Calibration:
+    """Per-(class, confidence bin) thresholds that keep `tpr` of the ID calibration boxes.
+
+    `groups` (one id per box: its image, or its time block in a video) keeps a group in one
+    fold of the held-out check; without it every box is its own group.
+    """
     if not 0.0 < tpr <= 1.0:
         raise GhostboxError(f"calibrate: tpr must be in (0, 1], got {tpr}")
     if min_boxes < 1:
         raise GhostboxError(f"calibrate: min_boxes must be >= 1, got {min_boxes}")
     if len(boxes) == 0:
         raise GhostboxError("calibrate: no ID calibration boxes")
+    present = np.unique(boxes.class_id)
+    if boxes.num_classes > 1 and len(present) == 1:
+        only = int(present[0])
+        name = class_names[only] if only < len(class_names) else str(only)
+        raise GhostboxError(
+            f"calibration boxes are all of one class ({name}) while the detector has {boxes.num_classes}: the other "
+            f"classes would get thresholds set on {name} boxes. Calibrate on data that shows the other classes too")
+    edges = tuple(float(e) for e in conf_edges)
+    if list(edges) != sorted(set(edges)) or any(not 0.0 < e < 1.0 for e in edges):
+        raise GhostboxError(f"calibrate: confidence bin edges must be increasing values in (0, 1), got {list(edges)}")
     scores = scorer.score(boxes)
-    global_threshold = keep_threshold(scores, tpr)
+    confidence = boxes.confidence
     nc = boxes.num_classes
-    per_class = np.full(nc, global_threshold)
+    global_threshold, per_class, per_bin, counts = _thresholds(
+        scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges)
     report = []
     for c in range(nc):
-        mine = scores[boxes.class_id == c]
-        fell_back = len(mine) < min_boxes
-        if not fell_back:
-            per_class[c] = keep_threshold(mine, tpr)
-        kept = float(np.mean(mine >= per_class[c])) if len(mine) else None
+        mine = boxes.class_id == c
+        n = int(mine.sum())
+        kept = None
+        if n:
+            own = per_bin[c, np.searchsorted(np.asarray(edges), confidence[mine], side="right")]
+            kept = float(np.mean(scores[mine] >= own))
         name = class_names[c] if c < len(class_names) else str(c)
-        report.append(ClassCalibration(c, name, len(mine), float(per_class[c]), fell_back, kept))
-    return Calibration(per_class, float(global_threshold), float(tpr), int(min_boxes), len(boxes), tuple(report))
+        report.append(ClassCalibration(c, name, n, float(per_class[c]), n < min_boxes, kept,
+                                       tuple(int(v) for v in counts[c])))
+    held_out = held_out_check(scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges, groups, group_kind,
+                              seed)
+    return Calibration(per_class, global_threshold, float(tpr), int(min_boxes), len(boxes), tuple(report),
+                       edges, per_bin, held_out)
 
 
-def split_fit_calibration(boxes: BoxSet, calibration_fraction: float = 0.3,
-                          seed: int = 0) -> tuple[BoxSet, BoxSet]:
-    """Seeded split of ID boxes into (fit, calibration), the same fraction of every class.
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial confidence interval for k successes in n trials."""
+    from scipy.stats import beta
 
-    A class with a single box goes to the fit set (the scorer needs it more than the
-    threshold does: its class falls back to the global threshold anyway).
-    """
-    if not 0.0 < calibration_fraction < 1.0:
-        raise GhostboxError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
+    if n <= 0:
+        return 0.0, 1.0
+    alpha = 1.0 - level
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def held_out_check(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray, nc: int, tpr: float,
+                   min_boxes: int, conf_edges: Sequence[float], groups: np.ndarray | None = None,
+                   group_kind: str = "boxes", seed: int = 0, folds: int = HELD_OUT_FOLDS) -> dict[str, Any] | None:
+    """Pooled flag rate of K-fold held-out groups, each judged by thresholds from the other folds."""
+    group_ids = np.arange(len(scores)) if groups is None else np.asarray(groups)
+    unique = np.unique(group_ids)
+    folds = min(folds, len(unique))
+    if folds < 2:
+        return None
     rng = np.random.default_rng(seed)
-    calib = np.zeros(len(boxes), bool)
-    for c in np.unique(boxes.class_id):
-        rows = np.flatnonzero(boxes.class_id == c)
-        take = int(round(len(rows) * calibration_fraction))
-        take = min(take, len(rows) - 1)
-        calib[rng.choice(rows, take, replace=False)] = True
-    return boxes[~calib], boxes[calib]
+    fold_of_group = rng.permutation(len(unique)) % folds
+    fold = fold_of_group[np.searchsorted(unique, group_ids)]
+    flagged = 0
+    for k in range(folds):
+        rest, held = fold != k, fold == k
+        if not rest.any() or not held.any():
+            continue
+        _, _, per_bin, _ = _thresholds(scores[rest], class_id[rest], confidence[rest], nc, tpr, min_boxes,
+                                       conf_edges)
+        bins = np.searchsorted(np.asarray(conf_edges, np.float64), confidence[held], side="right")
+        flagged += int(np.sum(scores[held] < per_bin[class_id[held], bins]))
+    n = len(scores)
+    low, high = clopper_pearson(flagged, n)
+    nominal = 1.0 - tpr
+    return {"boxes": n, "flagged": flagged, "rate": flagged / n, "low": low, "high": high, "nominal": nominal,
+            "folds": folds, "groups": int(len(unique)), "group_kind": group_kind,
+            "holds": bool(low <= nominal <= high)}

@@ -7,11 +7,14 @@ Layout (format version 1):
     tensors   scorer.<key>               the scorer's arrays (`Scorer.get_state`); a fusion
                                          nests its members as scorer.members.<i>.<key>
               thresholds.per_class       (nc,) float64, threshold by predicted class
+              thresholds.per_bin         (nc, bins) float64, by class and confidence bin (files
+                                         without it use per_class in one bin)
     metadata  {"ghostbox_filter": JSON}  with
               format "ghostbox-filter", format_version 1, method, scorer (the JSON half of
               the scorer state: constructor params and fitted scalars), feature_dim,
               num_classes, class_names, fingerprint (the detector it was fitted for),
-              policy, calibration (target TPR, global threshold, per-class report),
+              policy, calibration (target TPR, global threshold, confidence bin edges,
+              per-class report, held-out check),
               metadata (free-form: fit/calibration box counts, ...), created (UTC ISO 8601),
               ghostbox_version
 """
@@ -50,6 +53,7 @@ def save_filter(filt: HallucinationFilter, path: str | Path) -> Path:
     arrays, scorer_json = filt.scorer.get_state()
     tensors = {f"scorer.{key}": np.ascontiguousarray(value) for key, value in arrays.items()}
     tensors["thresholds.per_class"] = np.ascontiguousarray(filt.thresholds.per_class, np.float64)
+    tensors["thresholds.per_bin"] = np.ascontiguousarray(filt.thresholds.per_bin, np.float64)
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -140,7 +144,7 @@ def load_filter(path: str | Path) -> HallucinationFilter:
             raise GhostboxError(f"{path}: {exc}") from None
         scorer_arrays = {key[len("scorer."):]: value for key, value in tensors.items() if key.startswith("scorer.")}
         scorer = cls.from_state(scorer_arrays, header["scorer"])
-        calibration = Calibration.from_json(header["calibration"])
+        calibration = Calibration.from_json(header["calibration"], tensors.get("thresholds.per_bin"))
         if "thresholds.per_class" not in tensors:
             raise GhostboxError("array thresholds.per_class missing")
         per_class = np.asarray(tensors["thresholds.per_class"], np.float64)

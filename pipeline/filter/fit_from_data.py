@@ -12,9 +12,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.filter.hallucination_filter import HallucinationFilter
+from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
+from pipeline.filter.splits import CalibrationBoxes, time_blocks
+from pipeline.tracks import MIN_TRACK_FRAMES
 from pipeline.filter.registry import create, names
 
 
@@ -54,14 +59,18 @@ class FitRequest:
     calibration_fraction: float = 0.3
     seed: int = 0
     policy: str = "flag"
-    unlabelled_conf: float = 0.5
+    unlabelled_conf: float | None = None  # None: the detector's conf, the range the filter will judge
     max_images: int | None = None
+    calibration_id: str | None = None  # a set of its own for the thresholds (labelled, or a camera's clip)
+    min_track_frames: int = MIN_TRACK_FRAMES
 
     @cached_property
     def needs_outliers(self) -> bool:
         return create(self.method, **self.params).needs_outliers
 
     def check(self) -> None:
+        if self.min_track_frames < 1:
+            raise GhostboxError(f"--min-track-frames: must be >= 1, got {self.min_track_frames}")
         if self.needs_outliers and not self.outliers:
             raise GhostboxError(f"--method {self.method}: learns from outliers; give --outliers SPEC (e.g. a proxy "
                                 f"set from `ghostbox proxies`, or images without ID objects)")
@@ -84,15 +93,24 @@ def fit_filter(detector: Detector, request: FitRequest,
     """Collect ID (and outlier) boxes with `detector`, fit and calibrate; returns (filter, notes)."""
     from contextlib import nullcontext
 
-    from pipeline.filter.id_collection import collect_id_boxes
-
     request.check()
     bar = progress or (lambda label: nullcontext(_NoBar()))
     conf = detector.config.conf
-    with bar("ID boxes") as b:
-        collected = collect_id_boxes(detector, request.id_spec, conf=conf, unlabelled_conf=request.unlabelled_conf,
-                                     max_images=request.max_images, advance=b.advance)
+
+    def collect(spec: str, label: str) -> IdBoxes:
+        with bar(label) as b:
+            return collect_id_boxes(detector, spec, conf=conf, unlabelled_conf=request.unlabelled_conf,
+                                    max_images=request.max_images, advance=b.advance,
+                                    min_track_frames=request.min_track_frames)
+
+    collected = collect(request.id_spec, "ID boxes")
     notes = [collected.description]
+    calibration = None
+    if request.calibration_id is not None:
+        held = collect(request.calibration_id, "calibration boxes")
+        calibration = CalibrationBoxes(held.boxes, _split_groups(held), held.group_kind, held.track_ids,
+                                       held.description)
+        notes.append(f"calibration set: {held.description}")
     outliers = None
     if request.needs_outliers:
         from pipeline.filter.outlier_collection import collect_outlier_boxes
@@ -105,8 +123,20 @@ def fit_filter(detector: Detector, request: FitRequest,
     filt = HallucinationFilter.fit(
         request.method, collected.boxes, detector.class_names, detector.fingerprint(), params=request.params,
         tpr=request.tpr, min_boxes=request.min_boxes, calibration_fraction=request.calibration_fraction,
-        seed=request.seed, policy=request.policy, outliers=outliers,
+        seed=request.seed, policy=request.policy, outliers=outliers, groups=_split_groups(collected),
+        group_kind=collected.group_kind, track_ids=collected.track_ids, calibration=calibration,
         metadata={"id_data": request.id_spec, "labelled": collected.labelled, "id_images": collected.images,
-                  "detector_conf": conf, **({"outlier_data": list(request.outliers)} if outliers is not None else {})},
+                  "detector_conf": conf if request.unlabelled_conf is None else max(conf, request.unlabelled_conf),
+                  "imgsz": detector.imgsz,
+                  **({"calibration_data": request.calibration_id, "calibration_labelled": calibration.track_ids is None}
+                     if calibration is not None else {}),
+                  **({"outlier_data": list(request.outliers)} if outliers is not None else {})},
     )
     return filt, notes
+
+
+def _split_groups(collected: IdBoxes) -> np.ndarray | None:
+    """Images stay whole; frames of a clip are cut into contiguous time blocks."""
+    if collected.groups is None:
+        return None
+    return collected.groups if collected.labelled else time_blocks(collected.groups)

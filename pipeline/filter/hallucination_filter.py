@@ -19,9 +19,11 @@ import numpy as np
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
-from pipeline.filter.calibrate import Calibration, calibrate, split_fit_calibration
+from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
+from pipeline.filter.splits import CalibrationBoxes, split_mask
+from pipeline.filter.track_trimming import trim_tracks
 
 POLICIES = ("flag", "drop")
 
@@ -75,18 +77,60 @@ class HallucinationFilter:
     def fit(cls, method: str, id_boxes: BoxSet, class_names: Sequence[str], fingerprint: dict[str, Any],
             params: dict[str, Any] | None = None, tpr: float = 0.95, min_boxes: int = 20,
             calibration_fraction: float = 0.3, seed: int = 0, policy: str = "flag",
-            metadata: dict[str, Any] | None = None, outliers: BoxSet | None = None) -> HallucinationFilter:
-        """Split ID boxes (seeded, per class), fit `method` on one part, calibrate on the other.
+            metadata: dict[str, Any] | None = None, outliers: BoxSet | None = None,
+            groups: np.ndarray | None = None, group_kind: str = "images", track_ids: np.ndarray | None = None,
+            calibration: CalibrationBoxes | None = None, conf_edges: Sequence[float] = CONF_EDGES,
+            ) -> HallucinationFilter:
+        """Fit `method` on ID boxes and set thresholds on calibration boxes the fit never saw.
 
+        Without `calibration`, the ID boxes are split: whole `groups` (images, time blocks) on
+        one side, else per box. With labelled `calibration` boxes, every ID box fits the score.
+        With unlabelled ones (`calibration.track_ids` set), the ID boxes are still split, so
+        that their held-out part gives reference thresholds to trim hallucinated tracks with.
+        `track_ids`: the ID boxes are unlabelled footage; the held-out blocks are trimmed of
+        hallucinated tracks against thresholds set on those blocks themselves (a weaker
+        reference than labelled boxes: see `track_trimming`).
         `outliers`: boxes on non-ID objects, for scores that learn from them (`oe`); all of
-        them go to the fit, the thresholds come from held-out ID boxes only.
+        them go to the fit, the thresholds come from ID boxes only.
         """
-        fit_boxes, calib_boxes = split_fit_calibration(id_boxes, calibration_fraction, seed)
+        split_groups = None if groups is None else np.asarray(groups)
+        held_out = held_out_groups = None
+        if calibration is None or calibration.track_ids is not None:
+            fit_mask = split_mask(id_boxes, calibration_fraction, seed, split_groups)
+            fit_boxes, held_out = id_boxes[fit_mask], id_boxes[~fit_mask]
+            held_out_groups = None if split_groups is None else split_groups[~fit_mask]
+        else:
+            fit_boxes = id_boxes
         scorer = create(method, **(params or {})).fit(fit_boxes, outliers)
-        thresholds = calibrate(scorer, calib_boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names)
-        info = {"fit_boxes": len(fit_boxes), "calibration_boxes": len(calib_boxes), "split_seed": seed,
-                **({"outlier_boxes": len(outliers)} if outliers is not None and scorer.needs_outliers else {}),
-                **(metadata or {})}
+        info: dict[str, Any] = {"fit_boxes": len(fit_boxes), "split_seed": seed,
+                                **({"outlier_boxes": len(outliers)} if outliers is not None and scorer.needs_outliers
+                                   else {})}
+        if calibration is None and track_ids is not None:
+            calibration = CalibrationBoxes(held_out, held_out_groups, group_kind,
+                                           np.asarray(track_ids)[~fit_mask])
+        if calibration is None:
+            cal_boxes, cal_groups = held_out, held_out_groups
+            kind = group_kind if split_groups is not None else "boxes"
+        else:
+            cal_boxes, cal_groups, kind = calibration.boxes, calibration.groups, calibration.group_kind
+            if calibration.track_ids is not None:
+                reference_boxes = held_out if track_ids is None else cal_boxes
+                reference = calibrate(scorer, reference_boxes, tpr=tpr, min_boxes=min_boxes, conf_edges=conf_edges)
+                keep = trim_tracks(scorer.score(cal_boxes), calibration.track_ids,
+                                   reference.thresholds_for(cal_boxes.class_id, cal_boxes.confidence))
+                info["calibration_trimmed"] = {
+                    "boxes": int((~keep).sum()), "of": len(cal_boxes),
+                    "tracks": int(len(np.unique(calibration.track_ids[~keep]))),
+                    "of_tracks": int(len(np.unique(calibration.track_ids)))}
+                if not keep.any():
+                    raise GhostboxError(
+                        f"calibration data: every one of the {len(cal_boxes)} tracked boxes scores below the "
+                        f"reference thresholds, as hallucinations would; this footage shows nothing the filter "
+                        f"takes for ID (wrong camera or classes?)")
+                cal_boxes, cal_groups = cal_boxes[keep], cal_groups[keep]
+        thresholds = calibrate(scorer, cal_boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
+                               conf_edges=conf_edges, groups=cal_groups, group_kind=kind, seed=seed)
+        info.update({"calibration_boxes": len(cal_boxes), **(metadata or {})})
         return cls(scorer, thresholds, class_names, fingerprint, policy=policy, metadata=info)
 
     @property
@@ -107,6 +151,21 @@ class HallucinationFilter:
         if diffs:
             raise GhostboxError("filter was fitted for another detector (filter vs detector): " + "; ".join(diffs))
 
+    @property
+    def calibrated_conf(self) -> float | None:
+        """The detector confidence the thresholds were calibrated from (None: not recorded)."""
+        value = self.metadata.get("detector_conf")
+        return None if value is None else float(value)
+
+    def check_conf(self, conf: float) -> None:
+        """Refuse a detector whose boxes reach below the confidence the thresholds were calibrated at."""
+        calibrated = self.calibrated_conf
+        if calibrated is not None and conf < calibrated - 1e-9:
+            raise GhostboxError(
+                f"filter calibrated on boxes at conf >= {calibrated:g}, but the detector runs at conf {conf:g}: "
+                f"boxes below {calibrated:g} would be judged by thresholds set on other boxes. Run with "
+                f"--conf {calibrated:g}, or re-calibrate at this confidence (ghostbox calibrate ... --conf {conf:g})")
+
     def _check_detections(self, dets: Detections) -> None:
         try:
             self.scorer.check_dims(dets.feature_dim, dets.num_classes)
@@ -121,7 +180,7 @@ class HallucinationFilter:
     def judge(self, boxes: BoxSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(score float64, threshold float64, hallucination bool) per box."""
         scores = self.scorer.score(boxes)
-        thresholds = self._per_class[boxes.class_id]
+        thresholds = self.thresholds.thresholds_for(boxes.class_id, boxes.confidence)
         return scores, thresholds, scores < thresholds
 
     def apply(self, dets: Detections) -> Detections:

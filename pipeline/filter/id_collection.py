@@ -1,9 +1,15 @@
-"""Collect the ID boxes a filter is fitted on, from labelled or unlabelled ID data.
+"""Collect the ID boxes a filter is fitted and calibrated on, from labelled or unlabelled ID data.
 
-Labelled (a dataset spec with ground truth): the detector's boxes at `conf` that match a
-ground-truth box of the same class with IoU >= 0.5, i.e. its ID true positives.
-Unlabelled (a folder of images, a glob, or a video): every box at `unlabelled_conf` or
-above, for users without labels; a higher confidence keeps the set cleaner.
+Every box is collected at the confidence the filter will be deployed at (the detector's
+`conf`), so the thresholds cover the boxes the filter will judge.
+
+Labelled (a dataset spec with ground truth): the detector's boxes that match a ground-truth
+box of the same class with IoU >= 0.5, i.e. its ID true positives; `groups` is the image.
+Unlabelled (a video, a folder of frames, a glob): the boxes that ByteTrack (Ultralytics')
+follows through at least `min_track_frames` frames; `groups` is the frame, `track_ids` the
+track. Persistence removes one-frame flickers, but a hallucination on a parked bench
+persists too: those tracks are trimmed later against the filter's reference thresholds
+(`unlabelled_calibration.trim_tracks`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
+from pipeline.tracks import MIN_TRACK_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,12 @@ class IdBoxes:
     images: int
     labelled: bool
     description: str
+    groups: np.ndarray | None = None     # (N,) image index (labelled) or frame index (unlabelled)
+    track_ids: np.ndarray | None = None  # (N,) unlabelled only: the box's track
+
+    @property
+    def group_kind(self) -> str:
+        return "images" if self.labelled else "time blocks"
 
 
 def is_unlabelled_source(spec: str) -> bool:
@@ -48,11 +61,14 @@ def is_unlabelled_source(spec: str) -> bool:
 
 
 def collect_id_boxes(
-    detector: Detector, spec: str, conf: float = 0.25, unlabelled_conf: float = 0.5, max_images: int | None = None,
-    advance: Callable[[int], None] = lambda n: None,
+    detector: Detector, spec: str, conf: float = 0.25, unlabelled_conf: float | None = None,
+    max_images: int | None = None, advance: Callable[[int], None] = lambda n: None,
+    min_track_frames: int = MIN_TRACK_FRAMES,
 ) -> IdBoxes:
+    """`unlabelled_conf`: None = `conf`; a higher value leaves the boxes below it without calibration."""
     if is_unlabelled_source(spec):
-        return _unlabelled(detector, spec, unlabelled_conf, max_images, advance)
+        return _unlabelled(detector, spec, conf if unlabelled_conf is None else unlabelled_conf, max_images,
+                           advance, min_track_frames)
     return _labelled(detector, spec, conf, max_images, advance)
 
 
@@ -66,12 +82,14 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
         dataset = dataset.select(np.arange(max_images))
     to_model = model_class_ids(dataset.class_names, detector.class_names)
     found: list[Detections] = []
+    groups: list[np.ndarray] = []
     for chunk in image_batches(dataset, detector.config.batch):
         results = detector.detect([image for _, image in chunk], conf=conf)
         for (record, _), dets in zip(chunk, results):
             known = to_model[record.class_ids] >= 0
             tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, record.boxes_xyxy[known],
                                          to_model[record.class_ids][known], record.crowd[known])
+            groups.append(np.full(int(tp.sum()), len(groups), np.int64))
             found.append(dets[tp])
         advance(len(chunk))
     boxes = _box_set(found, detector)
@@ -80,7 +98,8 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
             f"ID data '{spec}': the detector found no true positives at conf {conf} in {len(dataset)} images; "
             f"check that the labels' classes {list(dataset.class_names)} match the model's"
         )
-    return IdBoxes(boxes, len(dataset), True, f"{len(boxes)} ID true positives (IoU>=0.5) in {len(dataset)} images")
+    return IdBoxes(boxes, len(dataset), True, f"{len(boxes)} ID true positives (IoU>=0.5) in {len(dataset)} images",
+                   groups=np.concatenate(groups))
 
 
 def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
@@ -107,13 +126,38 @@ def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: in
 
 
 def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-                advance: Callable[[int], None]) -> IdBoxes:
+                advance: Callable[[int], None], min_track_frames: int) -> IdBoxes:
     found, seen = detect_unlabelled(detector, spec, conf, max_images, advance)
-    boxes = _box_set(found, detector)
-    if len(boxes) == 0:
-        raise GhostboxError(f"ID data '{spec}': no detections at conf {conf} in {seen} frames")
-    log.info("unlabelled ID data: using %d detections at conf >= %.2f as ID boxes", len(boxes), conf)
-    return IdBoxes(boxes, seen, False, f"{len(boxes)} detections at conf>={conf} in {seen} unlabelled frames")
+    return tracked_id_boxes(found, detector, f"ID data '{spec}'", conf, min_track_frames)
+
+
+def tracked_id_boxes(found: list[Detections], detector: Detector, what: str, conf: float,
+                     min_track_frames: int = MIN_TRACK_FRAMES) -> IdBoxes:
+    """The boxes of one source's frames (in order) that ByteTrack follows for >= `min_track_frames` frames."""
+    from pipeline.tracks import track_sequence
+
+    seen = len(found)
+    total = sum(len(d) for d in found)
+    if total == 0:
+        raise GhostboxError(f"{what}: no detections at conf {conf} in {seen} frames; "
+                            f"is this footage of the classes {list(detector.class_names)}?")
+    frames = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(found)])
+    # one frame is enough: unrelated photos, every box its own "track" (trimmed alone)
+    track_ids = np.arange(total) if min_track_frames <= 1 else np.concatenate(track_sequence(found))
+    tracked, lengths = np.unique(track_ids[track_ids >= 0], return_counts=True)
+    long_enough = np.isin(track_ids, tracked[lengths >= min_track_frames])
+    if not long_enough.any():
+        raise GhostboxError(f"{what}: none of the {total} detections at conf {conf} in {seen} frames "
+                            f"belongs to a track of >= {min_track_frames} frames; give a video or an ordered "
+                            f"frame sequence (for unrelated photos use --min-track-frames 1)")
+    keep = np.split(long_enough, np.cumsum([len(d) for d in found])[:-1])
+    boxes = _box_set([d[k] for d, k in zip(found, keep)], detector)
+    n_tracks = int(np.sum(lengths >= min_track_frames))
+    log.info("%s: %d of %d detections at conf >= %.2f lie on %d tracks of >= %d frames",
+             what, len(boxes), total, conf, n_tracks, min_track_frames)
+    return IdBoxes(boxes, seen, False,
+                   f"{len(boxes)} of {total} detections at conf>={conf} on {n_tracks} tracks of >= {min_track_frames} "
+                   f"frames in {seen} unlabelled frames", groups=frames[long_enough], track_ids=track_ids[long_enough])
 
 
 def _box_set(found: list[Detections], detector: Detector) -> BoxSet:

@@ -1,0 +1,142 @@
+"""Calibration as deployed: grouped splits, confidence-binned thresholds, the held-out check,
+recorded settings, trimming of hallucinated tracks, bad calibration data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from filter_fixtures import CLASS_NAMES, WORLD, fitted
+
+from pipeline.detections import Detections
+from pipeline.errors import GhostboxError
+from pipeline.filter.boxes import BoxSet
+from pipeline.filter.calibrate import calibrate, clopper_pearson
+from pipeline.filter.filter_file import load_filter, save_filter
+from pipeline.filter.hallucination_filter import HallucinationFilter
+from pipeline.filter.splits import CalibrationBoxes, group_split, split_fit_calibration, time_blocks
+from pipeline.filter.track_trimming import trim_tracks
+
+
+class _ConfScorer:
+    """Score = the box's logit of its class: the ID score rises with confidence, as real scores do."""
+
+    def score(self, boxes: BoxSet) -> np.ndarray:
+        return boxes.logits[np.arange(len(boxes)), boxes.class_id].astype(np.float64) + boxes.features[:, 0]
+
+
+def _boxes_with_conf(n: int, seed: int, nc: int = 2) -> BoxSet:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-3, 1, (n, nc)).astype(np.float32)
+    cls = rng.integers(0, nc, n)
+    logits[np.arange(n), cls] = rng.uniform(-1.1, 4.0, n)  # confidence 0.25 .. 0.98
+    feats = rng.normal(0, 1, (n, 4)).astype(np.float32)
+    return BoxSet(feats, logits, cls, np.zeros(n, np.int8))
+
+
+def test_time_blocks_are_contiguous_and_a_split_puts_no_frame_on_both_sides():
+    frames = np.repeat(np.arange(600), 3)  # three boxes per frame
+    blocks = time_blocks(frames, 10)
+    assert blocks.min() == 0 and blocks.max() == 9
+    assert np.all(np.diff(blocks) >= 0)  # contiguous: block ids never go back in time
+    for seed in range(5):
+        fit, calib = group_split(blocks, 0.3, seed)
+        assert not set(frames[fit]) & set(frames[calib])
+        assert 0.2 < calib.mean() < 0.4
+        starts = np.flatnonzero(np.diff(calib.astype(int)) != 0)
+        assert len(starts) <= 6  # a few stretches of time, not interleaved frames
+
+
+def test_image_split_keeps_every_image_whole():
+    boxes = WORLD.id_boxes(900, seed=2)
+    images = np.arange(len(boxes)) // 4
+    fit, cal = split_fit_calibration(boxes, 0.3, seed=1, groups=images)
+    fit_mask = group_split(images, 0.3, 1)[0]
+    assert not set(images[fit_mask]) & set(images[~fit_mask])
+    assert len(fit) + len(cal) == len(boxes)
+    with pytest.raises(GhostboxError, match="cannot split 1 group"):
+        split_fit_calibration(boxes, 0.3, groups=np.zeros(len(boxes)))
+
+
+def test_confidence_bins_keep_the_target_share_in_every_bin():
+    scorer = _ConfScorer()
+    cal_boxes, test_boxes = _boxes_with_conf(6000, 1), _boxes_with_conf(6000, 2)
+    binned = calibrate(scorer, cal_boxes, class_names=("a", "b"))
+    single = calibrate(scorer, cal_boxes, class_names=("a", "b"), conf_edges=())
+    scores, conf = scorer.score(test_boxes), test_boxes.confidence
+    low = conf < 0.4
+    binned_flags = scores < binned.thresholds_for(test_boxes.class_id, conf)
+    single_flags = scores < single.thresholds_for(test_boxes.class_id, conf)
+    # one threshold per class flags low-confidence boxes far more often than 5%; bins do not
+    assert single_flags[low].mean() > 0.12
+    for part in (low, ~low):
+        assert abs(binned_flags[part].mean() - 0.05) < 0.02
+    assert binned.per_bin.shape == (2, 4) and [len(c.bin_boxes) for c in binned.classes] == [4, 4]
+
+
+def test_held_out_check_reports_a_binomial_interval():
+    low, high = clopper_pearson(10, 200)
+    assert low == pytest.approx(0.0243, abs=5e-4) and high == pytest.approx(0.0900, abs=5e-4)
+    cal = calibrate(_ConfScorer(), _boxes_with_conf(3000, 3), groups=np.arange(3000) // 10, group_kind="images")
+    check = cal.held_out
+    assert check["boxes"] == 3000 and check["groups"] == 300 and check["folds"] == 5
+    assert check["low"] <= check["rate"] <= check["high"] and check["holds"]
+    assert "held-out check" in cal.summary()
+
+
+def test_filter_refuses_a_detector_below_its_calibration_conf(tmp_path):
+    boxes = WORLD.id_boxes(1200, seed=7)
+    filt = HallucinationFilter.fit("energy", boxes, CLASS_NAMES, {"weights_sha256": "x", "imgsz": 320},
+                                   groups=np.arange(len(boxes)) // 3, metadata={"detector_conf": 0.25})
+    loaded = load_filter(save_filter(filt, tmp_path / "f.filter.safetensors"))
+    assert np.array_equal(loaded.thresholds.per_bin, filt.thresholds.per_bin)
+    assert loaded.thresholds.held_out == filt.thresholds.held_out
+    loaded.check_conf(0.25)
+    loaded.check_conf(0.5)
+    with pytest.raises(GhostboxError, match=r"calibrated on boxes at conf >= 0.25.*--conf 0.1"):
+        loaded.check_conf(0.1)
+    with pytest.raises(GhostboxError, match="imgsz 320 vs 640"):
+        loaded.check_detector({"weights_sha256": "x", "imgsz": 640})
+
+
+def test_one_class_calibration_set_is_refused():
+    boxes = WORLD.id_boxes(600, seed=8)
+    with pytest.raises(GhostboxError, match=r"all of one class \(sign\)"):
+        calibrate(fitted("energy"), boxes[boxes.class_id == 2], class_names=CLASS_NAMES)
+
+
+def test_hallucinated_tracks_are_trimmed_from_unlabelled_calibration():
+    scores = np.array([5.0, 4.0, 6.0, -2.0, -1.0, 0.5, 3.0])
+    tracks = np.array([1, 1, 1, 2, 2, 2, 3])
+    reference = np.full(7, 1.0)
+    # track 2's mean margin is below 0, though one of its boxes clears the reference
+    assert trim_tracks(scores, tracks, reference).tolist() == [True, True, True, False, False, False, True]
+
+
+def test_unlabelled_calibration_leaves_hallucinated_tracks_out():
+    fit = WORLD.id_boxes(2400, seed=9)
+    real = WORLD.id_boxes(400, seed=10)
+    ghosts = WORLD.ood_boxes(200, seed=11, mode="far")
+    clip = BoxSet.concat([real, ghosts])
+    tracks = np.r_[np.arange(len(real)) // 20, 1000 + np.arange(len(ghosts)) // 20]
+    blocks = np.r_[np.arange(len(real)) % 10, np.arange(len(ghosts)) % 10]
+    naive = HallucinationFilter.fit("mahalanobis", fit, CLASS_NAMES, {}, groups=np.arange(len(fit)) // 4,
+                                    calibration=CalibrationBoxes(clip, blocks, "time blocks", None))
+    trimmed = HallucinationFilter.fit("mahalanobis", fit, CLASS_NAMES, {}, groups=np.arange(len(fit)) // 4,
+                                      calibration=CalibrationBoxes(clip, blocks, "time blocks", tracks))
+    assert trimmed.metadata["calibration_trimmed"]["tracks"] == len(ghosts) // 20
+    test_real, test_ghosts = WORLD.id_boxes(1000, seed=12), WORLD.ood_boxes(500, seed=13, mode="far")
+    caught = {name: f.judge(test_ghosts)[2].mean() for name, f in (("naive", naive), ("trimmed", trimmed))}
+    assert caught["trimmed"] > caught["naive"] + 0.3
+    assert abs(trimmed.judge(test_real)[2].mean() - 0.05) < 0.03
+
+
+def test_unlabelled_clip_without_detections_is_a_clear_error():
+    from pipeline.filter.id_collection import tracked_id_boxes
+
+    class _Detector:
+        class_names = ("car", "pedestrian")
+        feature_dim, conf = 8, 0.25
+
+    empty = [Detections.empty(2, 8) for _ in range(30)]
+    with pytest.raises(GhostboxError, match=r"clip.mp4'?: no detections at conf 0.25 in 30 frames"):
+        tracked_id_boxes(empty, _Detector(), "ID data 'clip.mp4'", 0.25)
