@@ -140,3 +140,36 @@ def test_unlabelled_clip_without_detections_is_a_clear_error():
     empty = [Detections.empty(2, 8) for _ in range(30)]
     with pytest.raises(GhostboxError, match=r"clip.mp4'?: no detections at conf 0.25 in 30 frames"):
         tracked_id_boxes(empty, _Detector(), "ID data 'clip.mp4'", 0.25)
+
+
+def test_drift_gauge_moves_on_a_shifted_stream_and_stays_quiet_on_an_unshifted_one():
+    from pipeline.filter.drift import DriftMonitor, decile_edges
+
+    rng = np.random.default_rng(0)
+    monitor = DriftMonitor(decile_edges(rng.normal(0, 1, 5000)), window=1000, min_boxes=200)
+    assert monitor.update("cam", rng.normal(0, 1, 100), np.zeros(100, bool)).psi is None  # too few boxes yet
+    for _ in range(20):
+        same = monitor.update("cam", rng.normal(0, 1, 100), rng.random(100) < 0.05)
+        moved = monitor.update("night", rng.normal(-0.8, 1.2, 100), rng.random(100) < 0.3)
+    assert same.psi < 0.05 and not same.alarm and abs(same.flag_rate - 0.05) < 0.03
+    assert moved.psi > 0.2 and moved.alarm and moved.flag_rate > 0.2
+    assert same.boxes == moved.boxes == 1000  # bounded window
+    monitor.forget("night")
+    assert monitor.state("night").boxes == 0
+
+
+def test_filter_stage_core_reports_drift_from_the_filter_calibration():
+    from filter_fixtures import detections
+
+    from pipeline.stream.filter_stage import FilterCore
+
+    boxes = WORLD.id_boxes(2400, seed=14)
+    filt = HallucinationFilter.fit("mahalanobis", boxes, CLASS_NAMES, {}, groups=np.arange(len(boxes)) // 4)
+    assert len(filt.thresholds.margin_deciles) == 9
+    core = FilterCore(filt)
+    same = shifted = None
+    for k in range(10):
+        same = core.watch("a", core.process(detections(WORLD.id_boxes(60, seed=100 + k))))
+        shifted = core.watch("b", core.process(detections(WORLD.ood_boxes(60, seed=200 + k, mode="far"))))
+    assert same.psi < 0.1 and not same.alarm
+    assert shifted.psi > 0.2 and shifted.alarm and shifted.flag_rate > same.flag_rate

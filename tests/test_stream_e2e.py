@@ -55,6 +55,8 @@ def test_lossless_two_sources_two_workers_filter_and_fan_out(tmp_path: Path, run
     assert summary["boxes"] == len(boxes) and summary["flagged"] == flagged > 0
     assert set(summary["latency_ms"]) >= {"p50", "p95", "p99"} and summary["fps"] > 0
     assert summary["per_source"]["clip"]["frames"] == 40 and summary["per_source"]["stills"]["status"] == "ok"
+    drift = summary["per_source"]["clip"]["drift"]  # the filter's rolling figures reach the summary
+    assert 0.0 <= drift["flag_rate"] <= 1.0 and drift["boxes"] > 0 and isinstance(drift["alarm"], bool)
     index = (out / "flagged" / "index.jsonl").read_text().splitlines()
     assert len(index) == flagged and all((out / "flagged" / json.loads(line)["file"]).is_file() for line in index)
     assert video_frame_count(out / "annotated" / "clip.mp4") == 40

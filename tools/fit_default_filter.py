@@ -4,9 +4,12 @@
 
 1. Generates the synthetic world (seed 0) if missing.
 2. Collects ID boxes: the bundled model's true positives on id/train, once with the head
-   features (every score) and once with head+roi features for `oe`, whose outliers are the
-   model's detections on the world's ood/pool (pool kinds only, never the test kinds).
-3. Fits and calibrates (95% ID TPR per class) one filter per method.
+   features and once with head+roi features for the scores that learn from outliers (`oe`),
+   whose outliers are the model's detections on the world's ood/pool (pool kinds only, never
+   the test kinds).
+3. Fits one filter per registered method (`--methods` to choose) and calibrates it (95% ID
+   TPR per class and confidence bin) on held-out id/train images, or on `--calibration-id`:
+   a labelled set or an unlabelled clip (hallucinated tracks trimmed, as `ghostbox calibrate`).
 4. Evaluates them on id/val, ood/near_test, ood/far_test: one pass per feature kind.
 5. Picks the method with the lowest near-OoD FPR95, re-evaluates with it as the applied
    filter (hallucinations after filtering, ID true positives lost), copies it to
@@ -23,9 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet")
 FUSIONS = (("knn", "mahalanobis"),)
-ROI_METHODS = ("oe",)  # fitted on head+roi features with the pool's detections as outliers
 
 
 def main() -> int:
@@ -34,6 +35,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "filters")
     parser.add_argument("--bundle", action="store_true", help="copy the best filter into pipeline/assets/filters")
+    parser.add_argument("--methods", help="comma-separated methods (default: every registered one and a knn+mahalanobis "
+                        "fusion)")
+    parser.add_argument("--calibration-id", help="ID data that only sets the thresholds (SPEC, DIR or VIDEO)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -43,6 +47,8 @@ def main() -> int:
     from pipeline.filter.filter_file import save_filter
     from pipeline.filter.hallucination_filter import HallucinationFilter
     from pipeline.filter.id_collection import collect_id_boxes
+    from pipeline.filter.registry import create, names
+    from pipeline.filter.splits import CalibrationBoxes, time_blocks
     from pipeline.synth import WorldConfig, generate_world
 
     started = time.perf_counter()
@@ -56,12 +62,21 @@ def main() -> int:
     from pipeline.filter.outlier_collection import collect_outlier_boxes
 
     id_boxes = {kind: collect_id_boxes(d, str(args.world / "id" / "train")) for kind, d in detectors.items()}
+    calibration = {}
+    if args.calibration_id:
+        for kind, d in detectors.items():
+            held = collect_id_boxes(d, args.calibration_id)
+            calibration[kind] = CalibrationBoxes(held.boxes, held.groups if held.labelled else time_blocks(held.groups),
+                                                 held.group_kind, held.track_ids, held.description)
+        print(f"calibration set: {calibration['head'].description}")
     outliers, outlier_text = collect_outlier_boxes(detectors["head+roi"], [str(args.world / "ood" / "pool")])
     print(f"ID boxes: {id_boxes['head'].description}; {outlier_text}")
 
     filters = []  # (method, feature kind, path, filter)
     fit_seconds = {}
-    plan = [(m, "head") for m in [*METHODS, *("+".join(f) for f in FUSIONS)]] + [(m, "head+roi") for m in ROI_METHODS]
+    chosen = args.methods.split(",") if args.methods else [m for m in names() if m != "fusion"] + \
+        ["+".join(f) for f in FUSIONS]
+    plan = [(m, "head+roi" if "+" not in m and create(m).needs_outliers else "head") for m in chosen]
     for method, kind in plan:
         name, params = method, {}
         if "+" in method:
@@ -70,7 +85,11 @@ def main() -> int:
         t0 = time.perf_counter()
         flt = HallucinationFilter.fit(name, id_boxes[kind].boxes, detector.class_names, detector.fingerprint(),
                                       params=params, outliers=outliers if kind == "head+roi" else None,
+                                      groups=id_boxes[kind].groups, calibration=calibration.get(kind),
                                       metadata={"id_data": "street world seed 0 id/train",
+                                                "detector_conf": detector.config.conf, "imgsz": detector.imgsz,
+                                                **({"calibration_data": args.calibration_id}
+                                                   if args.calibration_id else {}),
                                                 **({"outlier_data": "street world seed 0 ood/pool"}
                                                    if kind == "head+roi" else {})})
         fit_seconds[method] = round(time.perf_counter() - t0, 2)
@@ -93,9 +112,10 @@ def main() -> int:
     kind_of = {m: k for m, k, _, _ in filters}
     path_of = {m: p for m, _, p, _ in filters}
     best = min(table, key=lambda m: table[m]["near_test"].get("fpr95") or 1.0)
-    energy_path, best_path = path_of["energy"], path_of[best]
+    best_path = path_of[best]
     results = {}
-    for method, path in (("energy", energy_path), (best, best_path)):
+    for method in dict.fromkeys(m for m in ("energy", best) if m in path_of):
+        path = path_of[method]
         from pipeline.filter.filter_file import load_filter
 
         detector = detectors[kind_of[method]]

@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
+from pipeline.filter.drift import decile_edges
 from pipeline.filter.ood_metrics import keep_threshold
 from pipeline.filter.scorer import Scorer
 
@@ -60,6 +61,8 @@ class Calibration:
     conf_edges: tuple[float, ...] = ()  # inner edges of the confidence bins; () = one bin
     per_bin: np.ndarray | None = None   # (nc, bins) float64; None = per_class in every bin
     held_out: dict[str, Any] | None = field(default=None, compare=False)
+    # deciles of the calibration boxes' margins (score - own threshold): the drift reference
+    margin_deciles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.per_bin is None:
@@ -86,6 +89,7 @@ class Calibration:
             "conf_edges": list(self.conf_edges),
             "classes": [{**vars(c), "bin_boxes": list(c.bin_boxes)} for c in self.classes],
             "held_out": self.held_out,
+            "margin_deciles": list(self.margin_deciles),
         }
 
     @classmethod
@@ -97,7 +101,8 @@ class Calibration:
                    min_boxes=int(data["min_boxes"]), num_boxes=int(data["num_boxes"]), classes=classes,
                    conf_edges=tuple(float(e) for e in data.get("conf_edges", ())),
                    per_bin=None if per_bin is None else np.asarray(per_bin, np.float64),
-                   held_out=data.get("held_out"))
+                   held_out=data.get("held_out"),
+                   margin_deciles=tuple(float(v) for v in data.get("margin_deciles", ())))
 
     def summary(self) -> str:
         """One line per class: boxes, threshold, kept fraction, fallback; then the held-out check."""
@@ -174,6 +179,7 @@ def calibrate(scorer: Scorer, boxes: BoxSet, tpr: float = 0.95, min_boxes: int =
     nc = boxes.num_classes
     global_threshold, per_class, per_bin, counts = _thresholds(
         scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges)
+    own_thresholds = per_bin[boxes.class_id, np.searchsorted(np.asarray(edges), confidence, side="right")]
     report = []
     for c in range(nc):
         mine = boxes.class_id == c
@@ -188,7 +194,7 @@ def calibrate(scorer: Scorer, boxes: BoxSet, tpr: float = 0.95, min_boxes: int =
     held_out = held_out_check(scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges, groups, group_kind,
                               seed)
     return Calibration(per_class, global_threshold, float(tpr), int(min_boxes), len(boxes), tuple(report),
-                       edges, per_bin, held_out)
+                       edges, per_bin, held_out, tuple(decile_edges(scores - own_thresholds)))
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

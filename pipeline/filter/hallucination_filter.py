@@ -23,7 +23,7 @@ from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.splits import CalibrationBoxes, split_mask
-from pipeline.filter.track_trimming import trim_tracks
+from pipeline.filter.track_trimming import TRIM_TPR, trim_tracks
 
 POLICIES = ("flag", "drop")
 
@@ -80,7 +80,7 @@ class HallucinationFilter:
             metadata: dict[str, Any] | None = None, outliers: BoxSet | None = None,
             groups: np.ndarray | None = None, group_kind: str = "images", track_ids: np.ndarray | None = None,
             calibration: CalibrationBoxes | None = None, conf_edges: Sequence[float] = CONF_EDGES,
-            ) -> HallucinationFilter:
+            trim_tpr: float = TRIM_TPR) -> HallucinationFilter:
         """Fit `method` on ID boxes and set thresholds on calibration boxes the fit never saw.
 
         Without `calibration`, the ID boxes are split: whole `groups` (images, time blocks) on
@@ -115,7 +115,8 @@ class HallucinationFilter:
             cal_boxes, cal_groups, kind = calibration.boxes, calibration.groups, calibration.group_kind
             if calibration.track_ids is not None:
                 reference_boxes = held_out if track_ids is None else cal_boxes
-                reference = calibrate(scorer, reference_boxes, tpr=tpr, min_boxes=min_boxes, conf_edges=conf_edges)
+                reference = calibrate(scorer, reference_boxes, tpr=trim_tpr, min_boxes=min_boxes,
+                                      conf_edges=conf_edges)
                 keep = trim_tracks(scorer.score(cal_boxes), calibration.track_ids,
                                    reference.thresholds_for(cal_boxes.class_id, cal_boxes.confidence))
                 info["calibration_trimmed"] = {

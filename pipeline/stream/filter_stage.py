@@ -27,6 +27,7 @@ import zmq
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.drift import DriftMonitor, DriftState
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig
 from pipeline.stream.shell import StageShell
@@ -41,6 +42,9 @@ class FilterCore:
         if hallucination_filter is not None:
             hallucination_filter.policy = "flag"  # keep every box here; sinks apply "drop"
         self._checked: set[str] = set()
+        deciles = list(hallucination_filter.thresholds.margin_deciles) if hallucination_filter is not None else None
+        self.drift = DriftMonitor(deciles)
+        self._alarmed: set[str] = set()
 
     @classmethod
     def from_path(cls, path: str | None) -> FilterCore:
@@ -65,6 +69,21 @@ class FilterCore:
         if self.filter is None:
             return dets
         return self.filter.apply(dets)
+
+    def watch(self, source: str, scored: Detections) -> DriftState:
+        """Feed a scored frame to the source's drift window; log once when an alarm starts or ends."""
+        margins = np.asarray(scored.data["score"], np.float64) - np.asarray(scored.data["threshold"], np.float64)
+        state = self.drift.update(source, margins, np.asarray(scored.data["hallucination"], bool))
+        if state.alarm and source not in self._alarmed:
+            self._alarmed.add(source)
+            log.warning("source %s: scores have drifted from the filter's calibration (PSI %.2f > %.2f over the last "
+                        "%d boxes, %.1f%% flagged); re-calibrate for this camera from its own frames "
+                        "(README: Calibrating for your camera)", source, state.psi, self.drift.alarm, state.boxes,
+                        100 * state.flag_rate)
+        elif not state.alarm and source in self._alarmed and state.psi is not None:
+            self._alarmed.discard(source)
+            log.info("source %s: score drift back within bounds (PSI %.2f)", source, state.psi)
+        return state
 
 
 SCORE_KEYS = ("score", "threshold", "hallucination")
@@ -134,6 +153,10 @@ class FilterStage(StageShell):
                     flagged = int(np.count_nonzero(scored.data["hallucination"]))
                     self.metrics.inc_boxes(message.topic, len(scored) - flagged, flagged)
                     header["policy"] = self.core.policy
+                    if len(scored):
+                        drift = self.core.watch(message.topic, scored)
+                        self.metrics.set_drift(message.topic, drift.flag_rate, drift.psi)
+                        header["drift"] = drift.as_dict()
         t_out = time.time()
         self.metrics.observe_stage(t_out - t_in)
         header["t"] = {**stamps, "filter_out": t_out}

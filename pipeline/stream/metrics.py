@@ -101,6 +101,10 @@ class StageMetrics:
         self.bad_messages = Counter("ghostbox_bad_messages", "malformed messages dropped", ["stage", "reason"],
                                     registry=r)
         self.events = Counter("ghostbox_events", "notable events", ["stage", "event"], registry=r)
+        self.flag_rate = Gauge("ghostbox_flag_rate", "share of the source's last boxes flagged", ["source"],
+                               registry=r)
+        self.score_psi = Gauge("ghostbox_score_psi", "PSI of the source's last boxes' score margins against "
+                               "the filter's calibration (> 0.2: the footage has drifted)", ["source"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
         self.port = port
         if port is not None:
@@ -144,6 +148,11 @@ class StageMetrics:
 
     def set_queue(self, queue: str, depth: int) -> None:
         self._child(self.queue_depth, self.stage, queue).set(depth)
+
+    def set_drift(self, source: str, flag_rate: float, psi: float | None) -> None:
+        self._child(self.flag_rate, source).set(flag_rate)
+        if psi is not None:
+            self._child(self.score_psi, source).set(psi)
 
     def event(self, name: str, n: int = 1) -> None:
         self._child(self.events, self.stage, name).inc(n)

@@ -151,7 +151,7 @@ _REQUIRED: dict[str, dict[str, Any]] = {
 _OPTIONAL: dict[str, dict[str, Any]] = {
     FRAME: {"fps": _opt_float, "image_size": _size, "attempts": _int, "more": _int},
     DETECTIONS: {**_FRAME_FIELDS, "fps": _opt_float, "crop_shapes": _shapes, "detector": _dict,
-                 "error": _str, "attempts": _int, "policy": _choice(("flag", "drop"))},
+                 "error": _str, "attempts": _int, "policy": _choice(("flag", "drop")), "drift": _dict},
     EOS: {"total": _opt_int, "dropped": _int, "epoch": _int, "stats": _dict, "detail": _str},
     ACK: {},
     HELLO: {"mode": _choice(("live", "lossless")), "epoch": _int, "capacity": _int, "batch": _int, "pid": _int},

@@ -73,6 +73,20 @@ class _SourceStats:
     latency: LatencyStats = field(default_factory=LatencyStats)
     eos: dict[str, Any] | None = None
     reorder: dict[str, int] = field(default_factory=dict)
+    drift: dict[str, Any] | None = None  # the filter's last rolling drift figures for this source
+
+
+def _drift_figures(value: Any) -> dict[str, Any] | None:
+    """The known drift keys with values of the right type; anything else from the wire is ignored."""
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key in ("boxes", "flag_rate", "psi"):
+        item = value.get(key)
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and np.isfinite(item):
+            out[key] = item
+    out["alarm"] = value.get("alarm") is True
+    return out if "flag_rate" in out else None
 
 
 def _safe_name(name: str) -> str:
@@ -155,6 +169,7 @@ class SinkCore:
         stats.boxes += len(dets)
         stats.flagged += n_flagged
         stats.errors += bool(header.get("error"))
+        stats.drift = _drift_figures(header.get("drift")) or stats.drift
         stats.dropped = max(stats.dropped, int(header.get("dropped", 0)))
         stats.first_capture = capture if stats.first_capture is None else min(stats.first_capture, capture)
         stats.last_out = t_out
@@ -239,6 +254,7 @@ class SinkCore:
                 **{k: v for k, v in (eos.get("stats") or {}).items() if k in
                    ("resent", "gave_up", "broker_dropped", "rate_skipped", "reconnects")},
                 **s.reorder,
+                **({"drift": s.drift} if s.drift else {}),
             }
             frames, boxes, flagged = frames + s.frames, boxes + s.boxes, flagged + s.flagged
             dropped, errors = dropped + s.dropped, errors + s.errors
