@@ -48,6 +48,7 @@ class ClassCalibration:
     fell_back: bool         # True: too few boxes, the global threshold is used
     kept_fraction: float | None  # fraction of this class's calibration boxes kept (None: no boxes)
     bin_boxes: tuple[int, ...] = ()  # boxes per confidence bin; a bin below min_boxes uses `threshold`
+    fell_back_to: str = ""  # "reference": too few boxes here, the reference calibration's thresholds are used
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class Calibration:
                  f"its class's threshold)"]
         for c in self.classes:
             kept = "-" if c.kept_fraction is None else f"{c.kept_fraction:.3f}"
-            note = f"  global (fewer than {self.min_boxes} boxes)" if c.fell_back else ""
+            source = "the reference's" if c.fell_back_to == "reference" else "global"
+            note = f"  {source} (fewer than {self.min_boxes} boxes)" if c.fell_back else ""
             per_bin = f"  boxes per bin {list(c.bin_boxes)}" if len(c.bin_boxes) > 1 else ""
             lines.append(f"  {c.class_id:>3} {c.name:<20} {c.num_boxes:>7} boxes  "
                          f"threshold {c.threshold:.6g}  kept {kept}{note}{per_bin}")
@@ -130,8 +132,12 @@ def describe_held_out(check: dict[str, Any]) -> str:
 
 
 def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray, nc: int, tpr: float,
-                min_boxes: int, conf_edges: Sequence[float]) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """(global, per_class (nc,), per_bin (nc, bins), boxes per cell (nc, bins))."""
+                min_boxes: int, conf_edges: Sequence[float], fallback: Calibration | None = None,
+                ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """(global, per_class (nc,), per_bin (nc, bins), boxes per cell (nc, bins)).
+
+    A class with too few boxes takes `fallback`'s thresholds when given (same bins), else the global one.
+    """
     global_threshold = keep_threshold(scores, tpr)
     bins = np.searchsorted(np.asarray(conf_edges, np.float64), confidence, side="right")
     per_class = np.full(nc, global_threshold)
@@ -141,6 +147,11 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
         mine = class_id == c
         if mine.sum() >= min_boxes:
             per_class[c] = keep_threshold(scores[mine], tpr)
+        elif fallback is not None:
+            per_class[c], per_bin[c] = fallback.per_class[c], fallback.per_bin[c]
+            counts[c] = np.bincount(np.searchsorted(np.asarray(conf_edges, np.float64), confidence[mine],
+                                                    side="right"), minlength=per_bin.shape[1])
+            continue
         per_bin[c] = per_class[c]
         for b in range(per_bin.shape[1]):
             cell = mine & (bins == b)
@@ -152,11 +163,14 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
 
 def calibrate(scorer: Scorer, boxes: BoxSet, tpr: float = 0.95, min_boxes: int = 20,
               class_names: Sequence[str] = (), conf_edges: Sequence[float] = CONF_EDGES,
-              groups: np.ndarray | None = None, group_kind: str = "boxes", seed: int = 0) -> Calibration:
+              groups: np.ndarray | None = None, group_kind: str = "boxes", seed: int = 0,
+              fallback: Calibration | None = None) -> Calibration:
     """Per-(class, confidence bin) thresholds that keep `tpr` of the ID calibration boxes.
 
     `groups` (one id per box: its image, or its time block in a video) keeps a group in one
-    fold of the held-out check; without it every box is its own group.
+    fold of the held-out check; without it every box is its own group. `fallback`: thresholds
+    (same bins) for the classes this set has too few boxes of, e.g. the labelled reference
+    when a camera's clip shows no traffic lights; without it they take the global threshold.
     """
     if not 0.0 < tpr <= 1.0:
         raise GhostboxError(f"calibrate: tpr must be in (0, 1], got {tpr}")
@@ -177,8 +191,10 @@ def calibrate(scorer: Scorer, boxes: BoxSet, tpr: float = 0.95, min_boxes: int =
     scores = scorer.score(boxes)
     confidence = boxes.confidence
     nc = boxes.num_classes
+    if fallback is not None and (fallback.conf_edges != edges or len(fallback.per_class) != nc):
+        raise GhostboxError("calibrate: the fallback thresholds have other classes or confidence bins")
     global_threshold, per_class, per_bin, counts = _thresholds(
-        scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges)
+        scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges, fallback)
     own_thresholds = per_bin[boxes.class_id, np.searchsorted(np.asarray(edges), confidence, side="right")]
     report = []
     for c in range(nc):
@@ -190,9 +206,10 @@ def calibrate(scorer: Scorer, boxes: BoxSet, tpr: float = 0.95, min_boxes: int =
             kept = float(np.mean(scores[mine] >= own))
         name = class_names[c] if c < len(class_names) else str(c)
         report.append(ClassCalibration(c, name, n, float(per_class[c]), n < min_boxes, kept,
-                                       tuple(int(v) for v in counts[c])))
+                                       tuple(int(v) for v in counts[c]),
+                                       "reference" if n < min_boxes and fallback is not None else ""))
     held_out = held_out_check(scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges, groups, group_kind,
-                              seed)
+                              seed, fallback=fallback)
     return Calibration(per_class, global_threshold, float(tpr), int(min_boxes), len(boxes), tuple(report),
                        edges, per_bin, held_out, tuple(decile_edges(scores - own_thresholds)))
 
@@ -211,7 +228,8 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 def held_out_check(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray, nc: int, tpr: float,
                    min_boxes: int, conf_edges: Sequence[float], groups: np.ndarray | None = None,
-                   group_kind: str = "boxes", seed: int = 0, folds: int = HELD_OUT_FOLDS) -> dict[str, Any] | None:
+                   group_kind: str = "boxes", seed: int = 0, folds: int = HELD_OUT_FOLDS,
+                   fallback: Calibration | None = None) -> dict[str, Any] | None:
     """Pooled flag rate of K-fold held-out groups, each judged by thresholds from the other folds."""
     group_ids = np.arange(len(scores)) if groups is None else np.asarray(groups)
     unique = np.unique(group_ids)
@@ -227,7 +245,7 @@ def held_out_check(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndar
         if not rest.any() or not held.any():
             continue
         _, _, per_bin, _ = _thresholds(scores[rest], class_id[rest], confidence[rest], nc, tpr, min_boxes,
-                                       conf_edges)
+                                       conf_edges, fallback)
         bins = np.searchsorted(np.asarray(conf_edges, np.float64), confidence[held], side="right")
         flagged += int(np.sum(scores[held] < per_bin[class_id[held], bins]))
     n = len(scores)

@@ -94,7 +94,7 @@ class HallucinationFilter:
         them go to the fit, the thresholds come from ID boxes only.
         """
         split_groups = None if groups is None else np.asarray(groups)
-        held_out = held_out_groups = None
+        held_out = held_out_groups = fallback = None
         if calibration is None or calibration.track_ids is not None:
             fit_mask = split_mask(id_boxes, calibration_fraction, seed, split_groups)
             fit_boxes, held_out = id_boxes[fit_mask], id_boxes[~fit_mask]
@@ -129,8 +129,11 @@ class HallucinationFilter:
                         f"reference thresholds, as hallucinations would; this footage shows nothing the filter "
                         f"takes for ID (wrong camera or classes?)")
                 cal_boxes, cal_groups = cal_boxes[keep], cal_groups[keep]
+                if track_ids is None:  # labelled reference: the thresholds of classes the footage lacks
+                    fallback = calibrate(scorer, held_out, tpr=tpr, min_boxes=min_boxes, conf_edges=conf_edges)
         thresholds = calibrate(scorer, cal_boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
-                               conf_edges=conf_edges, groups=cal_groups, group_kind=kind, seed=seed)
+                               conf_edges=conf_edges, groups=cal_groups, group_kind=kind, seed=seed,
+                               fallback=fallback)
         info.update({"calibration_boxes": len(cal_boxes), **(metadata or {})})
         return cls(scorer, thresholds, class_names, fingerprint, policy=policy, metadata=info)
 
