@@ -6,6 +6,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.cli.detector_flags import add_detector_flags, detector_config
 from pipeline.cli.progress import progress_bar
@@ -24,8 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "blocks held out of --id, or a set of their own (--calibration-id, e.g. a clip of the camera the filter "
         "will watch). Several methods (--method knn,mahalanobis) are fused by rank average.",
     )
-    parser.add_argument("--id", dest="id_spec", required=True, metavar="SPEC|DIR|VIDEO")
-    parser.add_argument("--method", required=True, help="score name, or several comma-separated (fusion)")
+    parser.add_argument("--id", dest="id_spec", metavar="SPEC|DIR|VIDEO", help="ID data the score is fitted on")
+    parser.add_argument("--method", help="score name, or several comma-separated (fusion)")
+    parser.add_argument("--from", dest="from_filter", metavar="FILTER",
+                        help="keep this filter's fitted score and set new thresholds on --calibration-id (e.g. a "
+                        "clip of the camera it will watch); its thresholds are the reference for trimming")
     parser.add_argument("--params", default="{}", help='JSON parameters of the method, e.g. \'{"k": 20}\'')
     parser.add_argument("--tpr", type=float, default=0.95, help="ID true-positive rate the thresholds keep")
     parser.add_argument("--min-boxes", type=int, default=20, help="classes with fewer ID boxes use the global threshold")
@@ -55,9 +59,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.detect.detector import Detector
+    from pipeline.errors import GhostboxError
     from pipeline.filter.filter_file import save_filter
-    from pipeline.filter.fit_from_data import FitRequest, fit_filter, parse_methods, parse_params
+    from pipeline.filter.fit_from_data import FitRequest, fit_filter, parse_methods, parse_params, recalibrate_filter
 
+    if args.from_filter:
+        if not args.calibration_id:
+            raise GhostboxError("--from FILTER: give --calibration-id SPEC|DIR|VIDEO, the data to set new thresholds on")
+        if args.id_spec or args.method or args.outliers:
+            raise GhostboxError("--from FILTER keeps the filter's fitted score: leave out --id, --method and --outliers")
+        detector = Detector(detector_config(args, [args.from_filter]))
+        started = time.perf_counter()
+        filt, notes = recalibrate_filter(detector, args.from_filter, args.calibration_id, tpr=args.tpr,
+                                         min_boxes=args.min_boxes, seed=args.seed,
+                                         min_track_frames=args.min_track_frames, max_images=args.max_images,
+                                         unlabelled_conf=args.unlabelled_conf,
+                                         progress=lambda label: progress_bar(label, None))
+        out = save_filter(filt, Path(args.out))
+        print(f"{filt.method} filter from {args.from_filter} re-calibrated on {notes[0]} in "
+              f"{time.perf_counter() - started:.1f} s -> {out}")
+        _report(filt)
+        return 0
+    if not args.id_spec or not args.method:
+        raise GhostboxError("give --id SPEC and --method NAME (or --from FILTER --calibration-id DATA to re-calibrate)")
     method, params = parse_methods(args.method, parse_params(args.params))
     request = FitRequest(method=method, id_spec=args.id_spec, params=params, outliers=list(args.outliers),
                          outlier_conf=args.outlier_conf, tpr=args.tpr, min_boxes=args.min_boxes,
@@ -73,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     for note in notes[1:]:
         print(note)
     print(f"{method} filter fitted on {notes[0]} in {time.perf_counter() - started:.1f} s -> {out}")
+    _report(filt)
+    return 0
+
+
+def _report(filt: Any) -> None:
     print(filt.thresholds.summary())
     trimmed = filt.metadata.get("calibration_trimmed")
     if trimmed:
@@ -81,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     check = filt.thresholds.held_out
     if check and not check["holds"]:
         log.warning("the held-out flag rate %.1f%% (95%% interval %.1f-%.1f%%) does not contain the nominal %.1f%%: "
-                    "the thresholds may not hold on new data of this kind; give more calibration data, or a "
-                    "calibration set from where the filter will run (--calibration-id)",
+                    "the thresholds may not hold on new data of this kind; calibrate on more of it (more images, a "
+                    "longer clip with more objects), from where the filter will run (--calibration-id)",
                     100 * check["rate"], 100 * check["low"], 100 * check["high"], 100 * check["nominal"])
-    return 0

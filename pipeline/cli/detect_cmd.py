@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
         hallucination_filter = load_filter(args.filter)
         hallucination_filter.check_detector(detector.fingerprint())
+        hallucination_filter.check_conf(config.conf)
         if args.policy:
             hallucination_filter.policy = args.policy
     log.info(

@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--outliers", nargs="+", metavar="SPEC",
                         help="outlier data for scores that learn from it (default: the proxy sets)")
     parser.add_argument("--outlier-conf", type=float, help="confidence of outlier detections (default 0.25)")
+    parser.add_argument("--calibration-id", metavar="SPEC|DIR|VIDEO",
+                        help="ID data kept out of the fine-tune that sets the filters' thresholds (default: "
+                        "images held out of --id)")
     parser.add_argument("--proxy-ratio", type=float, default=1.0, help="proxy images per ID training image")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr0", type=float, default=0.003)
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     job = FinetuneJob(model=str(args.model or default_model()), id_spec=args.id_spec, proxies=list(args.proxies),
                       out=Path(args.out), val_spec=args.val_spec, ood_specs=list(args.ood_specs),
                       filter_path=args.filter_path, filter_method=method, filter_params=params,
-                      outliers=args.outliers, outlier_conf=args.outlier_conf, proxy_ratio=args.proxy_ratio,
+                      outliers=args.outliers, outlier_conf=args.outlier_conf, calibration_id=args.calibration_id,
+                      proxy_ratio=args.proxy_ratio,
                       settings=settings, resume=args.resume)
     summary = run_finetune(job)
     print(f"fine-tuned model: {summary['finetuned_model']}")

@@ -73,6 +73,15 @@ class Calibration:
             raise GhostboxError(f"calibration: per-bin thresholds of shape {self.per_bin.shape} for "
                                 f"{len(self.per_class)} classes and {len(self.conf_edges) + 1} confidence bins")
 
+    def rebinned(self, conf_edges: Sequence[float]) -> Calibration:
+        """These thresholds on other confidence bins (each new bin takes its class's threshold when the bins differ)."""
+        edges = tuple(float(e) for e in conf_edges)
+        if edges == self.conf_edges:
+            return self
+        per_bin = np.asarray(self.per_class, np.float64)[:, None].repeat(len(edges) + 1, axis=1)
+        return Calibration(self.per_class, self.global_threshold, self.target_tpr, self.min_boxes, self.num_boxes,
+                           self.classes, edges, per_bin, self.held_out, self.margin_deciles)
+
     def bin_of(self, confidence: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.conf_edges, np.float64), np.asarray(confidence, np.float64),
                                side="right")

@@ -140,3 +140,27 @@ def _split_groups(collected: IdBoxes) -> np.ndarray | None:
     if collected.groups is None:
         return None
     return collected.groups if collected.labelled else time_blocks(collected.groups)
+
+
+def recalibrate_filter(detector: Detector, path: str, spec: str, tpr: float | None = None,
+                       min_boxes: int | None = None, seed: int = 0, min_track_frames: int = MIN_TRACK_FRAMES,
+                       max_images: int | None = None, unlabelled_conf: float | None = None,
+                       progress: Callable[[str], Any] | None = None) -> tuple[HallucinationFilter, list[str]]:
+    """New thresholds for the filter file at `path` from the ID data `spec` (labelled, or a camera's footage)."""
+    from contextlib import nullcontext
+
+    from pipeline.filter.filter_file import load_filter
+
+    old = load_filter(path)
+    old.check_detector(detector.fingerprint())
+    conf = detector.config.conf
+    bar = progress or (lambda label: nullcontext(_NoBar()))
+    with bar("calibration boxes") as b:
+        held = collect_id_boxes(detector, spec, conf=conf, unlabelled_conf=unlabelled_conf, max_images=max_images,
+                                advance=b.advance, min_track_frames=min_track_frames)
+    calibration = CalibrationBoxes(held.boxes, _split_groups(held), held.group_kind, held.track_ids,
+                                   held.description)
+    filt = old.recalibrate(calibration, tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
+        "calibration_data": spec, "calibration_labelled": held.labelled,
+        "detector_conf": conf if unlabelled_conf is None else max(conf, unlabelled_conf), "imgsz": detector.imgsz})
+    return filt, [held.description]

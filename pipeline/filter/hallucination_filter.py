@@ -28,6 +28,35 @@ from pipeline.filter.track_trimming import TRIM_TPR, trim_tracks
 POLICIES = ("flag", "drop")
 
 
+def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Sequence[str], tpr: float,
+                  min_boxes: int, conf_edges: Sequence[float], seed: int, reference: Calibration | None,
+                  fallback: Calibration | None) -> tuple[Calibration, dict[str, Any]]:
+    """Thresholds from calibration boxes; unlabelled footage is first trimmed of the tracks that
+    score below `reference` on average (`track_trimming`). Returns (calibration, metadata notes)."""
+    boxes, groups = calibration.boxes, calibration.groups
+    notes: dict[str, Any] = {}
+    if calibration.track_ids is not None:
+        if reference is None:
+            raise GhostboxError("unlabelled calibration footage needs reference thresholds to trim hallucinations")
+        keep = trim_tracks(scorer.score(boxes), calibration.track_ids,
+                           reference.thresholds_for(boxes.class_id, boxes.confidence))
+        notes["calibration_trimmed"] = {
+            "boxes": int((~keep).sum()), "of": len(boxes),
+            "tracks": int(len(np.unique(calibration.track_ids[~keep]))),
+            "of_tracks": int(len(np.unique(calibration.track_ids)))}
+        if not keep.any():
+            raise GhostboxError(
+                f"calibration data: every one of the {len(boxes)} tracked boxes scores below the reference "
+                f"thresholds, as hallucinations would; this footage shows nothing the filter takes for ID "
+                f"(wrong camera or classes?)")
+        boxes, groups = boxes[keep], groups[keep]
+    thresholds = calibrate(scorer, boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
+                           conf_edges=conf_edges, groups=groups, group_kind=calibration.group_kind, seed=seed,
+                           fallback=fallback)
+    notes["calibration_boxes"] = len(boxes)
+    return thresholds, notes
+
+
 def _short(value: Any) -> str:
     text = str(value)
     # sha256 digests: the first 12 hex digits are enough to tell two apart
@@ -109,33 +138,43 @@ class HallucinationFilter:
             calibration = CalibrationBoxes(held_out, held_out_groups, group_kind,
                                            np.asarray(track_ids)[~fit_mask])
         if calibration is None:
-            cal_boxes, cal_groups = held_out, held_out_groups
-            kind = group_kind if split_groups is not None else "boxes"
+            thresholds = calibrate(scorer, held_out, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
+                                   conf_edges=conf_edges, groups=held_out_groups,
+                                   group_kind=group_kind if split_groups is not None else "boxes", seed=seed)
+            info["calibration_boxes"] = len(held_out)
         else:
-            cal_boxes, cal_groups, kind = calibration.boxes, calibration.groups, calibration.group_kind
+            reference = fallback = None
             if calibration.track_ids is not None:
-                reference_boxes = held_out if track_ids is None else cal_boxes
-                reference = calibrate(scorer, reference_boxes, tpr=trim_tpr, min_boxes=min_boxes,
-                                      conf_edges=conf_edges)
-                keep = trim_tracks(scorer.score(cal_boxes), calibration.track_ids,
-                                   reference.thresholds_for(cal_boxes.class_id, cal_boxes.confidence))
-                info["calibration_trimmed"] = {
-                    "boxes": int((~keep).sum()), "of": len(cal_boxes),
-                    "tracks": int(len(np.unique(calibration.track_ids[~keep]))),
-                    "of_tracks": int(len(np.unique(calibration.track_ids)))}
-                if not keep.any():
-                    raise GhostboxError(
-                        f"calibration data: every one of the {len(cal_boxes)} tracked boxes scores below the "
-                        f"reference thresholds, as hallucinations would; this footage shows nothing the filter "
-                        f"takes for ID (wrong camera or classes?)")
-                cal_boxes, cal_groups = cal_boxes[keep], cal_groups[keep]
-                if track_ids is None:  # labelled reference: the thresholds of classes the footage lacks
+                # labelled held-out boxes, or (unlabelled ID data) the footage itself, as the reference
+                reference = calibrate(scorer, held_out if track_ids is None else calibration.boxes, tpr=trim_tpr,
+                                      min_boxes=min_boxes, conf_edges=conf_edges)
+                if track_ids is None:  # labelled: the thresholds of classes the footage lacks
                     fallback = calibrate(scorer, held_out, tpr=tpr, min_boxes=min_boxes, conf_edges=conf_edges)
-        thresholds = calibrate(scorer, cal_boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
-                               conf_edges=conf_edges, groups=cal_groups, group_kind=kind, seed=seed,
-                               fallback=fallback)
-        info.update({"calibration_boxes": len(cal_boxes), **(metadata or {})})
+            thresholds, notes = thresholds_on(scorer, calibration, class_names, tpr, min_boxes, conf_edges, seed,
+                                              reference, fallback)
+            info.update(notes)
+        info.update(metadata or {})
         return cls(scorer, thresholds, class_names, fingerprint, policy=policy, metadata=info)
+
+    def recalibrate(self, calibration: CalibrationBoxes, tpr: float | None = None, min_boxes: int | None = None,
+                    seed: int = 0, metadata: dict[str, Any] | None = None) -> HallucinationFilter:
+        """The same fitted score with thresholds set on other ID boxes, e.g. a camera's own frames.
+
+        This filter's thresholds are the reference: tracks of unlabelled footage that score
+        below them on average are trimmed, and classes the footage shows too little of keep them.
+        """
+        old = self.thresholds
+        tpr = old.target_tpr if tpr is None else tpr
+        min_boxes = old.min_boxes if min_boxes is None else min_boxes
+        edges = old.conf_edges or CONF_EDGES
+        reference = old.rebinned(edges)
+        thresholds, notes = thresholds_on(self.scorer, calibration, self.class_names, tpr, min_boxes, edges, seed,
+                                          reference if calibration.track_ids is not None else None, reference)
+        info = {**self.metadata, **notes, "recalibrated_from": {"num_boxes": old.num_boxes,
+                                                               "global_threshold": old.global_threshold},
+                **(metadata or {})}
+        return HallucinationFilter(self.scorer, thresholds, self.class_names, self.fingerprint, policy=self.policy,
+                                   metadata=info)
 
     @property
     def method(self) -> str:

@@ -43,6 +43,7 @@ class FinetuneJob:
     filter_params: dict[str, Any] = field(default_factory=dict)
     outliers: list[str] | None = None  # outlier data for scores that learn from it; default: the proxies
     outlier_conf: float | None = None
+    calibration_id: str | None = None  # held out of the fine-tune: sets the re-fitted filters' thresholds
     proxy_ratio: float = 1.0
     settings: FinetuneSettings = field(default_factory=FinetuneSettings)
     resume: bool = False
@@ -70,7 +71,7 @@ def _fit(model: str, job: FinetuneJob, method: str, params: dict[str, Any], tpr:
 
     request = FitRequest(method=method, id_spec=job.id_spec, params=params,
                          outliers=list(job.outliers if job.outliers is not None else job.proxies),
-                         outlier_conf=job.outlier_conf, tpr=tpr)
+                         outlier_conf=job.outlier_conf, tpr=tpr, calibration_id=job.calibration_id)
     config = request.detector_config(DetectorConfig(model=model, device=device, batch=job.detector_batch))
     filt, notes = fit_filter(Detector(config), request)
     log.info("%s filter on %s: %s", method, Path(model).name, "; ".join(notes))

@@ -37,15 +37,22 @@ from pipeline.stream.shell import StageShell
 log = logging.getLogger(__name__)
 
 
-def check_filter_matches(path: str, fingerprint: dict[str, Any]) -> None:
-    """Fail at start, not at the first frame, when the filter was fitted for another detector."""
+def check_filter_matches(path: str, fingerprint: dict[str, Any], conf: float | None = None) -> None:
+    """Fail at start, not at the first frame, when the filter was fitted for another detector,
+    or calibrated on boxes above the confidence this detector reports."""
     from pipeline.errors import GhostboxError
     from pipeline.filter.filter_file import read_filter_header
     from pipeline.filter.hallucination_filter import fingerprint_differences
 
-    diffs = fingerprint_differences(read_filter_header(path).get("fingerprint", {}), fingerprint)
+    header = read_filter_header(path)
+    diffs = fingerprint_differences(header.get("fingerprint", {}), fingerprint)
     if diffs:
         raise GhostboxError(f"filter '{path}' was fitted for another detector (filter vs detector): {'; '.join(diffs)}")
+    calibrated = (header.get("metadata") or {}).get("detector_conf")
+    if conf is not None and isinstance(calibrated, (int, float)) and conf < calibrated - 1e-9:
+        raise GhostboxError(f"filter '{path}' was calibrated on boxes at conf >= {calibrated:g}, but the detector runs "
+                            f"at conf {conf:g}: set detector.conf to {calibrated:g}, or re-calibrate at {conf:g} "
+                            f"(ghostbox calibrate ... --conf {conf:g})")
 
 
 class DetectorCore:
@@ -151,7 +158,7 @@ class WorkerStage(StageShell):
         torch.set_num_threads(threads)
         self.detector = Detector(graph.detector.detector_config(graph.filter.path))
         if graph.filter.path:
-            check_filter_matches(graph.filter.path, self.detector.fingerprint())
+            check_filter_matches(graph.filter.path, self.detector.fingerprint(), self.detector.config.conf)
         self.detector.warmup()
         crops = cfg.crops
         if crops == "auto":
