@@ -32,7 +32,8 @@ def test_lossless_two_sources_two_workers_filter_and_fan_out(tmp_path: Path, run
     config = base_config(out, [{"id": "clip", "uri": str(clip)}, {"id": "stills", "uri": str(folder)}], run_dir,
                          workers={"count": 2}, filter={"path": str(tiny_filter())},
                          sinks=[{"name": "out", "out": str(out)},
-                                {"name": "copy", "out": str(copy), "video": False, "crops": False}])
+                                {"name": "copy", "out": str(copy), "video": False, "crops": False,
+                                 "calibration_clip_frames": 25}])
     proc = ghostbox("run", write_config(tmp_path / "graph.yaml", config), timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for folder_out in (out, copy):  # every sink gets every frame, once, in order
@@ -62,6 +63,11 @@ def test_lossless_two_sources_two_workers_filter_and_fan_out(tmp_path: Path, run
     assert video_frame_count(out / "annotated" / "clip.mp4") == 40
     assert video_frame_count(out / "annotated" / "stills.mp4") == 6
     assert not (copy / "annotated").exists()
+    # the copy sink saved each camera's first 25 frames, as captured, for re-calibration
+    assert video_frame_count(copy / "calibration" / "clip.avi") == 25
+    assert video_frame_count(copy / "calibration" / "stills.avi") == 6
+    clips = json.loads((copy / "summary.json").read_text())["outputs"]["calibration_clips"]
+    assert clips["clip"]["frames"] == 25 and not (out / "calibration").exists()
 
 
 def test_live_video_with_a_dead_camera_then_ctrl_c(tmp_path: Path, run_dir: Path) -> None:

@@ -30,6 +30,9 @@ def add_graph_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-video", dest="video", action="store_false", default=None, help="no annotated video")
     group.add_argument("--no-crops", dest="crops", action="store_false", default=None, help="no flagged-crop archive")
     group.add_argument("--metrics-port", type=int, help="serve Prometheus metrics: stage k on PORT + k")
+    group.add_argument("--save-calibration-clip", dest="calibration_clip_frames", type=int, metavar="FRAMES",
+                       help="write each source's first FRAMES frames, as captured, to OUT/calibration/ (for "
+                       "`ghostbox calibrate --from FILTER --calibration-id OUT/calibration/SOURCE.avi`)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +57,8 @@ def graph_from_args(args: argparse.Namespace) -> Any:
     data = with_overrides(data, sources=args.source, model=args.model, filter_path=args.filter_path,
                           workers=args.workers, mode=args.mode, imgsz=args.imgsz, out=args.out, batch=args.batch,
                           device=args.device, conf=args.conf, metrics_port=args.metrics_port, fps=args.fps,
-                          video=args.video, crops=args.crops)
+                          video=args.video, crops=args.crops,
+                          calibration_clip_frames=getattr(args, "calibration_clip_frames", None))
     where = f"config '{args.config}'" if args.config else "command line"
     return graph_from_dict(data, where)
 

@@ -145,6 +145,9 @@ class SinkConfig(_Model):
     jsonl: bool = True  # OUT/detections.jsonl
     crops: bool = True  # OUT/flagged/: crops of flagged boxes + index.jsonl
     summary: bool = True  # OUT/summary.json
+    # OUT/calibration/<source>.avi: the first N frames as captured (no boxes drawn), for
+    # `ghostbox calibrate --from FILTER --calibration-id` on this camera's own footage; 0 = none
+    calibration_clip_frames: int = Field(0, ge=0)
     reorder_wait_ms: float = Field(500.0, ge=0)  # live: how long a missing frame is waited for
     endpoint: Endpoint = Field(default_factory=Endpoint)  # filter -> this sink; binder: "sink" (default) or "filter"
 
@@ -349,7 +352,8 @@ def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, mo
                    filter_path: str | None = None, workers: int | None = None, mode: str | None = None,
                    imgsz: int | None = None, out: str | None = None, batch: int | None = None,
                    device: str | None = None, conf: float | None = None, metrics_port: int | None = None,
-                   fps: float | None = None, video: bool | None = None, crops: bool | None = None) -> dict[str, Any]:
+                   fps: float | None = None, video: bool | None = None, crops: bool | None = None,
+                   calibration_clip_frames: int | None = None) -> dict[str, Any]:
     """A config mapping with `ghostbox run` flags applied (flags win over the file)."""
     data = json.loads(json.dumps(data))  # a deep copy of plain YAML data
     if sources:
@@ -373,11 +377,13 @@ def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, mo
         data["mode"] = mode
     if metrics_port is not None:
         data.setdefault("metrics", {})["port"] = metrics_port
-    if out is not None or video is not None or crops is not None:
+    if out is not None or video is not None or crops is not None or calibration_clip_frames is not None:
         sinks = data.get("sinks") or [{}]
         data["sinks"] = sinks
         if out is not None:
             sinks[0]["out"] = out
+        if calibration_clip_frames is not None:
+            sinks[0]["calibration_clip_frames"] = calibration_clip_frames
         for sink in sinks:
             if video is not None:
                 sink["video"] = video

@@ -120,6 +120,7 @@ class SinkCore:
         self._jsonl = open(self.out / "detections.jsonl", "w", encoding="utf-8") if config.jsonl else None
         self._last_flush = time.monotonic()
         self._videos: dict[str, tuple[cv2.VideoWriter, tuple[int, int]]] = {}
+        self._clips: dict[str, list[Any]] = {}  # source -> [writer, size, frames written]
         self._flagged_index = None
         self._closed = False
 
@@ -139,13 +140,16 @@ class SinkCore:
             self.detector = header["detector"]
         shown = dets[~flagged] if self.policy == "drop" and n_flagged else dets
         image = None
-        if self.config.video or (self.config.crops and n_flagged):
+        clip_wanted = self._clip_wanted(item.source)
+        if self.config.video or (self.config.crops and n_flagged) or clip_wanted:
             try:
                 image = item.image()
             except P.ProtocolError as exc:
                 log.warning("source %s frame %d: image unreadable (%s)", item.source, item.seq, exc)
         if self.config.video and image is not None:
             self._video(item, shown, image)
+        if clip_wanted and image is not None:
+            self._clip(item, image)
         if self.config.crops and n_flagged:
             self._archive(item, dets, flagged, image)
         t_out = time.time()
@@ -202,6 +206,27 @@ class SinkCore:
             frame = cv2.resize(frame, size)
         writer.write(frame)
 
+    def _clip_wanted(self, source: str) -> bool:
+        entry = self._clips.get(source)
+        return self.config.calibration_clip_frames > 0 and (entry is None or entry[2] < self.config.calibration_clip_frames)
+
+    def _clip(self, item: Delivered, image: np.ndarray) -> None:
+        entry = self._clips.get(item.source)
+        if entry is None:
+            folder = self.out / "calibration"
+            folder.mkdir(parents=True, exist_ok=True)
+            size = (image.shape[1], image.shape[0])
+            fps = float(item.header.get("fps") or 25.0)
+            # MJPG: every frame a JPEG of its own, close to what the detector saw
+            writer = cv2.VideoWriter(str(folder / f"{_safe_name(item.source)}.avi"), cv2.VideoWriter_fourcc(*"MJPG"),
+                                     fps, size)
+            entry = self._clips[item.source] = [writer, size, 0]
+        writer, size, _ = entry
+        writer.write(image if (image.shape[1], image.shape[0]) == size else cv2.resize(image, size))
+        entry[2] += 1
+        if entry[2] >= self.config.calibration_clip_frames:
+            writer.release()
+
     def _archive(self, item: Delivered, dets: Detections, flagged: np.ndarray, image: np.ndarray | None) -> None:
         folder = self.out / "flagged" / _safe_name(item.source)
         folder.mkdir(parents=True, exist_ok=True)
@@ -236,6 +261,9 @@ class SinkCore:
         entry = self._videos.pop(source, None)
         if entry is not None:
             entry[0].release()
+        clip = self._clips.get(source)
+        if clip is not None:
+            clip[0].release()
         log.info("source %s done: %d frames, %d boxes, %d flagged (%s)", source, stats.frames, stats.boxes,
                  stats.flagged, eos.get("status"))
 
@@ -270,6 +298,9 @@ class SinkCore:
                                 for sid, s in self.stats.items() if s.frames}
         if self.config.crops:
             outputs["flagged"] = str(self.out / "flagged")
+        if self._clips:
+            outputs["calibration_clips"] = {sid: {"path": str(self.out / "calibration" / f"{_safe_name(sid)}.avi"),
+                                                  "frames": entry[2]} for sid, entry in self._clips.items()}
         return {
             "status": status, "mode": self.mode, "frames": frames, "fps": round(frames / span, 2) if span > 0 else 0.0,
             "wall_s": round(time.time() - self.started, 2), "latency_ms": self.latency.summary_ms(),
@@ -295,6 +326,8 @@ class SinkCore:
         for writer, _ in self._videos.values():
             writer.release()
         self._videos.clear()
+        for entry in self._clips.values():
+            entry[0].release()
         if self._jsonl is not None:
             self._jsonl.close()
         if self._flagged_index is not None:
