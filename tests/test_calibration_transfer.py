@@ -173,3 +173,22 @@ def test_filter_stage_core_reports_drift_from_the_filter_calibration():
         shifted = core.watch("b", core.process(detections(WORLD.ood_boxes(60, seed=200 + k, mode="far"))))
     assert same.psi < 0.1 and not same.alarm
     assert shifted.psi > 0.2 and shifted.alarm and shifted.flag_rate > same.flag_rate
+
+
+def test_a_clip_moves_the_reference_thresholds_by_one_offset():
+    from pipeline.filter.calibrate import offset_calibration
+
+    scorer = _ConfScorer()
+    reference = calibrate(scorer, _boxes_with_conf(6000, 4), class_names=("a", "b"))
+    clip = _boxes_with_conf(900, 5)
+    shifted = BoxSet(clip.features - 1.5, clip.logits, clip.class_id, clip.level)  # this camera scores 1.5 lower
+    tracks = np.arange(len(clip)) // 30  # 30 objects, 30 boxes each
+    cal = offset_calibration(scorer, shifted, reference, groups=tracks // 3, units=tracks)
+    assert np.allclose(cal.per_bin - reference.per_bin, cal.offset) and -2.2 < cal.offset < -0.8
+    flags = scorer.score(shifted) < cal.thresholds_for(shifted.class_id, shifted.confidence)
+    assert abs(flags.mean() - 0.05) < 0.01
+    by_box = offset_calibration(scorer, shifted, reference, groups=tracks // 3).held_out
+    by_track = cal.held_out
+    assert by_track["interval_over"] == "30 tracks" and by_box["interval_over"] == "boxes"
+    assert by_track["high"] - by_track["low"] > 2 * (by_box["high"] - by_box["low"])  # 30 objects, not 900 trials
+    assert "one offset" in cal.summary()

@@ -19,11 +19,11 @@ import numpy as np
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
-from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate
+from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, offset_calibration
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.splits import CalibrationBoxes, split_mask
-from pipeline.filter.track_trimming import TRIM_TPR, trim_tracks
+from pipeline.filter.track_trimming import trim_tracks
 
 POLICIES = ("flag", "drop")
 
@@ -31,8 +31,10 @@ POLICIES = ("flag", "drop")
 def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Sequence[str], tpr: float,
                   min_boxes: int, conf_edges: Sequence[float], seed: int, reference: Calibration | None,
                   fallback: Calibration | None) -> tuple[Calibration, dict[str, Any]]:
-    """Thresholds from calibration boxes; unlabelled footage is first trimmed of the tracks that
-    score below `reference` on average (`track_trimming`). Returns (calibration, metadata notes)."""
+    """Thresholds from calibration boxes. Unlabelled footage is first trimmed of the tracks that
+    score below `reference` on average (`track_trimming`), then moves the reference's thresholds
+    by one offset (`calibrate.offset_calibration`); labelled boxes set a threshold per class and
+    confidence bin, `fallback` covering the classes they lack. Returns (calibration, metadata notes)."""
     boxes, groups = calibration.boxes, calibration.groups
     notes: dict[str, Any] = {}
     if calibration.track_ids is not None:
@@ -49,10 +51,14 @@ def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Se
                 f"calibration data: every one of the {len(boxes)} tracked boxes scores below the reference "
                 f"thresholds, as hallucinations would; this footage shows nothing the filter takes for ID "
                 f"(wrong camera or classes?)")
-        boxes, groups = boxes[keep], groups[keep]
-    thresholds = calibrate(scorer, boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
-                           conf_edges=conf_edges, groups=groups, group_kind=calibration.group_kind, seed=seed,
-                           fallback=fallback)
+        boxes, groups, tracks = boxes[keep], groups[keep], calibration.track_ids[keep]
+        # a clip's few objects set one offset to the reference, not a threshold per cell
+        thresholds = offset_calibration(scorer, boxes, reference, tpr, class_names, groups, calibration.group_kind,
+                                        seed, units=tracks)
+    else:
+        thresholds = calibrate(scorer, boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
+                               conf_edges=conf_edges, groups=groups, group_kind=calibration.group_kind, seed=seed,
+                               fallback=fallback)
     notes["calibration_boxes"] = len(boxes)
     return thresholds, notes
 
@@ -109,7 +115,7 @@ class HallucinationFilter:
             metadata: dict[str, Any] | None = None, outliers: BoxSet | None = None,
             groups: np.ndarray | None = None, group_kind: str = "images", track_ids: np.ndarray | None = None,
             calibration: CalibrationBoxes | None = None, conf_edges: Sequence[float] = CONF_EDGES,
-            trim_tpr: float = TRIM_TPR) -> HallucinationFilter:
+            ) -> HallucinationFilter:
         """Fit `method` on ID boxes and set thresholds on calibration boxes the fit never saw.
 
         Without `calibration`, the ID boxes are split: whole `groups` (images, time blocks) on
@@ -143,15 +149,13 @@ class HallucinationFilter:
                                    group_kind=group_kind if split_groups is not None else "boxes", seed=seed)
             info["calibration_boxes"] = len(held_out)
         else:
-            reference = fallback = None
+            reference = None
             if calibration.track_ids is not None:
                 # labelled held-out boxes, or (unlabelled ID data) the footage itself, as the reference
-                reference = calibrate(scorer, held_out if track_ids is None else calibration.boxes, tpr=trim_tpr,
+                reference = calibrate(scorer, held_out if track_ids is None else calibration.boxes, tpr=tpr,
                                       min_boxes=min_boxes, conf_edges=conf_edges)
-                if track_ids is None:  # labelled: the thresholds of classes the footage lacks
-                    fallback = calibrate(scorer, held_out, tpr=tpr, min_boxes=min_boxes, conf_edges=conf_edges)
             thresholds, notes = thresholds_on(scorer, calibration, class_names, tpr, min_boxes, conf_edges, seed,
-                                              reference, fallback)
+                                              reference, None)
             info.update(notes)
         info.update(metadata or {})
         return cls(scorer, thresholds, class_names, fingerprint, policy=policy, metadata=info)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-TRIM_TPR = 0.95  # reference thresholds for trimming keep this share of labelled ID boxes
-
 
 def trim_tracks(scores: np.ndarray, track_ids: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Mask of boxes whose track's mean (score - reference threshold) is >= 0."""
