@@ -11,15 +11,19 @@ def model_class_ids(dataset_names: "list[str] | tuple[str, ...]", model_names: "
     return np.array([index.get(n, -1) for n in dataset_names], np.int64)
 
 
+def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(intersection areas (len(a), len(b)), areas of a, areas of b) of xyxy boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    return inter, (a[:, 2:] - a[:, :2]).clip(0).prod(-1), (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (len(a), len(b)) of xyxy boxes."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
+    inter, area_a, area_b = _overlap(a, b)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
@@ -67,10 +71,7 @@ def intersection_over_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)): the share of each box of `a` that lies inside each box of `b`."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
+    inter, area_a, _ = _overlap(a, b)
     return inter / np.maximum(area_a[:, None], 1e-9)
 
 

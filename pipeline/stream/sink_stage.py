@@ -193,18 +193,21 @@ class SinkCore:
 
         entry = self._videos.get(item.source)
         if entry is None:
-            folder = self.out / "annotated"
-            folder.mkdir(parents=True, exist_ok=True)
-            size = (image.shape[1], image.shape[0])
-            fps = float(item.header.get("fps") or 25.0)
-            path = folder / f"{_safe_name(item.source)}.mp4"
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-            entry = self._videos[item.source] = (writer, size)
+            entry = self._videos[item.source] = self._writer(item, image, "annotated", ".mp4", "mp4v")
         writer, size = entry
         frame = annotate(image, dets)
         if (frame.shape[1], frame.shape[0]) != size:  # an image folder of mixed sizes
             frame = cv2.resize(frame, size)
         writer.write(frame)
+
+    def _writer(self, item: Delivered, image: np.ndarray, folder_name: str, suffix: str,
+                fourcc: str) -> tuple[cv2.VideoWriter, tuple[int, int]]:
+        folder = self.out / folder_name
+        folder.mkdir(parents=True, exist_ok=True)
+        size = (image.shape[1], image.shape[0])
+        fps = float(item.header.get("fps") or 25.0)
+        path = folder / f"{_safe_name(item.source)}{suffix}"
+        return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size), size
 
     def _clip_wanted(self, source: str) -> bool:
         entry = self._clips.get(source)
@@ -213,14 +216,8 @@ class SinkCore:
     def _clip(self, item: Delivered, image: np.ndarray) -> None:
         entry = self._clips.get(item.source)
         if entry is None:
-            folder = self.out / "calibration"
-            folder.mkdir(parents=True, exist_ok=True)
-            size = (image.shape[1], image.shape[0])
-            fps = float(item.header.get("fps") or 25.0)
             # MJPG: every frame a JPEG of its own, close to what the detector saw
-            writer = cv2.VideoWriter(str(folder / f"{_safe_name(item.source)}.avi"), cv2.VideoWriter_fourcc(*"MJPG"),
-                                     fps, size)
-            entry = self._clips[item.source] = [writer, size, 0]
+            entry = self._clips[item.source] = [*self._writer(item, image, "calibration", ".avi", "MJPG"), 0]
         writer, size, _ = entry
         writer.write(image if (image.shape[1], image.shape[0]) == size else cv2.resize(image, size))
         entry[2] += 1
