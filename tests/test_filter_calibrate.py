@@ -20,20 +20,22 @@ def _calibration_boxes() -> BoxSet:
 
 @pytest.mark.parametrize("name", ["knn", "energy", "mahalanobis"])
 @pytest.mark.parametrize("tpr", [0.95, 0.8])
-def test_thresholds_keep_target_tpr_per_class(name, tpr):
+def test_thresholds_flag_the_nominal_share_of_new_id_boxes_per_class(name, tpr):
     scorer = fitted(name)
     boxes = _calibration_boxes()
-    cal = calibrate(scorer, boxes, tpr=tpr, min_boxes=20, class_names=CLASS_NAMES)
+    cal = calibrate(scorer, boxes, tpr=tpr, min_boxes=20, class_names=CLASS_NAMES, conf_edges=())
     scores = scorer.score(boxes)
+    fresh = WORLD.id_boxes(6000, seed=41)
+    fresh_scores = scorer.score(fresh)
     for c in (0, 1, 3):
-        mine = scores[boxes.class_id == c]
-        kept = np.mean(mine >= cal.per_class[c])
-        assert tpr <= kept < tpr + 1.5 / len(mine)  # at least the target, at most one box more
+        mine = np.sort(scores[boxes.class_id == c])
+        k = max(1, round((1 - tpr) * (len(mine) + 1)))
+        assert cal.per_class[c] == mine[k - 1]  # the conformal order statistic
         assert not cal.classes[c].fell_back and cal.classes[c].num_boxes == len(mine)
-        assert cal.classes[c].kept_fraction == pytest.approx(kept)
-        # the threshold is the largest that keeps enough: one step up would keep too few
-        assert np.mean(mine > cal.per_class[c]) < tpr
-    assert np.mean(scores >= cal.global_threshold) >= tpr
+        assert cal.classes[c].kept_fraction == pytest.approx(np.mean(mine >= cal.per_class[c]))
+        # new boxes of the class are flagged at about the nominal rate
+        new = fresh_scores[fresh.class_id == c]
+        assert abs(np.mean(new < cal.per_class[c]) - (1 - tpr)) < 0.035
 
 
 def test_rare_class_falls_back_to_global_threshold():

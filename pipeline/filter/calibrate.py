@@ -6,9 +6,12 @@ class flags low-confidence ID boxes far more often than 5%, and the flag rate on
 follows its confidence mix. As Mondrian conformal prediction does per group, every
 (class, confidence bin) cell gets its own threshold:
 
-    threshold[c, b] = the largest t with fraction(ID scores in cell (c, b) >= t) >= tpr
+    threshold[c, b] = the k-th smallest ID score in cell (c, b),  k = max(1, round((1 - tpr) (n + 1)))
 
-(`ood_metrics.keep_threshold`). A cell with fewer than `min_boxes` boxes falls back to its
+(`flag_threshold`): a new box like them falls below the k-th smallest of n with probability
+k / (n + 1), the split-conformal rank argument, so about 5% of new ID boxes are flagged. The
+in-sample rule (the largest t keeping >= 95% of the n boxes, as FPR95 is defined) flags
+(floor(0.05 n) + 1) / (n + 1) of new ones: 9.5% for a cell of 20 boxes, 5.9% for 100. A cell with fewer than `min_boxes` boxes falls back to its
 class's threshold, a class with fewer than `min_boxes` to the global one. The bins are
 [calibration conf, e1), [e1, e2), ..., [ek, 1] with inner edges `conf_edges`.
 
@@ -32,7 +35,6 @@ import numpy as np
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
 from pipeline.filter.drift import decile_edges
-from pipeline.filter.ood_metrics import keep_threshold
 from pipeline.filter.scorer import Scorer
 
 CONF_EDGES = (0.4, 0.6, 0.8)  # inner edges of the confidence bins
@@ -148,6 +150,15 @@ def describe_held_out(check: dict[str, Any]) -> str:
             f"{100 * check['nominal']:.1f}%)")
 
 
+def flag_threshold(scores: np.ndarray, tpr: float) -> float:
+    """The threshold below which about (1 - tpr) of *new* boxes like `scores` fall (see the module doc)."""
+    s = np.asarray(scores, np.float64)
+    if len(s) == 0:
+        raise GhostboxError("calibrate: no scores to set a threshold on")
+    k = min(len(s), max(1, int(round((1.0 - tpr) * (len(s) + 1)))))
+    return float(np.partition(s, k - 1)[k - 1])
+
+
 def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray, nc: int, tpr: float,
                 min_boxes: int, conf_edges: Sequence[float], fallback: Calibration | None = None,
                 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
@@ -155,7 +166,7 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
 
     A class with too few boxes takes `fallback`'s thresholds when given (same bins), else the global one.
     """
-    global_threshold = keep_threshold(scores, tpr)
+    global_threshold = flag_threshold(scores, tpr)
     bins = np.searchsorted(np.asarray(conf_edges, np.float64), confidence, side="right")
     per_class = np.full(nc, global_threshold)
     per_bin = np.full((nc, len(conf_edges) + 1), global_threshold)
@@ -163,7 +174,7 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
     for c in range(nc):
         mine = class_id == c
         if mine.sum() >= min_boxes:
-            per_class[c] = keep_threshold(scores[mine], tpr)
+            per_class[c] = flag_threshold(scores[mine], tpr)
         elif fallback is not None:
             per_class[c], per_bin[c] = fallback.per_class[c], fallback.per_bin[c]
             counts[c] = np.bincount(np.searchsorted(np.asarray(conf_edges, np.float64), confidence[mine],
@@ -174,7 +185,7 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
             cell = mine & (bins == b)
             counts[c, b] = int(cell.sum())
             if counts[c, b] >= min_boxes:
-                per_bin[c, b] = keep_threshold(scores[cell], tpr)
+                per_bin[c, b] = flag_threshold(scores[cell], tpr)
     return float(global_threshold), per_class, per_bin, counts
 
 
@@ -296,7 +307,7 @@ def offset_calibration(scorer: Scorer, boxes: BoxSet, reference: Calibration, tp
         raise GhostboxError("calibrate: no ID calibration boxes")
     confidence = boxes.confidence
     margins = scorer.score(boxes) - reference.thresholds_for(boxes.class_id, confidence)
-    offset = keep_threshold(margins, tpr)
+    offset = flag_threshold(margins, tpr)
     per_bin = reference.per_bin + offset
     per_class = np.asarray(reference.per_class, np.float64) + offset
     edges = reference.conf_edges
@@ -311,7 +322,7 @@ def offset_calibration(scorer: Scorer, boxes: BoxSet, reference: Calibration, tp
                                        tuple(int(v) for v in np.bincount(bins[mine], minlength=len(edges) + 1))))
 
     def flagged_in(rest: np.ndarray, held: np.ndarray) -> int:
-        return int(np.sum(margins[held] < keep_threshold(margins[rest], tpr)))
+        return int(np.sum(margins[held] < flag_threshold(margins[rest], tpr)))
 
     held_out = held_out_check(len(boxes), flagged_in, tpr, groups, group_kind, seed, units)
     return Calibration(per_class, float(reference.global_threshold + offset), float(tpr), reference.min_boxes,
