@@ -192,3 +192,21 @@ def test_a_clip_moves_the_reference_thresholds_by_one_offset():
     assert by_track["interval_over"] == "30 tracks" and by_box["interval_over"] == "boxes"
     assert by_track["high"] - by_track["low"] > 2 * (by_box["high"] - by_box["low"])  # 30 objects, not 900 trials
     assert "one offset" in cal.summary()
+
+
+def test_a_sparse_confidence_bin_borrows_its_neighbours_boxes():
+    from pipeline.filter.calibrate import flag_threshold
+
+    scorer = _ConfScorer()
+    boxes = _boxes_with_conf(4000, 6)
+    conf = boxes.confidence
+    sparse = (conf >= 0.4) | (np.arange(len(boxes)) % 40 == 0)  # bin [0.25, 0.4) keeps ~1 box in 40
+    boxes, conf = boxes[sparse], conf[sparse]
+    cal = calibrate(scorer, boxes, min_boxes=20, class_names=("a", "b"))
+    scores = scorer.score(boxes)
+    for c in (0, 1):
+        counts = cal.classes[c].bin_boxes
+        assert counts[0] < 20 <= counts[1]
+        near = (boxes.class_id == c) & (conf < 0.6)  # bins 0 and 1 together
+        assert cal.per_bin[c, 0] == flag_threshold(scores[near], 0.95)
+        assert cal.per_bin[c, 0] < cal.per_class[c]  # the class-wide threshold would flag low-confidence boxes more

@@ -11,8 +11,10 @@ follows its confidence mix. As Mondrian conformal prediction does per group, eve
 (`flag_threshold`): a new box like them falls below the k-th smallest of n with probability
 k / (n + 1), the split-conformal rank argument, so about 5% of new ID boxes are flagged. The
 in-sample rule (the largest t keeping >= 95% of the n boxes, as FPR95 is defined) flags
-(floor(0.05 n) + 1) / (n + 1) of new ones: 9.5% for a cell of 20 boxes, 5.9% for 100. A cell with fewer than `min_boxes` boxes falls back to its
-class's threshold, a class with fewer than `min_boxes` to the global one. The bins are
+(floor(0.05 n) + 1) / (n + 1) of new ones: 9.5% for a cell of 20 boxes, 5.9% for 100. A cell with fewer than `min_boxes` boxes takes
+its neighbouring bins' boxes too, widening until it has enough (scores move with confidence,
+so the nearest confidences stand in best); a class with fewer than `min_boxes` boxes in all
+takes the global threshold (or the `fallback`'s). The bins are
 [calibration conf, e1), [e1, e2), ..., [ek, 1] with inner edges `conf_edges`.
 
 The calibration boxes must be disjoint from the fit boxes (a KNN bank contains its fit
@@ -125,8 +127,8 @@ class Calibration:
         bins = "one confidence bin" if not self.conf_edges else \
             "confidence bins split at " + ", ".join(f"{e:g}" for e in self.conf_edges)
         lines = [f"target ID TPR {self.target_tpr:.3f}, global threshold {self.global_threshold:.6g} "
-                 f"over {self.num_boxes} boxes; {bins} (a bin with fewer than {self.min_boxes} boxes uses "
-                 f"its class's threshold)"]
+                 f"over {self.num_boxes} boxes; {bins} (a bin with fewer than {self.min_boxes} boxes "
+                 f"borrows its neighbours')"]
         for c in self.classes:
             kept = "-" if c.kept_fraction is None else f"{c.kept_fraction:.3f}"
             source = "the reference's" if c.fell_back_to == "reference" else "global"
@@ -181,11 +183,15 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
                                                     side="right"), minlength=per_bin.shape[1])
             continue
         per_bin[c] = per_class[c]
+        counts[c] = np.bincount(bins[mine], minlength=per_bin.shape[1])
+        if mine.sum() < min_boxes:
+            continue
         for b in range(per_bin.shape[1]):
-            cell = mine & (bins == b)
-            counts[c, b] = int(cell.sum())
-            if counts[c, b] >= min_boxes:
-                per_bin[c, b] = flag_threshold(scores[cell], tpr)
+            # a sparse bin borrows its neighbours' boxes (the nearest confidences), not the whole class's
+            lo = hi = b
+            while counts[c, lo:hi + 1].sum() < min_boxes:
+                lo, hi = max(lo - 1, 0), min(hi + 1, per_bin.shape[1] - 1)
+            per_bin[c, b] = flag_threshold(scores[mine & (bins >= lo) & (bins <= hi)], tpr)
     return float(global_threshold), per_class, per_bin, counts
 
 
