@@ -323,9 +323,12 @@ def offset_calibration(scorer: Scorer, boxes: BoxSet, reference: Calibration, tp
         mine = boxes.class_id == c
         n = int(mine.sum())
         name = class_names[c] if c < len(class_names) else str(c)
-        report.append(ClassCalibration(c, name, n, float(per_class[c]), False,
+        # the class's threshold follows the reference's; where that fell back, this one does too
+        fell_back = reference.classes[c].fell_back if c < len(reference.classes) else False
+        report.append(ClassCalibration(c, name, n, float(per_class[c]), fell_back,
                                        float(np.mean(margins[mine] >= offset)) if n else None,
-                                       tuple(int(v) for v in np.bincount(bins[mine], minlength=len(edges) + 1))))
+                                       tuple(int(v) for v in np.bincount(bins[mine], minlength=len(edges) + 1)),
+                                       reference.classes[c].fell_back_to if fell_back else ""))
 
     def flagged_in(rest: np.ndarray, held: np.ndarray) -> int:
         return int(np.sum(margins[held] < flag_threshold(margins[rest], tpr)))
