@@ -83,8 +83,7 @@ def main() -> int:
                 RULES[0]: None,
                 RULES[1]: CalibrationBoxes(BoxSet.from_detections(everything), time_blocks(every_frame),
                                            "time blocks", None),
-                RULES[2]: CalibrationBoxes(tracked.boxes, time_blocks(tracked.groups), "time blocks",
-                                           tracked.track_ids),
+                RULES[2]: tracked.as_calibration(),
             }
             test = [d for d in dets[CALIBRATION_FRAMES:]]
             test_boxes = BoxSet.from_detections(test)
@@ -93,7 +92,7 @@ def main() -> int:
                 t0 = time.perf_counter()
                 filt = HallucinationFilter.fit(
                     method, fit[kind].boxes, detectors[kind].class_names, detectors[kind].fingerprint(),
-                    groups=fit[kind].groups, calibration=calibration,
+                    groups=fit[kind].split_groups, calibration=calibration,
                     outliers=outliers if method == "oe" else None)
                 _, _, flags = filt.judge(test_boxes)
                 _, _, val_flags = filt.judge(val[kind].boxes)

@@ -48,7 +48,6 @@ def main() -> int:
     from pipeline.filter.hallucination_filter import HallucinationFilter
     from pipeline.filter.id_collection import collect_id_boxes
     from pipeline.filter.registry import create, names
-    from pipeline.filter.splits import CalibrationBoxes, time_blocks
     from pipeline.synth import WorldConfig, generate_world
 
     started = time.perf_counter()
@@ -64,10 +63,8 @@ def main() -> int:
     id_boxes = {kind: collect_id_boxes(d, str(args.world / "id" / "train")) for kind, d in detectors.items()}
     calibration = {}
     if args.calibration_id:
-        for kind, d in detectors.items():
-            held = collect_id_boxes(d, args.calibration_id)
-            calibration[kind] = CalibrationBoxes(held.boxes, held.groups if held.labelled else time_blocks(held.groups),
-                                                 held.group_kind, held.track_ids, held.description)
+        calibration = {kind: collect_id_boxes(d, args.calibration_id).as_calibration()
+                       for kind, d in detectors.items()}
         print(f"calibration set: {calibration['head'].description}")
     outliers, outlier_text = collect_outlier_boxes(detectors["head+roi"], [str(args.world / "ood" / "pool")])
     print(f"ID boxes: {id_boxes['head'].description}; {outlier_text}")
@@ -85,7 +82,7 @@ def main() -> int:
         t0 = time.perf_counter()
         flt = HallucinationFilter.fit(name, id_boxes[kind].boxes, detector.class_names, detector.fingerprint(),
                                       params=params, outliers=outliers if kind == "head+roi" else None,
-                                      groups=id_boxes[kind].groups, calibration=calibration.get(kind),
+                                      groups=id_boxes[kind].split_groups, calibration=calibration.get(kind),
                                       metadata={"id_data": "street world seed 0 id/train",
                                                 "detector_conf": detector.config.conf, "imgsz": detector.imgsz,
                                                 **({"calibration_data": args.calibration_id}

@@ -88,13 +88,9 @@ class Calibration:
         return Calibration(self.per_class, self.global_threshold, self.target_tpr, self.min_boxes, self.num_boxes,
                            self.classes, edges, per_bin, self.held_out, self.margin_deciles, self.offset)
 
-    def bin_of(self, confidence: np.ndarray) -> np.ndarray:
-        return np.searchsorted(np.asarray(self.conf_edges, np.float64), np.asarray(confidence, np.float64),
-                               side="right")
-
     def thresholds_for(self, class_id: np.ndarray, confidence: np.ndarray) -> np.ndarray:
         """The threshold of every box, by its predicted class and confidence bin."""
-        return self.per_bin[np.asarray(class_id, np.int64), self.bin_of(confidence)]
+        return self.per_bin[np.asarray(class_id, np.int64), conf_bins(confidence, self.conf_edges)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +139,11 @@ class Calibration:
         return "\n".join(lines)
 
 
+def conf_bins(confidence: np.ndarray, conf_edges: Sequence[float]) -> np.ndarray:
+    """The confidence bin of every box: 0 below the first inner edge, len(conf_edges) above the last."""
+    return np.searchsorted(np.asarray(conf_edges, np.float64), np.asarray(confidence, np.float64), side="right")
+
+
 def describe_held_out(check: dict[str, Any]) -> str:
     over = check.get("interval_over", "boxes")
     return (f"held-out check ({check['folds']} folds over {check['groups']} {check['group_kind']}): "
@@ -169,7 +170,7 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
     A class with too few boxes takes `fallback`'s thresholds when given (same bins), else the global one.
     """
     global_threshold = flag_threshold(scores, tpr)
-    bins = np.searchsorted(np.asarray(conf_edges, np.float64), confidence, side="right")
+    bins = conf_bins(confidence, conf_edges)
     per_class = np.full(nc, global_threshold)
     per_bin = np.full((nc, len(conf_edges) + 1), global_threshold)
     counts = np.zeros_like(per_bin, dtype=np.int64)
@@ -179,10 +180,8 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
             per_class[c] = flag_threshold(scores[mine], tpr)
         elif fallback is not None:
             per_class[c], per_bin[c] = fallback.per_class[c], fallback.per_bin[c]
-            counts[c] = np.bincount(np.searchsorted(np.asarray(conf_edges, np.float64), confidence[mine],
-                                                    side="right"), minlength=per_bin.shape[1])
-            continue
-        per_bin[c] = per_class[c]
+        else:
+            per_bin[c] = per_class[c]
         counts[c] = np.bincount(bins[mine], minlength=per_bin.shape[1])
         if mine.sum() < min_boxes:
             continue
@@ -229,24 +228,22 @@ def calibrate(scorer: Scorer, boxes: BoxSet, tpr: float = 0.95, min_boxes: int =
         raise GhostboxError("calibrate: the fallback thresholds have other classes or confidence bins")
     global_threshold, per_class, per_bin, counts = _thresholds(
         scores, boxes.class_id, confidence, nc, tpr, min_boxes, edges, fallback)
-    own_thresholds = per_bin[boxes.class_id, np.searchsorted(np.asarray(edges), confidence, side="right")]
+    bins = conf_bins(confidence, edges)
+    own_thresholds = per_bin[boxes.class_id, bins]
     report = []
     for c in range(nc):
         mine = boxes.class_id == c
         n = int(mine.sum())
-        kept = None
-        if n:
-            own = per_bin[c, np.searchsorted(np.asarray(edges), confidence[mine], side="right")]
-            kept = float(np.mean(scores[mine] >= own))
+        kept = float(np.mean(scores[mine] >= own_thresholds[mine])) if n else None
         name = class_names[c] if c < len(class_names) else str(c)
         report.append(ClassCalibration(c, name, n, float(per_class[c]), n < min_boxes, kept,
                                        tuple(int(v) for v in counts[c]),
                                        "reference" if n < min_boxes and fallback is not None else ""))
+
     def flagged_in(rest: np.ndarray, held: np.ndarray) -> int:
         _, _, cells, _ = _thresholds(scores[rest], boxes.class_id[rest], confidence[rest], nc, tpr, min_boxes, edges,
                                      fallback)
-        bins = np.searchsorted(np.asarray(edges, np.float64), confidence[held], side="right")
-        return int(np.sum(scores[held] < cells[boxes.class_id[held], bins]))
+        return int(np.sum(scores[held] < cells[boxes.class_id[held], bins[held]]))
 
     held_out = held_out_check(len(boxes), flagged_in, tpr, groups, group_kind, seed)
     return Calibration(per_class, global_threshold, float(tpr), int(min_boxes), len(boxes), tuple(report),
@@ -317,7 +314,7 @@ def offset_calibration(scorer: Scorer, boxes: BoxSet, reference: Calibration, tp
     per_bin = reference.per_bin + offset
     per_class = np.asarray(reference.per_class, np.float64) + offset
     edges = reference.conf_edges
-    bins = np.searchsorted(np.asarray(edges, np.float64), confidence, side="right")
+    bins = conf_bins(confidence, edges)
     report = []
     for c in range(boxes.num_classes):
         mine = boxes.class_id == c

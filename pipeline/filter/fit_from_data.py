@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import numpy as np
-
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
-from pipeline.filter.splits import CalibrationBoxes, time_blocks
 from pipeline.tracks import MIN_TRACK_FRAMES
 from pipeline.filter.registry import create, names
 
@@ -88,6 +85,23 @@ class _NoBar:
         pass
 
 
+def _collect(detector: Detector, spec: str, label: str, progress: Callable[[str], Any] | None,
+             unlabelled_conf: float | None, max_images: int | None, min_track_frames: int) -> IdBoxes:
+    from contextlib import nullcontext
+
+    bar = progress or (lambda label: nullcontext(_NoBar()))
+    with bar(label) as b:
+        return collect_id_boxes(detector, spec, conf=detector.config.conf, unlabelled_conf=unlabelled_conf,
+                                max_images=max_images, advance=b.advance, min_track_frames=min_track_frames)
+
+
+def _calibrated_at(detector: Detector, unlabelled_conf: float | None) -> dict[str, Any]:
+    """The settings a filter's thresholds hold for, recorded in its file and enforced when it is applied."""
+    conf = detector.config.conf
+    return {"detector_conf": conf if unlabelled_conf is None else max(conf, unlabelled_conf),
+            "imgsz": detector.imgsz}
+
+
 def fit_filter(detector: Detector, request: FitRequest,
                progress: Callable[[str], Any] | None = None) -> tuple[HallucinationFilter, list[str]]:
     """Collect ID (and outlier) boxes with `detector`, fit and calibrate; returns (filter, notes)."""
@@ -95,27 +109,22 @@ def fit_filter(detector: Detector, request: FitRequest,
 
     request.check()
     bar = progress or (lambda label: nullcontext(_NoBar()))
-    conf = detector.config.conf
 
     def collect(spec: str, label: str) -> IdBoxes:
-        with bar(label) as b:
-            return collect_id_boxes(detector, spec, conf=conf, unlabelled_conf=request.unlabelled_conf,
-                                    max_images=request.max_images, advance=b.advance,
-                                    min_track_frames=request.min_track_frames)
+        return _collect(detector, spec, label, progress, request.unlabelled_conf, request.max_images,
+                        request.min_track_frames)
 
     collected = collect(request.id_spec, "ID boxes")
     notes = [collected.description]
     calibration = None
     if request.calibration_id is not None:
-        held = collect(request.calibration_id, "calibration boxes")
-        calibration = CalibrationBoxes(held.boxes, _split_groups(held), held.group_kind, held.track_ids,
-                                       held.description)
-        notes.append(f"calibration set: {held.description}")
+        calibration = collect(request.calibration_id, "calibration boxes").as_calibration()
+        notes.append(f"calibration set: {calibration.description}")
     outliers = None
     if request.needs_outliers:
         from pipeline.filter.outlier_collection import collect_outlier_boxes
 
-        outlier_conf = conf if request.outlier_conf is None else request.outlier_conf
+        outlier_conf = detector.config.conf if request.outlier_conf is None else request.outlier_conf
         with bar("outlier boxes") as b:
             outliers, text = collect_outlier_boxes(detector, request.outliers, conf=outlier_conf,
                                                    max_images=request.max_images, advance=b.advance)
@@ -123,11 +132,10 @@ def fit_filter(detector: Detector, request: FitRequest,
     filt = HallucinationFilter.fit(
         request.method, collected.boxes, detector.class_names, detector.fingerprint(), params=request.params,
         tpr=request.tpr, min_boxes=request.min_boxes, calibration_fraction=request.calibration_fraction,
-        seed=request.seed, policy=request.policy, outliers=outliers, groups=_split_groups(collected),
+        seed=request.seed, policy=request.policy, outliers=outliers, groups=collected.split_groups,
         group_kind=collected.group_kind, track_ids=collected.track_ids, calibration=calibration,
         metadata={"id_data": request.id_spec, "labelled": collected.labelled, "id_images": collected.images,
-                  "detector_conf": conf if request.unlabelled_conf is None else max(conf, request.unlabelled_conf),
-                  "imgsz": detector.imgsz,
+                  **_calibrated_at(detector, request.unlabelled_conf),
                   **({"calibration_data": request.calibration_id, "calibration_labelled": calibration.track_ids is None}
                      if calibration is not None else {}),
                   **({"outlier_data": list(request.outliers)} if outliers is not None else {})},
@@ -135,32 +143,16 @@ def fit_filter(detector: Detector, request: FitRequest,
     return filt, notes
 
 
-def _split_groups(collected: IdBoxes) -> np.ndarray | None:
-    """Images stay whole; frames of a clip are cut into contiguous time blocks."""
-    if collected.groups is None:
-        return None
-    return collected.groups if collected.labelled else time_blocks(collected.groups)
-
-
 def recalibrate_filter(detector: Detector, path: str, spec: str, tpr: float | None = None,
                        min_boxes: int | None = None, seed: int = 0, min_track_frames: int = MIN_TRACK_FRAMES,
                        max_images: int | None = None, unlabelled_conf: float | None = None,
                        progress: Callable[[str], Any] | None = None) -> tuple[HallucinationFilter, list[str]]:
     """New thresholds for the filter file at `path` from the ID data `spec` (labelled, or a camera's footage)."""
-    from contextlib import nullcontext
-
     from pipeline.filter.filter_file import load_filter
 
     old = load_filter(path)
     old.check_detector(detector.fingerprint())
-    conf = detector.config.conf
-    bar = progress or (lambda label: nullcontext(_NoBar()))
-    with bar("calibration boxes") as b:
-        held = collect_id_boxes(detector, spec, conf=conf, unlabelled_conf=unlabelled_conf, max_images=max_images,
-                                advance=b.advance, min_track_frames=min_track_frames)
-    calibration = CalibrationBoxes(held.boxes, _split_groups(held), held.group_kind, held.track_ids,
-                                   held.description)
-    filt = old.recalibrate(calibration, tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
-        "calibration_data": spec, "calibration_labelled": held.labelled,
-        "detector_conf": conf if unlabelled_conf is None else max(conf, unlabelled_conf), "imgsz": detector.imgsz})
+    held = _collect(detector, spec, "calibration boxes", progress, unlabelled_conf, max_images, min_track_frames)
+    filt = old.recalibrate(held.as_calibration(), tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
+        "calibration_data": spec, "calibration_labelled": held.labelled, **_calibrated_at(detector, unlabelled_conf)})
     return filt, [held.description]

@@ -25,6 +25,7 @@ from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
+from pipeline.filter.splits import CalibrationBoxes, time_blocks
 from pipeline.tracks import MIN_TRACK_FRAMES
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,17 @@ class IdBoxes:
     @property
     def group_kind(self) -> str:
         return "images" if self.labelled else "time blocks"
+
+    @property
+    def split_groups(self) -> np.ndarray | None:
+        """What a split keeps whole: an image, or a contiguous time block of a clip's frames."""
+        if self.groups is None:
+            return None
+        return self.groups if self.labelled else time_blocks(self.groups)
+
+    def as_calibration(self) -> CalibrationBoxes:
+        """These boxes as a calibration set of their own (`--calibration-id`)."""
+        return CalibrationBoxes(self.boxes, self.split_groups, self.group_kind, self.track_ids, self.description)
 
 
 def is_unlabelled_source(spec: str) -> bool:
