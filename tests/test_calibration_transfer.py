@@ -210,3 +210,21 @@ def test_a_sparse_confidence_bin_borrows_its_neighbours_boxes():
         near = (boxes.class_id == c) & (conf < 0.6)  # bins 0 and 1 together
         assert cal.per_bin[c, 0] == flag_threshold(scores[near], 0.95)
         assert cal.per_bin[c, 0] < cal.per_class[c]  # the class-wide threshold would flag low-confidence boxes more
+
+
+def test_drift_window_equals_the_last_boxes_recomputed():
+    from pipeline.filter.drift import DriftMonitor, decile_edges, psi
+
+    rng = np.random.default_rng(1)
+    edges = decile_edges(rng.normal(0, 1, 5000))
+    monitor = DriftMonitor(edges, window=300, min_boxes=200)
+    margins, flags = np.zeros(0), np.zeros(0, bool)
+    for size in [*rng.integers(0, 40, 40), 1000]:  # uneven frames, wrapping the ring, then one larger than it
+        m, f = rng.normal(0.3, 1, size), rng.random(size) < 0.1
+        margins, flags = np.r_[margins, m][-300:], np.r_[flags, f][-300:]
+        state = monitor.update("cam", m, f)
+        assert state.boxes == len(margins) and state.flag_rate == pytest.approx(flags.mean() if len(flags) else 0.0)
+        if len(margins) >= 200:
+            assert state.psi == pytest.approx(psi(margins, np.asarray(edges)))
+        else:
+            assert state.psi is None

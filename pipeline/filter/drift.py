@@ -19,7 +19,6 @@ a filter from before them gets the flag rate only.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +36,12 @@ def decile_edges(margins: np.ndarray) -> list[float]:
 
 def psi(margins: np.ndarray, edges: np.ndarray) -> float:
     """PSI of `margins` against a reference that puts an equal share in each bin between `edges`."""
-    counts = np.bincount(np.searchsorted(edges, margins, side="right"), minlength=len(edges) + 1)
-    actual = np.maximum(counts / max(len(margins), 1), _FLOOR)
-    expected = 1.0 / (len(edges) + 1)
+    return _psi_of_counts(np.bincount(np.searchsorted(edges, margins, side="right"), minlength=len(edges) + 1))
+
+
+def _psi_of_counts(counts: np.ndarray) -> float:
+    actual = np.maximum(counts / max(int(counts.sum()), 1), _FLOOR)
+    expected = 1.0 / len(counts)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
@@ -55,6 +57,31 @@ class DriftState:
                 "psi": None if self.psi is None else round(self.psi, 4), "alarm": self.alarm}
 
 
+class _Window:
+    """The last `size` boxes of one source as decile bins and flags in a ring, with running totals,
+    so a frame costs its own boxes, not the window."""
+
+    def __init__(self, size: int, bins: int) -> None:
+        self.bins = np.zeros(size, np.int16)
+        self.flags = np.zeros(size, bool)
+        self.counts = np.zeros(bins, np.int64)
+        self.flagged = 0
+        self.n = self.pos = 0
+
+    def push(self, bins: np.ndarray, flags: np.ndarray) -> None:
+        size = len(self.bins)
+        bins, flags = bins[-size:], flags[-size:]
+        slots = (self.pos + np.arange(len(bins))) % size
+        old = slots[(self.n == size) | (slots < self.n)]  # slots that held a box before
+        self.counts -= np.bincount(self.bins[old], minlength=len(self.counts))
+        self.flagged -= int(self.flags[old].sum())
+        self.bins[slots], self.flags[slots] = bins, flags
+        self.counts += np.bincount(bins, minlength=len(self.counts))
+        self.flagged += int(flags.sum())
+        self.n = min(size, self.n + len(bins))
+        self.pos = (self.pos + len(bins)) % size
+
+
 class DriftMonitor:
     """Rolling flag rate and margin PSI per source; bounded memory (`window` boxes a source)."""
 
@@ -62,26 +89,26 @@ class DriftMonitor:
                  alarm: float = PSI_ALARM) -> None:
         self.edges = None if not deciles else np.asarray(deciles, np.float64)
         self.window, self.min_boxes, self.alarm = window, min_boxes, alarm
-        self._margins: dict[str, deque[float]] = {}
-        self._flags: dict[str, deque[bool]] = {}
+        self._windows: dict[str, _Window] = {}
 
     def update(self, source: str, margins: np.ndarray, flags: np.ndarray) -> DriftState:
-        kept_m = self._margins.setdefault(source, deque(maxlen=self.window))
-        kept_f = self._flags.setdefault(source, deque(maxlen=self.window))
-        kept_m.extend(np.asarray(margins, np.float64).tolist())
-        kept_f.extend(np.asarray(flags, bool).tolist())
+        window = self._windows.get(source)
+        if window is None:
+            window = self._windows[source] = _Window(self.window, 1 if self.edges is None else len(self.edges) + 1)
+        bins = np.zeros(len(margins), np.int64) if self.edges is None else \
+            np.searchsorted(self.edges, np.asarray(margins, np.float64), side="right")
+        window.push(bins, np.asarray(flags, bool))
         return self.state(source)
 
     def state(self, source: str) -> DriftState:
-        flags = self._flags.get(source, ())
-        n = len(flags)
-        rate = float(np.mean(np.fromiter(flags, bool, n))) if n else 0.0
+        window = self._windows.get(source)
+        if window is None or window.n == 0:
+            return DriftState(0, 0.0, None, False)
         value = None
-        if self.edges is not None and n >= self.min_boxes:
-            value = psi(np.fromiter(self._margins[source], np.float64, n), self.edges)
-        return DriftState(n, rate, value, value is not None and value > self.alarm)
+        if self.edges is not None and window.n >= self.min_boxes:
+            value = _psi_of_counts(window.counts)
+        return DriftState(window.n, window.flagged / window.n, value, value is not None and value > self.alarm)
 
     def forget(self, source: str) -> None:
         """A source ended: free its window."""
-        self._margins.pop(source, None)
-        self._flags.pop(source, None)
+        self._windows.pop(source, None)

@@ -63,6 +63,16 @@ def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Se
     return thresholds, notes
 
 
+def check_calibrated_conf(calibrated: Any, conf: float, what: str = "filter") -> None:
+    """Refuse a detector whose boxes reach below the confidence a filter's thresholds were calibrated at."""
+    if isinstance(calibrated, (int, float)) and conf < calibrated - 1e-9:
+        raise GhostboxError(
+            f"{what} calibrated on boxes at conf >= {calibrated:g}, but the detector runs at conf {conf:g}: "
+            f"boxes below {calibrated:g} would be judged by thresholds set on other boxes. Run with "
+            f"--conf {calibrated:g} (detector.conf in a graph config), or re-calibrate at this confidence "
+            f"(ghostbox calibrate ... --conf {conf:g})")
+
+
 def _short(value: Any) -> str:
     text = str(value)
     # sha256 digests: the first 12 hex digits are enough to tell two apart
@@ -102,10 +112,9 @@ class HallucinationFilter:
         self.fingerprint = dict(fingerprint)
         self.policy = policy
         self.metadata = dict(metadata or {})
-        self._per_class = np.asarray(thresholds.per_class, np.float64)
 
     def __repr__(self) -> str:
-        return (f"HallucinationFilter({self.scorer!r}, classes={len(self._per_class)}, "
+        return (f"HallucinationFilter({self.scorer!r}, classes={self.num_classes}, "
                 f"D={self.feature_dim}, policy={self.policy!r})")
 
     @classmethod
@@ -198,20 +207,9 @@ class HallucinationFilter:
         if diffs:
             raise GhostboxError("filter was fitted for another detector (filter vs detector): " + "; ".join(diffs))
 
-    @property
-    def calibrated_conf(self) -> float | None:
-        """The detector confidence the thresholds were calibrated from (None: not recorded)."""
-        value = self.metadata.get("detector_conf")
-        return None if value is None else float(value)
-
     def check_conf(self, conf: float) -> None:
         """Refuse a detector whose boxes reach below the confidence the thresholds were calibrated at."""
-        calibrated = self.calibrated_conf
-        if calibrated is not None and conf < calibrated - 1e-9:
-            raise GhostboxError(
-                f"filter calibrated on boxes at conf >= {calibrated:g}, but the detector runs at conf {conf:g}: "
-                f"boxes below {calibrated:g} would be judged by thresholds set on other boxes. Run with "
-                f"--conf {calibrated:g}, or re-calibrate at this confidence (ghostbox calibrate ... --conf {conf:g})")
+        check_calibrated_conf(self.metadata.get("detector_conf"), conf)
 
     def _check_detections(self, dets: Detections) -> None:
         try:

@@ -42,17 +42,14 @@ def check_filter_matches(path: str, fingerprint: dict[str, Any], conf: float | N
     or calibrated on boxes above the confidence this detector reports."""
     from pipeline.errors import GhostboxError
     from pipeline.filter.filter_file import read_filter_header
-    from pipeline.filter.hallucination_filter import fingerprint_differences
+    from pipeline.filter.hallucination_filter import check_calibrated_conf, fingerprint_differences
 
     header = read_filter_header(path)
     diffs = fingerprint_differences(header.get("fingerprint", {}), fingerprint)
     if diffs:
         raise GhostboxError(f"filter '{path}' was fitted for another detector (filter vs detector): {'; '.join(diffs)}")
-    calibrated = (header.get("metadata") or {}).get("detector_conf")
-    if conf is not None and isinstance(calibrated, (int, float)) and conf < calibrated - 1e-9:
-        raise GhostboxError(f"filter '{path}' was calibrated on boxes at conf >= {calibrated:g}, but the detector runs "
-                            f"at conf {conf:g}: set detector.conf to {calibrated:g}, or re-calibrate at {conf:g} "
-                            f"(ghostbox calibrate ... --conf {conf:g})")
+    if conf is not None:
+        check_calibrated_conf((header.get("metadata") or {}).get("detector_conf"), conf, f"filter '{path}' was")
 
 
 class DetectorCore:

@@ -180,6 +180,7 @@ class FilterStage(StageShell):
                     continue
                 self._fan_out(P.reencode(message))
                 self.ended.add(message.topic)
+                self.core.drift.forget(message.topic)
                 log.info("source %s ended (%s)", message.topic, message.header["status"])
                 if self.exit_when_done and self.ended >= self.required:
                     break
