@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "clip of the camera it will watch); its thresholds are the reference for trimming")
     parser.add_argument("--params", default="{}", help='JSON parameters of the method, e.g. \'{"k": 20}\'')
     parser.add_argument("--tpr", type=float, default=0.95, help="ID true-positive rate the thresholds keep")
-    parser.add_argument("--min-boxes", type=int, default=20, help="classes with fewer ID boxes use the global threshold")
+    parser.add_argument("--min-boxes", type=int, default=20, help="a confidence bin with fewer calibration boxes borrows its neighbours'; a class with fewer, "
+                        "the global threshold")
     parser.add_argument("--calibration-fraction", type=float, default=0.3,
                         help="ID boxes held out for the thresholds (the rest fit the score)")
     parser.add_argument("--policy", choices=["flag", "drop"], default="flag")

@@ -76,6 +76,17 @@ class _SourceStats:
     drift: dict[str, Any] | None = None  # the filter's last rolling drift figures for this source
 
 
+@dataclass
+class _Clip:
+    """A source's calibration clip being written."""
+
+    writer: cv2.VideoWriter | None
+    size: tuple[int, int]
+    path: str
+    frames: int = 0
+    error: str = ""
+
+
 def _drift_figures(value: Any) -> dict[str, Any] | None:
     """The known drift keys with values of the right type; anything else from the wire is ignored."""
     if not isinstance(value, dict):
@@ -120,7 +131,7 @@ class SinkCore:
         self._jsonl = open(self.out / "detections.jsonl", "w", encoding="utf-8") if config.jsonl else None
         self._last_flush = time.monotonic()
         self._videos: dict[str, tuple[cv2.VideoWriter, tuple[int, int]]] = {}
-        self._clips: dict[str, list[Any]] = {}  # source -> [writer, size, frames written]
+        self._clips: dict[str, _Clip] = {}
         self._flagged_index = None
         self._closed = False
 
@@ -210,19 +221,25 @@ class SinkCore:
         return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size), size
 
     def _clip_wanted(self, source: str) -> bool:
-        entry = self._clips.get(source)
-        return self.config.calibration_clip_frames > 0 and (entry is None or entry[2] < self.config.calibration_clip_frames)
+        clip = self._clips.get(source)
+        return self.config.calibration_clip_frames > 0 and (
+            clip is None or (clip.writer is not None and clip.frames < self.config.calibration_clip_frames))
 
     def _clip(self, item: Delivered, image: np.ndarray) -> None:
-        entry = self._clips.get(item.source)
-        if entry is None:
+        clip = self._clips.get(item.source)
+        if clip is None:
             # MJPG: every frame a JPEG of its own, close to what the detector saw
-            entry = self._clips[item.source] = [*self._writer(item, image, "calibration", ".avi", "MJPG"), 0]
-        writer, size, _ = entry
-        writer.write(image if (image.shape[1], image.shape[0]) == size else cv2.resize(image, size))
-        entry[2] += 1
-        if entry[2] >= self.config.calibration_clip_frames:
-            writer.release()
+            writer, size = self._writer(item, image, "calibration", ".avi", "MJPG")
+            path = str(self.out / "calibration" / f"{_safe_name(item.source)}.avi")
+            clip = self._clips[item.source] = _Clip(writer, size, path)
+            if not writer.isOpened():
+                clip.writer, clip.error = None, "cannot open an MJPG writer here"
+                log.error("source %s: calibration clip %s not written (%s)", item.source, path, clip.error)
+                return
+        clip.writer.write(image if (image.shape[1], image.shape[0]) == clip.size else cv2.resize(image, clip.size))
+        clip.frames += 1
+        if clip.frames >= self.config.calibration_clip_frames:
+            clip.writer.release()
 
     def _archive(self, item: Delivered, dets: Detections, flagged: np.ndarray, image: np.ndarray | None) -> None:
         folder = self.out / "flagged" / _safe_name(item.source)
@@ -259,8 +276,8 @@ class SinkCore:
         if entry is not None:
             entry[0].release()
         clip = self._clips.get(source)
-        if clip is not None:
-            clip[0].release()
+        if clip is not None and clip.writer is not None:
+            clip.writer.release()
         log.info("source %s done: %d frames, %d boxes, %d flagged (%s)", source, stats.frames, stats.boxes,
                  stats.flagged, eos.get("status"))
 
@@ -296,8 +313,9 @@ class SinkCore:
         if self.config.crops:
             outputs["flagged"] = str(self.out / "flagged")
         if self._clips:
-            outputs["calibration_clips"] = {sid: {"path": str(self.out / "calibration" / f"{_safe_name(sid)}.avi"),
-                                                  "frames": entry[2]} for sid, entry in self._clips.items()}
+            outputs["calibration_clips"] = {sid: {"path": clip.path, "frames": clip.frames,
+                                                  **({"error": clip.error} if clip.error else {})}
+                                            for sid, clip in self._clips.items()}
         return {
             "status": status, "mode": self.mode, "frames": frames, "fps": round(frames / span, 2) if span > 0 else 0.0,
             "wall_s": round(time.time() - self.started, 2), "latency_ms": self.latency.summary_ms(),
@@ -323,8 +341,9 @@ class SinkCore:
         for writer, _ in self._videos.values():
             writer.release()
         self._videos.clear()
-        for entry in self._clips.values():
-            entry[0].release()
+        for clip in self._clips.values():
+            if clip.writer is not None:
+                clip.writer.release()
         if self._jsonl is not None:
             self._jsonl.close()
         if self._flagged_index is not None:
