@@ -85,7 +85,7 @@ def main() -> int:
                                            "time blocks", None),
                 RULES[2]: tracked.as_calibration(),
             }
-            test = [d for d in dets[CALIBRATION_FRAMES:]]
+            test = dets[CALIBRATION_FRAMES:]
             test_boxes = BoxSet.from_detections(test)
             test_labels = np.concatenate(labels[CALIBRATION_FRAMES:])
             for rule, calibration in calibrations.items():
