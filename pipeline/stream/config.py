@@ -171,11 +171,35 @@ class MetricsConfig(_Model):
 
 
 class SecurityConfig(_Model):
-    curve: bool = False  # CurveZMQ on every tcp endpoint
-    keys: str = "keys"  # folder written by `ghostbox keys --out DIR server client`
+    # tcp endpoints: CurveZMQ (encrypted, clients authorized by public key) unless `insecure: true`;
+    # curve: None means "on when any endpoint is tcp". ipc endpoints rely on the run folder's 0700 mode.
+    curve: bool | None = None
+    insecure: bool = False  # tcp without CURVE: not encrypted, peers still need the graph token (ZMQ PLAIN)
+    keys: str = "keys"  # folder written by `ghostbox keys --out DIR server client` (made on the first `ghostbox run`)
     server: str = "server"  # key pair of binding sides
     client: str = "client"  # key pair of connecting sides
     authorized: list[str] = Field(default_factory=lambda: ["client"])  # client public keys (names in `keys`, or paths) servers accept
+
+    @model_validator(mode="after")
+    def _check(self) -> SecurityConfig:
+        if self.curve and self.insecure:
+            raise ValueError("curve: true and insecure: true contradict each other; choose one")
+        return self
+
+
+class LimitsConfig(_Model):
+    """What a stage accepts from a peer, checked before anything is decoded or held."""
+
+    max_image_pixels: int = Field(50_000_000, ge=1)  # one frame or crop, from its declared shape / JPEG header
+    max_message_bytes: int = Field(256 << 20, ge=1 << 16)  # one message part; ZeroMQ drops a larger one unread
+    reorder_max_bytes: int = Field(1 << 30, ge=1 << 20)  # per sink and source: frames held to restore order
+
+
+class ShutdownConfig(_Model):
+    """How long the supervisor waits for each stage once everything upstream of it has ended."""
+
+    stage_grace_s: float = Field(10.0, ge=0.1)  # base time to finish, before SIGTERM (and again before SIGKILL)
+    per_item_s: float = Field(0.1, ge=0)  # more time per message the stage still holds
 
 
 class GraphConfig(_Model):
@@ -191,6 +215,8 @@ class GraphConfig(_Model):
     endpoints: Endpoints = Field(default_factory=Endpoints)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     shutdown_grace_s: float = Field(15.0, ge=0)  # Ctrl-C: how long the graph may drain before SIGTERM
 
     @model_validator(mode="after")
@@ -240,6 +266,20 @@ class GraphConfig(_Model):
             if sink.name == name:
                 return sink
         raise GhostboxError(f"no sink '{name}' in the config (sinks: {[s.name for s in self.sinks]})")
+
+    def uses_tcp(self) -> bool:
+        urls = [getattr(self.endpoints, n) for n in ("sources", "workers", "filter")] + [s.endpoint for s in self.sinks]
+        return any((e.url or "").startswith("tcp://") or (e.bind_url or "").startswith("tcp://") for e in urls)
+
+    def curve_on(self) -> bool:
+        """CURVE on tcp endpoints: asked for, or by default whenever the graph uses tcp and is not `insecure`."""
+        if self.security.curve is not None:
+            return self.security.curve
+        return self.uses_tcp() and not self.security.insecure
+
+    def token_on(self) -> bool:
+        """The graph token (ZMQ PLAIN) on tcp endpoints: an insecure tcp graph still keeps strangers out."""
+        return self.uses_tcp() and not self.curve_on()
 
     def any_live(self) -> bool:
         return any(self.source_mode(s) == "live" for s in self.sources)

@@ -51,7 +51,9 @@ STAMPS = ("capture", "send", "broker_in", "dispatch", "worker_in", "detect_start
 
 ENCODINGS = ("raw", "jpeg")
 DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
-EOS_STATUS = ("ok", "error", "interrupted", "failed")
+# ok: every frame the source held was read; incomplete: some were not (unreadable files, a truncated
+# video; the EOS stats say which); error: the source stopped on an error; failed: its process died
+EOS_STATUS = ("ok", "incomplete", "error", "interrupted", "failed")
 
 MAX_TOPIC_BYTES = 128
 MAX_HEADER_BYTES = 1 << 20

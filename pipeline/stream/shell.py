@@ -10,10 +10,12 @@ stage outlives `ghostbox run`, even one killed with SIGKILL.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,10 @@ class StageShell:
         self.bad = BadMessageLog(self.metrics, logging.getLogger(f"pipeline.stream.{name.split(':')[0]}"))
         self.stopping: str | None = None
         self._sockets: list[zmq.Socket] = []
+        self._progress: dict[str, int] = {}
+        self._progress_at = 0.0
+        self._progress_path = (Path(graph.run_dir) / "progress" / f"{name.replace(':', '_')}.json"
+                               if graph.run_dir else None)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -68,6 +74,22 @@ class StageShell:
         if self.stopping is None and self.parent_gone():
             self.stop("parent exited")
         return self.stopping is not None
+
+    def report_progress(self, force: bool = False, **counts: int) -> None:
+        """Counters the supervisor reads to tell a stage that is still working from one that is stuck
+        (`done`: messages finished, `sent`: passed downstream, `held`: in hand); written at most twice a second."""
+        self._progress.update(counts)
+        now = time.monotonic()
+        if self._progress_path is None or (not force and now - self._progress_at < 0.5):
+            return
+        self._progress_at = now
+        try:
+            self._progress_path.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = self._progress_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({**self._progress, "pid": os.getpid(), "t": time.time()}))
+            tmp.replace(self._progress_path)
+        except OSError as exc:  # the supervisor then only sees the process, not its counters
+            log.debug("progress file %s: %s", self._progress_path, exc)
 
     def close(self) -> None:
         for sock in self._sockets:
