@@ -107,9 +107,8 @@ def test_malformed_messages_raise_protocol_error(case: str) -> None:
 def test_bad_jpeg_and_inconsistent_detections_are_protocol_errors() -> None:
     header = msgpack.packb({"v": 1, "type": "frame", "seq": 0, "frame": 0, "origin": "x", "epoch": 1, "dropped": 0,
                             "parts": [{"name": "image", "enc": "jpeg", "dtype": "uint8", "shape": []}]})
-    message = P.decode([b"cam", header, b"not a jpeg"])
-    with pytest.raises(P.ProtocolError):
-        message.array("image")
+    with pytest.raises(P.ProtocolError):  # refused by its (missing) JPEG header, before any decoding
+        P.decode([b"cam", header, b"not a jpeg"])
     dets = _dets()
     fields, parts = P.detections_parts(dets, "raw")
     fields["crop_shapes"] = fields["crop_shapes"][:2]  # fewer crops than boxes

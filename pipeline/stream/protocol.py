@@ -16,6 +16,12 @@ version, type, every field's type and range, each part's dtype/shape against its
 length. A bad message raises `ProtocolError(reason)`; stages count it, log it (rate-limited)
 and drop it, and go on. Sizes are never trusted: arrays are built only after their byte
 length matched the declared shape.
+
+Nor is what a part would grow to (`Limits`, from the graph's `limits` section): a part's
+declared shape must fit `max_image_pixels` and `max_part_bytes` before anything is decoded,
+and a JPEG part's own frame header (read without decoding) must say exactly that shape, so
+a small JPEG that claims 10000x10000 pixels costs its compressed bytes, not 300 MB.
+Detections' crops must fit in the frame they were cut from.
 """
 
 from __future__ import annotations
@@ -61,6 +67,22 @@ MAX_PARTS = 4096  # one JPEG part per crop; max_det is 300 by default
 MAX_PART_BYTES = 512 << 20
 MAX_NDIM = 4
 MAX_BOXES = 100_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one received part may make this process allocate (defaults: `config.LimitsConfig`)."""
+
+    max_image_pixels: int = 50_000_000  # one image (frame or crop): height * width
+    max_part_bytes: int = 256 << 20  # one part, as received and once decoded
+
+    @classmethod
+    def from_config(cls, config: Any) -> Limits:
+        """From a `LimitsConfig` (read by field name, so this module needs no config import)."""
+        return cls(max_image_pixels=int(config.max_image_pixels), max_part_bytes=int(config.max_message_bytes))
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class ProtocolError(Exception):
@@ -191,7 +213,100 @@ def _part_spec(value: Any, index: int) -> Part:
 def _buffer(part: Any) -> memoryview:
     """The bytes of a received part without copying (zmq.Frame, bytes or memoryview)."""
     buffer = getattr(part, "buffer", None)
-    return memoryview(buffer if buffer is not None else part)
+    view = memoryview(buffer if buffer is not None else part)
+    if view.ndim != 1 or view.format != "B":  # len() and indexing below count bytes
+        try:
+            view = view.cast("B")
+        except TypeError:  # not contiguous
+            raise ProtocolError("bad-part", "payload is not a contiguous buffer") from None
+    return view
+
+
+# -- JPEG frame header --------------------------------------------------------------------------------
+
+# SOF0..SOF15 carry the frame size; 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) share the range but are not SOFs
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# what may come before the SOF with a length of its own: APPn, COM, DQT, DHT, DAC, DRI.
+# Anything else there (SOS, EOI, RSTn, unknown codes) libjpeg refuses too, so refusing it costs nothing.
+_SKIPPABLE_MARKERS = frozenset(range(0xE0, 0xF0)) | {0xFE, 0xDB, 0xC4, 0xCC, 0xDD}
+# cameras write about a dozen segments before the SOF, cv2 four; the bounds keep a hostile message of
+# MAX_PARTS tiny JPEG parts from costing seconds of this loop
+_MAX_JPEG_SEGMENTS = 64
+_MAX_JPEG_FILL = 64  # 0xFF fill bytes before markers, in all: legal, but rare
+
+
+def jpeg_header(data: Any) -> tuple[int, int, int]:
+    """(height, width, components) from a JPEG's frame header (SOF), without decoding anything.
+
+    Only the markers before the first SOF are walked, by their lengths; any malformation is a
+    ProtocolError("bad-jpeg"). A decoder reads the same first SOF (a second one is an error to it).
+    """
+    view = _buffer(data)
+    n = len(view)
+    if n < 4 or view[0] != 0xFF or view[1] != 0xD8:
+        raise ProtocolError("bad-jpeg", "no SOI marker")
+    pos, fill = 2, 0
+    for _ in range(_MAX_JPEG_SEGMENTS):
+        if pos < n and view[pos] != 0xFF:
+            raise ProtocolError("bad-jpeg", f"no marker at byte {pos}")
+        fill -= 1  # the 0xFF that starts every marker is not fill
+        while pos < n and view[pos] == 0xFF:
+            pos += 1
+            fill += 1
+            if fill > _MAX_JPEG_FILL:
+                raise ProtocolError("bad-jpeg", "too many fill bytes")
+        if pos >= n:
+            raise ProtocolError("bad-jpeg", "truncated before the frame header")
+        code = view[pos]
+        if code not in _SOF_MARKERS and code not in _SKIPPABLE_MARKERS:
+            raise ProtocolError("bad-jpeg", f"marker 0x{code:02X} before the frame header")
+        if pos + 3 > n:
+            raise ProtocolError("bad-jpeg", "truncated before the frame header")
+        length = (view[pos + 1] << 8) | view[pos + 2]  # includes its own 2 bytes
+        segment = pos + 1  # where the length starts
+        if length < 2:
+            raise ProtocolError("bad-jpeg", f"marker 0x{code:02X}: length {length}")
+        if segment + length > n:
+            raise ProtocolError("bad-jpeg", f"marker 0x{code:02X}: length {length} runs past the data")
+        if code in _SOF_MARKERS:
+            if length < 8:
+                raise ProtocolError("bad-jpeg", "short frame header")
+            precision = view[segment + 2]
+            height = (view[segment + 3] << 8) | view[segment + 4]
+            width = (view[segment + 5] << 8) | view[segment + 6]
+            components = view[segment + 7]
+            if length != 8 + 3 * components:
+                raise ProtocolError("bad-jpeg", f"frame header length {length} for {components} components")
+            if precision != 8:  # anything else does not decode to uint8
+                raise ProtocolError("bad-jpeg", f"{precision}-bit samples")
+            if height == 0 or width == 0 or components == 0:  # height 0: given later by a DNL marker
+                raise ProtocolError("bad-jpeg", f"frame header says {height}x{width}x{components}")
+            return height, width, components
+        pos = segment + length
+    raise ProtocolError("bad-jpeg", "too many segments before the frame header")
+
+
+def _check_jpeg(spec: Part, buffer: memoryview, limits: Limits) -> None:
+    """The declared shape fits the limits and is exactly what the JPEG's own header says."""
+    shape = spec.shape
+    if spec.dtype != "uint8" or len(buffer) == 0:
+        raise ProtocolError("bad-part", f"{spec.name}: jpeg part must be non-empty uint8")
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
+        raise ProtocolError("jpeg-shape", f"{spec.name}: declared {list(shape)}")
+    _check_image_size(spec, limits)
+    height, width, components = jpeg_header(buffer)
+    if (height, width) != shape[:2] or components != (shape[2] if len(shape) == 3 else 1):
+        raise ProtocolError("jpeg-shape", f"{spec.name}: declared {list(shape)}, "
+                                          f"JPEG header says {[height, width, components]}")
+
+
+def _check_image_size(spec: Part, limits: Limits) -> None:
+    """Pixels of an image-like part (2-3 dims of uint8) and decoded bytes of any part, from its shape."""
+    if len(spec.shape) in (2, 3) and spec.dtype == "uint8" and spec.shape[0] * spec.shape[1] > limits.max_image_pixels:
+        raise ProtocolError("image-too-large", f"{spec.name}: {list(spec.shape)}")
+    # math.prod: exact (np.prod in int64 can wrap to a small number for four huge dims)
+    if math.prod(spec.shape) * np.dtype(spec.dtype).itemsize > limits.max_part_bytes:
+        raise ProtocolError("part-too-large", f"{spec.name}: {spec.dtype}{list(spec.shape)}")
 
 
 @dataclass
@@ -202,6 +317,7 @@ class Message:
     header: dict[str, Any]
     specs: list[Part]
     parts: list[Any]  # zmq.Frame / bytes / memoryview, as received
+    limits: Limits = DEFAULT_LIMITS  # what `decode` checked, and what decoding the parts may not exceed
 
     @property
     def type(self) -> str:
@@ -226,25 +342,46 @@ class Message:
 
     def array(self, name: str) -> np.ndarray:
         i = self.index(name)
-        return decode_part(self.specs[i], self.parts[i])
+        return decode_part(self.specs[i], self.parts[i], self.limits)
 
     def arrays(self, name: str) -> list[np.ndarray]:
         """Every part with this name, in order (JPEG crops are one part each)."""
-        return [decode_part(spec, self.parts[i]) for i, spec in enumerate(self.specs) if spec.name == name]
+        return [decode_part(spec, self.parts[i], self.limits) for i, spec in enumerate(self.specs)
+                if spec.name == name]
 
 
-def decode_part(spec: Part, part: Any) -> np.ndarray:
+def decode_part(spec: Part, part: Any, limits: Limits | None = None) -> np.ndarray:
     buffer = _buffer(part)
     if spec.encoding == "jpeg":
-        image = cv2.imdecode(np.frombuffer(buffer, np.uint8), cv2.IMREAD_COLOR) if len(buffer) else None
+        # checked again here (a few bytes read) so that no caller can decode a JPEG unchecked
+        _check_jpeg(spec, buffer, limits or DEFAULT_LIMITS)
+        color = len(spec.shape) == 3 and spec.shape[2] == 3
+        # the SOF read above is the one the decoder reads, so the image it allocates is the checked
+        # shape; EXIF orientation is ignored, as it would swap height and width
+        flags = (cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_IGNORE_ORIENTATION
+        try:
+            image = cv2.imdecode(np.frombuffer(buffer, np.uint8), flags)
+        except cv2.error:
+            image = None
         if image is None:
             raise ProtocolError("bad-jpeg", spec.name)
+        if image.ndim == 2 and len(spec.shape) == 3:
+            image = image[:, :, None]
+        if image.shape != spec.shape or image.dtype != np.uint8:
+            raise ProtocolError("jpeg-shape", f"{spec.name}: declared {list(spec.shape)}, decoded {image.shape}")
         return image
-    return np.frombuffer(buffer, dtype=spec.dtype).reshape(spec.shape)
+    try:
+        return np.frombuffer(buffer, dtype=spec.dtype).reshape(spec.shape)
+    except ValueError:  # only for a part `decode` did not check
+        raise ProtocolError("part-size", spec.name) from None
 
 
-def decode(frames: Sequence[Any]) -> Message:
-    """Validate a received multipart message (after any ROUTER envelope was taken off)."""
+def decode(frames: Sequence[Any], limits: Limits | None = None) -> Message:
+    """Validate a received multipart message (after any ROUTER envelope was taken off).
+
+    `limits` bound what any part may decode to (None: the defaults, equal to `LimitsConfig`'s).
+    """
+    limits = limits or DEFAULT_LIMITS
     if len(frames) < 2:
         raise ProtocolError("too-few-parts", str(len(frames)))
     if len(frames) - 2 > MAX_PARTS:
@@ -287,17 +424,19 @@ def decode(frames: Sequence[Any]) -> Message:
     specs = [_part_spec(s, i) for i, s in enumerate(raw_specs)]
     payload = list(frames[2:])
     for spec, part in zip(specs, payload):
-        size = len(_buffer(part))
-        if size > MAX_PART_BYTES:
+        buffer = _buffer(part)
+        size = len(buffer)
+        if size > MAX_PART_BYTES or size > limits.max_part_bytes:
             raise ProtocolError("part-too-large", spec.name)
         if spec.encoding == "raw":
-            expected = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+            expected = math.prod(spec.shape) * np.dtype(spec.dtype).itemsize
             if expected != size:
                 raise ProtocolError("part-size", f"{spec.name}: {spec.dtype}{list(spec.shape)} needs {expected} "
                                                  f"bytes, got {size}")
-        elif spec.dtype != "uint8" or size == 0:
-            raise ProtocolError("bad-part", f"{spec.name}: jpeg part must be non-empty uint8")
-    return Message(topic, header, specs, payload)
+            _check_image_size(spec, limits)
+        else:
+            _check_jpeg(spec, buffer, limits)
+    return Message(topic, header, specs, payload, limits)
 
 
 # -- encoding ---------------------------------------------------------------------------------------
@@ -417,13 +556,23 @@ def _crops(message: Message, n: int) -> list[np.ndarray] | None:
     shapes = message.header.get("crop_shapes")
     if shapes is None or len(shapes) != n:
         raise ProtocolError("bad-detections", f"crop_shapes lists {len(shapes or [])} crops for {n} boxes")
-    if mode == "jpeg":
-        crops = message.arrays("crop")
-        if len(crops) != n:
-            raise ProtocolError("bad-detections", f"{len(crops)} JPEG crops for {n} boxes")
-        return crops
-    flat = message.array("crops")
+    width, height = message.header["image_size"]
+    for h, w in shapes:  # a crop is cut from a box of the frame: it cannot be larger than the frame
+        if h > height or w > width:
+            raise ProtocolError("crop-shape", f"crop {h}x{w} in a {height}x{width} frame")
     sizes = [h * w * 3 for h, w in shapes]
+    if mode == "jpeg":
+        specs = [spec for spec in message.specs if spec.name == "crop"]
+        if len(specs) != n:
+            raise ProtocolError("bad-detections", f"{len(specs)} JPEG crops for {n} boxes")
+        for spec, (h, w) in zip(specs, shapes):  # `decode` matched each part's shape to its JPEG header
+            if spec.shape != (h, w, 3):
+                raise ProtocolError("crop-shape", f"crop_shapes says {h}x{w}, its JPEG part {list(spec.shape)}")
+        # all crops decoded together may not exceed what one raw crops part could carry
+        if sum(sizes) > message.limits.max_part_bytes:
+            raise ProtocolError("crops-too-large", f"{sum(sizes)} bytes of crops")
+        return message.arrays("crop")
+    flat = message.array("crops")
     if flat.ndim != 1 or flat.dtype != np.uint8 or sum(sizes) != flat.size:
         raise ProtocolError("bad-detections", "crops part does not match crop_shapes")
     crops, start = [], 0
