@@ -1,5 +1,6 @@
-"""Stages as separate processes over tcp on loopback, as across machines, with and without CURVE;
-malformed messages and a worker that never answers, sent to every bound endpoint, stop no stage."""
+"""Stages as separate processes over tcp on loopback, as across machines, with CURVE and with
+`insecure: true` (the graph token); malformed messages and a worker that never answers, sent to
+every bound endpoint by a peer holding the token, stop no stage; strangers are refused."""
 
 from __future__ import annotations
 
@@ -60,29 +61,38 @@ class _Vandal(threading.Thread):
     """Sends malformed messages to every bound endpoint (and raw bytes to the tcp ports) until stopped;
     also joins as a worker that asks for frames and never answers."""
 
-    def __init__(self, routers: list[str], pulls: list[str]) -> None:
+    def __init__(self, routers: list[str], pulls: list[str], token: bytes) -> None:
         super().__init__(daemon=True)
-        self.routers, self.pulls = routers, pulls
+        self.routers, self.pulls, self.token = routers, pulls, token
         self.stop_event = threading.Event()
         self.sent = 0
 
     def run(self) -> None:
         ctx = zmq.Context()
         socks = []
-        for url in self.routers:
-            s = ctx.socket(zmq.DEALER)
+
+        def insider(kind: int) -> zmq.Socket:  # holds the graph token, as a buggy or compromised stage would
+            s = ctx.socket(kind)
             s.linger = 0
             s.sndhwm = 100
+            s.plain_username, s.plain_password = b"ghostbox", self.token
+            return s
+
+        for url in self.routers:
+            s = insider(zmq.DEALER)
             s.connect(url)
             socks.append(s)
         for url in self.pulls:
-            s = ctx.socket(zmq.PUSH)
-            s.linger = 0
-            s.sndhwm = 100
+            s = insider(zmq.PUSH)
             s.connect(url)
             socks.append(s)
-        lazy = ctx.socket(zmq.DEALER)  # a "worker" that takes frames and dies silently
-        lazy.linger = 0
+        for url in self.routers + self.pulls:  # strangers without the token: refused at the handshake
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.connect(url)
+            s.send_multipart(_forged_detections(nan=False), zmq.NOBLOCK)
+            socks.append(s)
+        lazy = insider(zmq.DEALER)  # a "worker" that takes frames and dies silently
         lazy.connect(self.routers[1])
         lazy.send_multipart([b"lazy", msgpack.packb({"v": 1, "type": "hello", "role": "worker", "batch": 2})])
         lazy.send_multipart([b"lazy", msgpack.packb({"v": 1, "type": "credit", "n": 2})])
@@ -115,7 +125,7 @@ def _start(name: str, config: Path, logs: Path, cli: bool = False) -> subprocess
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env(), cwd=REPO)
 
 
-@pytest.mark.parametrize("curve", [False, True], ids=["plain", "curve"])
+@pytest.mark.parametrize("curve", [False, True], ids=["insecure-token", "curve"])
 def test_stages_in_separate_processes_over_tcp(tmp_path: Path, curve: bool) -> None:
     run_dir, start = short_dir(), time.time()
     out, logs, keys = tmp_path / "out", tmp_path / "logs", tmp_path / "keys"
@@ -136,11 +146,17 @@ def test_stages_in_separate_processes_over_tcp(tmp_path: Path, curve: bool) -> N
 
         assert main(["keys", "--out", str(keys), "server", "client"]) == 0  # in-process: its imports are paid
         assert (keys / "server.key_secret").stat().st_mode & 0o077 == 0
-        config["security"] = {"curve": True, "keys": str(keys)}
+        config["security"] = {"keys": str(keys)}  # tcp: CURVE by default
+    else:
+        from pipeline.stream.security import make_token
+
+        make_token(keys)
+        config["security"] = {"insecure": True, "keys": str(keys)}
     path = write_config(tmp_path / "graph.yaml", config)
     names = ["sink:out", "filter", "broker", "worker:0", "source:clip"]
     procs = {name: _start(name, path, logs, cli=name == "sink:out") for name in names}
-    vandal = _Vandal([url(p_sources), url(p_workers)], [url(p_filter), url(p_sink)]) if not curve else None
+    vandal = (_Vandal([url(p_sources), url(p_workers)], [url(p_filter), url(p_sink)],
+                      (keys / "graph.token").read_text().strip().encode()) if not curve else None)
     try:
         if vandal:
             vandal.start()
@@ -168,6 +184,7 @@ def test_stages_in_separate_processes_over_tcp(tmp_path: Path, curve: bool) -> N
         assert "bad message on filter input" in text["filter"] and "bad message on sink input" in text["sink:out"]
         assert "filter-does-not-fit" in text["filter"] and "NaN" in text["filter"]
         assert "silent for" in text["broker"]  # the worker that never answered was declared dead
+        assert "refused-peer" in text["broker"] and "refused-peer" in text["sink:out"]  # the strangers
 
 
 def _unauthorized_client_is_refused(url: str, keys: Path) -> bool:

@@ -12,7 +12,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "in the graph config. Binding machines need server.key_secret and the clients' .key files; "
                     "connecting machines need client.key_secret and server.key.",
     )
-    parser.add_argument("names", nargs="+", metavar="NAME", help="one key pair per name")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="one key pair per name")
+    parser.add_argument("--token", action="store_true",
+                        help="also write graph.token, the shared secret of a graph with `security: {insecure: true}`")
     parser.add_argument("--out", "-o", required=True, help="folder for the key files")
     parser.add_argument("--force", action="store_true", help="replace existing key files")
     parser.set_defaults(handler=run)
@@ -21,12 +23,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import GhostboxError
     from pipeline.stream.config import ID_PATTERN
-    from pipeline.stream.security import make_keypair
+    from pipeline.stream.security import make_keypair, make_token
 
     for name in args.names:
         if not ID_PATTERN.match(name):
             raise GhostboxError(f"key name '{name}': use letters, digits, '_', '.', '-'")
+    if not args.names and not args.token:
+        raise GhostboxError("keys: name at least one key pair (e.g. server client) or pass --token")
     for name in args.names:
         public, secret = make_keypair(args.out, name, force=args.force)
         print(f"{public}  (public: give to peers)\n{secret}  (secret: keep on this machine, mode 600)")
+    if args.token:
+        print(f"{make_token(args.out, force=args.force)}  (secret: copy to every machine of the graph, mode 600)")
     return 0

@@ -80,10 +80,17 @@ def run_graph(graph: Any, log_level: str = "INFO") -> tuple[int, list[dict[str, 
 
 
 def print_summary(summary: dict[str, Any], out: str) -> None:
-    lat = summary["latency_ms"]
-    print(f"{summary['frames']} frames at {summary['fps']:.1f} frames/s, latency p50 {lat['p50']:.1f} ms "
-          f"p95 {lat['p95']:.1f} ms p99 {lat['p99']:.1f} ms; {summary['dropped']} dropped; "
-          f"{summary['boxes']} boxes, {summary['flagged']} flagged -> {out}")
+    """One line of figures, then one line per thing that was skipped, cut, lost or not written."""
+    lat = summary.get("latency_ms") or {}
+    if "fps" in summary and lat:
+        print(f"{summary['frames']} frames at {summary['fps']:.1f} frames/s, latency p50 {lat['p50']:.1f} ms "
+              f"p95 {lat['p95']:.1f} ms p99 {lat['p99']:.1f} ms; {summary['dropped']} dropped; "
+              f"{summary['boxes']} boxes, {summary['flagged']} flagged -> {out}")
+    status = summary.get("status", "unknown")
+    if status != "complete":
+        print(f"status: {status} (details in {Path(out) / 'summary.json'})")
+        for problem in summary.get("problems") or []:
+            print(f"  - {problem}")
 
 
 def log_level() -> str:

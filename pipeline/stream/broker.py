@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +102,10 @@ class DispatchCore:
     """The broker's logic without sockets: messages in (with the sender's routing id), `Out`s out."""
 
     def __init__(self, sources: dict[str, bool], prefetch: int = 4, heartbeat_s: float = 1.0, liveness: int = 3,
-                 max_attempts: int = 3, forward_frames: bool = True) -> None:
+                 max_attempts: int = 3, forward_frames: bool = True,
+                 reachable: Callable[[bytes], bool] | None = None) -> None:
+        # reachable(routing): is that source connection still open? (the shell asks ZeroMQ)
+        self.reachable = reachable or (lambda routing: False)
         self.sources = {sid: SourceState(sid, live) for sid, live in sources.items()}
         self.workers: dict[bytes, WorkerState] = {}
         self.pending: dict[Key, Pending] = {}
@@ -144,12 +148,19 @@ class DispatchCore:
         if state is None:
             self._reject("unknown-source")
             return
-        if routing != message.topic.encode():
-            # sources connect with their id as identity: a peer cannot speak for another stream
-            self._reject("source-identity-mismatch")
-            return
-        state.routing = routing
         kind = message.type
+        if routing != state.routing:
+            # only a HELLO binds a connection to a stream, and only when no other open connection holds it:
+            # a restarted source once the old one is gone, never a second peer speaking for a live one
+            if kind != P.HELLO or message.header["role"] != "source":
+                self._reject("not-the-stream's-source")
+                return
+            if state.routing is not None and self.reachable(state.routing):
+                self._reject("identity-takeover")
+                return
+            if state.routing is not None:
+                log.info("source %s: a new connection took over from one that is gone", state.id)
+            state.routing = routing
         if kind == P.HELLO:
             epoch = int(message.header.get("epoch", 0))
             if state.epoch and epoch != state.epoch:
@@ -259,6 +270,9 @@ class DispatchCore:
     def worker_message(self, routing: bytes, message: P.Message, now: float) -> None:
         kind = message.type
         worker = self.workers.get(routing)
+        if kind == P.HELLO and message.header["role"] != "worker":
+            self._reject("hello-with-wrong-role")
+            return
         if kind == P.HELLO:
             if worker is not None:
                 self._worker_lost(worker, "re-announced itself")
@@ -476,18 +490,30 @@ class BrokerStage(StageShell):
         forward_frames = any(s.video or s.crops for s in graph.sinks)
         self.core = DispatchCore({s.id: graph.source_mode(s) == "live" for s in graph.sources}, prefetch=cfg.prefetch,
                                  heartbeat_s=cfg.heartbeat_ms / 1000, liveness=cfg.liveness,
-                                 max_attempts=cfg.max_attempts, forward_frames=forward_frames)
+                                 max_attempts=cfg.max_attempts, forward_frames=forward_frames,
+                                 reachable=self._source_reachable)
         self.exit_when_done = exit_when_done
         ep = graph.endpoints
         self.frontend = self.socket(zmq.ROUTER, ep.sources.url, bind=True, bind_url=ep.sources.bind_url)
-        self.frontend.router_handover = 1  # a restarted source takes over its identity
+        # no handover: a peer reusing a connected source's routing id is refused, never given its credits
+        self.frontend.router_handover = 0
         self.frontend.router_mandatory = 1  # unroutable sends raise instead of vanishing silently
         self.backend = self.socket(zmq.ROUTER, ep.workers.url, bind=True, bind_url=ep.workers.bind_url)
         self.backend.router_mandatory = 1
         self.downstream = self.socket(zmq.PUSH, ep.filter.url, bind=ep.filter.binder == "broker",
                                       bind_url=ep.filter.bind_url, hwm=cfg.hwm)
         self.outbox: deque[list[Any]] = deque()
+        self.sent = 0  # messages passed to the filter
         self._dropped_reported: dict[str, int] = {}
+
+    def _source_reachable(self, routing: bytes) -> bool:
+        try:  # a zero credit changes nothing at the source; ZeroMQ knows whether the pipe is still open
+            self.frontend.send_multipart([routing, *P.control(P.CREDIT, "broker", n=0)], flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return True  # connected, only not reading
+        except zmq.ZMQError:
+            return False
 
     def _route(self, outputs: list[Out]) -> None:
         unreachable = False
@@ -517,6 +543,7 @@ class BrokerStage(StageShell):
             except zmq.Again:
                 break
             frames = self.outbox.popleft()
+            self.sent += 1
             self.metrics.inc_out(frames[0].decode("utf-8", "replace") if isinstance(frames[0], bytes) else "?")
         self.core.downstream_ready = len(self.outbox) < self.OUTBOX_LIMIT
 
@@ -568,6 +595,7 @@ class BrokerStage(StageShell):
             if time.monotonic() - last_metrics > 1.0:
                 last_metrics = time.monotonic()
                 self._publish_metrics()
+            self.report_progress(held=len(self.core.pending) + len(self.outbox), sent=self.sent, done=self.sent)
             if self.exit_when_done and self.core.finished and not self.outbox:
                 log.info("every source ended: telling workers to stop")
                 break
@@ -575,6 +603,7 @@ class BrokerStage(StageShell):
         self._route(self.core.take_outputs())
         self._drain_outbox(5.0)
         self._publish_metrics()
+        self.report_progress(force=True, held=len(self.core.pending) + len(self.outbox), sent=self.sent, done=self.sent)
         self.close()
         return 0
 

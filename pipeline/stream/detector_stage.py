@@ -180,6 +180,9 @@ class WorkerStage(StageShell):
         self.busy = 0  # frames on the compute thread (credit comes back when they are done)
         self.poller = zmq.Poller()
         self.poller.register(self.wake, zmq.POLLIN)
+        self.results = 0
+        # the supervisor starts the other stages only once this worker accepted its model and filter
+        self.report_progress(force=True, ready=1, held=0, done=0)
 
     def _connect(self) -> None:
         if self.sock is not None:
@@ -219,12 +222,14 @@ class WorkerStage(StageShell):
             if now - last_beat >= self.heartbeat_s:
                 last_beat = now
                 self.send(self.sock, P.control(P.HEARTBEAT, "worker"))
+            self.report_progress(held=len(self.held) + self.busy, done=self.results)
             if now - self.last_broker > self.heartbeat_s * self.liveness:
                 log.warning("worker %d: broker silent for %.1f s; reconnecting", self.index, now - self.last_broker)
                 self.metrics.event("reconnect")
                 self._connect()
         self.compute.inbox.put(None)
         self.compute.join(timeout=10.0)
+        self.report_progress(force=True, held=len(self.held) + self.busy, done=self.results)
         self.close()
         return 0
 
@@ -272,5 +277,6 @@ class WorkerStage(StageShell):
                         log.warning("worker %d: the broker is not taking results; %s frame %d left to it",
                                     self.index, message[0].decode(), P.decode(message).seq)
                     self.metrics.inc_out(message[0].decode())
+                self.results += len(messages)
                 self.metrics.observe_stage(seconds / max(count, 1))
             self.send(self.sock, P.control(P.CREDIT, "worker", n=count))

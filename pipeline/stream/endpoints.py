@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from pipeline.stream.security import Curve
+from pipeline.stream.security import PeerAuth
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,11 @@ def leaves_machine(url: str) -> bool:
     return parsed.scheme == "tcp" and not is_loopback_host(parsed.host)
 
 
-def open_socket(ctx: zmq.Context, kind: int, url: str, bind: bool, curve: Curve | None, *,
+def open_socket(ctx: zmq.Context, kind: int, url: str, bind: bool, auth: PeerAuth | None, *,
                 bind_url: str | None = None, hwm: int | None = None, identity: bytes | None = None,
-                linger_ms: int = 2000) -> zmq.Socket:
-    """A socket of `kind` bound to or connected to `url`; CURVE applies to tcp only (ipc is
-    protected by the file permissions of the run folder)."""
+                linger_ms: int = 2000, max_message_bytes: int | None = None) -> zmq.Socket:
+    """A socket of `kind` bound to or connected to `url`; peer authentication (CURVE or the graph
+    token) applies to tcp only (ipc is protected by the file permissions of the run folder)."""
     sock = ctx.socket(kind)
     sock.linger = linger_ms  # closing flushes queued messages, but never hangs for ever
     if hwm is not None:
@@ -71,18 +71,17 @@ def open_socket(ctx: zmq.Context, kind: int, url: str, bind: bool, curve: Curve 
         sock.rcvhwm = hwm
     if identity is not None:
         sock.identity = identity
+    if max_message_bytes is not None:
+        sock.maxmsgsize = max_message_bytes  # a larger part disconnects its sender before it is read
     target = (bind_url or url) if bind else url
     parsed = parse_url(target)
-    secured = curve is not None and parsed.scheme == "tcp"
+    secured = auth is not None and auth.active and parsed.scheme == "tcp"
     if secured:
-        if bind:
-            curve.make_server(ctx, sock)
-        else:
-            curve.make_client(sock)
+        auth.configure(ctx, sock, bind)
     try:
         if bind:
             if parsed.scheme == "tcp" and not is_loopback_host(parsed.host) and not secured:
-                log.warning("binding %s without CURVE: anyone who reaches this port can send to it", target)
+                log.warning("binding %s without authentication: anyone who reaches this port can send to it", target)
             sock.bind(target)
         else:
             sock.connect(target)

@@ -109,6 +109,8 @@ class FilterStage(StageShell):
         self.required = {s.id for s in graph.sources}
         self.ended: set[str] = set()
         self.exit_when_done = exit_when_done
+        self.done = 0  # messages taken from the broker
+        self.sent = 0  # messages passed to the sinks
 
     def _fan_out(self, message: list[Any]) -> None:
         for sock in self.outputs:
@@ -164,8 +166,10 @@ class FilterStage(StageShell):
 
     def run(self) -> int:
         while not self.should_stop():
+            self.report_progress(done=self.done, sent=self.sent)
             if not self.input.poll(100):
                 continue
+            self.done += 1
             message = self.receive(self.input, "filter input")
             if message is None:
                 continue
@@ -173,12 +177,14 @@ class FilterStage(StageShell):
                 out = self._detections(message)
                 if out is not None:
                     self._fan_out(out)
+                    self.sent += 1
                     self.metrics.inc_out(message.topic)
             elif message.type == P.EOS:
                 if message.topic not in self.required:
                     self.bad("unknown-source", message.topic, "filter input")
                     continue
                 self._fan_out(P.reencode(message))
+                self.sent += 1
                 self.ended.add(message.topic)
                 self.core.drift.forget(message.topic)
                 log.info("source %s ended (%s)", message.topic, message.header["status"])
@@ -186,5 +192,6 @@ class FilterStage(StageShell):
                     break
             else:  # shutdown included: only signals and EOS end this stage, not a peer on the data path
                 self.bad(f"unexpected-{message.type}", "", "filter input")
+        self.report_progress(force=True, done=self.done, sent=self.sent)
         self.close()
         return 0

@@ -1,4 +1,10 @@
-"""CurveZMQ for tcp endpoints: key pairs, and who may connect.
+"""Who may connect to a graph's tcp endpoints: CurveZMQ by default, a graph token when `insecure`.
+
+- CURVE (the default whenever a graph uses tcp): encrypted, and clients authorized by public key.
+- `security.insecure: true`: nothing is encrypted, but peers still prove they hold the graph's
+  token (ZMQ PLAIN, checked by the same ZAP handler), so a stray client on the network can
+  neither inject messages nor attach a PULL socket and take a share of the detections.
+- ipc endpoints: the run folder's mode (0700) keeps other users out.
 
 Binding sides are CURVE servers with the `server` key pair and accept only clients whose
 public key is listed in `authorized` (checked by a ZAP handler, pyzmq's ThreadAuthenticator);
@@ -15,6 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +36,56 @@ from pipeline.errors import GhostboxError
 log = logging.getLogger(__name__)
 
 
+TOKEN_FILE = "graph.token"
+TOKEN_USER = b"ghostbox"
+
+
+@contextmanager
+def _private_files() -> Iterator[None]:
+    """Files made inside are 0600 from their first byte (a chmod afterwards leaves a window)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def make_keypair(out_dir: str | Path, name: str, force: bool = False) -> tuple[Path, Path]:
-    """Write OUT/NAME.key (public) and OUT/NAME.key_secret (secret, mode 600)."""
+    """Write OUT/NAME.key (public) and OUT/NAME.key_secret (secret, mode 600 from the start)."""
     out = Path(out_dir)
     public, secret = out / f"{name}.key", out / f"{name}.key_secret"
     if not force and (public.exists() or secret.exists()):
         raise GhostboxError(f"keys: '{public}' already exists (pass --force to replace it)")
-    out.mkdir(parents=True, exist_ok=True)
-    made_public, made_secret = zmq.auth.create_certificates(str(out), name)
-    os.chmod(made_secret, 0o600)
+    with _private_files():
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        made_public, made_secret = zmq.auth.create_certificates(str(out), name)
+    os.chmod(made_public, 0o644)  # the public half is meant to be copied to peers
     return Path(made_public), Path(made_secret)
+
+
+def make_token(out_dir: str | Path, force: bool = False) -> Path:
+    """OUT/graph.token: the shared secret of an `insecure` graph's peers (mode 600 from the start)."""
+    path = Path(out_dir) / TOKEN_FILE
+    if path.exists() and not force:
+        raise GhostboxError(f"keys: '{path}' already exists (pass --force to replace it)")
+    with _private_files():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def load_token(keys_dir: str | Path) -> bytes:
+    path = Path(keys_dir) / TOKEN_FILE
+    try:
+        token = path.read_text().strip().encode()
+    except FileNotFoundError:
+        raise GhostboxError(f"security: token file '{path}' not found (an insecure tcp graph needs it on every "
+                            f"machine; make it with `ghostbox keys --out {path.parent} --token`)") from None
+    except OSError as exc:
+        raise GhostboxError(f"security: token file '{path}': {exc}") from None
+    if len(token) < 16:
+        raise GhostboxError(f"security: token file '{path}' holds fewer than 16 characters")
+    return token
 
 
 def _load(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
@@ -125,6 +174,83 @@ class Curve:
         self._auth[id(ctx)] = auth
 
     def stop(self) -> None:
+        for auth in self._auth.values():
+            auth.stop()
+        self._auth.clear()
+
+
+@dataclass
+class PeerAuth:
+    """How this graph's tcp sockets authenticate peers: CURVE keys, the graph token, or nothing (ipc only)."""
+
+    curve: Curve | None
+    token_dir: Path | None
+    _token: bytes | None = None
+    _auth: dict[int, ThreadAuthenticator] = field(default_factory=dict)
+
+    @classmethod
+    def from_graph(cls, graph: object) -> PeerAuth:
+        security = graph.security  # type: ignore[attr-defined]
+        keys = Path(security.keys)
+        curve = (Curve(keys, security.server, security.client, list(security.authorized))
+                 if graph.curve_on() else None)  # type: ignore[attr-defined]
+        return cls(curve, keys if graph.token_on() else None)  # type: ignore[attr-defined]
+
+    @property
+    def active(self) -> bool:
+        return self.curve is not None or self.token_dir is not None
+
+    def ensure_keys(self) -> None:
+        """First run on this machine: make what is missing entirely (never half of an existing set)."""
+        if self.curve is not None:
+            server = self.curve._path(self.curve.server_name, ".key_secret")
+            client = self.curve._path(self.curve.client_name, ".key_secret")
+            if not server.exists() and not client.exists() and not server.with_suffix(".key").exists():
+                make_keypair(server.parent, self.curve.server_name)
+                make_keypair(client.parent, self.curve.client_name)
+                log.info("made CURVE key pairs %s and %s in %s (first run; copy them to other machines as "
+                         "docs/multi-host.md says)", self.curve.server_name, self.curve.client_name, server.parent)
+        if self.token_dir is not None and not (self.token_dir / TOKEN_FILE).exists():
+            make_token(self.token_dir)
+            log.info("made the graph token %s (first run)", self.token_dir / TOKEN_FILE)
+
+    def check(self) -> None:
+        """Every file this graph's stages will need, loaded now: one clear line if one is missing."""
+        if self.curve is not None:
+            self.curve.server_keys()
+            self.curve.client_keys()
+            self.curve.allowed_keys()
+        if self.token_dir is not None:
+            self.token()
+
+    def token(self) -> bytes:
+        if self._token is None:
+            assert self.token_dir is not None
+            self._token = load_token(self.token_dir)
+        return self._token
+
+    def configure(self, ctx: zmq.Context, sock: zmq.Socket, bind: bool) -> None:
+        """Before bind/connect of a tcp socket."""
+        if self.curve is not None:
+            if bind:
+                self.curve.make_server(ctx, sock)
+            else:
+                self.curve.make_client(sock)
+        elif self.token_dir is not None:
+            if bind:
+                if id(ctx) not in self._auth:
+                    auth = ThreadAuthenticator(ctx, log=logging.getLogger("pipeline.stream.zap"))
+                    auth.start()
+                    auth.configure_plain(domain="*", passwords={TOKEN_USER.decode(): self.token().decode()})
+                    self._auth[id(ctx)] = auth
+                sock.plain_server = True
+            else:
+                sock.plain_username = TOKEN_USER
+                sock.plain_password = self.token()
+
+    def stop(self) -> None:
+        if self.curve is not None:
+            self.curve.stop()
         for auth in self._auth.values():
             auth.stop()
         self._auth.clear()

@@ -23,9 +23,9 @@ import zmq
 
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig
-from pipeline.stream.endpoints import open_socket
+from pipeline.stream.endpoints import open_socket, parse_url
 from pipeline.stream.metrics import BadMessageLog, StageMetrics
-from pipeline.stream.security import Curve
+from pipeline.stream.security import PeerAuth
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,18 @@ class StageShell:
         self.name = name
         self.parent_pid = parent_pid
         self.ctx = zmq.Context()
-        security = graph.security
-        self.curve = (Curve(Path(security.keys), security.server, security.client,
-                            list(security.authorized)) if security.curve else None)
+        self.auth = PeerAuth.from_graph(graph)
+        self.limits = P.Limits.from_config(graph.limits)
+        self.refused = 0  # peers that failed the CURVE / token handshake on a bound socket
+        self._monitors: list[tuple[zmq.Socket, zmq.Socket, str]] = []
         self.metrics = StageMetrics(name, graph.metrics_port(name), graph.metrics.host)
         if self.metrics.port is not None:
             log.info("%s: metrics on http://%s:%d/metrics", name, graph.metrics.host, self.metrics.port)
         self.bad = BadMessageLog(self.metrics, logging.getLogger(f"pipeline.stream.{name.split(':')[0]}"))
         self.stopping: str | None = None
         self._sockets: list[zmq.Socket] = []
-        self._progress: dict[str, int] = {}
-        self._progress_at = 0.0
+        self._progress_counts: dict[str, int] = {}
+        self._progress_written_at = 0.0
         self._progress_path = (Path(graph.run_dir) / "progress" / f"{name.replace(':', '_')}.json"
                                if graph.run_dir else None)
         if threading.current_thread() is threading.main_thread():
@@ -71,6 +72,8 @@ class StageShell:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def should_stop(self) -> bool:
+        if self._monitors:
+            self._poll_monitors()
         if self.stopping is None and self.parent_gone():
             self.stop("parent exited")
         return self.stopping is not None
@@ -78,25 +81,29 @@ class StageShell:
     def report_progress(self, force: bool = False, **counts: int) -> None:
         """Counters the supervisor reads to tell a stage that is still working from one that is stuck
         (`done`: messages finished, `sent`: passed downstream, `held`: in hand); written at most twice a second."""
-        self._progress.update(counts)
+        self._progress_counts.update(counts)
         now = time.monotonic()
-        if self._progress_path is None or (not force and now - self._progress_at < 0.5):
+        if self._progress_path is None or (not force and now - self._progress_written_at < 0.5):
             return
-        self._progress_at = now
+        self._progress_written_at = now
         try:
             self._progress_path.parent.mkdir(mode=0o700, exist_ok=True)
             tmp = self._progress_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**self._progress, "pid": os.getpid(), "t": time.time()}))
+            tmp.write_text(json.dumps({**self._progress_counts, "bad": self.bad.total, "refused": self.refused,
+                                       "pid": os.getpid(), "t": time.time()}))
             tmp.replace(self._progress_path)
         except OSError as exc:  # the supervisor then only sees the process, not its counters
             log.debug("progress file %s: %s", self._progress_path, exc)
 
     def close(self) -> None:
+        for sock, monitor, _ in self._monitors:
+            sock.disable_monitor()
+            monitor.close(0)
+        self._monitors.clear()
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
-        if self.curve is not None:
-            self.curve.stop()
+        self.auth.stop()
         self.ctx.term()
 
     # -- sockets --------------------------------------------------------------------------------
@@ -105,9 +112,28 @@ class StageShell:
                identity: bytes | None = None) -> zmq.Socket:
         if url is None:
             raise ValueError("endpoint URL not resolved")
-        sock = open_socket(self.ctx, kind, url, bind, self.curve, bind_url=bind_url, hwm=hwm, identity=identity)
+        sock = open_socket(self.ctx, kind, url, bind, self.auth, bind_url=bind_url, hwm=hwm, identity=identity,
+                           max_message_bytes=self.graph.limits.max_message_bytes)
         self._sockets.append(sock)
+        target = (bind_url or url) if bind else url
+        if bind and self.auth.active and parse_url(target).scheme == "tcp":
+            events = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            self._monitors.append((sock, sock.get_monitor_socket(events), target))
         return sock
+
+    def _poll_monitors(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        for _, monitor, target in self._monitors:
+            while monitor.poll(0):
+                try:
+                    event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.refused += 1
+                self.metrics.event("refused_peer")
+                self.bad("refused-peer", f"{event.get('endpoint', b'')!r:.60} failed the handshake", target)
 
     def wake_socket(self, url: str) -> zmq.Socket:
         """The bound end of an inproc PAIR a helper thread pokes when it has something."""
@@ -136,7 +162,7 @@ class StageShell:
 
     def _decode(self, frames: list[Any], where: str) -> P.Message | None:
         try:
-            return P.decode(frames)
+            return P.decode(frames, self.limits)
         except P.ProtocolError as exc:
             self.bad(exc.reason, exc.detail, where)
             return None

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pipeline.errors import GhostboxError
 from pipeline.stream.config import GraphConfig, default_run_dir, load_graph, read_graph_json, resolve
@@ -58,6 +59,18 @@ def setup_logging(name: str, level: str) -> None:
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
 
 
+def _leave_error(graph_json: str | None, name: str, error: str) -> None:
+    """The refusal, where the supervisor can quote it in its one-line exit message."""
+    if not graph_json:
+        return
+    try:
+        folder = Path(graph_json).parent / "progress"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        (folder / f"{name.replace(':', '_')}.error").write_text(error)
+    except OSError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.stream.stage_main")
     parser.add_argument("name")
@@ -75,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_stage(graph, args.name, args.parent_pid)
     except GhostboxError as exc:
         print(f"[{args.name}] error: {exc}", file=sys.stderr)
+        _leave_error(args.graph, args.name, str(exc))
         return 2
     except KeyboardInterrupt:
         return 130

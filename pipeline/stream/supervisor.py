@@ -1,24 +1,29 @@
 """`ghostbox run`: start every stage of a graph on this machine as its own process, watch them,
-and end the run cleanly.
+and end the run in order, so that nothing is lost or killed without a word.
 
 - Stages are `python -m pipeline.stream.stage_main NAME --graph run_dir/graph.json` processes
-  in their own sessions (a Ctrl-C in the terminal reaches only the supervisor, which then
-  shuts the graph down in order); each watches the supervisor's pid and exits if it is gone,
-  so nothing is orphaned even when the supervisor is killed with SIGKILL.
+  in their own sessions (a Ctrl-C in the terminal reaches only the supervisor); each watches
+  the supervisor's pid and exits if it is gone, so nothing is orphaned even after SIGKILL.
+- Start: the detector workers first; once worker:0 loaded its model and accepted the filter
+  (or refused it: then nothing else starts and the refusal is the one line printed), the
+  broker, filter, sinks and sources.
 - A detector worker that dies is started again (the broker re-sends the frames it held);
   more than `workers.max_restarts` crashes in a minute end the run. A live source that
   crashes is started again too; a lossless source that crashes without its EOS gets one
-  from the supervisor (status "failed", counting the frames the broker received), so the
-  graph still drains and the other streams finish (exit code 1 at the end). A crash of the
-  broker, the filter or a sink ends the run with exit code 1; a stage that refuses its
-  configuration (exit code 2: a filter fitted for another model, a port in use) ends it with 2.
-- The run is complete when every sink has exited 0 (each does once every source's EOS went
-  through it and its files are flushed); the broker, filter and workers then exit by
-  themselves. Exit code 0.
-- First Ctrl-C / SIGTERM: the sources are told to stop (each sends an EOS "interrupted"), the
-  graph drains for up to `shutdown_grace_s`, then every stage gets SIGTERM (sinks flush and
-  write summary.json) and, 5 s later, SIGKILL. A second Ctrl-C skips the drain. Exit code
-  130 (SIGINT) or 143 (SIGTERM).
+  from the supervisor (status "failed"), so the graph still drains. A crash of the broker,
+  the filter or a sink ends the run with exit code 1; a stage that refuses its configuration
+  (exit code 2) ends it with 2.
+- Shutdown is ordered: sources -> broker -> workers -> filter -> sinks. A stage whose
+  upstream stages have all exited is expected to finish by itself; it gets
+  `shutdown.stage_grace_s` plus `shutdown.per_item_s` per message it still holds (from the
+  stages' progress counters), renewed while it makes progress; then SIGTERM (it flushes and
+  writes what it has) and as long again; then SIGKILL, which is logged, named in the exit
+  message and in summary.json (`killed`, with what the stage still held).
+- Ctrl-C / SIGTERM: the sources are told to stop (each sends an EOS "interrupted") and get
+  `shutdown_grace_s` to do so; the rest drains in the same order. A second one sends SIGTERM
+  to every stage at once (each still flushes). Exit code 130 (SIGINT) or 143 (SIGTERM).
+- Exit code 0 only when every sink's summary says "complete"; 1 when anything was skipped,
+  cut, not written or killed (summary.json says what), 2 for a configuration refused.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -42,7 +48,8 @@ from pipeline.stream.config import GraphConfig, dump_graph
 log = logging.getLogger(__name__)
 
 RESTART_WINDOW_S = 60.0
-KILL_AFTER_S = 5.0
+READY_TIMEOUT_S = 600.0  # a worker loading a large model on a slow disk
+TIERS = ("source", "broker", "worker", "filter", "sink")  # shutdown order
 
 
 @dataclass
@@ -52,14 +59,44 @@ class Child:
     restarts: deque[float] = field(default_factory=deque)
     exit_code: int | None = None
     stopped: bool = False  # SIGTERM sent by us
+    finish_by: float | None = None  # SIGTERM after this, unless it exits or makes progress
+    kill_at: float | None = None  # SIGKILL after this
+    last_done: int | None = None  # its progress counter when last looked at
 
     @property
     def kind(self) -> str:
         return self.name.split(":")[0]
 
     @property
+    def tier(self) -> int:
+        return TIERS.index(self.kind)
+
+    @property
     def alive(self) -> bool:
         return self.exit_code is None
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """ipc sockets live in the run folder: an existing one must be this user's alone."""
+    try:
+        info = run_dir.stat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        raise GhostboxError(f"run_dir '{run_dir}': not a folder")
+    if info.st_uid != os.getuid():
+        raise GhostboxError(f"run_dir '{run_dir}': owned by another user (uid {info.st_uid}); choose another folder")
+    if info.st_mode & 0o077:
+        raise GhostboxError(f"run_dir '{run_dir}': mode {stat.S_IMODE(info.st_mode):o} lets other users reach its "
+                            f"ipc sockets; `chmod 700 {run_dir}` or choose another folder")
+
+
+def _writable_target(path: Path) -> bool:
+    """The folder exists and is writable, or the nearest existing parent is (it is made by the sink)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+    return False
 
 
 def preflight(graph: GraphConfig) -> None:
@@ -75,26 +112,24 @@ def preflight(graph: GraphConfig) -> None:
                 raise GhostboxError(f"source '{source.id}': {exc}") from None
         elif kind == "synth":
             parse_synth_uri(source.uri)
-    model = graph.detector.model
-    if "/" in model and not Path(model).exists():  # a bare name (yolo11n.pt) is Ultralytics' to fetch
-        raise GhostboxError(f"detector.model '{model}': file not found")
+    model = Path(graph.detector.model)
+    if "/" in graph.detector.model:  # a bare name (yolo11n.pt) is Ultralytics' to fetch
+        if not model.exists():
+            raise GhostboxError(f"detector.model '{model}': file not found")
+        if not os.access(model, os.R_OK):
+            raise GhostboxError(f"detector.model '{model}': not readable by this user")
     if graph.filter.path:
         from pipeline.filter.filter_file import read_filter_header
 
         read_filter_header(graph.filter.path)
-    if graph.security.curve:
-        from pipeline.stream.security import Curve
+    if graph.run_dir and graph.endpoints.sources.url and graph.endpoints.sources.url.startswith("ipc://"):
+        _check_run_dir(Path(graph.run_dir))
+    from pipeline.stream.security import PeerAuth
 
-        curve = Curve(Path(graph.security.keys), graph.security.server, graph.security.client,
-                      list(graph.security.authorized))
-        curve.server_keys()
-        curve.client_keys()
-        curve.allowed_keys()
+    PeerAuth.from_graph(graph).check()
     for sink in graph.sinks:
-        try:
-            Path(sink.out).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GhostboxError(f"sinks[{sink.name}].out '{sink.out}': cannot create ({exc})") from None
+        if not _writable_target(Path(sink.out)):
+            raise GhostboxError(f"sinks[{sink.name}].out '{sink.out}': cannot be written by this user")
 
 
 class Supervisor:
@@ -111,10 +146,13 @@ class Supervisor:
         self.failure_code = 1  # 2 when a stage refused its configuration, as the CLI's own input errors
         self.interrupted: int | None = None  # the signal number of the first Ctrl-C / SIGTERM
         self.forced = False
+        self.stopping = False  # sources were told to stop (signal or failure)
         self.drain_deadline: float | None = None
-        self.kill_deadline: float | None = None
         self.restarts: dict[str, int] = {}
         self.failed_sources: list[str] = []
+        self.killed: dict[str, dict[str, Any]] = {}
+        self._progress: dict[str, dict[str, Any]] = {}
+        self._progress_at = 0.0
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -125,11 +163,51 @@ class Supervisor:
         return subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
+        created = not self.run_dir.exists()
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets: this user only
+        if created:
+            os.chmod(self.run_dir, 0o700)  # mkdir's mode is cut by the umask; the parents' are not ours
         dump_graph(self.graph, self.graph_path)
-        for name in self.graph.stage_names():
+        os.chmod(self.graph_path, 0o600)
+        names = self.graph.stage_names()
+        workers = [n for n in names if n.startswith("worker:")]
+        for name in workers:
             self.children[name] = Child(name, self._spawn(name))
+        if not self._wait_ready(workers[0]):
+            return
+        for name in names:
+            if name not in self.children:
+                self.children[name] = Child(name, self._spawn(name))
         log.info("started %d stages (%s); run folder %s", len(self.children), ", ".join(self.children), self.run_dir)
+
+    def _wait_ready(self, name: str) -> bool:
+        """Wait until the worker loaded its model and accepted the filter; False if it refused or died."""
+        child = self.children[name]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and self.interrupted is None:
+            if self._read_progress(name).get("ready"):
+                return True
+            code = child.proc.poll()
+            if code is not None:
+                child.exit_code = code
+                error = self._stage_error(name)
+                if code == 2:
+                    self.failure_code = 2
+                    self._fail(f"stage {name} refused its configuration: {error or 'see its error above'}")
+                else:
+                    self._fail(f"stage {name} exited with code {code} while starting"
+                               + (f": {error}" if error else ""))
+                return False
+            time.sleep(0.05)
+        if self.interrupted is None:
+            self._fail(f"stage {name} did not get ready within {READY_TIMEOUT_S:.0f} s")
+        return False
+
+    def _stage_error(self, name: str) -> str:
+        try:
+            return (self.run_dir / "progress" / f"{name.replace(':', '_')}.error").read_text().strip()
+        except OSError:
+            return ""
 
     def pids(self) -> dict[str, int]:
         return {name: child.proc.pid for name, child in self.children.items() if child.alive}
@@ -140,26 +218,56 @@ class Supervisor:
                 child.proc.send_signal(sig)
             except ProcessLookupError:
                 pass
-            if sig == signal.SIGTERM:
+            if sig == signal.SIGTERM and not child.stopped:
                 child.stopped = True
+                child.kill_at = time.monotonic() + self._grace(child)
 
-    def _terminate_all(self, kinds: tuple[str, ...] | None = None) -> None:
-        for child in self.children.values():
-            if kinds is None or child.kind in kinds:
-                self._signal(child, signal.SIGTERM)
-        if self.kill_deadline is None:
-            self.kill_deadline = time.monotonic() + KILL_AFTER_S
+    def _kill(self, child: Child, why: str) -> None:
+        held = self._held(child)
+        self.killed[child.name] = {"why": why, "held": held}
+        log.error("stage %s %s; killing it (SIGKILL)%s", child.name, why,
+                  f": it still held about {held} message(s), lost" if held else "")
+        self._signal(child, signal.SIGKILL)
+        try:
+            child.exit_code = child.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("stage %s (pid %d) does not die", child.name, child.proc.pid)
 
-    def _kill_all(self) -> None:
+    def _kill_all(self, why: str) -> None:
         for child in self.children.values():
             if child.alive:
-                self._signal(child, signal.SIGKILL)
-        for child in self.children.values():
-            if child.alive:
-                try:
-                    child.exit_code = child.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    log.error("stage %s (pid %d) does not die", child.name, child.proc.pid)
+                self._kill(child, why)
+
+    # -- progress -------------------------------------------------------------------------------
+
+    def _read_progress(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.run_dir / "progress" / f"{name.replace(':', '_')}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _refresh_progress(self, now: float) -> None:
+        if now - self._progress_at >= 0.25:
+            self._progress_at = now
+            self._progress = {name: self._read_progress(name) for name in self.children}
+
+    def _count(self, names: list[str], key: str) -> int:
+        return sum(int(self._progress.get(n, {}).get(key, 0) or 0) for n in names)
+
+    def _held(self, child: Child) -> int:
+        """Messages the stage still has to pass on, from its own counters and its upstream's."""
+        mine = self._progress.get(child.name, {})
+        if child.kind in ("broker", "worker"):
+            return int(mine.get("held", 0) or 0)
+        if child.kind == "filter":
+            return max(0, self._count(["broker"], "sent") - int(mine.get("done", 0) or 0))
+        if child.kind == "sink":
+            return max(0, self._count(["filter"], "sent") - int(mine.get("done", 0) or 0))
+        return 0
+
+    def _grace(self, child: Child) -> float:
+        cfg = self.graph.shutdown
+        return cfg.stage_grace_s + cfg.per_item_s * self._held(child)
 
     # -- signals --------------------------------------------------------------------------------
 
@@ -170,16 +278,23 @@ class Supervisor:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.interrupted is None:
             self.interrupted = signum
-            log.warning("%s: stopping the sources; the graph drains for up to %.0f s (again to stop at once)",
-                        signal.Signals(signum).name, self.graph.shutdown_grace_s)
-            for child in self.children.values():
-                if child.kind == "source":
-                    self._signal(child, signal.SIGTERM)
-            self.drain_deadline = time.monotonic() + self.graph.shutdown_grace_s
+            log.warning("%s: stopping the sources; the graph drains in order (again to stop every stage now)",
+                        signal.Signals(signum).name)
+            self._stop_sources(self.graph.shutdown_grace_s)
         elif not self.forced:
             self.forced = True
             log.warning("stopping every stage now")
-            self._terminate_all()
+            for child in self.children.values():
+                self._signal(child, signal.SIGTERM)
+
+    def _stop_sources(self, grace_s: float) -> None:
+        self.stopping = True
+        if self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + grace_s
+        for child in self.children.values():
+            if child.kind == "source" and not child.stopped:
+                self._signal(child, signal.SIGTERM)
+                child.kill_at = self.drain_deadline
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -187,7 +302,7 @@ class Supervisor:
         if self.failure is None:
             self.failure = why
             log.error("%s; stopping the run", why)
-            self._terminate_all()
+            self._stop_sources(5.0)
 
     def _restart(self, child: Child, why: str) -> None:
         now = time.monotonic()
@@ -201,6 +316,8 @@ class Supervisor:
         log.warning("stage %s %s; starting it again", child.name, why)
         child.proc = self._spawn(child.name)
         child.exit_code = None
+        child.finish_by = child.kill_at = None
+        child.stopped = False
 
     def _eos_for(self, source_id: str, why: str) -> None:
         """Send the EOS a crashed lossless source could not send, so the graph can drain."""
@@ -208,14 +325,12 @@ class Supervisor:
 
         from pipeline.stream import protocol as P
         from pipeline.stream.endpoints import open_socket
-        from pipeline.stream.security import Curve
+        from pipeline.stream.security import PeerAuth
 
-        security = self.graph.security
-        curve = (Curve(Path(security.keys), security.server, security.client, list(security.authorized))
-                 if security.curve else None)
+        auth = PeerAuth.from_graph(self.graph)
         ctx = zmq.Context()
         try:
-            sock = open_socket(ctx, zmq.DEALER, self.graph.endpoints.sources.url or "", bind=False, curve=curve,
+            sock = open_socket(ctx, zmq.DEALER, self.graph.endpoints.sources.url or "", bind=False, auth=auth,
                                identity=source_id.encode(), linger_ms=0)
             message = P.control(P.EOS, source_id, total=None, status="failed", detail=why[:500])
             for _ in range(5):
@@ -228,6 +343,7 @@ class Supervisor:
         except (zmq.ZMQError, P.ProtocolError, GhostboxError) as exc:
             log.error("source %s: cannot end its stream (%s)", source_id, exc)
         finally:
+            auth.stop()
             ctx.destroy(linger=0)
 
     def _reap(self) -> None:
@@ -240,18 +356,19 @@ class Supervisor:
             child.exit_code = code
             shutting_down = self.failure is not None or self.forced or child.stopped
             if code == 2 and not shutting_down:  # a configuration error: starting again cannot help
-                self._fail(f"stage {child.name} refused its configuration (exit code 2; its error is above)")
+                error = self._stage_error(child.name)
                 self.failure_code = 2
+                self._fail(f"stage {child.name} refused its configuration: {error or 'see its error above'}")
             elif child.kind == "worker":
-                broker_alive = self.children["broker"].alive
-                if code != 0 and broker_alive and not shutting_down:
+                broker = self.children.get("broker")
+                if code != 0 and broker is not None and broker.alive and not shutting_down:
                     self._restart(child, f"exited with code {code}")
             elif child.kind == "source":
                 if code in (0, 3):
                     if code == 3:
                         self.failed_sources.append(child.name)
                     continue
-                if shutting_down or self.interrupted is not None:
+                if shutting_down or self.stopping:
                     continue
                 sid = child.name.split(":", 1)[1]
                 if self.graph.source_mode(self.graph.source(sid)) == "live":
@@ -260,10 +377,45 @@ class Supervisor:
                     self.failed_sources.append(child.name)
                     log.error("source %s exited with code %d before its end; ending its stream", sid, code)
                     self._eos_for(sid, f"source process exited with code {code}")
-            elif code != 0 and not shutting_down:
-                self._fail(f"stage {child.name} exited with code {code}")
-            elif code != 0 and child.stopped and code not in (-signal.SIGTERM, -signal.SIGKILL):
-                log.warning("stage %s exited with code %d while stopping", child.name, code)
+            elif code != 0 and child.name not in self.killed:
+                if not shutting_down:
+                    self._fail(f"stage {child.name} exited with code {code}")
+                elif code not in (-signal.SIGTERM, 128 + signal.SIGTERM):
+                    log.warning("stage %s exited with code %d while stopping", child.name, code)
+
+    def _upstream_done(self, child: Child) -> bool:
+        if all(not c.alive for c in self.children.values() if c.kind == "sink"):
+            return True  # nothing downstream is left to wait for
+        return all(not c.alive for c in self.children.values() if c.tier < child.tier)
+
+    def _advance_shutdown(self, now: float) -> None:
+        """Ask, then tell, each stage whose upstream has ended to finish; kill only past its grace."""
+        broker = self.children.get("broker")
+        for child in self.children.values():
+            if not child.alive:
+                continue
+            if child.kind == "source":
+                if child.kill_at is not None and now > child.kill_at:
+                    self._kill(child, f"did not end its stream within {self.graph.shutdown_grace_s:.0f} s of being "
+                                      f"asked to stop")
+                continue
+            if child.kind == "worker" and broker is not None and not broker.alive and broker.exit_code == 0:
+                # the broker handed out and took back every frame; a worker still here holds nothing of value
+                self._signal(child, signal.SIGTERM)
+            if not (self._upstream_done(child) or self.forced):
+                continue
+            done = int(self._progress.get(child.name, {}).get("done", 0) or 0)
+            if child.finish_by is None or done != child.last_done:
+                child.last_done = done
+                child.finish_by = now + self._grace(child)  # renewed while it makes progress
+                if child.stopped:
+                    child.kill_at = max(child.kill_at or 0.0, now + self._grace(child))
+            if not child.stopped and now > child.finish_by:
+                log.warning("stage %s has not finished %.0f s after its upstream ended (about %d message(s) "
+                            "left); asking it to stop", child.name, self._grace(child), self._held(child))
+                self._signal(child, signal.SIGTERM)
+            elif child.stopped and child.kill_at is not None and now > child.kill_at:
+                self._kill(child, f"did not finish within {self._grace(child):.0f} s of SIGTERM")
 
     def _sink_summaries(self) -> list[tuple[Path, dict[str, Any]]]:
         """Each sink's summary.json that can be read now (a sink rewrites it as it runs)."""
@@ -278,51 +430,44 @@ class Supervisor:
 
     def _status(self) -> None:
         for _, summary in self._sink_summaries()[:1]:
-            log.info("%d frames, %.1f frames/s, latency p50 %.0f ms p99 %.0f ms, %d dropped, %d boxes, %d flagged",
-                     summary["frames"], summary["fps"], summary["latency_ms"]["p50"], summary["latency_ms"]["p99"],
-                     summary["dropped"], summary["boxes"], summary["flagged"])
+            try:
+                log.info("%d frames, %.1f frames/s, latency p50 %.0f ms p99 %.0f ms, %d dropped, %d boxes, %d flagged",
+                         summary["frames"], summary["fps"], summary["latency_ms"]["p50"],
+                         summary["latency_ms"]["p99"], summary["dropped"], summary["boxes"], summary["flagged"])
+            except (KeyError, TypeError):
+                pass
 
     def run(self) -> int:
-        preflight(self.graph)
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, self._on_signal)
         try:
+            preflight(self.graph)
+            from pipeline.stream.security import PeerAuth
+
+            PeerAuth.from_graph(self.graph).ensure_keys()
             self.start()
             return self._loop()
         finally:
-            self._kill_all()
+            self._kill_all("was still running when the supervisor ended")
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             if self.remove_run_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _loop(self) -> int:
-        sinks = [c for c in self.children.values() if c.kind == "sink"]
         last_status = time.monotonic()
-        done_at: float | None = None
-        while True:
+        while any(c.alive for c in self.children.values()):
             time.sleep(0.1)
             self._reap()
             now = time.monotonic()
-            if all(not c.alive for c in self.children.values()):
-                break
-            if done_at is None and all(not c.alive for c in sinks):
-                done_at = now  # sinks flushed: the others end by themselves, or are told to
-                if any(c.exit_code != 0 for c in sinks) and self.failure is None:
-                    self.failure = "a sink did not finish cleanly"
-            if done_at is not None and now - done_at > 10.0:
-                self._terminate_all()
-            broker = self.children["broker"]
-            if not broker.alive and broker.exit_code == 0:
-                # workers exist for the broker; one restarted after it told the others to stop waits in vain
-                self._terminate_all(("worker",))
-            if self.drain_deadline is not None and now > self.drain_deadline and not self.forced:
-                log.warning("the graph did not drain within %.0f s; stopping every stage", self.graph.shutdown_grace_s)
-                self.forced = True
-                self._terminate_all()
-            if self.kill_deadline is not None and now > self.kill_deadline:
-                self._kill_all()
+            self._refresh_progress(now)
+            if (self.drain_deadline is not None and now > self.drain_deadline and not self.forced
+                    and self.interrupted is not None and any(c.alive and c.kind != "sink" for c in self.children.values())):
+                log.warning("the graph did not drain within %.0f s; each stage now gets its grace to finish",
+                            self.graph.shutdown_grace_s)
+                self.drain_deadline = float("inf")
+            self._advance_shutdown(now)
             if now - last_status > self.status_every_s:
                 last_status = now
                 self._status()
@@ -330,29 +475,59 @@ class Supervisor:
 
     def _result(self) -> int:
         summaries = self.annotate_summaries()
-        if self.failure is not None:
+        for name, info in self.killed.items():
+            log.error("stage %s was killed (%s)%s", name, info["why"],
+                      f"; about {info['held']} message(s) it held were not passed on or written" if info["held"] else "")
+        if self.failure is not None and (self.interrupted is None or self.failure_code == 2):
+            log.error("run failed: %s", self.failure)
             return self.failure_code
         if self.interrupted is not None:
             return 128 + int(self.interrupted)
         if self.failed_sources:
             log.error("source(s) failed: %s", ", ".join(self.failed_sources))
             return 1
-        if not summaries or any(s.get("status") != "complete" for s in summaries):
+        if self.killed or not summaries or any(s.get("status") != "complete" for s in summaries):
             return 1
         return 0
 
     def annotate_summaries(self) -> list[dict[str, Any]]:
-        """Add what only the supervisor knows (restarts, exit codes) to each sink's summary.json."""
+        """Add what only the supervisor knows (restarts, exit codes, killed stages) to each sink's summary.json;
+        write one for a sink that could not (killed before it wrote any)."""
         summaries = []
-        for path, summary in self._sink_summaries():
-            if self.interrupted is not None and summary.get("status") != "running":
+        found = {str(path): summary for path, summary in self._sink_summaries()}
+        for sink in self.graph.sinks:
+            path = Path(sink.out) / "summary.json"
+            summary = found.get(str(path))
+            if summary is None:
+                if not self.children or not sink.summary:
+                    continue
+                summary = {"status": "running", "frames": 0, "problems": []}
+            child = self.children.get(f"sink:{sink.name}")
+            if child is not None and child.name in self.killed:
+                summary["status"] = "incomplete"  # its last periodic summary is all it left
+            if self.interrupted is not None and summary.get("status") not in ("running", "incomplete"):
                 # the sink saw every stream end; it ended because it was asked to
                 summary["drained"] = summary.get("status") == "complete"
                 summary["status"] = "interrupted"
             summary["restarts"] = dict(self.restarts)
-            summary["exit_codes"] = {name: child.exit_code for name, child in self.children.items()}
+            summary["exit_codes"] = {name: c.exit_code for name, c in self.children.items()}
+            if self.killed:
+                summary["killed"] = self.killed
+                problems = summary.setdefault("problems", [])
+                for name, info in self.killed.items():
+                    line = f"stage {name} was killed ({info['why']}); about {info['held']} message(s) it held were lost"
+                    if line not in problems:
+                        problems.append(line)
+                if summary.get("status") == "complete":
+                    summary["status"] = "incomplete"
             if self.failure:
                 summary["failure"] = self.failure
-            path.write_text(json.dumps(summary, indent=2))
+            try:
+                tmp = path.with_name("summary.json.tmp")
+                tmp.write_text(json.dumps(summary, indent=2))
+                tmp.replace(path)
+            except OSError as exc:
+                log.error("sink %s: summary %s cannot be written (%s)", sink.name, path, exc)
+                summary["status"] = "incomplete"
             summaries.append(summary)
         return summaries
