@@ -178,7 +178,12 @@ _RUN_ONLY = ("import argparse, logging, sys\n"
              "parser = argparse.ArgumentParser()\n"
              "run_cmd.add_parser(parser.add_subparsers())\n"
              "args = parser.parse_args(sys.argv[1:])\n"
-             "sys.exit(args.handler(args))\n")
+             "from pipeline.errors import GhostboxError\n"
+             "try:\n"
+             "    sys.exit(args.handler(args))\n"
+             "except GhostboxError as exc:  # as pipeline.cli.main does\n"
+             "    print(f'ghostbox run: error: {exc}', file=sys.stderr)\n"
+             "    sys.exit(2)\n")
 
 
 def start_run(config: Path) -> subprocess.Popen:

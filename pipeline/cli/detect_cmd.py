@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
 from pipeline.cli.detector_flags import add_detector_flags, detector_config
 from pipeline.cli.progress import progress_bar
-from pipeline.errors import GhostboxError
+
+if TYPE_CHECKING:
+    from pipeline.sources.media_files import MediaReport
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "detect",
         help="detect objects in images, folders or videos",
-        description="Writes OUT/detections.jsonl (one line per image or frame) and annotated images/videos.",
+        description="Writes OUT/detections.jsonl (one line per image or frame) and annotated images/videos. "
+                    "Exit code 1 when some input could not be read whole (an unreadable file in a folder, a video "
+                    "that ends before the frames its container announces): the frames that were read are written "
+                    "and each problem is named.",
     )
     parser.add_argument("sources", nargs="+", metavar="IMAGE|DIR|VIDEO|GLOB")
     parser.add_argument("--out", "-o", required=True, help="output folder")
@@ -140,9 +147,29 @@ def run(args: argparse.Namespace) -> int:
     if hallucination_filter is not None:
         log.info("%d boxes flagged as hallucinations by the %s filter (%s policy)", flagged,
                  hallucination_filter.method, hallucination_filter.policy)
+    if report.complete:
+        return 0
+    _print_incomplete(report, frames_done, out / "detections.jsonl")
+    return 1
+
+
+MAX_PROBLEM_LINES = 20
+
+
+def _print_incomplete(report: MediaReport, frames_done: int, jsonl: Path) -> None:
+    """One line per skipped or cut file, then what was written: the run is incomplete (exit 1)."""
+    problems = report.problems()
+    for line in problems[:MAX_PROBLEM_LINES]:
+        print(f"ghostbox detect: {line}", file=sys.stderr)
+    if len(problems) > MAX_PROBLEM_LINES:
+        print(f"ghostbox detect: ... and {len(problems) - MAX_PROBLEM_LINES} more", file=sys.stderr)
+    what = []
     if report.unreadable:
-        raise GhostboxError(
-            f"{len(report.unreadable)} unreadable file(s) skipped, e.g. '{report.unreadable[0]}'; "
-            f"the other {frames_done} frames were written"
-        )
-    return 0
+        what.append(f"{len(report.unreadable)} unreadable file(s) skipped, e.g. '{report.unreadable[0]}'")
+    if report.truncated:
+        first = report.truncated[0]
+        what.append(f"{len(report.truncated)} video(s) cut short, e.g. '{first['file']}' "
+                    f"({first['read']} of {first['expected']} frames)")
+    expected = f" of {report.expected} announced" if report.expected is not None else ""
+    print(f"ghostbox detect: incomplete: {'; '.join(what)}; the {frames_done}{expected} frames that were read "
+          f"are written to {jsonl}", file=sys.stderr)

@@ -86,6 +86,9 @@ def print_summary(summary: dict[str, Any], out: str) -> None:
         print(f"{summary['frames']} frames at {summary['fps']:.1f} frames/s, latency p50 {lat['p50']:.1f} ms "
               f"p95 {lat['p95']:.1f} ms p99 {lat['p99']:.1f} ms; {summary['dropped']} dropped; "
               f"{summary['boxes']} boxes, {summary['flagged']} flagged -> {out}")
+    for stage, counts in (summary.get("peers") or {}).items():
+        print(f"{stage}: {counts['refused']} peer(s) refused at the handshake, {counts['bad_messages']} bad "
+              f"message(s) dropped")
     status = summary.get("status", "unknown")
     if status != "complete":
         print(f"status: {status} (details in {Path(out) / 'summary.json'})")

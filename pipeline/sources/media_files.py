@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,11 +27,45 @@ class Frame:
     image: np.ndarray  # BGR uint8
 
 
+# consecutive failed reads tried before a video that announced more frames is taken as ended: a
+# corrupt mp4v keyframe costs a whole group of pictures (9 reads in our measurements)
+MAX_BAD_READS = 30
+
+
 @dataclass
 class MediaReport:
-    """What a read skipped, so the caller can report it instead of losing it silently."""
+    """What a read skipped or cut, so the caller can report it instead of losing it silently.
+
+    `unreadable`: files skipped whole (an image that does not decode, a video that does not open or
+    decodes no frame). `truncated`: videos that gave fewer frames than their container announces
+    (CAP_PROP_FRAME_COUNT), as {"file", "read", "expected"}. `expected`: frames the inputs announce
+    (an image counts 1, a video its container count; None once a video cannot tell). `read`: frames
+    yielded.
+    """
 
     unreadable: list[str] = field(default_factory=list)
+    truncated: list[dict[str, Any]] = field(default_factory=list)
+    expected: int | None = 0
+    read: int = 0
+    reasons: dict[str, str] = field(default_factory=dict, repr=False)  # path -> why it was unreadable
+
+    @property
+    def complete(self) -> bool:
+        return not self.unreadable and not self.truncated
+
+    def problems(self) -> list[str]:
+        """One line per skipped or cut file, naming it and the numbers."""
+        lines = [f"'{path}': {self.reasons.get(path, 'unreadable')}; skipped" for path in self.unreadable]
+        lines += [f"'{t['file']}': {t['read']} of {t['expected']} frames read "
+                  "(the file ends early or a frame could not be decoded)" for t in self.truncated]
+        return lines
+
+    def announce(self, frames: int | None) -> None:
+        self.expected = None if frames is None or self.expected is None else self.expected + frames
+
+    def skip(self, path: Path | str, reason: str) -> None:
+        self.unreadable.append(str(path))
+        self.reasons[str(path)] = reason
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -65,26 +100,41 @@ def _expand(spec: str) -> tuple[str, list[Path]]:
 
 
 def count_frames(specs: list[str]) -> int | None:
-    """Total frames to expect, for a progress bar; None when a video cannot tell."""
-    total = 0
+    """Total frames to expect, for a progress bar; None when a video cannot tell. A video given by
+    name that cannot be opened or decodes no first frame is an error here, before any work starts."""
+    total: int | None = 0
     for spec in specs:
-        _, files = _expand(spec)
+        kind, files = _expand(spec)
         for path in files:
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                capture = cv2.VideoCapture(str(path))
-                n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            if path.suffix.lower() not in VIDEO_SUFFIXES:
+                total = None if total is None else total + 1
+                continue
+            capture = cv2.VideoCapture(str(path))
+            try:
+                if kind == "file":
+                    if not capture.isOpened():
+                        raise GhostboxError(f"video '{path}': cannot be opened (corrupt, incomplete or unsupported codec)")
+                    n = _frame_count(capture)
+                    if not any(capture.grab() for _ in range(MAX_BAD_READS)):
+                        raise GhostboxError(f"video '{path}': no frame could be decoded"
+                                            + (f" (its container announces {n})" if n else ""))
+                else:
+                    n = _frame_count(capture)
+            finally:
                 capture.release()
-                if n <= 0:
-                    return None
-                total += n
-            else:
-                total += 1
+            total = None if total is None or n is None else total + n
     return total
+
+
+def _frame_count(capture: cv2.VideoCapture) -> int | None:
+    n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    return n if n > 0 else None
 
 
 def iter_frames(specs: list[str], report: MediaReport | None = None) -> Iterator[Frame]:
     """Frames of every source in order. A bad file given by name is an error; a bad file
-    found inside a folder or glob is skipped and listed in `report`."""
+    found inside a folder or glob is skipped and listed in `report`. A video that gives fewer
+    frames than its container announces is listed in `report.truncated` (see `_video_frames`)."""
     report = report if report is not None else MediaReport()
     for spec in specs:
         kind, files = _expand(spec)
@@ -92,36 +142,67 @@ def iter_frames(specs: list[str], report: MediaReport | None = None) -> Iterator
             if path.suffix.lower() in VIDEO_SUFFIXES:
                 yield from _video_frames(path, strict=kind == "file", report=report)
                 continue
+            report.announce(1)
             try:
                 image = read_image(path)
             except GhostboxError as exc:
                 if kind == "file":
                     raise
                 log.warning("%s (skipped)", exc)
-                report.unreadable.append(str(path))
+                report.skip(path, str(exc).removeprefix(f"image '{path}': "))
                 continue
+            report.read += 1
             yield Frame(str(path), 0, image)
 
 
 def _video_frames(path: Path, strict: bool, report: MediaReport) -> Iterator[Frame]:
+    """Frames of one video. When a read fails before the announced count, up to MAX_BAD_READS more
+    reads are tried: OpenCV/FFmpeg resumes after a corrupt frame (MJPG AVI: one failed read per
+    damaged frame; mp4v MP4: failed reads until the next keyframe, then it goes on). A frame's
+    `index` counts failed reads too, so frames after a gap keep their position in the file. A file
+    cut short just fails again at its end; the shortfall goes to `report.truncated`.
+
+    What this cannot see: a decoder that conceals damage (mp4v usually returns a smeared frame
+    rather than failing), a demuxer that drops a damaged packet without an error (the count then
+    still shows it, but the later indices shift by one), and a container count that is an estimate
+    (MPEG program streams, some MKV/WebM files: duration x fps). An MP4 cut short usually lacks
+    its index (moov atom at the end) and does not open at all: it is unreadable, not truncated.
+    """
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
+            reason = "cannot be opened (corrupt, incomplete or unsupported codec)"
             if strict:
-                raise GhostboxError(f"video '{path}': cannot be opened (corrupt or unsupported codec)")
-            log.warning("video '%s': cannot be opened (skipped)", path)
-            report.unreadable.append(str(path))
+                raise GhostboxError(f"video '{path}': {reason}")
+            log.warning("video '%s': %s (skipped)", path, reason)
+            report.announce(None)
+            report.skip(path, reason)
             return
-        index = 0
+        expected = _frame_count(capture)
+        report.announce(expected)
+        read = position = bad = 0
         while True:
             ok, image = capture.read()
-            if not ok:
+            if ok and image is not None:
+                bad = 0
+                read += 1
+                report.read += 1
+                yield Frame(str(path), position, image)
+                position += 1
+                continue
+            if (expected is not None and position >= expected) or bad >= MAX_BAD_READS:
                 break
-            yield Frame(str(path), index, image)
-            index += 1
-        if index == 0:
+            bad += 1
+            position += 1
+        if read == 0:
+            reason = "no frame could be decoded" + (f" (its container announces {expected})" if expected else "")
             if strict:
-                raise GhostboxError(f"video '{path}': no frame could be decoded")
-            report.unreadable.append(str(path))
+                raise GhostboxError(f"video '{path}': {reason}")
+            log.warning("video '%s': %s (skipped)", path, reason)
+            report.skip(path, reason)
+        elif expected is not None and read < expected:
+            log.warning("video '%s': %d of %d frames read (the file ends early or a frame could not be decoded)",
+                        path, read, expected)
+            report.truncated.append({"file": str(path), "read": read, "expected": expected})
     finally:
         capture.release()

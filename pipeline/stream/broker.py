@@ -502,6 +502,7 @@ class BrokerStage(StageShell):
         self.backend.router_mandatory = 1
         self.downstream = self.socket(zmq.PUSH, ep.filter.url, bind=ep.filter.binder == "broker",
                                       bind_url=ep.filter.bind_url, hwm=cfg.hwm)
+        self.downstream.linger = -1  # results not yet taken by the filter are never dropped at exit
         self.outbox: deque[list[Any]] = deque()
         self.sent = 0  # messages passed to the filter
         self._dropped_reported: dict[str, int] = {}

@@ -105,6 +105,7 @@ class FilterStage(StageShell):
             sock = self.socket(zmq.PUSH, sink.endpoint.url, bind=sink.endpoint.binder == "filter",
                                bind_url=sink.endpoint.bind_url, hwm=graph.broker.hwm)
             sock.sndtimeo = 200  # blocking sends, but the loop still sees a stop request
+            sock.linger = -1  # exiting never drops what a slow sink has not taken yet; the supervisor times us
             self.outputs.append(sock)
         self.required = {s.id for s in graph.sources}
         self.ended: set[str] = set()

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -37,10 +37,15 @@ from pipeline.stream.config import GraphConfig, SourceConfig
 from pipeline.stream.endpoints import leaves_machine
 from pipeline.stream.shell import StageShell
 
+if TYPE_CHECKING:
+    from pipeline.sources.media_files import MediaReport
+
 log = logging.getLogger(__name__)
 
-# source exit codes the supervisor reads: 0 EOS acknowledged; 3 EOS acknowledged, stream failed
+# source exit codes the supervisor reads: 0 EOS acknowledged (status ok or incomplete);
+# 3 EOS acknowledged, stream failed
 EXIT_STREAM_ERROR = 3
+MAX_LISTED = 20  # files named in an EOS's stats; the counts cover all of them
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Captured:
 class FrameReader(Protocol):
     fps: float | None  # native frame rate when known
     live: bool  # a camera or network stream: frames arrive in real time, it may drop and come back
+    report: MediaReport | None  # what a file reader skipped or cut; None for readers without files
 
     def read(self) -> Captured | None:  # None: end of stream
         ...
@@ -72,14 +78,20 @@ def check_file_source(uri: str) -> None:
 
 
 class FileReader:
-    """Video files, images, folders and globs, through ghostbox's media reader."""
+    """Video files, images, folders and globs, through ghostbox's media reader.
+
+    `report` records what the first pass skipped or cut (a looping source reads the same files
+    again; they are counted once); `expected` is what the inputs announce, counted up front.
+    """
 
     live = False
 
     def __init__(self, uri: str, loop: bool = False) -> None:
-        from pipeline.sources.media_files import VIDEO_SUFFIXES
+        from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames
 
-        check_file_source(uri)
+        self.expected = count_frames([uri])  # raises GhostboxError if the source names nothing readable
+        self.report = MediaReport()
+        self._passes = 0
         self.uri = uri
         self.loop = loop
         self.fps: float | None = None
@@ -90,9 +102,10 @@ class FileReader:
         self._frames = self._open()
 
     def _open(self) -> Iterator[Any]:
-        from pipeline.sources.media_files import iter_frames
+        from pipeline.sources.media_files import MediaReport, iter_frames
 
-        return iter_frames([self.uri])
+        self._passes += 1
+        return iter_frames([self.uri], self.report if self._passes == 1 else MediaReport())
 
     def read(self) -> Captured | None:
         frame = next(self._frames, None)
@@ -133,6 +146,7 @@ class SynthReader:
     """The synthetic world's stream (`pipeline.synth.render_stream_frame`), frame by frame."""
 
     live = False
+    report = None
 
     def __init__(self, uri: str) -> None:
         from pipeline.synth import WorldConfig
@@ -181,6 +195,7 @@ class CaptureReader:
     """
 
     live = True
+    report = None
 
     def __init__(self, uri: str, backoff: Backoff, stop: threading.Event,
                  open_capture: Callable[[str], Any] | None = None) -> None:
@@ -346,6 +361,7 @@ class Grabber(threading.Thread):
         self.max_frames = max_frames
         self.started = threading.Event()  # set by the sender at the first credit
         self.rate_skipped = 0
+        self.max_frames_reached = False  # the stream was cut at max_frames on purpose
         self.reader: FrameReader | None = None
 
     def run(self) -> None:
@@ -391,6 +407,7 @@ class Grabber(threading.Thread):
         count = 0
         while not self.stop.is_set():
             if self.max_frames is not None and count >= self.max_frames:
+                self.max_frames_reached = True
                 return
             item = reader.read()
             count += 1
@@ -411,6 +428,45 @@ class Grabber(threading.Thread):
                 next_at = max(next_at + interval, time.monotonic() - interval)
                 item.t_capture = time.time()
             yield item
+
+    def end_fields(self, status: str) -> tuple[str, str, dict[str, Any]]:
+        """(status, detail, stats) for the EOS of what this grabber read (see `eos_fields`)."""
+        reader = self.reader
+        status, detail, stats = eos_fields(status, self.buffer.error, getattr(reader, "report", None),
+                                           getattr(reader, "expected", _FROM_REPORT),
+                                           self.max_frames if self.max_frames_reached else None)
+        stats.update(rate_skipped=self.rate_skipped, reconnects=getattr(reader, "reconnects", 0))
+        return status, detail, stats
+
+
+# -- the end of a stream ----------------------------------------------------------------------------
+
+_FROM_REPORT: Any = object()
+
+
+def eos_fields(status: str, error: str | None, report: MediaReport | None, expected: int | None = _FROM_REPORT,
+               max_frames: int | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(status, detail, stats) for a source's EOS. A stream that ended normally but skipped or cut
+    frames (the report is not complete) is "incomplete"; `detail` names the error or the first
+    problem. Stats (msgpack-plain) when there is a report: `expected` (frames the inputs announce,
+    None when a video cannot tell; given, it overrides the report's, which only covers the files
+    opened so far), `read`, `unreadable` (count), `unreadable_files` and `truncated` (the first
+    MAX_LISTED); `max_frames` when the stream was cut there on purpose (not incomplete)."""
+    stats: dict[str, Any] = {}
+    problems: list[str] = []
+    if report is not None:
+        problems = report.problems()
+        stats.update(expected=report.expected if expected is _FROM_REPORT else expected, read=report.read,
+                     unreadable=len(report.unreadable), unreadable_files=list(report.unreadable[:MAX_LISTED]),
+                     truncated=[dict(t) for t in report.truncated[:MAX_LISTED]])
+    if max_frames is not None:
+        stats["max_frames"] = max_frames
+    if status == "ok" and problems:
+        status = "incomplete"
+    detail = error or ""
+    if not detail and problems:
+        detail = problems[0] + (f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else "")
+    return status, detail[:1000], stats
 
 
 # -- the stage shell --------------------------------------------------------------------------------
@@ -530,7 +586,7 @@ class SourceStage(StageShell):
                 break
         self.stop_event.set()
         status = "interrupted" if self.stopping or self.shutdown_now else "error" if self.buffer.error else "ok"
-        acked = self._end(status)
+        status, acked = self._end(status)
         self.grabber.join(timeout=2.0)
         log.info("%s: %d frames sent, %d dropped, EOS %s%s", self.source.id, self.seq, self.buffer.dropped, status,
                  "" if acked else " (not acknowledged)")
@@ -539,17 +595,18 @@ class SourceStage(StageShell):
             return 1
         return EXIT_STREAM_ERROR if status == "error" else 0
 
-    def _end(self, status: str) -> bool:
-        detail = self.buffer.error or ""
-        stats = {"rate_skipped": self.grabber.rate_skipped,
-                 "reconnects": getattr(self.grabber.reader, "reconnects", 0)}
+    def _end(self, status: str) -> tuple[str, bool]:
+        """Send the EOS until the broker acknowledges it: (the status sent, acknowledged)."""
+        status, detail, stats = self.grabber.end_fields(status)
+        if status == "incomplete":
+            log.warning("%s: incomplete: %s", self.source.id, detail)
         message = P.control(P.EOS, self.source.id, total=self.seq, status=status, dropped=self.buffer.dropped,
-                            epoch=self.epoch, stats=stats, detail=detail[:1000])
+                            epoch=self.epoch, stats=stats, detail=detail)
         deadline = time.monotonic() + (5.0 if self.stopping else self.EOS_TIMEOUT_S)
         while time.monotonic() < deadline and not self.parent_gone():
             self.send(self.sock, message)
             retry_at = time.monotonic() + self.EOS_RETRY_S
             while time.monotonic() < min(retry_at, deadline):
                 if self.sock.poll(100) and self._drain_socket():
-                    return True
-        return False
+                    return status, True
+        return status, False

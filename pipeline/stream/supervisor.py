@@ -153,6 +153,8 @@ class Supervisor:
         self.killed: dict[str, dict[str, Any]] = {}
         self._progress: dict[str, dict[str, Any]] = {}
         self._progress_at = 0.0
+        self.created_run_dir = False
+        self.code: int | None = None
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -163,7 +165,7 @@ class Supervisor:
         return subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
-        created = not self.run_dir.exists()
+        created = self.created_run_dir = not self.run_dir.exists()
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets: this user only
         if created:
             os.chmod(self.run_dir, 0o700)  # mkdir's mode is cut by the umask; the parents' are not ours
@@ -447,13 +449,14 @@ class Supervisor:
 
             PeerAuth.from_graph(self.graph).ensure_keys()
             self.start()
-            return self._loop()
+            self.code = self._loop()
+            return self.code
         finally:
             self._kill_all("was still running when the supervisor ended")
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-            if self.remove_run_dir:
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+            if self.remove_run_dir or (self.created_run_dir and self.code == 2):
+                shutil.rmtree(self.run_dir, ignore_errors=True)  # a run that never started leaves nothing
 
     def _loop(self) -> int:
         last_status = time.monotonic()
@@ -474,6 +477,8 @@ class Supervisor:
         return self._result()
 
     def _result(self) -> int:
+        self._progress_at = 0.0
+        self._refresh_progress(time.monotonic())  # the stages' final counters
         summaries = self.annotate_summaries()
         for name, info in self.killed.items():
             log.error("stage %s was killed (%s)%s", name, info["why"],
@@ -520,6 +525,10 @@ class Supervisor:
                         problems.append(line)
                 if summary.get("status") == "complete":
                     summary["status"] = "incomplete"
+            peers = {name: {"refused": int(p.get("refused", 0) or 0), "bad_messages": int(p.get("bad", 0) or 0)}
+                     for name, p in self._progress.items() if p.get("refused") or p.get("bad")}
+            if peers:  # messages dropped and handshakes refused: the data is intact, but someone tried
+                summary["peers"] = peers
             if self.failure:
                 summary["failure"] = self.failure
             try:
