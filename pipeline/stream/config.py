@@ -192,7 +192,7 @@ class LimitsConfig(_Model):
 
     max_image_pixels: int = Field(50_000_000, ge=1)  # one frame or crop, from its declared shape / JPEG header
     max_message_bytes: int = Field(256 << 20, ge=1 << 16)  # one message part; ZeroMQ drops a larger one unread
-    reorder_max_bytes: int = Field(1 << 30, ge=1 << 20)  # per sink and source: frames held to restore order
+    reorder_max_bytes: int = Field(256 << 20, ge=1 << 20)  # per sink and source: frames held to restore order
 
 
 class ShutdownConfig(_Model):

@@ -444,10 +444,10 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, self._on_signal)
         try:
-            preflight(self.graph)
             from pipeline.stream.security import PeerAuth
 
-            PeerAuth.from_graph(self.graph).ensure_keys()
+            PeerAuth.from_graph(self.graph).ensure_keys()  # first run on this machine: made, not asked for
+            preflight(self.graph)
             self.start()
             self.code = self._loop()
             return self.code

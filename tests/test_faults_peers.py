@@ -1,0 +1,189 @@
+"""Hostile peers on a tcp graph run by `ghostbox run`: strangers (no token, no keys) are refused at
+the handshake on every endpoint and counted; a peer holding the token (a buggy or compromised
+stage) gets its JPEG bombs, junk and forged future frames refused or bounded, the sink stays
+under 500 MB, no forged row is written and the run says what happened."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+import zmq
+
+from stream_helpers import (assert_exactly_once_in_order, base_config, free_port_block, free_ports, metric, records,
+                            short_dir, stage_processes, start_run, video, wait_for, write_config)
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 120
+SINK_RSS_BOUND = 500 << 20
+CLASSES = ("pedestrian", "car", "traffic light", "traffic sign")
+
+
+def _detections(seq: int, policy: str | None = None, image: np.ndarray | None = None) -> list:
+    from pipeline.detections import Detections
+    from pipeline.stream import protocol as P
+
+    dets = Detections(xyxy=[[1.0, 1, 5, 5]], confidence=[0.9], class_id=[0], logits=np.zeros((1, 4)),
+                      box_features=np.zeros((1, 32)), level=[0], class_names=CLASSES, image_size=(160, 128))
+    fields, parts = P.detections_parts(dets, "none")
+    if image is not None:
+        parts.append(P.raw_part("image", image))
+    extra = {"policy": policy} if policy else {}
+    return P.encode(P.DETECTIONS, "clip", parts, seq=seq, frame=seq, origin="forged", epoch=1, dropped=0, **fields,
+                    **extra)
+
+
+def _bomb_crops(honest_shape: bool) -> list:
+    """Six ~1 kB JPEG crops whose headers claim 10000 x 10000 pixels (300 MB each once decoded)."""
+    from pipeline.stream import protocol as P
+
+    ok, data = cv2.imencode(".jpg", np.full((16, 24, 3), 127, np.uint8))
+    assert ok
+    raw = data.tobytes()
+    sof = raw.index(b"\xff\xc0")
+    bomb = raw[:sof + 5] + struct.pack(">HH", 10_000, 10_000) + raw[sof + 9:]
+    side = 10_000 if honest_shape else 16
+    message = _detections(7)
+    header = P.decode(message).header
+    parts = [({"name": s.name, "enc": s.encoding, "dtype": s.dtype, "shape": list(s.shape)}, p)
+             for s, p in zip(P.decode(message).specs, message[2:])]
+    parts += [({"name": "crop", "enc": "jpeg", "dtype": "uint8", "shape": [side, side, 3]}, bomb)] * 6
+    fields = {k: header[k] for k in ("class_names", "frame", "origin", "epoch", "dropped")}
+    return P.encode(P.DETECTIONS, "clip", parts, seq=7, crops="jpeg", crop_shapes=[[side, side]] * 6,
+                    image_size=[side, side], **fields)
+
+
+class _Attacker(threading.Thread):
+    """Runs every attack while the stream flows and records the sink's peak memory."""
+
+    def __init__(self, urls: dict[str, str], token: bytes | None, run_dir: Path) -> None:
+        super().__init__(daemon=True)
+        self.urls, self.token, self.run_dir = urls, token, run_dir
+        self.stop_event = threading.Event()
+        self.peak_rss = 0
+        self.sent = 0
+
+    def _socket(self, ctx: zmq.Context, kind: int, url: str, identity: bytes | None = None) -> zmq.Socket:
+        sock = ctx.socket(kind)
+        sock.linger = 0
+        sock.sndhwm = 1000
+        if identity is not None:
+            sock.identity = identity
+        if self.token is not None:
+            sock.plain_username, sock.plain_password = b"ghostbox", self.token
+        sock.connect(url)
+        return sock
+
+    def _send(self, sock: zmq.Socket, message: list) -> None:
+        try:
+            sock.send_multipart(message, zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:
+            pass
+
+    def _watch_sink(self) -> None:
+        for proc in stage_processes(str(self.run_dir)):
+            try:
+                if "sink:out" in proc.cmdline():
+                    self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+            except psutil.Error:
+                pass
+
+    def run(self) -> None:
+        from pipeline.stream import protocol as P
+
+        ctx = zmq.Context()
+        try:
+            sink = self._socket(ctx, zmq.PUSH, self.urls["sink"])
+            filter_in = self._socket(ctx, zmq.PUSH, self.urls["filter"])
+            takeover = self._socket(ctx, zmq.DEALER, self.urls["sources"], identity=b"clip")
+            other_id = self._socket(ctx, zmq.DEALER, self.urls["sources"])
+            stray = None if self.token is not None else self._socket(ctx, zmq.PULL, self.urls["filter"])
+            if self.token is None:
+                # a holder of the token could do these too: only per-role keys could stop it (see docs)
+                self._send(sink, P.control(P.EOS, "clip", total=5, status="ok"))  # a stream cut short
+                self._send(sink, P.control(P.EOS, "clip", status="ok"))  # no `dropped`, no `total`
+                self._send(filter_in, P.control(P.EOS, "clip", total=5, status="ok"))
+                for seq in range(3):  # plausible rows, and a policy the graph never set
+                    self._send(sink, _detections(seq, policy="drop"))
+            self._send(sink, _bomb_crops(honest_shape=True))
+            self._send(sink, _bomb_crops(honest_shape=False))
+            for message in (takeover, other_id):
+                self._send(message, P.control(P.HELLO, "clip", role="source", mode="lossless", epoch=99))
+            image = np.zeros((600, 580, 3), np.uint8)  # ~1 MB each
+            seq = 1000
+            while not self.stop_event.wait(0.02):
+                self._watch_sink()
+                for _ in range(10):  # forged frames ahead of the stream, which the sink would have to hold
+                    self._send(sink, _detections(seq, policy="drop", image=image))
+                    seq += 1
+                self._send(sink, [b"clip", b"\xc1 junk"])
+                if stray is not None and stray.poll(0):
+                    raise AssertionError("a stray PULL received detections")
+        finally:
+            ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("security", ["insecure", "curve"])
+def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: Path, security: str) -> None:
+    run_dir = short_dir()
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    p_sources, p_workers, p_filter, p_sink = free_ports(4)
+    urls = {name: f"tcp://127.0.0.1:{port}" for name, port in
+            (("sources", p_sources), ("workers", p_workers), ("filter", p_filter), ("sink", p_sink))}
+    metrics = free_port_block(5)
+    config = base_config(out, [{"id": "clip", "uri": str(video(FRAMES)), "fps": 30}], run_dir,
+                         metrics={"port": metrics},
+                         endpoints={"sources": {"url": urls["sources"]}, "workers": {"url": urls["workers"]},
+                                    "filter": {"url": urls["filter"]}},
+                         sinks=[{"name": "out", "out": str(out), "video": False, "endpoint": {"url": urls["sink"]}}],
+                         security={"keys": str(keys), **({"insecure": True} if security == "insecure" else {})})
+    proc = start_run(write_config(tmp_path / "graph.yaml", config))
+    strangers = insider = None
+    try:
+        assert wait_for(lambda: metric(metrics, "ghostbox_frames_in_total") > 0, 90), "no frame reached the broker"
+        # keys / token were made by the first run, 0600 from the start
+        assert all(p.stat().st_mode & 0o077 == 0 for p in keys.iterdir() if not p.name.endswith(".key"))
+        strangers = _Attacker(urls, None, run_dir)
+        strangers.start()
+        if security == "insecure":
+            insider = _Attacker(urls, (keys / "graph.token").read_text().strip().encode(), run_dir)
+            insider.start()
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        for attacker in (strangers, insider):
+            if attacker is not None:
+                attacker.stop_event.set()
+                attacker.join(5)
+        if proc.poll() is None:
+            proc.kill()
+        for leftover in stage_processes(str(run_dir)):
+            leftover.kill()
+    summary = json.loads((out / "summary.json").read_text())
+    rows = records(out)
+    assert all(r.get("source") != "forged" for r in rows), "a forged row was written"
+    assert [r["seq"] for r in rows] == list(range(FRAMES)), "the real stream was not delivered exactly once"
+    assert summary["policy"] in (None, "flag")  # no filter in this graph: nothing may switch to drop
+    refused = {stage: counts["refused"] for stage, counts in summary.get("peers", {}).items()}
+    assert refused.get("sink:out", 0) > 0 and refused.get("broker", 0) > 0, summary.get("peers")
+    if security == "curve":
+        assert proc.returncode == 0, stderr[-3000:]
+        assert summary["status"] == "complete"
+    else:
+        assert insider is not None and insider.sent > 100
+        print(f"sink peak RSS under bombs and a {insider.sent}-message flood: {insider.peak_rss / 2**20:.0f} MB")
+        assert 0 < insider.peak_rss < SINK_RSS_BOUND, f"sink peaked at {insider.peak_rss / 2**20:.0f} MB"
+        assert summary["peers"]["sink:out"]["bad_messages"] > 0
+        # forged frames ahead of the stream were held only up to limits.reorder_max_bytes, then refused;
+        # the sink cannot tell them from real ones it lost, so the run is not reported complete
+        assert proc.returncode == 1, stderr[-3000:]
+        assert summary["status"] == "incomplete" and summary["problems"], summary
+    assert_exactly_once_in_order(rows, {"clip": FRAMES})
