@@ -54,7 +54,8 @@ def test_flag_policy_writes_every_box_and_archives_flagged_crops(tmp_path: Path)
 
 
 def test_drop_policy_leaves_flagged_boxes_out_but_archives_them(tmp_path: Path) -> None:
-    core = SinkCore(SinkConfig(out=str(tmp_path), video=False), ["cam"], "lossless")
+    # the policy comes from the graph's filter file, never from a message
+    core = SinkCore(SinkConfig(out=str(tmp_path), video=False), ["cam"], "lossless", policy="drop")
     core.write(_delivered(0, "drop"))
     core.close("complete")
     [row] = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]

@@ -147,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
     if hallucination_filter is not None:
         log.info("%d boxes flagged as hallucinations by the %s filter (%s policy)", flagged,
                  hallucination_filter.method, hallucination_filter.policy)
+    if writer.lost:  # a full or failing disk: whole lines only were kept, the rest is counted here
+        print(f"ghostbox detect: incomplete: {writer.lost} of {writer.lost + writer.written} rows not written "
+              f"({writer.error})", file=sys.stderr)
     if report.complete:
-        return 0
+        return 1 if writer.lost else 0
     _print_incomplete(report, frames_done, out / "detections.jsonl")
     return 1
 

@@ -1,36 +1,197 @@
-"""Per-frame JSON lines (schema in README, "detections.jsonl")."""
+"""Per-frame JSON lines (schema in README, "detections.jsonl"), written as whole lines only.
+
+`LineFile` is the one way JSONL gets written (`ghostbox detect` and the stream sinks): lines
+are batched in memory and written with `os.write` on an unbuffered descriptor, so the file
+never ends inside a line. A failed write (a full disk, a quota, an I/O error) is cut back to
+the end of the last line written whole, and the lines of that batch are counted as lost
+(`lost`, and per key in `lost_by`), never dropped silently.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from pipeline.detections import Detections
 
+log = logging.getLogger(__name__)
+
+
+class LineFile:
+    """Whole lines appended to one file; `flush_s`: the longest a line waits in memory (`tail -f`)."""
+
+    MAX_PENDING_BYTES = 4 << 20
+
+    def __init__(self, path: str | Path, append: bool = False, flush_s: float = 0.5,
+                 max_lines: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # appending reads the old tail back (a torn last line is cut off)
+        flags = os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | (os.O_RDWR if append else os.O_WRONLY | os.O_TRUNC)
+        self._fd: int | None = os.open(self.path, flags, 0o644)
+        self._good = os.lseek(self._fd, 0, os.SEEK_END)  # end of the last whole line
+        if append and self._good:
+            self._cut_torn_tail()
+        self.flush_s = flush_s
+        self.max_lines = max_lines
+        self._pending: list[bytes] = []
+        self._keys: list[Any] = []
+        self._pending_bytes = 0
+        self._last_flush = time.monotonic()
+        self.written = 0  # lines now in the file
+        self.lost = 0  # lines that a failed write took
+        self.lost_by: dict[Any, int] = {}
+        self.error: str | None = None  # the first failure, naming the file
+        self.reason: str | None = None  # the same without the file's name
+        self._dead = False  # the file could not be cut back: nothing more may follow a torn line
+
+    def add(self, line: str, key: Any = None) -> None:
+        data = line.encode("utf-8")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        self._pending.append(data)
+        self._keys.append(key)
+        self._pending_bytes += len(data)
+        if (time.monotonic() - self._last_flush >= self.flush_s or self._pending_bytes >= self.MAX_PENDING_BYTES
+                or (self.max_lines is not None and len(self._pending) >= self.max_lines)):
+            self.flush()
+
+    def due(self) -> bool:
+        return bool(self._pending) and time.monotonic() - self._last_flush >= self.flush_s
+
+    def flush(self) -> bool:
+        """Write what is pending; False when it was lost (counted)."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return True
+        lines, keys = self._pending, self._keys
+        self._pending, self._keys, self._pending_bytes = [], [], 0
+        if self._fd is None or self._dead:
+            self._count_lost(keys, None)
+            return False
+        data = memoryview(b"".join(lines))
+        done = 0
+        try:
+            while done < len(data):  # os.write may write part of it and raise on the next call
+                n = os.write(self._fd, data[done:])
+                if n == 0:
+                    raise OSError(errno.EIO, "write wrote nothing")
+                done += n
+        except OSError as exc:
+            self._roll_back()
+            self._count_lost(keys, exc)
+            return False
+        self._good += len(data)
+        self.written += len(lines)
+        return True
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        self.flush()
+        try:
+            os.close(self._fd)
+        except OSError as exc:  # NFS reports some write errors only here; the lines may not have landed
+            self.reason = self.reason or f"closing failed ({exc.strerror or exc})"
+            self.error = self.error or f"{self.path}: {self.reason}"
+            log.error("%s", self.error)
+        self._fd = None
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _roll_back(self) -> None:
+        try:
+            os.ftruncate(self._fd, self._good)
+            os.lseek(self._fd, self._good, os.SEEK_SET)
+        except OSError as cut:
+            self._dead = True
+            log.error("%s: cannot cut a failed write back to byte %d (%s); writing no more lines to it",
+                      self.path, self._good, cut.strerror or cut)
+
+    def _count_lost(self, keys: list[Any], exc: OSError | None) -> None:
+        first = self.lost == 0
+        self.lost += len(keys)
+        for key in keys:
+            self.lost_by[key] = self.lost_by.get(key, 0) + 1
+        if exc is not None and self.error is None:
+            self.reason = f"{exc.strerror or exc}{free_space_note(self.path.parent, exc)}"
+            self.error = f"{self.path}: {self.reason}"
+        if first:  # once: on a full disk every batch fails the same way
+            log.error("%s: %d line(s) not written (%s); the file keeps whole lines only and counts what is lost",
+                      self.path, len(keys), exc.strerror if exc is not None else "writing stopped")
+
+    def _cut_torn_tail(self) -> None:
+        """An earlier run that died mid-line left a partial line at the end: cut it off before appending."""
+        end = self._good
+        pos = end
+        while pos > 0:
+            start = max(0, pos - 65536)
+            chunk = os.pread(self._fd, pos - start, start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                pos = start + newline + 1
+                break
+            pos = start
+        if pos != end:
+            log.warning("%s: cutting a partial last line (%d bytes) left by an earlier run", self.path, end - pos)
+            os.ftruncate(self._fd, pos)
+            os.lseek(self._fd, pos, os.SEEK_SET)
+            self._good = pos
+
+
+def free_space_note(folder: str | Path, exc: OSError | None = None) -> str:
+    """' (N KB free)' when the error is a full disk or a quota (or none is given); else ''."""
+    if exc is not None and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return ""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return ""
+    return f" ({stat.f_bavail * stat.f_frsize // 1024} KB free)"
+
 
 class JsonlWriter:
-    """Appends one JSON object per frame; flushed every `flush_every` lines and on close."""
+    """One JSON object per frame (`ghostbox detect`); whole lines only.
+
+    After `close()`: `written` lines are in the file, `lost` were not (a failed write,
+    counted, the file cut back to whole lines), `error` names the file and the first failure.
+    """
 
     def __init__(self, path: str | Path, flush_every: int = 50) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "w", encoding="utf-8")
-        self._flush_every = flush_every
-        self.lines = 0
+        self._file = LineFile(self.path, max_lines=flush_every)
+        self.lines = 0  # lines handed to the writer
 
     def write(self, detections: Detections, **extra: Any) -> None:
         record = detections.to_record()
         record.update(extra)
-        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.add(json.dumps(record, separators=(",", ":")))
         self.lines += 1
-        if self.lines % self._flush_every == 0:
-            self._handle.flush()
+
+    @property
+    def written(self) -> int:
+        return self._file.written
+
+    @property
+    def lost(self) -> int:
+        return self._file.lost
+
+    @property
+    def error(self) -> str | None:
+        return self._file.error
 
     def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+        self._file.close()
 
     def __enter__(self) -> JsonlWriter:
         return self

@@ -10,16 +10,32 @@ folder:
                                    their metadata (what the fine-tuning step reads)
     OUT/summary.json               counts, fps, latency percentiles, per source and per stage
 
+Nothing is lost or faked silently: JSONL is written in whole lines (a failed write is cut back
+and its rows counted), a crop that was not written gets no index line, each video is checked
+at release (the file opens and holds the frames written), and summary.json says "complete"
+only when every source ended "ok" and nothing was lost; otherwise "incomplete" ("interrupted"
+when the sink stopped first or a source was told to stop), with one line per problem in
+`problems` and the counts in `writes`. A small reserve file (OUT/summary.reserve, removed at
+the end) keeps room for summary.json on a full disk.
+
+Messages are checked before they are believed: the drop/flag policy comes from the filter
+file named in the graph (never from a message), and EOS that contradict each other or the
+frames delivered are recorded as conflicts and not believed (the run is then "incomplete").
+
 Shell: `SinkStage`, a PULL socket (bound by default: sinks are the stable end of the graph
 and filters connect to them), the resequencer, and the core.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import time
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +45,8 @@ import numpy as np
 import zmq
 
 from pipeline.detections import Detections
+from pipeline.errors import GhostboxError
+from pipeline.sinks.jsonl import LineFile, free_space_note
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SinkConfig
 from pipeline.stream.metrics import LatencyStats, StageMetrics
@@ -45,6 +63,13 @@ SEGMENTS = (
     ("broker->filter", "broker_out", "filter_in"), ("filter", "filter_in", "filter_out"),
     ("filter->sink", "filter_out", "sink_in"), ("reorder+write", "sink_in", "sink_out"),
 )
+
+BROKER_STATS = ("resent", "gave_up", "broker_dropped", "rate_skipped", "reconnects")
+MAX_PROBLEMS = 50  # lines in summary.json's `problems`; the counts stay complete
+MAX_NAMED = 3  # files named in one problem line
+DIGESTS_KEPT = 4096  # per source: delivered frames whose boxes a re-sent copy is compared with
+SUMMARY_RESERVE = "summary.reserve"
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -63,28 +88,62 @@ class Delivered:
 
 @dataclass
 class _SourceStats:
+    live: bool = False
     frames: int = 0
     boxes: int = 0
     flagged: int = 0
     errors: int = 0
+    first_error: str = ""
     dropped: int = 0
     first_capture: float | None = None
     last_out: float | None = None
     latency: LatencyStats = field(default_factory=LatencyStats)
-    eos: dict[str, Any] | None = None
+    eos: dict[str, Any] | None = None  # sanitised: status, detail, dropped, total, epoch, stats
+    eos_received: bool = False  # False: the sink made `eos` up at shutdown
+    finished: bool = False  # every frame up to the EOS total went through
     reorder: dict[str, int] = field(default_factory=dict)
     drift: dict[str, Any] | None = None  # the filter's last rolling drift figures for this source
+    crops_written: int = 0
+    crops_failed: int = 0
+    crop_error: str = ""
+    unwritten: int = 0  # frames an unexpected OSError kept out of every output
+    unwritten_error: str = ""
+    conflicts: int = 0
+    conflict: str = ""
+    digests: OrderedDict[tuple[int | None, int], tuple[int, int, float] | None] = field(default_factory=OrderedDict)
 
 
 @dataclass
-class _Clip:
-    """A source's calibration clip being written."""
+class _Video:
+    """An annotated video or a calibration clip: what was handed to the writer, and what the file holds."""
 
+    source: str
+    rel: str  # as named in summary.json, e.g. "annotated/clip.mp4"
+    path: Path
     writer: cv2.VideoWriter | None
     size: tuple[int, int]
-    path: str
-    frames: int = 0
-    error: str = ""
+    limit: int | None = None  # a calibration clip's length
+    written: int = 0  # frames the writer accepted
+    missed: int = 0  # frames meant for the file after it failed
+    verified: int | None = None  # frames the released file holds; None until released
+    error: str = ""  # why it stopped, or what the check found
+    finished: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) or self.missed > 0 or (self.verified is not None and self.verified != self.written)
+
+    def problem(self) -> str:
+        numbers = f"{self.written} frames written"
+        if self.verified is not None and self.verified != self.written:
+            numbers += f", the file holds {self.verified}"
+        if self.missed:
+            numbers += f", {self.missed} more not written"
+        return f"video {self.rel}: {numbers}" + (f" ({self.error})" if self.error else "")
+
+    def report(self) -> dict[str, Any]:
+        return {"source": self.source, "written": self.written, "verified": self.verified, "missed": self.missed,
+                **({"error": self.error} if self.error else {})}
 
 
 def _drift_figures(value: Any) -> dict[str, Any] | None:
@@ -100,6 +159,53 @@ def _drift_figures(value: Any) -> dict[str, Any] | None:
     return out if "flag_rate" in out else None
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _text(value: Any, limit: int = 500) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _source_stats(value: Any) -> dict[str, Any]:
+    """The EOS stats a source reports about its inputs, where they have the right types (a peer may be buggy)."""
+    stats: dict[str, Any] = {}
+    if not isinstance(value, dict):
+        return stats
+    for key in ("read", "unreadable", "max_frames", *BROKER_STATS):
+        if _count(value.get(key)) is not None:
+            stats[key] = value[key]
+    if "expected" in value and (value["expected"] is None or _count(value["expected"]) is not None):
+        stats["expected"] = value["expected"]
+    files = value.get("unreadable_files")
+    if isinstance(files, list):
+        stats["unreadable_files"] = [name for name in map(_text, files[:100]) if name is not None]
+    truncated = value.get("truncated")
+    if isinstance(truncated, list):
+        stats["truncated"] = [
+            {"file": _text(t.get("file")), "read": _count(t.get("read")), "expected": _count(t.get("expected"))}
+            for t in truncated[:100] if isinstance(t, dict) and _text(t.get("file")) is not None]
+    return stats
+
+
+def _digest(dets: Detections) -> tuple[int, int, float]:
+    """What a re-sent copy of a frame must match: box count, the classes, and the coordinates' sum."""
+    classes = np.sort(np.asarray(dets.class_id, np.int64).ravel())
+    return len(dets), zlib.crc32(classes.tobytes()), float(np.asarray(dets.xyxy, np.float64).sum())
+
+
+def _same_boxes(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
+    # a frame re-detected in another batch can differ in the last bits of its floats; a forged or
+    # mixed-up one differs by whole boxes: allow a pixel per coordinate
+    return a[0] == b[0] and a[1] == b[1] and abs(a[2] - b[2]) <= 4.0 * max(a[0], 1)
+
+
+def _named(items: list[str], total: int | None = None) -> str:
+    total = len(items) if total is None else total
+    shown = ", ".join(items[:MAX_NAMED])
+    return shown + (f" and {total - min(len(items), MAX_NAMED)} more" if total > min(len(items), MAX_NAMED) else "")
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "source"
 
@@ -112,27 +218,56 @@ def _cut(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     return image[top:bottom, left:right]
 
 
-class SinkCore:
-    """Writes delivered frames (already in order) to the configured outputs; no sockets."""
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
-    def __init__(self, config: SinkConfig, sources: list[str], mode: str, metrics: StageMetrics | None = None) -> None:
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+class SinkCore:
+    """Writes delivered frames (already in order) to the configured outputs; no sockets.
+
+    `policy`: the filter's ("flag" or "drop", from the filter file in the graph; None without a
+    filter). `sources`: ids, or id -> live (lossless when a list, unless `mode` is "live").
+    """
+
+    VIDEO_MIN_FREE = 1 << 20  # below this much free space a video stops, finalised while there is room
+    VIDEO_SPACE_EVERY = 10  # frames between free-space checks (a statvfs is ~2 us)
+    VERIFY_COUNT_S = 5.0  # counting a damaged video's frames by decoding them stops after this long
+    RESERVE_BYTES = 64 << 10  # kept free for summary.json
+    FULL_BELOW = 1 << 20  # a failure with less free space than this is put down to a full disk
+
+    def __init__(self, config: SinkConfig, sources: list[str] | dict[str, bool], mode: str,
+                 metrics: StageMetrics | None = None, policy: str | None = None) -> None:
         self.config = config
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.mode = mode
         self.metrics = metrics
-        self.stats = {sid: _SourceStats() for sid in sources}
+        live = sources if isinstance(sources, dict) else {sid: mode == "live" for sid in sources}
+        self.stats = {sid: _SourceStats(live=is_live) for sid, is_live in live.items()}
         self.latency = LatencyStats()
         self.segments = {name: LatencyStats() for name, _, _ in SEGMENTS}
-        self.policy: str | None = None
+        self.policy = policy
         self.detector: dict[str, Any] | None = None
         self.started = time.time()
         self.bad_messages = 0
-        self._jsonl = open(self.out / "detections.jsonl", "w", encoding="utf-8") if config.jsonl else None
-        self._last_flush = time.monotonic()
-        self._videos: dict[str, tuple[cv2.VideoWriter, tuple[int, int]]] = {}
-        self._clips: dict[str, _Clip] = {}
-        self._flagged_index = None
+        self.summary_error: str | None = None  # the final summary.json could not be written
+        self._summary_warned = False
+        self._reserve = self._make_reserve() if config.summary else None
+        self._jsonl = LineFile(self.out / "detections.jsonl") if config.jsonl else None
+        self._videos: dict[str, _Video] = {}
+        self._clips: dict[str, _Video] = {}
+        self._flagged_index: LineFile | None = None
         self._closed = False
 
     # -- writing --------------------------------------------------------------------------------
@@ -145,19 +280,24 @@ class SinkCore:
         flags = dets.data.get("hallucination")
         flagged = np.asarray(flags, bool) if flags is not None else np.zeros(len(dets), bool)
         n_flagged = int(flagged.sum())
-        if header.get("policy"):
-            self.policy = header["policy"]
         if header.get("detector") and self.detector is None:
             self.detector = header["detector"]
         shown = dets[~flagged] if self.policy == "drop" and n_flagged else dets
-        image = None
+        video = self._videos.get(item.source)
+        video_wanted = self.config.video and (video is None or video.writer is not None)
+        if self.config.video and video is not None and video.writer is None and video.error:
+            video.missed += 1
         clip_wanted = self._clip_wanted(item.source)
-        if self.config.video or (self.config.crops and n_flagged) or clip_wanted:
+        clip = self._clips.get(item.source)
+        if clip is not None and clip.writer is None and clip.error and clip.written + clip.missed < (clip.limit or 0):
+            clip.missed += 1  # a clip that failed still owed these frames
+        image = None
+        if video_wanted or (self.config.crops and n_flagged) or clip_wanted:
             try:
                 image = item.image()
             except P.ProtocolError as exc:
                 log.warning("source %s frame %d: image unreadable (%s)", item.source, item.seq, exc)
-        if self.config.video and image is not None:
+        if video_wanted and image is not None:
             self._video(item, shown, image)
         if clip_wanted and image is not None:
             self._clip(item, image)
@@ -176,16 +316,15 @@ class SinkCore:
                 record["error"] = header["error"]
             record["t"] = {k: round(v, 6) for k, v in stamps.items()}
             record["latency_ms"] = round(latency * 1000, 3)
-            self._jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
-            if time.monotonic() - self._last_flush > 0.5:  # `tail -f` sees frames within half a second
-                self._jsonl.flush()
-                self._last_flush = time.monotonic()
+            self._jsonl.add(json.dumps(record, separators=(",", ":")), item.source)
         stats.frames += 1
         stats.boxes += len(dets)
         stats.flagged += n_flagged
-        stats.errors += bool(header.get("error"))
+        if header.get("error"):
+            stats.errors += 1
+            stats.first_error = stats.first_error or str(header["error"])[:200]
         stats.drift = _drift_figures(header.get("drift")) or stats.drift
-        stats.dropped = max(stats.dropped, int(header.get("dropped", 0)))
+        stats.dropped = max(stats.dropped, _count(header.get("dropped")) or 0)
         stats.first_capture = capture if stats.first_capture is None else min(stats.first_capture, capture)
         stats.last_out = t_out
         stats.latency.add(latency)
@@ -199,60 +338,195 @@ class SinkCore:
             self.metrics.observe_stage(t_out - stamps.get("sink_in", t_out))
             self.metrics.inc_boxes(item.source, len(dets) - n_flagged, n_flagged)
 
+    def tick(self) -> None:
+        """Lines waiting in memory reach their files within `flush_s` even when no frame comes."""
+        for lines in (self._jsonl, self._flagged_index):
+            if lines is not None and lines.due():
+                lines.flush()
+
+    def write_failed(self, source: str, detail: str) -> None:
+        """A frame that an error `write` raised kept from (some of) its outputs; the shell catches it."""
+        stats = self.stats[source]
+        stats.unwritten += 1
+        if not stats.unwritten_error:
+            stats.unwritten_error = detail[:300]
+            log.error("source %s: %s", source, detail)
+
+    # -- videos ---------------------------------------------------------------------------------
+
     def _video(self, item: Delivered, dets: Detections, image: np.ndarray) -> None:
         from pipeline.sinks.annotate import annotate
 
-        entry = self._videos.get(item.source)
-        if entry is None:
-            entry = self._videos[item.source] = self._writer(item, image, "annotated", ".mp4", "mp4v")
-        writer, size = entry
+        video = self._videos.get(item.source)
+        if video is None:
+            video = self._videos[item.source] = self._open_video(item, image, "annotated", ".mp4", "mp4v")
+            if video.writer is None:
+                video.missed += 1
+                return
         frame = annotate(image, dets)
-        if (frame.shape[1], frame.shape[0]) != size:  # an image folder of mixed sizes
-            frame = cv2.resize(frame, size)
-        writer.write(frame)
-
-    def _writer(self, item: Delivered, image: np.ndarray, folder_name: str, suffix: str,
-                fourcc: str) -> tuple[cv2.VideoWriter, tuple[int, int]]:
-        folder = self.out / folder_name
-        folder.mkdir(parents=True, exist_ok=True)
-        size = (image.shape[1], image.shape[0])
-        fps = float(item.header.get("fps") or 25.0)
-        path = folder / f"{_safe_name(item.source)}{suffix}"
-        return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size), size
+        if (frame.shape[1], frame.shape[0]) != video.size:  # an image folder of mixed sizes
+            frame = cv2.resize(frame, video.size)
+        self._feed(video, frame)
 
     def _clip_wanted(self, source: str) -> bool:
         clip = self._clips.get(source)
-        return self.config.calibration_clip_frames > 0 and (
-            clip is None or (clip.writer is not None and clip.frames < self.config.calibration_clip_frames))
+        return self.config.calibration_clip_frames > 0 and (clip is None or clip.writer is not None)
 
     def _clip(self, item: Delivered, image: np.ndarray) -> None:
         clip = self._clips.get(item.source)
         if clip is None:
             # MJPG: every frame a JPEG of its own, close to what the detector saw
-            writer, size = self._writer(item, image, "calibration", ".avi", "MJPG")
-            path = str(self.out / "calibration" / f"{_safe_name(item.source)}.avi")
-            clip = self._clips[item.source] = _Clip(writer, size, path)
-            if not writer.isOpened():
-                clip.writer, clip.error = None, "cannot open an MJPG writer here"
-                log.error("source %s: calibration clip %s not written (%s)", item.source, path, clip.error)
+            clip = self._clips[item.source] = self._open_video(item, image, "calibration", ".avi", "MJPG",
+                                                               self.config.calibration_clip_frames)
+            if clip.writer is None:
+                clip.missed += 1
                 return
-        clip.writer.write(image if (image.shape[1], image.shape[0]) == clip.size else cv2.resize(image, clip.size))
-        clip.frames += 1
-        if clip.frames >= self.config.calibration_clip_frames:
-            clip.writer.release()
+        self._feed(clip, image if (image.shape[1], image.shape[0]) == clip.size else cv2.resize(image, clip.size))
+
+    def _open_video(self, item: Delivered, image: np.ndarray, folder_name: str, suffix: str, fourcc: str,
+                    limit: int | None = None) -> _Video:
+        rel = f"{folder_name}/{_safe_name(item.source)}{suffix}"
+        video = _Video(item.source, rel, self.out / rel, None, (image.shape[1], image.shape[0]), limit)
+        try:
+            video.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return self._video_error(video, f"cannot make {video.path.parent}: {exc.strerror or exc}")
+        short = self._space_short(video)
+        if short:
+            return self._video_error(video, short)
+        fps = float(item.header.get("fps") or 25.0)
+        writer = cv2.VideoWriter(str(video.path), cv2.VideoWriter_fourcc(*fourcc), fps, video.size)
+        if not writer.isOpened():
+            return self._video_error(video, f"cannot open an {fourcc} writer{self._disk_note(video.path.parent)}")
+        video.writer = writer
+        return video
+
+    def _video_error(self, video: _Video, error: str) -> _Video:
+        video.error = error
+        video.finished = True
+        log.error("source %s: %s not written (%s)", video.source, video.path, error)
+        return video
+
+    def _feed(self, video: _Video, frame: np.ndarray) -> None:
+        if video.written % self.VIDEO_SPACE_EVERY == 0:
+            # stop while the container can still be finalised: the frames so far stay playable
+            short = self._space_short(video)
+            if short:
+                video.missed += 1
+                self._stop_video(video, short)
+                return
+        try:
+            accepted = video.writer.write(frame)
+        except cv2.error as exc:
+            accepted, why = False, str(exc).strip().splitlines()[-1][:200]
+        else:
+            why = "the writer refused it"
+        # OpenCV 5 returns False when the backend failed (an AVI on a full disk); mp4 hides it until release
+        if accepted is False:
+            video.missed += 1
+            self._stop_video(video, f"frame {video.written + 1}: {why}{self._disk_note(video.path.parent)}")
+            return
+        video.written += 1
+        if video.limit is not None and video.written >= video.limit:
+            self._finish_video(video)
+
+    def _space_short(self, video: _Video) -> str:
+        """Why this video should not take more frames now (too little free space), or ''."""
+        free = _free_bytes(video.path.parent)
+        if free is None:
+            return ""
+        try:
+            per_frame = video.path.stat().st_size / video.written if video.written else 0.0
+        except OSError:
+            per_frame = 0.0
+        # room for the frames until the next check, and for the index written at release
+        need = self.VIDEO_MIN_FREE + 2 * self.VIDEO_SPACE_EVERY * per_frame + 32 * video.written
+        return f"stopped: {free // 1024} KB free on its filesystem" if free < need else ""
+
+    def _disk_note(self, folder: Path) -> str:
+        free = _free_bytes(folder)
+        return f" (filesystem full: {free // 1024} KB free)" if free is not None and free < self.FULL_BELOW else ""
+
+    def _stop_video(self, video: _Video, error: str) -> None:
+        video.error = error
+        log.error("source %s: %s stopped after %d frames (%s)", video.source, video.path, video.written, error)
+        self._finish_video(video)
+
+    def _finish_video(self, video: _Video) -> None:
+        if video.finished:
+            return
+        video.finished = True
+        if video.writer is not None:
+            video.writer.release()
+            video.writer = None
+        video.verified = self._frames_in(video.path, video.written)
+        if video.verified != video.written:
+            note = self._disk_note(video.path.parent)
+            if note and note.strip(" ()") not in video.error:
+                video.error = f"{video.error}; {note.strip(' ()')}" if video.error else note.strip(" ()")
+            log.error("%s: %d frames written, the file holds %d%s", video.path, video.written, video.verified, note)
+
+    def _frames_in(self, path: Path, expected: int) -> int:
+        """Frames the file holds: the container's count, believed when its last frame decodes."""
+        try:
+            if path.stat().st_size == 0:
+                return 0
+        except OSError:
+            return 0
+        capture = cv2.VideoCapture(str(path))
+        try:
+            if not capture.isOpened():
+                return 0
+            claimed = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            count = int(claimed) if np.isfinite(claimed) and claimed > 0 else 0
+            if count == expected and count > 0:
+                # an index can outlive the data it points to: seeking to the last frame costs ~10-50 ms
+                # where decoding all of them costs 15-30% of the time it took to write them
+                capture.set(cv2.CAP_PROP_POS_FRAMES, count - 1)
+                if capture.read()[0]:
+                    return count
+                capture.release()
+                capture = cv2.VideoCapture(str(path))
+            counted, deadline = 0, time.monotonic() + self.VERIFY_COUNT_S
+            while capture.grab() and time.monotonic() < deadline:  # only for a file that is already wrong
+                counted += 1
+            return counted
+        finally:
+            capture.release()
+
+    # -- crops ----------------------------------------------------------------------------------
 
     def _archive(self, item: Delivered, dets: Detections, flagged: np.ndarray, image: np.ndarray | None) -> None:
+        stats = self.stats[item.source]
         folder = self.out / "flagged" / _safe_name(item.source)
-        folder.mkdir(parents=True, exist_ok=True)
-        if self._flagged_index is None:
-            self._flagged_index = open(self.out / "flagged" / "index.jsonl", "a", encoding="utf-8")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if self._flagged_index is None:
+                self._flagged_index = LineFile(self.out / "flagged" / "index.jsonl", append=True)
+        except OSError as exc:
+            stats.crops_failed += int(flagged.sum())
+            stats.crop_error = stats.crop_error or f"{folder}: {exc.strerror or exc}{free_space_note(self.out, exc)}"
+            return
         labels = dets.labels
         for i in np.flatnonzero(flagged):
             crop = dets.crops[i] if dets.crops is not None else (_cut(image, dets.xyxy[i]) if image is not None else None)
             if crop is None or crop.size == 0:
                 continue
             name = f"{item.seq:07d}_{i:03d}.jpg"
-            cv2.imwrite(str(folder / name), crop)
+            path = folder / name
+            try:
+                written = cv2.imwrite(str(path), crop)
+                why = "cv2.imwrite failed"
+            except (cv2.error, OSError) as exc:
+                written, why = False, str(exc).strip().splitlines()[-1][:200]
+            if not written:  # no index line for a crop that is not there
+                _unlink(path)
+                stats.crops_failed += 1
+                if not stats.crop_error:
+                    stats.crop_error = f"{path}: {why}{self._disk_note(folder)}"
+                    log.error("source %s: crop %s", item.source, stats.crop_error)
+                continue
+            stats.crops_written += 1
             record = {
                 "file": f"{_safe_name(item.source)}/{name}", "stream": item.source, "seq": item.seq,
                 "source": dets.source, "frame": dets.frame, "xyxy": [round(float(v), 2) for v in dets.xyxy[i]],
@@ -263,39 +537,200 @@ class SinkCore:
                 "detector": (item.header.get("detector") or {}).get("weights_sha256"),
                 "t_capture": item.header["t"].get("capture"),
             }
-            self._flagged_index.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._flagged_index.add(json.dumps(record, separators=(",", ":")), item.source)
+
+    # -- what peers say -------------------------------------------------------------------------
+
+    def conflict(self, source: str, detail: str) -> None:
+        stats = self.stats[source]
+        stats.conflicts += 1
+        if not stats.conflict:
+            stats.conflict = detail[:300]
+            log.warning("source %s: %s", source, detail)
+
+    def check_frame(self, source: str, seq: int, dets: Detections, header: dict[str, Any]) -> None:
+        """A frame as it arrives (before reordering): past its stream's end, or a re-sent copy with other boxes."""
+        stats = self.stats[source]
+        epoch = header.get("epoch")
+        eos = stats.eos if stats.eos_received else None
+        if eos is not None and eos["total"] is not None and seq >= eos["total"] and eos.get("epoch") in (None, epoch):
+            self.conflict(source, f"frame {seq} arrived after the EOS said {eos['total']} frames")
+            return
+        digest = None if header.get("error") else _digest(dets)  # an error result has no boxes to compare
+        key = (epoch, seq)
+        if key not in stats.digests:
+            stats.digests[key] = digest
+            if len(stats.digests) > DIGESTS_KEPT:
+                stats.digests.popitem(last=False)
+            return
+        before = stats.digests[key]
+        if before is not None and digest is not None and not _same_boxes(before, digest):
+            self.conflict(source, f"frame {seq} arrived twice with different boxes ({before[0]}, then {digest[0]})")
+
+    def eos_received(self, source: str, header: dict[str, Any], delivered_to: int) -> int | None:
+        """The total to end `source` with: that of its first believable EOS; None when this one is not.
+
+        `delivered_to`: the next seq the resequencer would deliver. An EOS without a total, one
+        with fewer frames than were already delivered, and a second one with another total are
+        conflicts and not believed (a real end never looks like that), never crashes.
+        """
+        stats = self.stats[source]
+        total = _count(header.get("total"))
+        if stats.eos_received:
+            if total != stats.eos["total"]:
+                self.conflict(source, f"a second EOS says {total} frames, the first said {stats.eos['total']}")
+            return None
+        if total is None:
+            self.conflict(source, f"an EOS without a frame count, after {delivered_to} frames (not believed)")
+            return None
+        if total < delivered_to:
+            self.conflict(source, f"an EOS says {total} frames, {delivered_to} were already delivered (not believed)")
+            return None
+        stats.eos_received = True
+        stats.eos = {"status": str(header.get("status") or "error"), "detail": _text(header.get("detail")) or "",
+                     "dropped": _count(header.get("dropped")) or 0, "total": total, "epoch": header.get("epoch"),
+                     "stats": _source_stats(header.get("stats"))}
+        stats.dropped = max(stats.dropped, stats.eos["dropped"])
+        return total
 
     # -- ends -----------------------------------------------------------------------------------
 
-    def end_source(self, source: str, eos: dict[str, Any], reorder: dict[str, int]) -> None:
+    def end_source(self, source: str, eos: dict[str, Any] | None = None, reorder: dict[str, int] | None = None,
+                   finished: bool = True) -> None:
+        """`finished`: every frame up to the EOS went through; False when the sink stops before that.
+        `eos`: used when none was received (a test, or the status the sink gives an unfinished source)."""
         stats = self.stats[source]
-        stats.eos = eos
-        stats.reorder = reorder
-        stats.dropped = max(stats.dropped, int(eos.get("dropped", 0)))
-        entry = self._videos.pop(source, None)
-        if entry is not None:
-            entry[0].release()
-        clip = self._clips.get(source)
-        if clip is not None and clip.writer is not None:
-            clip.writer.release()
+        if stats.eos is None and eos is not None:
+            stats.eos = {"status": str(eos.get("status") or "interrupted"), "detail": _text(eos.get("detail")) or "",
+                         "dropped": _count(eos.get("dropped")) or 0, "total": _count(eos.get("total")),
+                         "epoch": None, "stats": _source_stats(eos.get("stats"))}
+            stats.dropped = max(stats.dropped, stats.eos["dropped"])
+        stats.reorder = dict(reorder or {})
+        stats.finished = finished
+        for videos in (self._videos, self._clips):
+            if source in videos:
+                self._finish_video(videos[source])
+        stats.digests.clear()
         log.info("source %s done: %d frames, %d boxes, %d flagged (%s)", source, stats.frames, stats.boxes,
-                 stats.flagged, eos.get("status"))
+                 stats.flagged, (stats.eos or {}).get("status"))
+
+    # -- the account ----------------------------------------------------------------------------
+
+    def _source_problems(self, sid: str, s: _SourceStats, final: bool) -> list[str]:
+        lines: list[str] = []
+        eos = s.eos or {}
+        src = eos.get("stats") or {}
+        if final and not s.finished:
+            total = eos.get("total") if s.eos_received else None
+            if total is not None:
+                lines.append(f"source {sid}: {max(total - s.frames, 0)} of {total} frames missing "
+                             "(the sink stopped before they arrived)")
+            else:
+                lines.append(f"source {sid}: end never received ({s.frames} frames delivered)")
+        status = eos.get("status")
+        truncated = src.get("truncated", [])
+        reasons = [f"'{t['file']}' ends early" + (f" ({t['read']} of {t['expected']})" if len(truncated) > 1 else "")
+                   for t in truncated[:MAX_NAMED]]
+        if len(truncated) > MAX_NAMED:
+            reasons.append(f"{len(truncated) - MAX_NAMED} more videos end early")
+        files = src.get("unreadable_files", [])
+        unreadable = src.get("unreadable") or len(files)
+        if unreadable:
+            named = f": {_named([repr(f) for f in files], unreadable)}" if files else ""
+            reasons.append(f"{unreadable} unreadable file(s) skipped{named}")
+        if reasons or (s.eos_received and status != "ok"):
+            read, expected = src.get("read"), src.get("expected")
+            head = (f"{read} of {expected} frames read" if read is not None and expected is not None else
+                    f"{read} frames read" if read is not None else "")
+            why = "; ".join(reasons) or eos.get("detail") or ""
+            if status not in ("ok", "incomplete"):
+                why = f"ended '{status}'" + (f": {why}" if why else "")
+            lines.append(f"source {sid}: " + (f"{head} ({why[:300]})" if head and why else head or why[:300]))
+        reorder = s.reorder
+        if not s.live and reorder.get("skipped") and s.finished:
+            lines.append(f"source {sid}: {reorder['skipped']} frames never arrived")
+        if reorder.get("out_of_window"):
+            lines.append(f"source {sid}: {reorder['out_of_window']} frames refused "
+                         "(numbered beyond the reorder window)")
+        if reorder.get("over_budget"):
+            lines.append(f"source {sid}: {reorder['over_budget']} frames refused (the frames held to restore order "
+                         "reached limits.reorder_max_bytes)")
+        if reorder.get("beyond_end"):
+            lines.append(f"source {sid}: {reorder['beyond_end']} frames numbered past the end of the stream "
+                         f"({eos.get('total')} frames)")
+        if not s.live and s.dropped:
+            lines.append(f"source {sid}: {s.dropped} frames dropped")
+        if s.errors:
+            lines.append(f"source {sid}: {s.errors} frames without detections ({s.first_error})")
+        if s.unwritten:
+            lines.append(f"source {sid}: {s.unwritten} frames not written ({s.unwritten_error})")
+        if s.crops_failed:
+            lines.append(f"flagged/{_safe_name(sid)}: {s.crops_failed} crops not written ({s.crop_error})")
+        if s.conflicts:
+            lines.append(f"source {sid}: {s.conflicts} conflicting message(s) (first: {s.conflict})")
+        return lines
+
+    def _lines_problem(self, name: str, lines: LineFile | None, what: str) -> list[str]:
+        if lines is None or not (lines.lost or lines.error):
+            return []
+        if not lines.lost:
+            return [f"{name}: {lines.reason}"]
+        by_source = ", ".join(f"{sid} {n}" for sid, n in lines.lost_by.items())
+        return [f"{name}: {lines.lost} {what} not written ({by_source}; {lines.reason or 'write failed'})"]
+
+    def problems(self, final: bool = False) -> list[str]:
+        """One line per thing lost or contradicted, naming the source or file and the numbers."""
+        lines: list[str] = []
+        for sid, s in self.stats.items():
+            lines += self._source_problems(sid, s, final)
+        lines += self._lines_problem("detections.jsonl", self._jsonl, "rows")
+        lines += self._lines_problem("flagged/index.jsonl", self._flagged_index,
+                                     "index lines (their crops are in flagged/)")
+        for videos in (self._videos, self._clips):
+            lines += [video.problem() for video in videos.values() if video.failed]
+        if len(lines) > MAX_PROBLEMS:
+            lines = lines[:MAX_PROBLEMS - 1] + [f"... and {len(lines) - MAX_PROBLEMS + 1} more"]
+        return lines
+
+    def writes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, lines in (("jsonl", self._jsonl), ("flagged_index", self._flagged_index)):
+            if lines is not None:
+                out[name] = {"file": str(lines.path.relative_to(self.out)), "written": lines.written,
+                             "lost": lines.lost, **({"error": lines.error} if lines.error else {})}
+        if self.config.crops:
+            failed = [s.crop_error for s in self.stats.values() if s.crop_error]
+            out["crops"] = {"written": sum(s.crops_written for s in self.stats.values()),
+                            "failed": sum(s.crops_failed for s in self.stats.values()),
+                            **({"error": failed[0]} if failed else {})}
+        videos = {video.rel: video.report() for group in (self._videos, self._clips) for video in group.values()}
+        if videos:
+            out["videos"] = videos
+        return out
 
     def summary(self, status: str) -> dict[str, Any]:
+        final = status != "running"
+        problems = self.problems(final)
+        if status == "complete" and problems:
+            # a source that was told to stop ended the run early: interrupted, with its problems listed
+            stopped = any(s.eos_received and (s.eos or {}).get("status") == "interrupted" for s in self.stats.values())
+            status = "interrupted" if stopped else "incomplete"
         per_source = {}
         frames = boxes = flagged = dropped = errors = 0
         first, last = None, None
         for sid, s in self.stats.items():
             span = (s.last_out - s.first_capture) if s.frames and s.last_out and s.first_capture else 0.0
             eos = s.eos or {}
+            rows_lost = self._jsonl.lost_by.get(sid, 0) if self._jsonl is not None else 0
             per_source[sid] = {
                 "frames": s.frames, "fps": round(s.frames / span, 2) if span > 0 else 0.0,
                 "latency_ms": s.latency.summary_ms(), "dropped": s.dropped, "boxes": s.boxes,
                 "kept": s.boxes - s.flagged, "flagged": s.flagged, "errors": s.errors,
                 "status": eos.get("status", "running"), "detail": eos.get("detail", ""),
-                **{k: v for k, v in (eos.get("stats") or {}).items() if k in
-                   ("resent", "gave_up", "broker_dropped", "rate_skipped", "reconnects")},
+                **(eos.get("stats") or {}),
                 **s.reorder,
+                "rows_lost": rows_lost, "crops_written": s.crops_written, "crops_failed": s.crops_failed,
+                "conflicts": s.conflicts, **({"conflict": s.conflict} if s.conflict else {}),
                 **({"drift": s.drift} if s.drift else {}),
             }
             frames, boxes, flagged = frames + s.frames, boxes + s.boxes, flagged + s.flagged
@@ -308,12 +743,11 @@ class SinkCore:
         if self.config.jsonl:
             outputs["jsonl"] = str(self.out / "detections.jsonl")
         if self.config.video:
-            outputs["video"] = {sid: str(self.out / "annotated" / f"{_safe_name(sid)}.mp4")
-                                for sid, s in self.stats.items() if s.frames}
+            outputs["video"] = {sid: str(video.path) for sid, video in self._videos.items() if video.written}
         if self.config.crops:
             outputs["flagged"] = str(self.out / "flagged")
         if self._clips:
-            outputs["calibration_clips"] = {sid: {"path": clip.path, "frames": clip.frames,
+            outputs["calibration_clips"] = {sid: {"path": str(clip.path), "frames": clip.written,
                                                   **({"error": clip.error} if clip.error else {})}
                                             for sid, clip in self._clips.items()}
         return {
@@ -322,52 +756,130 @@ class SinkCore:
             "dropped": dropped, "boxes": boxes, "kept": boxes - flagged, "flagged": flagged, "errors": errors,
             "bad_messages": self.bad_messages, "policy": self.policy,
             "stages_ms": {name: stats.summary_ms() for name, stats in self.segments.items() if stats.count},
-            "per_source": per_source, "outputs": outputs,
+            "per_source": per_source, "outputs": outputs, "writes": self.writes(), "problems": problems,
             "detector": (self.detector or {}).get("weights_sha256"),
         }
 
-    def write_summary(self, status: str) -> dict[str, Any]:
+    # -- summary.json ---------------------------------------------------------------------------
+
+    def _make_reserve(self) -> Path | None:
+        """Room set aside so that summary.json can still be written when the disk fills up."""
+        path = self.out / SUMMARY_RESERVE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, self.RESERVE_BYTES)  # real blocks (a sparse file frees nothing)
+                except (AttributeError, OSError) as exc:
+                    if isinstance(exc, OSError) and exc.errno in _FULL:
+                        raise
+                    os.write(fd, bytes(self.RESERVE_BYTES))
+            finally:
+                os.close(fd)
+            return path
+        except OSError as exc:
+            _unlink(path)
+            log.warning("%s: no room set aside for summary.json (%s)", path, exc.strerror or exc)
+            return None
+
+    def _drop_reserve(self) -> bool:
+        if self._reserve is None:
+            return False
+        _unlink(self._reserve)
+        self._reserve = None
+        return True
+
+    def _save(self, summary: dict[str, Any], final: bool) -> bool:
+        path, tmp = self.out / "summary.json", self.out / "summary.json.tmp"
+        text = json.dumps(summary, indent=2)
+        while True:
+            try:
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                tmp.replace(path)  # readers never see half a file
+                return True
+            except OSError as exc:
+                _unlink(tmp)
+                if final and exc.errno in _FULL:
+                    if self._drop_reserve():
+                        log.warning("%s: disk full; using the space set aside for it", path)
+                        continue
+                    if "\n" in text:
+                        text = json.dumps(summary, separators=(",", ":"))
+                        continue
+                error = f"{path}: {exc.strerror or exc}{free_space_note(self.out, exc)}"
+                if final:
+                    self.summary_error = error
+                    log.error("summary.json NOT written: %s", error)
+                elif not self._summary_warned:
+                    self._summary_warned = True
+                    log.warning("summary.json not updated while running: %s", error)
+                return False
+
+    def write_summary(self, status: str, final: bool = False) -> dict[str, Any]:
         summary = self.summary(status)
         if self.config.summary:
-            tmp = self.out / "summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
-            tmp.replace(self.out / "summary.json")  # readers never see half a file
+            self._save(summary, final)
         return summary
 
     def close(self, status: str) -> dict[str, Any]:
         if self._closed:
             return self.summary(status)
         self._closed = True
-        for writer, _ in self._videos.values():
-            writer.release()
-        self._videos.clear()
-        for clip in self._clips.values():
-            if clip.writer is not None:
-                clip.writer.release()
-        if self._jsonl is not None:
-            self._jsonl.close()
-        if self._flagged_index is not None:
-            self._flagged_index.close()
-        return self.write_summary(status)
+        for videos in (self._videos, self._clips):
+            for video in videos.values():
+                self._finish_video(video)
+        for lines in (self._jsonl, self._flagged_index):
+            if lines is not None:
+                lines.close()
+        summary = self.write_summary(status, final=True)
+        self._drop_reserve()
+        return summary
+
+
+def _nbytes(message: P.Message) -> int:
+    """The payload a message holds in memory (what the resequencer's byte bound counts)."""
+    total = 0
+    for part in message.parts:
+        buffer = getattr(part, "buffer", None)
+        total += memoryview(buffer if buffer is not None else part).nbytes
+    return total
+
+
+def filter_policy(path: str | None) -> str | None:
+    """The policy of the filter file named in the graph: the only source the sink takes it from."""
+    if not path:
+        return None
+    from pipeline.filter.filter_file import read_filter_header  # the header only: no arrays, no torch
+
+    try:
+        return str(read_filter_header(path).get("policy") or "flag")
+    except GhostboxError as exc:
+        # e.g. a sink on another machine without the file: keep every box (flagged ones marked) rather than guess
+        log.warning("%s; writing every box (policy 'flag')", exc)
+        return "flag"
 
 
 class SinkStage(StageShell):
     STALL_WARN_S = 10.0
     SUMMARY_EVERY_S = 10.0
+    DRAIN_S = 2.0  # on SIGTERM: how long what is already queued in the socket is still taken
 
-    def __init__(self, graph: GraphConfig, name: str, parent_pid: int | None = None, exit_when_done: bool = True) -> None:
+    def __init__(self, graph: GraphConfig, name: str, parent_pid: int | None = None,
+                 exit_when_done: bool = True) -> None:
         super().__init__(graph, f"sink:{name}", parent_pid)
         self.config = graph.sink(name)
         live = {s.id: graph.source_mode(s) == "live" for s in graph.sources}
         mode = "live" if all(live.values()) else "lossless" if not any(live.values()) else "mixed"
-        self.core = SinkCore(self.config, list(live), mode, self.metrics)
-        self.reseq = Resequencer(live, max_wait_s=self.config.reorder_wait_ms / 1000)
+        self.core = SinkCore(self.config, live, mode, self.metrics, policy=filter_policy(graph.filter.path))
+        self.reseq = Resequencer(live, max_wait_s=self.config.reorder_wait_ms / 1000,
+                                 max_bytes=graph.limits.reorder_max_bytes)
         ep = self.config.endpoint
         self.input = self.socket(zmq.PULL, ep.url, bind=ep.binder == "sink", bind_url=ep.bind_url,
                                  hwm=graph.broker.hwm)
         self.exit_when_done = exit_when_done
         self.done: set[str] = set()
-        self.eos: dict[str, dict[str, Any]] = {}
+        self.eos_count = 0  # EOS messages taken (progress)
         self._reported: dict[tuple[str, str], int] = {}  # resequencer drops already in the metrics
 
     def _write(self, ready: list[tuple[str, int, Delivered]]) -> None:
@@ -377,6 +889,9 @@ class SinkStage(StageShell):
             except (ValueError, TypeError, cv2.error, P.ProtocolError) as exc:
                 # content no earlier check caught must not end the sink (and every stream with it)
                 self.bad("unwritable", f"{item.source} frame {item.seq}: {exc}", "sink input")
+                self.core.write_failed(item.source, f"frame {item.seq}: {exc}")
+            except OSError as exc:  # a write the core did not expect to fail: counted, never fatal
+                self.core.write_failed(item.source, f"frame {item.seq}: {exc}")
 
     def _receive(self) -> None:
         message = self.receive(self.input, "sink input")
@@ -396,12 +911,15 @@ class SinkStage(StageShell):
             header["t"]["sink_in"] = now
             self.metrics.inc_in(message.topic)
             self.metrics.observe_hop("filter->sink", now - header["t"].get("filter_out", now))
+            self.core.check_frame(message.topic, message.seq, dets, header)
             item = Delivered(message.topic, message.seq, dets, header, message)
-            self._write(self.reseq.push(message.topic, message.seq, item, now, header.get("epoch")))
+            self._write(self.reseq.push(message.topic, message.seq, item, now, header.get("epoch"),
+                                        nbytes=_nbytes(message)))
         elif message.type == P.EOS:
-            header = message.header
-            self.eos[message.topic] = {k: header.get(k) for k in ("status", "dropped", "stats", "detail", "total")}
-            self._write(self.reseq.end(message.topic, int(header.get("total") or 0), now))
+            self.eos_count += 1
+            total = self.core.eos_received(message.topic, message.header, self.reseq.streams[message.topic].next_seq)
+            if total is not None:
+                self._write(self.reseq.end(message.topic, total, now))
         else:  # shutdown included: only signals and EOS end this stage
             self.bad(f"unexpected-{message.type}", "", "sink input")
 
@@ -416,10 +934,27 @@ class SinkStage(StageShell):
                     self._reported[(sid, reason)] = stats[reason]
 
     def _check_done(self) -> None:
-        for sid in self.eos:
-            if sid not in self.done and self.reseq.done(sid):
+        for sid, stats in self.core.stats.items():
+            if sid not in self.done and stats.eos_received and self.reseq.done(sid):
                 self.done.add(sid)
-                self.core.end_source(sid, self.eos[sid], self.reseq.stats(sid))
+                self.core.end_source(sid, None, self.reseq.stats(sid))
+
+    def _progress(self, force: bool = False) -> None:
+        rows = sum(s.frames for s in self.core.stats.values())
+        held = sum(self.reseq.waiting(sid) for sid in self.core.stats)
+        self.report_progress(force=force, done=rows + self.eos_count, held=held)
+
+    def _drain(self) -> None:
+        """Stopped by a signal: what is already queued in the socket is written, within DRAIN_S."""
+        deadline = time.monotonic() + self.DRAIN_S
+        taken = 0
+        while time.monotonic() < deadline and self.input.poll(0):
+            self._receive()
+            taken += 1
+        self._write(self.reseq.poll(time.time()))
+        self._check_done()
+        if taken:
+            log.info("took %d queued messages before stopping", taken)
 
     def run(self) -> int:
         last_summary = last_stall = last_metrics = time.monotonic()
@@ -431,6 +966,8 @@ class SinkStage(StageShell):
                         break
             self._write(self.reseq.poll(time.time()))
             self._check_done()
+            self.core.tick()
+            self._progress()
             if self.exit_when_done and len(self.done) == len(self.core.stats):
                 break
             now = time.monotonic()
@@ -448,16 +985,21 @@ class SinkStage(StageShell):
                 last_summary = now
                 self.core.bad_messages = self.bad.total
                 self.core.write_summary("running")
+        if self.stopping is not None:
+            self._drain()
         status = "complete" if len(self.done) == len(self.core.stats) else "interrupted"
         if status != "complete":
             self._write(self.reseq.flush())
             for sid in self.core.stats:
                 if sid not in self.done:
-                    self.core.end_source(sid, self.eos.get(sid, {"status": "interrupted"}), self.reseq.stats(sid))
+                    self.core.end_source(sid, {"status": "interrupted"}, self.reseq.stats(sid), finished=False)
         self.core.bad_messages = self.bad.total
         summary = self.core.close(status)
-        log.info("%d frames, %d boxes, %d flagged, latency p50 %.1f ms p99 %.1f ms -> %s", summary["frames"],
+        self._progress(force=True)
+        log.info("%d frames, %d boxes, %d flagged, latency p50 %.1f ms p99 %.1f ms -> %s (%s)", summary["frames"],
                  summary["boxes"], summary["flagged"], summary["latency_ms"]["p50"], summary["latency_ms"]["p99"],
-                 self.config.out)
+                 self.config.out, summary["status"])
+        for line in summary["problems"]:
+            log.warning("problem: %s", line)
         self.close()
-        return 0
+        return 1 if self.core.summary_error else 0
