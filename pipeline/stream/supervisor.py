@@ -536,6 +536,7 @@ class Supervisor:
                 tmp.write_text(json.dumps(summary, indent=2))
                 tmp.replace(path)
             except OSError as exc:
+                tmp.unlink(missing_ok=True)
                 log.error("sink %s: summary %s cannot be written (%s)", sink.name, path, exc)
                 summary["status"] = "incomplete"
             summaries.append(summary)
