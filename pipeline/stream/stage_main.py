@@ -59,16 +59,17 @@ def setup_logging(name: str, level: str) -> None:
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
 
 
-def _leave_error(graph_json: str | None, name: str, error: str) -> None:
-    """The refusal, where the supervisor can quote it in its one-line exit message."""
+def _leave_error(graph_json: str | None, name: str, error: str) -> bool:
+    """The refusal, where the supervisor can quote it in its one-line exit message; False if it cannot."""
     if not graph_json:
-        return
+        return False
     try:
         folder = Path(graph_json).parent / "progress"
         folder.mkdir(mode=0o700, exist_ok=True)
         (folder / f"{name.replace(':', '_')}.error").write_text(error)
+        return True
     except OSError:
-        pass
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.makedirs(graph.run_dir or ".", mode=0o700, exist_ok=True)  # ipc sockets: this user only
         return run_stage(graph, args.name, args.parent_pid)
     except GhostboxError as exc:
-        print(f"[{args.name}] error: {exc}", file=sys.stderr)
-        _leave_error(args.graph, args.name, str(exc))
+        # under the supervisor, it quotes the refusal as the run's one line; alone, say it here
+        if args.parent_pid is None or not _leave_error(args.graph, args.name, str(exc)):
+            print(f"[{args.name}] error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -484,7 +484,8 @@ class Supervisor:
             log.error("stage %s was killed (%s)%s", name, info["why"],
                       f"; about {info['held']} message(s) it held were not passed on or written" if info["held"] else "")
         if self.failure is not None and (self.interrupted is None or self.failure_code == 2):
-            log.error("run failed: %s", self.failure)
+            if self.failure_code != 2:  # a refusal was the one line already; a crash may have scrolled away
+                log.error("run failed: %s", self.failure)
             return self.failure_code
         if self.interrupted is not None:
             return 128 + int(self.interrupted)
@@ -504,8 +505,8 @@ class Supervisor:
             path = Path(sink.out) / "summary.json"
             summary = found.get(str(path))
             if summary is None:
-                if not self.children or not sink.summary:
-                    continue
+                if f"sink:{sink.name}" not in self.children or not sink.summary:
+                    continue  # never started: nothing to say about it
                 summary = {"status": "running", "frames": 0, "problems": []}
             child = self.children.get(f"sink:{sink.name}")
             if child is not None and child.name in self.killed:
