@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from pipeline.detections import Detections
+from pipeline.sinks.free_space import free_space_note
 
 log = logging.getLogger(__name__)
 
@@ -147,17 +148,6 @@ class LineFile:
             os.ftruncate(self._fd, pos)
             os.lseek(self._fd, pos, os.SEEK_SET)
             self._good = pos
-
-
-def free_space_note(folder: str | Path, exc: OSError | None = None) -> str:
-    """' (N KB free)' when the error is a full disk or a quota (or none is given); else ''."""
-    if exc is not None and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return ""
-    try:
-        stat = os.statvfs(folder)
-    except OSError:
-        return ""
-    return f" ({stat.f_bavail * stat.f_frsize // 1024} KB free)"
 
 
 class JsonlWriter:

@@ -22,17 +22,17 @@ Messages are checked before they are believed: the drop/flag policy comes from t
 file named in the graph (never from a message), and EOS that contradict each other or the
 frames delivered are recorded as conflicts and not believed (the run is then "incomplete").
 
+The files are written by `pipeline.sinks` (`LineFile`, `VideoFile`, `CropArchive`,
+`SummaryFile`); this module decides what goes into them and keeps the account.
+
 Shell: `SinkStage`, a PULL socket (bound by default: sinks are the stable end of the graph
 and filters connect to them), the resequencer, and the core.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
-import re
 import time
 import zlib
 from collections import OrderedDict
@@ -46,7 +46,12 @@ import zmq
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.sinks.jsonl import LineFile, free_space_note
+from pipeline.sinks import video_file
+from pipeline.sinks.crop_archive import CropArchive
+from pipeline.sinks.jsonl import LineFile
+from pipeline.sinks.source_names import safe_name
+from pipeline.sinks.summary_file import SummaryFile
+from pipeline.sinks.video_file import VideoFile
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SinkConfig
 from pipeline.stream.metrics import LatencyStats, StageMetrics
@@ -68,8 +73,6 @@ BROKER_STATS = ("resent", "gave_up", "broker_dropped", "rate_skipped", "reconnec
 MAX_PROBLEMS = 50  # lines in summary.json's `problems`; the counts stay complete
 MAX_NAMED = 3  # files named in one problem line
 DIGESTS_KEPT = 4096  # per source: delivered frames whose boxes a re-sent copy is compared with
-SUMMARY_RESERVE = "summary.reserve"
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -103,47 +106,11 @@ class _SourceStats:
     finished: bool = False  # every frame up to the EOS total went through
     reorder: dict[str, int] = field(default_factory=dict)
     drift: dict[str, Any] | None = None  # the filter's last rolling drift figures for this source
-    crops_written: int = 0
-    crops_failed: int = 0
-    crop_error: str = ""
     unwritten: int = 0  # frames an unexpected OSError kept out of every output
     unwritten_error: str = ""
     conflicts: int = 0
     conflict: str = ""
     digests: OrderedDict[tuple[int | None, int], tuple[int, int, float] | None] = field(default_factory=OrderedDict)
-
-
-@dataclass
-class _Video:
-    """An annotated video or a calibration clip: what was handed to the writer, and what the file holds."""
-
-    source: str
-    rel: str  # as named in summary.json, e.g. "annotated/clip.mp4"
-    path: Path
-    writer: cv2.VideoWriter | None
-    size: tuple[int, int]
-    limit: int | None = None  # a calibration clip's length
-    written: int = 0  # frames the writer accepted
-    missed: int = 0  # frames meant for the file after it failed
-    verified: int | None = None  # frames the released file holds; None until released
-    error: str = ""  # why it stopped, or what the check found
-    finished: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error) or self.missed > 0 or (self.verified is not None and self.verified != self.written)
-
-    def problem(self) -> str:
-        numbers = f"{self.written} frames written"
-        if self.verified is not None and self.verified != self.written:
-            numbers += f", the file holds {self.verified}"
-        if self.missed:
-            numbers += f", {self.missed} more not written"
-        return f"video {self.rel}: {numbers}" + (f" ({self.error})" if self.error else "")
-
-    def report(self) -> dict[str, Any]:
-        return {"source": self.source, "written": self.written, "verified": self.verified, "missed": self.missed,
-                **({"error": self.error} if self.error else {})}
 
 
 def _drift_figures(value: Any) -> dict[str, Any] | None:
@@ -206,33 +173,6 @@ def _named(items: list[str], total: int | None = None) -> str:
     return shown + (f" and {total - min(len(items), MAX_NAMED)} more" if total > min(len(items), MAX_NAMED) else "")
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "source"
-
-
-def _cut(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    height, width = image.shape[:2]
-    x1, y1, x2, y2 = box
-    left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
-    right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
-    return image[top:bottom, left:right]
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        stat = os.statvfs(folder)
-    except OSError:
-        return None
-    return stat.f_bavail * stat.f_frsize
-
-
 class SinkCore:
     """Writes delivered frames (already in order) to the configured outputs; no sockets.
 
@@ -240,11 +180,7 @@ class SinkCore:
     filter). `sources`: ids, or id -> live (lossless when a list, unless `mode` is "live").
     """
 
-    VIDEO_MIN_FREE = 1 << 20  # below this much free space a video stops, finalised while there is room
-    VIDEO_SPACE_EVERY = 10  # frames between free-space checks (a statvfs is ~2 us)
-    VERIFY_COUNT_S = 5.0  # counting a damaged video's frames by decoding them stops after this long
-    RESERVE_BYTES = 64 << 10  # kept free for summary.json
-    FULL_BELOW = 1 << 20  # a failure with less free space than this is put down to a full disk
+    VIDEO_MIN_FREE = video_file.MIN_FREE  # given to each video this core opens; 0 turns the early stop off
 
     def __init__(self, config: SinkConfig, sources: list[str] | dict[str, bool], mode: str,
                  metrics: StageMetrics | None = None, policy: str | None = None) -> None:
@@ -261,14 +197,18 @@ class SinkCore:
         self.detector: dict[str, Any] | None = None
         self.started = time.time()
         self.bad_messages = 0
-        self.summary_error: str | None = None  # the final summary.json could not be written
-        self._summary_warned = False
-        self._reserve = self._make_reserve() if config.summary else None
+        # first: its reserve takes room before any other output can fill the disk
+        self._summary = SummaryFile(self.out) if config.summary else None
         self._jsonl = LineFile(self.out / "detections.jsonl") if config.jsonl else None
-        self._videos: dict[str, _Video] = {}
-        self._clips: dict[str, _Video] = {}
-        self._flagged_index: LineFile | None = None
+        self._videos: dict[str, VideoFile] = {}
+        self._clips: dict[str, VideoFile] = {}
+        self._crops = CropArchive(self.out)
         self._closed = False
+
+    @property
+    def summary_error(self) -> str | None:
+        """Why the final summary.json could not be written; None when it was (or is not wanted)."""
+        return self._summary.error if self._summary is not None else None
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -302,7 +242,8 @@ class SinkCore:
         if clip_wanted and image is not None:
             self._clip(item, image)
         if self.config.crops and n_flagged:
-            self._archive(item, dets, flagged, image)
+            self._crops.add(item.source, item.seq, dets, flagged, image,
+                            (header.get("detector") or {}).get("weights_sha256"), stamps.get("capture"))
         t_out = time.time()
         stamps["sink_out"] = t_out
         capture = stamps.get("capture", t_out)
@@ -340,7 +281,7 @@ class SinkCore:
 
     def tick(self) -> None:
         """Lines waiting in memory reach their files within `flush_s` even when no frame comes."""
-        for lines in (self._jsonl, self._flagged_index):
+        for lines in (self._jsonl, self._crops.index):
             if lines is not None and lines.due():
                 lines.flush()
 
@@ -366,7 +307,7 @@ class SinkCore:
         frame = annotate(image, dets)
         if (frame.shape[1], frame.shape[0]) != video.size:  # an image folder of mixed sizes
             frame = cv2.resize(frame, video.size)
-        self._feed(video, frame)
+        video.feed(frame)
 
     def _clip_wanted(self, source: str) -> bool:
         clip = self._clips.get(source)
@@ -381,163 +322,13 @@ class SinkCore:
             if clip.writer is None:
                 clip.missed += 1
                 return
-        self._feed(clip, image if (image.shape[1], image.shape[0]) == clip.size else cv2.resize(image, clip.size))
+        clip.feed(image if (image.shape[1], image.shape[0]) == clip.size else cv2.resize(image, clip.size))
 
     def _open_video(self, item: Delivered, image: np.ndarray, folder_name: str, suffix: str, fourcc: str,
-                    limit: int | None = None) -> _Video:
-        rel = f"{folder_name}/{_safe_name(item.source)}{suffix}"
-        video = _Video(item.source, rel, self.out / rel, None, (image.shape[1], image.shape[0]), limit)
-        try:
-            video.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return self._video_error(video, f"cannot make {video.path.parent}: {exc.strerror or exc}")
-        short = self._space_short(video)
-        if short:
-            return self._video_error(video, short)
-        fps = float(item.header.get("fps") or 25.0)
-        writer = cv2.VideoWriter(str(video.path), cv2.VideoWriter_fourcc(*fourcc), fps, video.size)
-        if not writer.isOpened():
-            return self._video_error(video, f"cannot open an {fourcc} writer{self._disk_note(video.path.parent)}")
-        video.writer = writer
-        return video
-
-    def _video_error(self, video: _Video, error: str) -> _Video:
-        video.error = error
-        video.finished = True
-        log.error("source %s: %s not written (%s)", video.source, video.path, error)
-        return video
-
-    def _feed(self, video: _Video, frame: np.ndarray) -> None:
-        if video.written % self.VIDEO_SPACE_EVERY == 0:
-            # stop while the container can still be finalised: the frames so far stay playable
-            short = self._space_short(video)
-            if short:
-                video.missed += 1
-                self._stop_video(video, short)
-                return
-        try:
-            accepted = video.writer.write(frame)
-        except cv2.error as exc:
-            accepted, why = False, str(exc).strip().splitlines()[-1][:200]
-        else:
-            why = "the writer refused it"
-        # OpenCV 5 returns False when the backend failed (an AVI on a full disk); mp4 hides it until release
-        if accepted is False:
-            video.missed += 1
-            self._stop_video(video, f"frame {video.written + 1}: {why}{self._disk_note(video.path.parent)}")
-            return
-        video.written += 1
-        if video.limit is not None and video.written >= video.limit:
-            self._finish_video(video)
-
-    def _space_short(self, video: _Video) -> str:
-        """Why this video should not take more frames now (too little free space), or ''."""
-        free = _free_bytes(video.path.parent)
-        if free is None:
-            return ""
-        try:
-            per_frame = video.path.stat().st_size / video.written if video.written else 0.0
-        except OSError:
-            per_frame = 0.0
-        # room for the frames until the next check, and for the index written at release
-        need = self.VIDEO_MIN_FREE + 2 * self.VIDEO_SPACE_EVERY * per_frame + 32 * video.written
-        return f"stopped: {free // 1024} KB free on its filesystem" if free < need else ""
-
-    def _disk_note(self, folder: Path) -> str:
-        free = _free_bytes(folder)
-        return f" (filesystem full: {free // 1024} KB free)" if free is not None and free < self.FULL_BELOW else ""
-
-    def _stop_video(self, video: _Video, error: str) -> None:
-        video.error = error
-        log.error("source %s: %s stopped after %d frames (%s)", video.source, video.path, video.written, error)
-        self._finish_video(video)
-
-    def _finish_video(self, video: _Video) -> None:
-        if video.finished:
-            return
-        video.finished = True
-        if video.writer is not None:
-            video.writer.release()
-            video.writer = None
-        video.verified = self._frames_in(video.path, video.written)
-        if video.verified != video.written:
-            note = self._disk_note(video.path.parent)
-            if note and note.strip(" ()") not in video.error:
-                video.error = f"{video.error}; {note.strip(' ()')}" if video.error else note.strip(" ()")
-            log.error("%s: %d frames written, the file holds %d%s", video.path, video.written, video.verified, note)
-
-    def _frames_in(self, path: Path, expected: int) -> int:
-        """Frames the file holds: the container's count, believed when its last frame decodes."""
-        try:
-            if path.stat().st_size == 0:
-                return 0
-        except OSError:
-            return 0
-        capture = cv2.VideoCapture(str(path))
-        try:
-            if not capture.isOpened():
-                return 0
-            claimed = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-            count = int(claimed) if np.isfinite(claimed) and claimed > 0 else 0
-            if count == expected and count > 0:
-                # an index can outlive the data it points to: seeking to the last frame costs ~10-50 ms
-                # where decoding all of them costs 15-30% of the time it took to write them
-                capture.set(cv2.CAP_PROP_POS_FRAMES, count - 1)
-                if capture.read()[0]:
-                    return count
-                capture.release()
-                capture = cv2.VideoCapture(str(path))
-            counted, deadline = 0, time.monotonic() + self.VERIFY_COUNT_S
-            while capture.grab() and time.monotonic() < deadline:  # only for a file that is already wrong
-                counted += 1
-            return counted
-        finally:
-            capture.release()
-
-    # -- crops ----------------------------------------------------------------------------------
-
-    def _archive(self, item: Delivered, dets: Detections, flagged: np.ndarray, image: np.ndarray | None) -> None:
-        stats = self.stats[item.source]
-        folder = self.out / "flagged" / _safe_name(item.source)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if self._flagged_index is None:
-                self._flagged_index = LineFile(self.out / "flagged" / "index.jsonl", append=True)
-        except OSError as exc:
-            stats.crops_failed += int(flagged.sum())
-            stats.crop_error = stats.crop_error or f"{folder}: {exc.strerror or exc}{free_space_note(self.out, exc)}"
-            return
-        labels = dets.labels
-        for i in np.flatnonzero(flagged):
-            crop = dets.crops[i] if dets.crops is not None else (_cut(image, dets.xyxy[i]) if image is not None else None)
-            if crop is None or crop.size == 0:
-                continue
-            name = f"{item.seq:07d}_{i:03d}.jpg"
-            path = folder / name
-            try:
-                written = cv2.imwrite(str(path), crop)
-                why = "cv2.imwrite failed"
-            except (cv2.error, OSError) as exc:
-                written, why = False, str(exc).strip().splitlines()[-1][:200]
-            if not written:  # no index line for a crop that is not there
-                _unlink(path)
-                stats.crops_failed += 1
-                if not stats.crop_error:
-                    stats.crop_error = f"{path}: {why}{self._disk_note(folder)}"
-                    log.error("source %s: crop %s", item.source, stats.crop_error)
-                continue
-            stats.crops_written += 1
-            record = {
-                "file": f"{_safe_name(item.source)}/{name}", "stream": item.source, "seq": item.seq,
-                "source": dets.source, "frame": dets.frame, "xyxy": [round(float(v), 2) for v in dets.xyxy[i]],
-                "cls": int(dets.class_id[i]), "label": labels[i], "conf": round(float(dets.confidence[i]), 5),
-                "level": int(dets.level[i]),
-                "score": round(float(dets.data["score"][i]), 5) if "score" in dets.data else None,
-                "threshold": round(float(dets.data["threshold"][i]), 5) if "threshold" in dets.data else None,
-                "detector": (item.header.get("detector") or {}).get("weights_sha256"),
-                "t_capture": item.header["t"].get("capture"),
-            }
-            self._flagged_index.add(json.dumps(record, separators=(",", ":")), item.source)
+                    limit: int | None = None) -> VideoFile:
+        rel = f"{folder_name}/{safe_name(item.source)}{suffix}"
+        return VideoFile.open(item.source, rel, self.out / rel, (image.shape[1], image.shape[0]),
+                              float(item.header.get("fps") or 25.0), fourcc, limit, self.VIDEO_MIN_FREE)
 
     # -- what peers say -------------------------------------------------------------------------
 
@@ -609,7 +400,7 @@ class SinkCore:
         stats.finished = finished
         for videos in (self._videos, self._clips):
             if source in videos:
-                self._finish_video(videos[source])
+                videos[source].finish()
         stats.digests.clear()
         log.info("source %s done: %d frames, %d boxes, %d flagged (%s)", source, stats.frames, stats.boxes,
                  stats.flagged, (stats.eos or {}).get("status"))
@@ -664,8 +455,9 @@ class SinkCore:
             lines.append(f"source {sid}: {s.errors} frames without detections ({s.first_error})")
         if s.unwritten:
             lines.append(f"source {sid}: {s.unwritten} frames not written ({s.unwritten_error})")
-        if s.crops_failed:
-            lines.append(f"flagged/{_safe_name(sid)}: {s.crops_failed} crops not written ({s.crop_error})")
+        crops = self._crops.problem(sid)
+        if crops:
+            lines.append(crops)
         if s.conflicts:
             lines.append(f"source {sid}: {s.conflicts} conflicting message(s) (first: {s.conflict})")
         return lines
@@ -684,7 +476,7 @@ class SinkCore:
         for sid, s in self.stats.items():
             lines += self._source_problems(sid, s, final)
         lines += self._lines_problem("detections.jsonl", self._jsonl, "rows")
-        lines += self._lines_problem("flagged/index.jsonl", self._flagged_index,
+        lines += self._lines_problem("flagged/index.jsonl", self._crops.index,
                                      "index lines (their crops are in flagged/)")
         for videos in (self._videos, self._clips):
             lines += [video.problem() for video in videos.values() if video.failed]
@@ -694,14 +486,14 @@ class SinkCore:
 
     def writes(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, lines in (("jsonl", self._jsonl), ("flagged_index", self._flagged_index)):
+        for name, lines in (("jsonl", self._jsonl), ("flagged_index", self._crops.index)):
             if lines is not None:
                 out[name] = {"file": str(lines.path.relative_to(self.out)), "written": lines.written,
                              "lost": lines.lost, **({"error": lines.error} if lines.error else {})}
         if self.config.crops:
-            failed = [s.crop_error for s in self.stats.values() if s.crop_error]
-            out["crops"] = {"written": sum(s.crops_written for s in self.stats.values()),
-                            "failed": sum(s.crops_failed for s in self.stats.values()),
+            counts = [self._crops.count(sid) for sid in self.stats]  # source order: the error shown is the first source's
+            failed = [c.error for c in counts if c.error]
+            out["crops"] = {"written": sum(c.written for c in counts), "failed": sum(c.failed for c in counts),
                             **({"error": failed[0]} if failed else {})}
         videos = {video.rel: video.report() for group in (self._videos, self._clips) for video in group.values()}
         if videos:
@@ -722,6 +514,7 @@ class SinkCore:
             span = (s.last_out - s.first_capture) if s.frames and s.last_out and s.first_capture else 0.0
             eos = s.eos or {}
             rows_lost = self._jsonl.lost_by.get(sid, 0) if self._jsonl is not None else 0
+            crops = self._crops.count(sid)
             per_source[sid] = {
                 "frames": s.frames, "fps": round(s.frames / span, 2) if span > 0 else 0.0,
                 "latency_ms": s.latency.summary_ms(), "dropped": s.dropped, "boxes": s.boxes,
@@ -729,7 +522,7 @@ class SinkCore:
                 "status": eos.get("status", "running"), "detail": eos.get("detail", ""),
                 **(eos.get("stats") or {}),
                 **s.reorder,
-                "rows_lost": rows_lost, "crops_written": s.crops_written, "crops_failed": s.crops_failed,
+                "rows_lost": rows_lost, "crops_written": crops.written, "crops_failed": crops.failed,
                 "conflicts": s.conflicts, **({"conflict": s.conflict} if s.conflict else {}),
                 **({"drift": s.drift} if s.drift else {}),
             }
@@ -762,64 +555,10 @@ class SinkCore:
 
     # -- summary.json ---------------------------------------------------------------------------
 
-    def _make_reserve(self) -> Path | None:
-        """Room set aside so that summary.json can still be written when the disk fills up."""
-        path = self.out / SUMMARY_RESERVE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                try:
-                    os.posix_fallocate(fd, 0, self.RESERVE_BYTES)  # real blocks (a sparse file frees nothing)
-                except (AttributeError, OSError) as exc:
-                    if isinstance(exc, OSError) and exc.errno in _FULL:
-                        raise
-                    os.write(fd, bytes(self.RESERVE_BYTES))
-            finally:
-                os.close(fd)
-            return path
-        except OSError as exc:
-            _unlink(path)
-            log.warning("%s: no room set aside for summary.json (%s)", path, exc.strerror or exc)
-            return None
-
-    def _drop_reserve(self) -> bool:
-        if self._reserve is None:
-            return False
-        _unlink(self._reserve)
-        self._reserve = None
-        return True
-
-    def _save(self, summary: dict[str, Any], final: bool) -> bool:
-        path, tmp = self.out / "summary.json", self.out / "summary.json.tmp"
-        text = json.dumps(summary, indent=2)
-        while True:
-            try:
-                with open(tmp, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-                tmp.replace(path)  # readers never see half a file
-                return True
-            except OSError as exc:
-                _unlink(tmp)
-                if final and exc.errno in _FULL:
-                    if self._drop_reserve():
-                        log.warning("%s: disk full; using the space set aside for it", path)
-                        continue
-                    if "\n" in text:
-                        text = json.dumps(summary, separators=(",", ":"))
-                        continue
-                error = f"{path}: {exc.strerror or exc}{free_space_note(self.out, exc)}"
-                if final:
-                    self.summary_error = error
-                    log.error("summary.json NOT written: %s", error)
-                elif not self._summary_warned:
-                    self._summary_warned = True
-                    log.warning("summary.json not updated while running: %s", error)
-                return False
-
     def write_summary(self, status: str, final: bool = False) -> dict[str, Any]:
         summary = self.summary(status)
-        if self.config.summary:
-            self._save(summary, final)
+        if self._summary is not None:
+            self._summary.save(summary, final)
         return summary
 
     def close(self, status: str) -> dict[str, Any]:
@@ -828,12 +567,13 @@ class SinkCore:
         self._closed = True
         for videos in (self._videos, self._clips):
             for video in videos.values():
-                self._finish_video(video)
-        for lines in (self._jsonl, self._flagged_index):
+                video.finish()
+        for lines in (self._jsonl, self._crops.index):
             if lines is not None:
                 lines.close()
         summary = self.write_summary(status, final=True)
-        self._drop_reserve()
+        if self._summary is not None:
+            self._summary.drop_reserve()
         return summary
 
 

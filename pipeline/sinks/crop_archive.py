@@ -1,0 +1,104 @@
+"""The archive of flagged boxes: `CropArchive` writes OUT/flagged/<source>/*.jpg and flagged/index.jsonl.
+
+The fine-tuning step reads the index and trusts every line to name a crop that exists, so a crop
+is written first and gets its index line only when the write succeeded; the crops that could not
+be written are counted per source, with the first reason, instead of leaving a dangling line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.detections import Detections
+from pipeline.sinks.free_space import free_space_note, full_disk_note
+from pipeline.sinks.jsonl import LineFile
+from pipeline.sinks.source_names import safe_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CropCounts:
+    written: int = 0
+    failed: int = 0
+    error: str = ""  # the first failure, naming the file
+
+
+class CropArchive:
+    """Crops of flagged boxes under `out`/flagged; nothing is created before the first one."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.folder = out / "flagged"
+        self.index: LineFile | None = None  # flagged/index.jsonl, opened with the first crop
+        self.counts: dict[str, CropCounts] = {}
+
+    def count(self, source: str) -> CropCounts:
+        return self.counts.setdefault(source, CropCounts())
+
+    def add(self, source: str, seq: int, dets: Detections, flagged: np.ndarray, image: np.ndarray | None,
+            detector: str | None, t_capture: float | None) -> None:
+        """The boxes of one frame marked in `flagged`: cut from `image` unless `dets` carries crops."""
+        counts = self.count(source)
+        folder = self.folder / safe_name(source)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.index is None:
+                self.index = LineFile(self.folder / "index.jsonl", append=True)
+        except OSError as exc:
+            counts.failed += int(flagged.sum())
+            counts.error = counts.error or f"{folder}: {exc.strerror or exc}{free_space_note(self.out, exc)}"
+            return
+        labels = dets.labels
+        for i in np.flatnonzero(flagged):
+            crop = dets.crops[i] if dets.crops is not None else (_cut(image, dets.xyxy[i]) if image is not None else None)
+            if crop is None or crop.size == 0:
+                continue
+            name = f"{seq:07d}_{i:03d}.jpg"
+            path = folder / name
+            try:
+                written = cv2.imwrite(str(path), crop)
+                why = "cv2.imwrite failed"
+            except (cv2.error, OSError) as exc:
+                written, why = False, str(exc).strip().splitlines()[-1][:200]
+            if not written:  # no index line for a crop that is not there
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                counts.failed += 1
+                if not counts.error:
+                    counts.error = f"{path}: {why}{full_disk_note(folder)}"
+                    log.error("source %s: crop %s", source, counts.error)
+                continue
+            counts.written += 1
+            record = {
+                "file": f"{safe_name(source)}/{name}", "stream": source, "seq": seq,
+                "source": dets.source, "frame": dets.frame, "xyxy": [round(float(v), 2) for v in dets.xyxy[i]],
+                "cls": int(dets.class_id[i]), "label": labels[i], "conf": round(float(dets.confidence[i]), 5),
+                "level": int(dets.level[i]),
+                "score": round(float(dets.data["score"][i]), 5) if "score" in dets.data else None,
+                "threshold": round(float(dets.data["threshold"][i]), 5) if "threshold" in dets.data else None,
+                "detector": detector, "t_capture": t_capture,
+            }
+            self.index.add(json.dumps(record, separators=(",", ":")), source)
+
+    def problem(self, source: str) -> str:
+        """One line for the crops of `source` that were not written, or ''."""
+        counts = self.counts.get(source)
+        if counts is None or not counts.failed:
+            return ""
+        return f"flagged/{safe_name(source)}: {counts.failed} crops not written ({counts.error})"
+
+
+def _cut(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = box
+    left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
+    right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
+    return image[top:bottom, left:right]
