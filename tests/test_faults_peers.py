@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 import pytest
 import zmq
+import zmq.auth
 
 from stream_helpers import (assert_exactly_once_in_order, base_config, free_port_block, free_ports, metric, records,
                             short_dir, stage_processes, start_run, video, wait_for, write_config)
@@ -64,9 +65,10 @@ def _bomb_crops(honest_shape: bool) -> list:
 class _Attacker(threading.Thread):
     """Runs every attack while the stream flows and records the sink's peak memory."""
 
-    def __init__(self, urls: dict[str, str], token: bytes | None, run_dir: Path) -> None:
+    def __init__(self, urls: dict[str, str], token: bytes | None, run_dir: Path,
+                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         super().__init__(daemon=True)
-        self.urls, self.token, self.run_dir = urls, token, run_dir
+        self.urls, self.token, self.run_dir, self.curve = urls, token, run_dir, curve
         self.stop_event = threading.Event()
         self.peak_rss = 0
         self.sent = 0
@@ -79,6 +81,8 @@ class _Attacker(threading.Thread):
             sock.identity = identity
         if self.token is not None:
             sock.plain_username, sock.plain_password = b"ghostbox", self.token
+        if self.curve is not None:
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = self.curve
         sock.connect(url)
         return sock
 
@@ -108,7 +112,7 @@ class _Attacker(threading.Thread):
             other_id = self._socket(ctx, zmq.DEALER, self.urls["sources"])
             stray = None if self.token is not None else self._socket(ctx, zmq.PULL, self.urls["filter"])
             if self.token is None:
-                # a holder of the token could do these too: only per-role keys could stop it (see docs)
+                # a holder of the token or the shared client key could do these too; per-role keys stop it
                 self._send(sink, P.control(P.EOS, "clip", total=5, status="ok"))  # a stream cut short
                 self._send(sink, P.control(P.EOS, "clip", status="ok"))  # no `dropped`, no `total`
                 self._send(filter_in, P.control(P.EOS, "clip", total=5, status="ok"))
@@ -132,7 +136,7 @@ class _Attacker(threading.Thread):
             ctx.destroy(linger=0)
 
 
-@pytest.mark.parametrize("security", ["insecure", "curve"])
+@pytest.mark.parametrize("security", ["insecure", "curve", "roles"])
 def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: Path, security: str) -> None:
     run_dir = short_dir()
     out, keys = tmp_path / "out", tmp_path / "keys"
@@ -145,9 +149,10 @@ def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: P
                          endpoints={"sources": {"url": urls["sources"]}, "workers": {"url": urls["workers"]},
                                     "filter": {"url": urls["filter"]}},
                          sinks=[{"name": "out", "out": str(out), "video": False, "endpoint": {"url": urls["sink"]}}],
-                         security={"keys": str(keys), **({"insecure": True} if security == "insecure" else {})})
+                         security={"keys": str(keys), **({"insecure": True} if security == "insecure" else {}),
+                                   **({"roles": True} if security == "roles" else {})})
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
-    strangers = insider = None
+    strangers = insider = worker_key = None
     try:
         assert wait_for(lambda: metric(metrics, "ghostbox_frames_in_total") > 0, 90), "no frame reached the broker"
         # keys / token were made by the first run, 0600 from the start
@@ -157,9 +162,14 @@ def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: P
         if security == "insecure":
             insider = _Attacker(urls, (keys / "graph.token").read_text().strip().encode(), run_dir)
             insider.start()
+        if security == "roles":  # a compromised worker machine: the worker's key pair, used everywhere else
+            public, secret = zmq.auth.load_certificate(str(keys / "worker.key_secret"))
+            server, _ = zmq.auth.load_certificate(str(keys / "server.key"))
+            worker_key = _Attacker(urls, None, run_dir, curve=(public, secret, server))
+            worker_key.start()
         _, stderr = proc.communicate(timeout=180)
     finally:
-        for attacker in (strangers, insider):
+        for attacker in (strangers, insider, worker_key):
             if attacker is not None:
                 attacker.stop_event.set()
                 attacker.join(5)
@@ -174,10 +184,13 @@ def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: P
     assert summary["policy"] in (None, "flag")  # no filter in this graph: nothing may switch to drop
     refused = {stage: counts["refused"] for stage, counts in summary.get("peers", {}).items()}
     assert refused.get("sink:out", 0) > 0 and refused.get("broker", 0) > 0, summary.get("peers")
-    if security == "curve":
+    if security in ("curve", "roles"):
         assert proc.returncode == 0, stderr[-3000:]
         assert summary["status"] == "complete"
-    else:
+    if security == "roles":  # the worker key opens the workers endpoint only: refused at the sink and sources
+        assert worker_key is not None and worker_key.sent > 0
+        assert "is not allowed there" in stderr
+    if security == "insecure":
         assert insider is not None and insider.sent > 100
         print(f"sink peak RSS under bombs and a {insider.sent}-message flood: {insider.peak_rss / 2**20:.0f} MB")
         assert 0 < insider.peak_rss < SINK_RSS_BOUND, f"sink peaked at {insider.peak_rss / 2**20:.0f} MB"

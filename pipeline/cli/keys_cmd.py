@@ -13,6 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "connecting machines need client.key_secret and server.key.",
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="one key pair per name")
+    parser.add_argument("--roles", action="store_true",
+                        help="key pairs server, source, worker, broker, filter, sink for `security: {roles: true}`")
     parser.add_argument("--token", action="store_true",
                         help="also write graph.token, the shared secret of a graph with `security: {insecure: true}`")
     parser.add_argument("--out", "-o", required=True, help="folder for the key files")
@@ -23,13 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import GhostboxError
     from pipeline.stream.config import ID_PATTERN
-    from pipeline.stream.security import make_keypair, make_token
+    from pipeline.stream.security import ROLES, make_keypair, make_token
 
     for name in args.names:
         if not ID_PATTERN.match(name):
             raise GhostboxError(f"key name '{name}': use letters, digits, '_', '.', '-'")
+    if args.roles:
+        args.names = list(dict.fromkeys([*args.names, "server", *ROLES]))
     if not args.names and not args.token:
-        raise GhostboxError("keys: name at least one key pair (e.g. server client) or pass --token")
+        raise GhostboxError("keys: name at least one key pair (e.g. server client), or pass --roles or --token")
     for name in args.names:
         public, secret = make_keypair(args.out, name, force=args.force)
         print(f"{public}  (public: give to peers)\n{secret}  (secret: keep on this machine, mode 600)")

@@ -494,14 +494,16 @@ class BrokerStage(StageShell):
                                  reachable=self._source_reachable)
         self.exit_when_done = exit_when_done
         ep = graph.endpoints
-        self.frontend = self.socket(zmq.ROUTER, ep.sources.url, bind=True, bind_url=ep.sources.bind_url)
+        self.frontend = self.socket(zmq.ROUTER, ep.sources.url, bind=True, bind_url=ep.sources.bind_url,
+                                    edge="sources")
         # no handover: a peer reusing a connected source's routing id is refused, never given its credits
         self.frontend.router_handover = 0
         self.frontend.router_mandatory = 1  # unroutable sends raise instead of vanishing silently
-        self.backend = self.socket(zmq.ROUTER, ep.workers.url, bind=True, bind_url=ep.workers.bind_url)
+        self.backend = self.socket(zmq.ROUTER, ep.workers.url, bind=True, bind_url=ep.workers.bind_url,
+                                   edge="workers")
         self.backend.router_mandatory = 1
         self.downstream = self.socket(zmq.PUSH, ep.filter.url, bind=ep.filter.binder == "broker",
-                                      bind_url=ep.filter.bind_url, hwm=cfg.hwm)
+                                      bind_url=ep.filter.bind_url, hwm=cfg.hwm, edge="filter")
         self.downstream.linger = -1  # results not yet taken by the filter are never dropped at exit
         self.outbox: deque[list[Any]] = deque()
         self.sent = 0  # messages passed to the filter

@@ -179,6 +179,10 @@ class SecurityConfig(_Model):
     server: str = "server"  # key pair of binding sides
     client: str = "client"  # key pair of connecting sides
     authorized: list[str] = Field(default_factory=lambda: ["client"])  # client public keys (names in `keys`, or paths) servers accept
+    # CURVE with one key pair per role (source, worker, broker, filter, sink; named so in `keys`): each bound
+    # endpoint accepts only the role that belongs on it, so a machine holding a worker's key cannot write rows
+    # at a sink or speak for a source (`client` and `authorized` are then unused)
+    roles: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> SecurityConfig:
@@ -276,6 +280,14 @@ class GraphConfig(_Model):
         if self.security.curve is not None:
             return self.security.curve
         return self.uses_tcp() and not self.security.insecure
+
+    def edge_roles(self) -> dict[str, str]:
+        """Each edge (a ZAP domain) and the one role that may connect to its bound side."""
+        edges = {"sources": "source", "workers": "worker",
+                 "filter": "filter" if (self.endpoints.filter.binder or "broker") == "broker" else "broker"}
+        for sink in self.sinks:
+            edges[f"sink:{sink.name}"] = "filter" if (sink.endpoint.binder or "sink") == "sink" else "sink"
+        return edges
 
     def token_on(self) -> bool:
         """The graph token (ZMQ PLAIN) on tcp endpoints: an insecure tcp graph still keeps strangers out."""

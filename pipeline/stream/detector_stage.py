@@ -191,7 +191,8 @@ class WorkerStage(StageShell):
             self.sock.close(0)
         self.generation += 1
         identity = f"w{self.index}-{os.getpid()}-{self.generation}".encode()
-        self.sock = self.socket(zmq.DEALER, self.graph.endpoints.workers.url, bind=False, identity=identity)
+        self.sock = self.socket(zmq.DEALER, self.graph.endpoints.workers.url, bind=False, identity=identity,
+                                edge="workers")
         self.held.clear()
         free = self.capacity - self.busy
         self.send(self.sock, P.control(P.HELLO, identity.decode(), role="worker", capacity=self.capacity,

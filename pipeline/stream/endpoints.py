@@ -61,7 +61,7 @@ def leaves_machine(url: str) -> bool:
 
 def open_socket(ctx: zmq.Context, kind: int, url: str, bind: bool, auth: PeerAuth | None, *,
                 bind_url: str | None = None, hwm: int | None = None, identity: bytes | None = None,
-                linger_ms: int = 2000, max_message_bytes: int | None = None) -> zmq.Socket:
+                linger_ms: int = 2000, max_message_bytes: int | None = None, edge: str = "") -> zmq.Socket:
     """A socket of `kind` bound to or connected to `url`; peer authentication (CURVE or the graph
     token) applies to tcp only (ipc is protected by the file permissions of the run folder)."""
     sock = ctx.socket(kind)
@@ -77,7 +77,7 @@ def open_socket(ctx: zmq.Context, kind: int, url: str, bind: bool, auth: PeerAut
     parsed = parse_url(target)
     secured = auth is not None and auth.active and parsed.scheme == "tcp"
     if secured:
-        auth.configure(ctx, sock, bind)
+        auth.configure(ctx, sock, bind, edge)
     try:
         if bind:
             if parsed.scheme == "tcp" and not is_loopback_host(parsed.host) and not secured:

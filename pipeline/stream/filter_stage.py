@@ -99,11 +99,11 @@ class FilterStage(StageShell):
             log.info("no filter configured: detections pass through unchanged")
         ep = graph.endpoints.filter
         self.input = self.socket(zmq.PULL, ep.url, bind=ep.binder == "filter", bind_url=ep.bind_url,
-                                 hwm=graph.broker.hwm)
+                                 hwm=graph.broker.hwm, edge="filter")
         self.outputs = []
         for sink in graph.sinks:
             sock = self.socket(zmq.PUSH, sink.endpoint.url, bind=sink.endpoint.binder == "filter",
-                               bind_url=sink.endpoint.bind_url, hwm=graph.broker.hwm)
+                               bind_url=sink.endpoint.bind_url, hwm=graph.broker.hwm, edge=f"sink:{sink.name}")
             sock.sndtimeo = 200  # blocking sends, but the loop still sees a stop request
             sock.linger = -1  # exiting never drops what a slow sink has not taken yet; the supervisor times us
             self.outputs.append(sock)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 
 TOKEN_FILE = "graph.token"
+ROLES = ("source", "worker", "broker", "filter", "sink")  # client key names with `security.roles`
 TOKEN_USER = b"ghostbox"
 
 
@@ -102,19 +103,32 @@ def _load(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
 
 @dataclass
 class Curve:
-    """Key material of one stage process, loaded on first use so a stage needs only its side's files."""
+    """Key material of one stage process, loaded on first use so a stage needs only its side's files.
+
+    With `roles`, every stage connects with its role's key pair (source, worker, broker, filter,
+    sink) and each bound endpoint accepts only the role that belongs on it (`edge_roles`, from
+    the graph): a machine holding a worker's key can reach the broker's workers endpoint and
+    nothing else, so it can neither speak for a source nor write rows at a sink.
+    """
 
     keys_dir: Path
     server_name: str
     client_name: str
     authorized: list[str]
+    role: str | None = None  # this stage's role, when roles are on
+    edge_roles: dict[str, str] | None = None  # edge (ZAP domain) -> the one role it accepts; None: `authorized`
     _server: tuple[bytes, bytes] | None = None
     _client: tuple[bytes, bytes, bytes] | None = None
     _auth: dict[int, ThreadAuthenticator] = field(default_factory=dict)
+    _allowed: dict[str, set[bytes]] = field(default_factory=dict)
 
     def _path(self, name: str, suffix: str) -> Path:
         path = Path(name)
         return path if path.suffix in (".key", ".key_secret") else self.keys_dir / f"{name}{suffix}"
+
+    @property
+    def client_key_name(self) -> str:
+        return self.role if self.edge_roles is not None and self.role else self.client_name
 
     def server_keys(self) -> tuple[bytes, bytes]:
         if self._server is None:
@@ -125,26 +139,36 @@ class Curve:
     def client_keys(self) -> tuple[bytes, bytes, bytes]:
         """(client public, client secret, server public)."""
         if self._client is None:
-            public, secret = _load(self._path(self.client_name, ".key_secret"), need_secret=True)
+            public, secret = _load(self._path(self.client_key_name, ".key_secret"), need_secret=True)
             server_public, _ = _load(self._path(self.server_name, ".key"), need_secret=False)
             self._client = (public, secret or b"", server_public)
         return self._client
 
-    def allowed_keys(self) -> set[bytes]:
-        keys = set()
-        for name in self.authorized:
-            path = self._path(name, ".key")
-            if path.is_dir():
-                keys.update(zmq.auth.load_certificates(str(path)).keys())
-            else:
-                keys.add(_load(path, need_secret=False)[0])
-        if not keys:
-            raise GhostboxError("security: `authorized` lists no client keys; no one could connect")
+    def allowed_keys(self, edge: str = "") -> set[bytes]:
+        """Client public keys a server socket on `edge` accepts."""
+        if edge in self._allowed:
+            return self._allowed[edge]
+        if self.edge_roles is not None:
+            if edge not in self.edge_roles:
+                raise GhostboxError(f"security: no role is allowed on endpoint '{edge}'")
+            keys = {_load(self._path(self.edge_roles[edge], ".key"), need_secret=False)[0]}
+        else:
+            keys = set()
+            for name in self.authorized:
+                path = self._path(name, ".key")
+                if path.is_dir():
+                    keys.update(zmq.auth.load_certificates(str(path)).keys())
+                else:
+                    keys.add(_load(path, need_secret=False)[0])
+            if not keys:
+                raise GhostboxError("security: `authorized` lists no client keys; no one could connect")
+        self._allowed[edge] = keys
         return keys
 
-    def make_server(self, ctx: zmq.Context, sock: zmq.Socket) -> None:
+    def make_server(self, ctx: zmq.Context, sock: zmq.Socket, edge: str = "") -> None:
         public, secret = self.server_keys()
-        self._authenticator(ctx)
+        self._authenticator(ctx, edge)
+        sock.zap_domain = (edge or "*").encode()
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_server = True
@@ -155,23 +179,23 @@ class Curve:
         sock.curve_publickey = public
         sock.curve_serverkey = server_public
 
-    def _authenticator(self, ctx: zmq.Context) -> None:
-        # One ZAP handler per context: it answers for every CURVE server socket of the process.
-        if id(ctx) in self._auth:
-            return
-        allowed = self.allowed_keys()
+    def _authenticator(self, ctx: zmq.Context, edge: str) -> None:
+        # One ZAP handler per context answers for every CURVE server socket of the process, one allow-list per edge.
+        auth = self._auth.get(id(ctx))
+        if auth is None:
+            auth = self._auth[id(ctx)] = ThreadAuthenticator(ctx, log=logging.getLogger("pipeline.stream.zap"))
+            auth.start()
+        allowed = self.allowed_keys(edge)
 
         class _AllowList:
-            def callback(self, domain: str, key: bytes) -> bool:  # noqa: ARG002 - pyzmq's signature
+            def callback(self, domain: str, key: bytes) -> bool:
                 ok = key in allowed
                 if not ok:
-                    log.warning("CURVE: refused a client with an unauthorized public key %s...", key[:8].decode(errors="replace"))
+                    log.warning("CURVE: refused a client on %s whose public key %s... is not allowed there", domain,
+                                key[:8].decode(errors="replace"))
                 return ok
 
-        auth = ThreadAuthenticator(ctx, log=logging.getLogger("pipeline.stream.zap"))
-        auth.start()
-        auth.configure_curve_callback(domain="*", credentials_provider=_AllowList())
-        self._auth[id(ctx)] = auth
+        auth.configure_curve_callback(domain=edge or "*", credentials_provider=_AllowList())
 
     def stop(self) -> None:
         for auth in self._auth.values():
@@ -189,10 +213,12 @@ class PeerAuth:
     _auth: dict[int, ThreadAuthenticator] = field(default_factory=dict)
 
     @classmethod
-    def from_graph(cls, graph: object) -> PeerAuth:
+    def from_graph(cls, graph: object, role: str | None = None) -> PeerAuth:
+        """`role`: the kind of stage this process runs (source, worker, broker, filter, sink)."""
         security = graph.security  # type: ignore[attr-defined]
         keys = Path(security.keys)
-        curve = (Curve(keys, security.server, security.client, list(security.authorized))
+        curve = (Curve(keys, security.server, security.client, list(security.authorized), role=role,
+                       edge_roles=graph.edge_roles() if security.roles else None)  # type: ignore[attr-defined]
                  if graph.curve_on() else None)  # type: ignore[attr-defined]
         return cls(curve, keys if graph.token_on() else None)  # type: ignore[attr-defined]
 
@@ -203,13 +229,14 @@ class PeerAuth:
     def ensure_keys(self) -> None:
         """First run on this machine: make what is missing entirely (never half of an existing set)."""
         if self.curve is not None:
-            server = self.curve._path(self.curve.server_name, ".key_secret")
-            client = self.curve._path(self.curve.client_name, ".key_secret")
-            if not server.exists() and not client.exists() and not server.with_suffix(".key").exists():
-                make_keypair(server.parent, self.curve.server_name)
-                make_keypair(client.parent, self.curve.client_name)
-                log.info("made CURVE key pairs %s and %s in %s (first run; copy them to other machines as "
-                         "docs/multi-host.md says)", self.curve.server_name, self.curve.client_name, server.parent)
+            curve = self.curve
+            clients = sorted(set(curve.edge_roles.values())) if curve.edge_roles is not None else [curve.client_name]
+            paths = [curve._path(name, ".key_secret") for name in [curve.server_name, *clients]]
+            if not any(p.exists() or p.with_suffix(".key").exists() for p in paths):
+                for name, path in zip([curve.server_name, *clients], paths):
+                    make_keypair(path.parent, name)
+                log.info("made CURVE key pairs %s in %s (first run; copy them to other machines as "
+                         "docs/multi-host.md says)", ", ".join([curve.server_name, *clients]), paths[0].parent)
         if self.token_dir is not None and not (self.token_dir / TOKEN_FILE).exists():
             make_token(self.token_dir)
             log.info("made the graph token %s (first run)", self.token_dir / TOKEN_FILE)
@@ -218,8 +245,13 @@ class PeerAuth:
         """Every file this graph's stages will need, loaded now: one clear line if one is missing."""
         if self.curve is not None:
             self.curve.server_keys()
-            self.curve.client_keys()
-            self.curve.allowed_keys()
+            for edge in (self.curve.edge_roles or {"": ""}):
+                self.curve.allowed_keys(edge)
+            if self.curve.edge_roles is not None:
+                for role in set(self.curve.edge_roles.values()):
+                    _load(self.curve._path(role, ".key_secret"), need_secret=True)
+            else:
+                self.curve.client_keys()
         if self.token_dir is not None:
             self.token()
 
@@ -229,11 +261,11 @@ class PeerAuth:
             self._token = load_token(self.token_dir)
         return self._token
 
-    def configure(self, ctx: zmq.Context, sock: zmq.Socket, bind: bool) -> None:
-        """Before bind/connect of a tcp socket."""
+    def configure(self, ctx: zmq.Context, sock: zmq.Socket, bind: bool, edge: str = "") -> None:
+        """Before bind/connect of a tcp socket on `edge` (sources, workers, filter, sink:NAME)."""
         if self.curve is not None:
             if bind:
-                self.curve.make_server(ctx, sock)
+                self.curve.make_server(ctx, sock, edge)
             else:
                 self.curve.make_client(sock)
         elif self.token_dir is not None:

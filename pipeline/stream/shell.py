@@ -36,7 +36,7 @@ class StageShell:
         self.name = name
         self.parent_pid = parent_pid
         self.ctx = zmq.Context()
-        self.auth = PeerAuth.from_graph(graph)
+        self.auth = PeerAuth.from_graph(graph, role=name.split(":")[0])
         self.limits = P.Limits.from_config(graph.limits)
         self.refused = 0  # peers that failed the CURVE / token handshake on a bound socket
         self._monitors: list[tuple[zmq.Socket, zmq.Socket, str]] = []
@@ -109,11 +109,13 @@ class StageShell:
     # -- sockets --------------------------------------------------------------------------------
 
     def socket(self, kind: int, url: str | None, bind: bool, bind_url: str | None = None, hwm: int | None = None,
-               identity: bytes | None = None) -> zmq.Socket:
+               identity: bytes | None = None, edge: str = "") -> zmq.Socket:
+        """`edge`: which graph edge this socket is on (sources, workers, filter, sink:NAME): with per-role
+        keys, what a bound socket accepts."""
         if url is None:
             raise ValueError("endpoint URL not resolved")
         sock = open_socket(self.ctx, kind, url, bind, self.auth, bind_url=bind_url, hwm=hwm, identity=identity,
-                           max_message_bytes=self.graph.limits.max_message_bytes)
+                           max_message_bytes=self.graph.limits.max_message_bytes, edge=edge)
         self._sockets.append(sock)
         target = (bind_url or url) if bind else url
         if bind and self.auth.active and parse_url(target).scheme == "tcp":

@@ -616,7 +616,7 @@ class SinkStage(StageShell):
                                  max_bytes=graph.limits.reorder_max_bytes)
         ep = self.config.endpoint
         self.input = self.socket(zmq.PULL, ep.url, bind=ep.binder == "sink", bind_url=ep.bind_url,
-                                 hwm=graph.broker.hwm)
+                                 hwm=graph.broker.hwm, edge=f"sink:{name}")
         self.exit_when_done = exit_when_done
         self.done: set[str] = set()
         self.eos_count = 0  # EOS messages taken (progress)

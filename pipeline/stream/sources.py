@@ -489,7 +489,7 @@ class SourceStage(StageShell):
         # identity = source id: a restarted source takes over its routing slot (ROUTER_HANDOVER)
         # room for every frame the broker may grant (credit) plus control messages
         self.sock = self.socket(zmq.DEALER, endpoint.url, bind=False, identity=source_id.encode(),
-                                hwm=2 * graph.broker.prefetch + 16)
+                                hwm=2 * graph.broker.prefetch + 16, edge="sources")
         self.epoch = time.time_ns() // 1000 % (1 << 52)
         self.stop_event = threading.Event()
         self.buffer = FrameBuffer(self.live, capacity=2)

@@ -329,11 +329,11 @@ class Supervisor:
         from pipeline.stream.endpoints import open_socket
         from pipeline.stream.security import PeerAuth
 
-        auth = PeerAuth.from_graph(self.graph)
+        auth = PeerAuth.from_graph(self.graph, role="source")  # it speaks for a source
         ctx = zmq.Context()
         try:
             sock = open_socket(ctx, zmq.DEALER, self.graph.endpoints.sources.url or "", bind=False, auth=auth,
-                               identity=source_id.encode(), linger_ms=0)
+                               identity=source_id.encode(), linger_ms=0, edge="sources")
             message = P.control(P.EOS, source_id, total=None, status="failed", detail=why[:500])
             for _ in range(5):
                 sock.send_multipart(message, flags=zmq.NOBLOCK)
