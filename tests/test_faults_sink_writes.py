@@ -302,22 +302,28 @@ def test_source_problems_and_an_interrupted_run(tmp_path: Path) -> None:
     ]
 
 
-def test_forged_messages_reach_the_stage_and_never_crash_it(tmp_path: Path) -> None:
-    """The stage's own receive path: EOS without `dropped`, without `total`, twice; a header policy."""
+def _stage_with_a_pusher(tmp_path: Path, sources: list[str]) -> tuple:
+    """A sink stage on an ipc socket and a PUSH socket connected to it (no other stage running)."""
     import zmq
 
     from stream_helpers import short_dir
 
     graph = resolve(GraphConfig.model_validate({
-        "sources": [{"id": "cam", "uri": "x.mp4"}, {"id": "gate", "uri": "y.mp4"}],
-        "detector": {"model": "tiny.pt"}, "sinks": [{"name": "out", "out": str(tmp_path / "out"), "video": False}],
+        "sources": [{"id": sid, "uri": f"{sid}.mp4"} for sid in sources], "detector": {"model": "tiny.pt"},
+        "sinks": [{"name": "out", "out": str(tmp_path / "out"), "video": False}],
     }), short_dir())
     stage = SinkStage(graph, "out")
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.linger = 0
+    push.connect(graph.sink("out").endpoint.url)
+    return graph, stage, ctx, push
+
+
+def test_forged_messages_reach_the_stage_and_never_crash_it(tmp_path: Path) -> None:
+    """The stage's own receive path: EOS without `dropped`, without `total`, twice; a header policy."""
+    graph, stage, ctx, push = _stage_with_a_pusher(tmp_path, ["cam", "gate"])
     try:
-        push.connect(graph.sink("out").endpoint.url)
         for seq in (1, 0, 1):  # out of order, and a re-send
             push.send_multipart(_message(seq, policy="drop"))
         push.send_multipart(P.control(P.EOS, "cam", status="ok", total=2))
@@ -348,20 +354,8 @@ def test_forged_messages_reach_the_stage_and_never_crash_it(tmp_path: Path) -> N
 
 
 def test_sigterm_takes_what_is_queued_then_closes_interrupted(tmp_path: Path) -> None:
-    import zmq
-
-    from stream_helpers import short_dir
-
-    graph = resolve(GraphConfig.model_validate({
-        "sources": [{"id": "cam", "uri": "x.mp4"}], "detector": {"model": "tiny.pt"},
-        "sinks": [{"name": "out", "out": str(tmp_path / "out"), "video": False}],
-    }), short_dir())
-    stage = SinkStage(graph, "out")
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.linger = 0
+    graph, stage, ctx, push = _stage_with_a_pusher(tmp_path, ["cam"])
     try:
-        push.connect(graph.sink("out").endpoint.url)
         for seq in range(3):
             push.send_multipart(_message(seq))
         push.send_multipart(P.control(P.EOS, "cam", status="ok", total=5, dropped=0))
