@@ -1,6 +1,6 @@
-"""Shutdown faults: a sink that is behind when the rest of the graph ends is waited for, one that never finishes is
-killed by name with what it lost, a second SIGTERM still exits 143, and a graph that cannot
-start refuses in one line and leaves no run folder behind."""
+"""Shutdown faults: a sink that is behind when the rest of the graph ends is waited for, one that
+never finishes is killed by name with what it lost, a second SIGTERM still exits 143, and a
+graph that cannot start refuses in one line and leaves no run folder behind."""
 
 from __future__ import annotations
 
