@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from model_factory import make_checkpoint, natural_images  # noqa: E402
 
 import pipeline  # noqa: E402,F401
-from model_factory import make_checkpoint, natural_images  # noqa: E402
 
 FAMILIES = {
     "yolov8": "yolov8n.yaml",

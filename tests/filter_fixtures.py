@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -20,27 +20,27 @@ LOGIT_SCORES = ("msp", "maxlogit", "energy")
 TEST_PARAMS: dict[str, dict] = {"knn": {"k": 20}, "abet": {"epochs": 8}}
 
 
-@lru_cache(maxsize=None)
+@cache
 def fit_boxes() -> BoxSet:
     return WORLD.id_boxes(3000, seed=1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def id_test() -> BoxSet:
     return WORLD.id_boxes(600, seed=3)
 
 
-@lru_cache(maxsize=None)
+@cache
 def ood_far() -> BoxSet:
     return WORLD.ood_boxes(600, seed=4, mode="far")
 
 
-@lru_cache(maxsize=None)
+@cache
 def ood_hidden() -> BoxSet:
     return WORLD.ood_boxes(600, seed=5, mode="hidden", distance=1.0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def outlier_boxes() -> BoxSet:
     """Outliers for scores that learn from them (oe): new samples of the test sets' OOD kinds.
 
@@ -51,7 +51,7 @@ def outlier_boxes() -> BoxSet:
                           WORLD.ood_boxes(600, seed=5, mode="hidden", distance=1.0, sample_seed=105)])
 
 
-@lru_cache(maxsize=None)
+@cache
 def fitted(name: str) -> Scorer:
     scorer = create(name, **TEST_PARAMS.get(name, {}))
     return scorer.fit(fit_boxes(), outlier_boxes() if scorer.needs_outliers else None)

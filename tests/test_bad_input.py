@@ -114,8 +114,9 @@ def test_bad_flag_values(tmp_path, checkpoints):
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
     assert_one_line_error(ghostbox("detect", image, "--model", checkpoints["yolov8"], "--conf", "3", "--out", tmp_path),
                           "conf")
-    assert_one_line_error(ghostbox("detect", image, "--model", checkpoints["yolov8"], "--device", "tpu", "--out", tmp_path),
-                          "device")
+    assert_one_line_error(
+        ghostbox("detect", image, "--model", checkpoints["yolov8"], "--device", "tpu", "--out", tmp_path), "device"
+    )
     assert_one_line_error(ghostbox("detect", tmp_path / "nothing.jpg", "--out", tmp_path), "nothing.jpg")
 
 
@@ -124,7 +125,9 @@ def test_bad_config_file(tmp_path, checkpoints):
     config.write_text("detector:\n  conf: high\n")
     image = tmp_path / "a.jpg"
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
-    assert_one_line_error(ghostbox("detect", image, "--model", checkpoints["yolov8"], "--config", config, "--out", tmp_path),
-                          "c.yaml", "conf", "high")
+    assert_one_line_error(
+        ghostbox("detect", image, "--model", checkpoints["yolov8"], "--config", config, "--out", tmp_path),
+        "c.yaml", "conf", "high",
+    )
     config.write_text("detector: [1, 2\n")
     assert_one_line_error(ghostbox("detect", image, "--config", config, "--out", tmp_path), "c.yaml", "not valid YAML")

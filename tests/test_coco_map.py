@@ -32,7 +32,8 @@ def random_case(seed: int, images: int = 30, classes: int = 4):
                                    "score": float(rng.random())})
         for _ in range(int(rng.integers(0, 4))):  # false positives
             detections.append({"image_id": image_id, "category_id": categories[int(rng.integers(classes))]["id"],
-                               "bbox": [rng.uniform(0, 560), rng.uniform(0, 400), rng.uniform(8, 80), rng.uniform(8, 80)],
+                               "bbox": [rng.uniform(0, 560), rng.uniform(0, 400),
+                                        rng.uniform(8, 80), rng.uniform(8, 80)],
                                "score": float(rng.random() * 0.6)})
     return {"images": gt_images, "annotations": annotations, "categories": categories}, detections
 

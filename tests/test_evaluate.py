@@ -47,7 +47,8 @@ class OracleDetector:
         self.truth: dict[str, tuple[list, list]] = {}
         self.rng = np.random.default_rng(0)
         for spec in ("id/val", "ood/near_test", "ood/far_test", "ood/mixed_test", "ood/contaminated"):
-            dataset = parse_dataset_spec(str(world / spec), class_names=list(CLASSES) if spec.startswith("id") else None)
+            dataset = parse_dataset_spec(str(world / spec),
+                                         class_names=list(CLASSES) if spec.startswith("id") else None)
             ood = [bool(c.get("ood", True)) for c in dataset.categories] if spec.startswith("ood") else None
             for record in dataset:
                 key = hashlib.sha1(load_image(record).tobytes()).hexdigest()
@@ -142,7 +143,8 @@ def test_oracle_counts_are_exact(world, tmp_path):
 def test_contamination_audit_finds_the_contaminated_images(world, tmp_path):
     detector = OracleDetector(world)
     id_set, [contaminated] = load_sets(detector, str(world / "id/val"), [str(world / "ood/contaminated")], None)
-    report = run_evaluation(detector, id_set, [contaminated], tmp_path / "out", EvalSettings(audit_conf=0.8, plots=False))
+    report = run_evaluation(detector, id_set, [contaminated], tmp_path / "out",
+                            EvalSettings(audit_conf=0.8, plots=False))
     truth = {i["file_name"] for i in json.loads((world / "ood/contaminated/contamination.json").read_text())["images"]}
     audited = {a["file_name"] for a in report["ood"]["contaminated"]["audit"]}
     assert truth and audited == truth

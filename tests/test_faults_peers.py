@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import struct
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -17,9 +16,20 @@ import psutil
 import pytest
 import zmq
 import zmq.auth
-
-from stream_helpers import (assert_exactly_once_in_order, base_config, free_port_block, free_ports, metric, records,
-                            short_dir, stage_processes, start_run, video, wait_for, write_config)
+from stream_helpers import (
+    assert_exactly_once_in_order,
+    base_config,
+    free_port_block,
+    free_ports,
+    metric,
+    records,
+    short_dir,
+    stage_processes,
+    start_run,
+    video,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 

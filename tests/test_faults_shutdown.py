@@ -12,9 +12,19 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from stream_helpers import (assert_exactly_once_in_order, base_config, free_port_block, metric, records, short_dir,
-                            stage_processes, start_run, video, wait_for, write_config)
+from stream_helpers import (
+    assert_exactly_once_in_order,
+    base_config,
+    free_port_block,
+    metric,
+    records,
+    short_dir,
+    stage_processes,
+    start_run,
+    video,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 

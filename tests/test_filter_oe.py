@@ -34,7 +34,8 @@ def test_logistic_head_equals_sklearn_on_the_same_arrays():
     y = np.r_[np.ones(len(ids)), np.zeros(len(outs))]
     # our loss: sum_i w_i CE_i + l2/2 |w|^2 with each side weighing 1/2; sklearn: C sum_i w_i CE_i + |w|^2 / 2
     weight = np.where(y == 1, 0.5 / len(ids), 0.5 / len(outs))
-    reference = LogisticRegression(C=1 / l2, tol=1e-10, max_iter=10_000).fit((x - mean) / scale, y, sample_weight=weight)
+    reference = LogisticRegression(C=1 / l2, tol=1e-10, max_iter=10_000).fit((x - mean) / scale, y,
+                                                                             sample_weight=weight)
     test = BoxSet.concat([id_test()[:200], WORLD.ood_boxes(200, seed=4, sample_seed=7)])
     expected = reference.decision_function((inputs(test) - mean) / scale)
     got = ours.score(test)
@@ -81,7 +82,8 @@ def test_needs_outliers_with_matching_dimensions():
             create("oe", **params)
     # scores that do not learn from outliers ignore them
     knn = create("knn", k=5).fit(fit_boxes()[:500], outlier_boxes())
-    np.testing.assert_array_equal(knn.score(id_test()[:20]), create("knn", k=5).fit(fit_boxes()[:500]).score(id_test()[:20]))
+    np.testing.assert_array_equal(knn.score(id_test()[:20]),
+                                  create("knn", k=5).fit(fit_boxes()[:500]).score(id_test()[:20]))
 
 
 def test_filter_with_oe_round_trips_and_records_its_outliers(tmp_path):

@@ -7,8 +7,18 @@ import time
 
 import numpy as np
 import pytest
-from filter_fixtures import (FEATURE_SCORES, LOGIT_SCORES, TEST_PARAMS, WORLD, fit_boxes, fitted, id_test,
-                             ood_far, ood_hidden, outlier_boxes)
+from filter_fixtures import (
+    FEATURE_SCORES,
+    LOGIT_SCORES,
+    TEST_PARAMS,
+    WORLD,
+    fit_boxes,
+    fitted,
+    id_test,
+    ood_far,
+    ood_hidden,
+    outlier_boxes,
+)
 
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
@@ -330,7 +340,8 @@ def test_ledoit_wolf_matches_sklearn():
     from pipeline.filter.scores.mahalanobis import ledoit_wolf_shrinkage
 
     x = np.random.default_rng(1).normal(size=(300, 12)) * np.linspace(0.5, 3, 12)
-    assert ledoit_wolf_shrinkage(x) == pytest.approx(covariance.ledoit_wolf_shrinkage(x, assume_centered=True), rel=1e-9)
+    expected = covariance.ledoit_wolf_shrinkage(x, assume_centered=True)
+    assert ledoit_wolf_shrinkage(x) == pytest.approx(expected, rel=1e-9)
 
 
 def test_mahalanobis_on_normalised_features():

@@ -70,8 +70,11 @@ def test_training_set_lists_id_images_then_seeded_proxies(world: Path, proxies: 
     # seeded: same seed, same draw; another seed, another draw
     build_training_set(str(world / "id/train"), [proxies], tmp_path / "b", CLASSES, proxy_ratio=0.5, seed=1)
     build_training_set(str(world / "id/train"), [proxies], tmp_path / "c", CLASSES, proxy_ratio=0.5, seed=2)
-    draw = lambda d: [x.split("\t")[1] for x in (tmp_path / d / "train/sources.txt").read_text().splitlines()
-                      if str(proxies) in x]
+
+    def draw(d):
+        return [x.split("\t")[1] for x in (tmp_path / d / "train/sources.txt").read_text().splitlines()
+                if str(proxies) in x]
+
     assert draw("b") == proxy_lines and draw("c") != proxy_lines
     # asking for more than there is takes all of them
     many = build_training_set(str(world / "id/train"), [proxies], tmp_path / "d", CLASSES, proxy_ratio=5.0)
@@ -104,7 +107,8 @@ def test_training_set_refuses_what_it_cannot_use(world: Path, proxies: Path, tmp
     with pytest.raises(GhostboxError, match="expected images/ and labels/"):
         build_training_set(str(world / "id/train"), [world / "ood/pool"], tmp_path / "x", CLASSES)
     with pytest.raises(GhostboxError, match="was made for classes"):
-        build_training_set(str(world / "id/train"), [proxies], tmp_path / "y", ("car", "pedestrian", "traffic light", "traffic sign"))
+        build_training_set(str(world / "id/train"), [proxies], tmp_path / "y",
+                           ("car", "pedestrian", "traffic light", "traffic sign"))
     with pytest.raises(GhostboxError, match="proxy_ratio must be >= 0"):
         build_training_set(str(world / "id/train"), [proxies], tmp_path / "z", CLASSES, proxy_ratio=-1)
     lonely = tmp_path / "lonely"
@@ -144,9 +148,9 @@ def test_short_finetune_end_to_end(world: Path, proxies: Path, tmp_path: Path):
     out = tmp_path / "ft"
     original_filter = tmp_path / "energy.filter.safetensors"
     base = [sys.executable, "-m", "pipeline"]
-    proc = subprocess.run([*base, "calibrate", "--id", str(world / "id/train"), "--method", "energy", "--min-boxes", "5",
-                           "--out", str(original_filter), "--device", "cpu"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([*base, "calibrate", "--id", str(world / "id/train"), "--method", "energy",
+                           "--min-boxes", "5", "--out", str(original_filter), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cmd = [*base, "finetune", "--id", str(world / "id/train"), "--val", str(world / "id/val"),
            "--ood", str(world / "ood/near_test"), "--proxies", str(proxies), "--filter", str(original_filter),

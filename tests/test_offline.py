@@ -25,7 +25,8 @@ def tiny_yolo_dataset(root: Path) -> Path:
             x, y = int(rng.integers(5, 30)), int(rng.integers(5, 30))
             cv2.rectangle(image, (x, y), (x + 24, y + 24), (0, 0, 255), -1)
             cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), image)
-            (root / "labels" / split / f"{i}.txt").write_text(f"0 {(x + 12) / 64} {(y + 12) / 64} {24 / 64} {24 / 64}\n")
+            label = f"0 {(x + 12) / 64} {(y + 12) / 64} {24 / 64} {24 / 64}\n"
+            (root / "labels" / split / f"{i}.txt").write_text(label)
     data = root / "data.yaml"
     data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: box\n")
     return data
@@ -66,6 +67,7 @@ def test_no_network_during_import_predict_train_export(tmp_path, checkpoints, fr
 def test_guard_catches_a_connection(tmp_path):
     """The guard itself works: a connect to a public address is recorded."""
     log = tmp_path / "network.jsonl"
-    code = "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=0.1)\nexcept OSError:\n    pass\n"
+    code = ("import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=0.1)\n"
+            "except OSError:\n    pass\n")
     subprocess.run([sys.executable, str(GUARD), str(log), "--", code], check=True, timeout=60)
     assert "192.0.2.1" in log.read_text()

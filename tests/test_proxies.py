@@ -15,8 +15,14 @@ from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.proxies import PlacementRules, ProxySettings, build_proxy_set, read_manifest
 from pipeline.proxies.blend import feather_alpha, paste
-from pipeline.proxies.id_transforms import (cross_class_blend, interior_swap, outline_of, outline_swap, patch_shuffle,
-                                           texture_swap)
+from pipeline.proxies.id_transforms import (
+    cross_class_blend,
+    interior_swap,
+    outline_of,
+    outline_swap,
+    patch_shuffle,
+    texture_swap,
+)
 from pipeline.proxies.mining import mine_hard_negatives
 from pipeline.proxies.outlier_sources import open_pool
 from pipeline.proxies.placement import IdBoxPrior, box_overlaps, find_spot, fits

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_detector_parity import conf_for
 from torchvision.ops import roi_align
 
 from pipeline.bundled import ASSETS, default_model
@@ -15,7 +16,6 @@ from pipeline.detect.onnx_export import export_onnx
 from pipeline.errors import GhostboxError
 from pipeline.filter.boxes import BoxSet
 from pipeline.filter.hallucination_filter import HallucinationFilter
-from test_detector_parity import conf_for
 
 
 def test_roi_features_are_the_normalised_head_vector_and_pooled_maps():

@@ -71,7 +71,8 @@ def test_lossless_credit_batching_and_results() -> None:
     assert [s[1:] for s in sent] == [("a", 0), ("b", 0), ("a", 1)]  # round-robin across streams
     assert _credit(outs, "a") == 2  # queue freed: credit back to the sources
     # the worker's result goes downstream with the frame attached
-    frame_msg = next(o for o in outs if o.to == WORKER and P.decode(o.frames).seq == 0 and P.decode(o.frames).topic == "a")
+    frame_msg = next(o for o in outs
+                     if o.to == WORKER and P.decode(o.frames).seq == 0 and P.decode(o.frames).topic == "a")
     core.worker_message(b"w1", _result(frame_msg.frames), 0.2)
     [down] = [o for o in core.take_outputs() if o.to == DOWNSTREAM]
     message = P.decode(down.frames)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,8 @@ def test_flags_override_the_file() -> None:
     assert [s.resolved_kind for s in graph.sources] == ["file", "file", "webcam", "stream", "synth"]
     assert graph.workers.count == 3 and graph.mode == "live" and graph.detector.model == "m.pt"
     assert graph.detector.detector_config().imgsz == 640 and graph.sinks[0].out == "o"
-    assert graph.metrics_port("broker") == 9100 and graph.metrics_port("source:synth") == 9100 + 10  # broker filter sink 3 workers 5 sources
+    # broker filter sink 3 workers 5 sources
+    assert graph.metrics_port("broker") == 9100 and graph.metrics_port("source:synth") == 9100 + 10
 
 
 @pytest.mark.parametrize("data, words", [

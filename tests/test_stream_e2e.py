@@ -8,10 +8,26 @@ import time
 from pathlib import Path
 
 import pytest
-
-from stream_helpers import (assert_exactly_once_in_order, base_config, by_stream, free_ports, ghostbox, guard_leftovers,
-                            image_folder, records, short_dir, stage_processes, stage_processes_since, start_ghostbox,
-                            tiny_filter, tiny_model, video, video_frame_count, wait_for, write_config)
+from stream_helpers import (
+    assert_exactly_once_in_order,
+    base_config,
+    by_stream,
+    free_ports,
+    ghostbox,
+    guard_leftovers,
+    image_folder,
+    records,
+    short_dir,
+    stage_processes,
+    stage_processes_since,
+    start_ghostbox,
+    tiny_filter,
+    tiny_model,
+    video,
+    video_frame_count,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 

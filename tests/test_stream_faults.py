@@ -8,10 +8,21 @@ import time
 from pathlib import Path
 
 import pytest
-
-from stream_helpers import (assert_exactly_once_in_order, base_config, free_port_block, guard_leftovers, metric,
-                            records, short_dir, stage_processes, stage_processes_since, start_run, video,
-                            wait_for, write_config)
+from stream_helpers import (
+    assert_exactly_once_in_order,
+    base_config,
+    free_port_block,
+    guard_leftovers,
+    metric,
+    records,
+    short_dir,
+    stage_processes,
+    stage_processes_since,
+    start_run,
+    video,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 

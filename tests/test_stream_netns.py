@@ -25,9 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from stream_helpers import (assert_exactly_once_in_order, base_config, env, records, short_dir, tiny_filter,
-                            video, write_config)
+from stream_helpers import (
+    assert_exactly_once_in_order,
+    base_config,
+    env,
+    records,
+    short_dir,
+    tiny_filter,
+    video,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 

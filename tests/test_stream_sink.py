@@ -21,7 +21,8 @@ def _delivered(seq: int, policy: str | None) -> Delivered:
         class_id=np.array([0, 1]), logits=np.zeros((2, 2), np.float32), box_features=np.zeros((2, 4), np.float32),
         level=np.zeros(2, np.int8), class_names=("car", "sign"), image_size=(80, 60), source="cam.mp4", frame=seq,
         crops=[image[5:40, 5:30], image[10:50, 40:70]],
-        data={"score": np.array([1.0, -3.0]), "threshold": np.array([0.0, 0.0]), "hallucination": np.array([False, True])},
+        data={"score": np.array([1.0, -3.0]), "threshold": np.array([0.0, 0.0]),
+              "hallucination": np.array([False, True])},
     )
     fields, parts = P.detections_parts(dets, "raw")
     parts.append(P.raw_part("image", image))

@@ -14,11 +14,20 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
+from stream_helpers import (
+    REPO,
+    assert_exactly_once_in_order,
+    base_config,
+    env,
+    free_ports,
+    guard_leftovers,
+    records,
+    short_dir,
+    tiny_filter,
+    video,
+    write_config,
+)
 from zmq.utils.monitor import recv_monitor_message
-
-from stream_helpers import (REPO, assert_exactly_once_in_order, base_config, env, free_ports,
-                            guard_leftovers, records, short_dir, tiny_filter, video,
-                            write_config)
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +172,7 @@ def test_stages_in_separate_processes_over_tcp(tmp_path: Path, curve: bool) -> N
         else:
             assert _unauthorized_client_is_refused(url(p_sources), keys)
         deadline = time.monotonic() + 120
-        for name, proc in procs.items():
+        for _name, proc in procs.items():
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if vandal:

@@ -13,8 +13,8 @@ from pipeline.errors import GhostboxError
 from pipeline.synth import ID_CLASSES, OOD_KINDS, WorldConfig, generate_world, render_split_image, render_stream_frame
 from pipeline.synth.writers import RenderedImage, bdd_frames
 
-TINY = dict(seed=3, width=352, height=288, train=6, val=6, near_test=6, far_test=6, pool=6, mixed_test=6, contaminated=10,
-            contamination_fraction=0.3, stream_frames=10)
+TINY = dict(seed=3, width=352, height=288, train=6, val=6, near_test=6, far_test=6, pool=6, mixed_test=6,
+            contaminated=10, contamination_fraction=0.3, stream_frames=10)
 OOD_SPLITS = ("near_test", "far_test", "pool", "mixed_test", "contaminated")
 KIND = {k.name: k for k in OOD_KINDS}
 
@@ -96,7 +96,7 @@ def test_id_labels_are_valid_bdd_det20(world: Path, split: str) -> None:
             else:
                 assert "trafficLightColor" not in attrs
     assert n_labels > 0
-    ids = [l["id"] for f in frames for l in f.get("labels", [])]
+    ids = [label["id"] for f in frames for label in f.get("labels", [])]
     assert len(ids) == len(set(ids))
 
 

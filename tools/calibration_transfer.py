@@ -44,11 +44,11 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from pipeline.bundled import default_model
     from pipeline.detect.detector import Detector
+    from pipeline.filter.boxes import BoxSet
     from pipeline.filter.hallucination_filter import HallucinationFilter
     from pipeline.filter.id_collection import collect_id_boxes, tracked_id_boxes
     from pipeline.filter.outlier_collection import collect_outlier_boxes
     from pipeline.filter.splits import CalibrationBoxes, time_blocks
-    from pipeline.filter.boxes import BoxSet
     from pipeline.synth import WorldConfig, generate_world, render_stream_frame
 
     started = time.perf_counter()

@@ -35,8 +35,8 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "filters")
     parser.add_argument("--bundle", action="store_true", help="copy the best filter into pipeline/assets/filters")
-    parser.add_argument("--methods", help="comma-separated methods (default: every registered one and a knn+mahalanobis "
-                        "fusion)")
+    parser.add_argument("--methods", help="comma-separated methods (default: every registered one and a "
+                        "knn+mahalanobis fusion)")
     parser.add_argument("--calibration-id", help="ID data that only sets the thresholds (SPEC, DIR or VIDEO)")
     args = parser.parse_args()
 
@@ -105,7 +105,8 @@ def main() -> int:
                              EvalSettings(scores=()), filters=[(f"{m}.x", f) for m, f in mine])
         report = report or rep
         for m, _ in mine:
-            table[m] = {s: rep["ood"][s]["scores"].get("fusion" if "+" in m else m, {}) for s in ("near_test", "far_test")}
+            table[m] = {s: rep["ood"][s]["scores"].get("fusion" if "+" in m else m, {})
+                        for s in ("near_test", "far_test")}
     kind_of = {m: k for m, k, _, _ in filters}
     path_of = {m: p for m, _, p, _ in filters}
     best = min(table, key=lambda m: table[m]["near_test"].get("fpr95") or 1.0)
@@ -121,7 +122,8 @@ def main() -> int:
                              filters=[(str(path), load_filter(path))])
         results[method] = {
             "near_after": rep["ood"]["near_test"]["after_filter"], "far_after": rep["ood"]["far_test"]["after_filter"],
-            "near_before": rep["ood"]["near_test"]["hallucinations"], "far_before": rep["ood"]["far_test"]["hallucinations"],
+            "near_before": rep["ood"]["near_test"]["hallucinations"],
+            "far_before": rep["ood"]["far_test"]["hallucinations"],
             "id_tp_lost_fraction": rep["id"]["tp_lost_fraction"], "map50": rep["id"]["map50"],
             "map50_95": rep["id"]["map50_95"],
         }
@@ -140,7 +142,8 @@ def main() -> int:
     lines += ["", "| filter applied | near-OoD hallucinations removed | far-OoD removed | ID true positives lost |",
               "|---|---|---|---|"]
     for m, r in results.items():
-        lines.append(f"| {m} | {_pct(r['near_after']['reduction'])} ({r['near_before']} -> {r['near_after']['hallucinations']})"
+        lines.append(f"| {m} | {_pct(r['near_after']['reduction'])}"
+                     f" ({r['near_before']} -> {r['near_after']['hallucinations']})"
                      f" | {_pct(r['far_after']['reduction'])} | {_pct(r['id_tp_lost_fraction'])} |")
     (args.out / "filters.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PERSON_PHOTOS = {"astronaut"}  # photos whose main subject is an ID class (a person)
 
 
-def photos() -> dict[str, "object"]:
+def photos() -> dict[str, object]:
     import cv2
     import numpy as np
 
@@ -83,7 +83,8 @@ def main() -> int:
               f"the filter flagged {flagged} ({100 * flagged / max(boxes, 1):.0f}%)")
         for name in sorted(PERSON_PHOTOS & set(rows)):
             r = rows[name]
-            print(f"  {name} (a person): {r['boxes']} boxes {list(zip(r['labels'], r['conf']))}, {r['flagged']} flagged")
+            print(f"  {name} (a person): {r['boxes']} boxes {list(zip(r['labels'], r['conf']))},"
+                  f" {r['flagged']} flagged")
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"annotated photos and report.json in {args.out}")
     return 0

@@ -250,7 +250,7 @@ def rss_growth(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
     tenth = max(1, len(samples) // 10)
     out: dict[str, Any] = {"samples": len(samples), "duration_s": round(samples[-1][0], 1), "per_stage": {}}
     totals = []
-    for t, s in samples:
+    for _t, s in samples:
         totals.append(sum(s.values()))
     for name in names:
         series = [s.get(name) for _, s in samples if s.get(name)]

@@ -82,7 +82,8 @@ def run_detector(args: argparse.Namespace) -> int:
     for name, fps in result["fps"].items():
         print(f"{name:<18}{fps:>10.2f}{result['ms_per_frame'][name]:>10.2f}{result['boxes'][name]:>8}")
     for backend, ratio in result["ghostbox_over_ultralytics"].items():
-        print(f"ghostbox/ultralytics ({backend}): {ratio:.3f}x  feature overhead {result['feature_overhead_pct'][backend]:+.1f}%")
+        print(f"ghostbox/ultralytics ({backend}): {ratio:.3f}x  "
+              f"feature overhead {result['feature_overhead_pct'][backend]:+.1f}%")
     _write_json(args.out, result)
     return 0
 
@@ -102,15 +103,18 @@ def run_stream(args: argparse.Namespace) -> int:
           f"(with process start-up {tp['ghostbox_wall_fps_with_startup']:.1f} frames/s)")
     print("transport, one hop (round trip / 2, encode + validate):")
     for name, figures in result["transport"].items():
-        print(f"  {name:<18} p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms  ({figures['bytes']} bytes)")
-    print("inside the pipeline (p50 ms): " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in tp["pipeline_stages_ms"].items()))
+        print(f"  {name:<18} p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms  "
+              f"({figures['bytes']} bytes)")
+    print("inside the pipeline (p50 ms): "
+          + ", ".join(f"{k} {v['p50']:.1f}" for k, v in tp["pipeline_stages_ms"].items()))
     if "live" in result:
         live = result["live"]
         print(f"live {live['duration_s']:.0f} s at 30 fps: {live['frames_processed']} frames processed "
               f"({live['processed_fps']:.1f}/s), {live['dropped']} dropped; latency p99 first third "
               f"{live.get('p99_first_third_ms', 0):.0f} ms, last third {live.get('p99_last_third_ms', 0):.0f} ms, "
               f"trend {live.get('p99_slope_ms_per_min', 0):+.1f} ms/min; without the detector's own time: "
-              f"{live.get('non_detect_p99_first_third_ms', 0):.0f} -> {live.get('non_detect_p99_last_third_ms', 0):.0f} ms, "
+              f"{live.get('non_detect_p99_first_third_ms', 0):.0f} -> "
+              f"{live.get('non_detect_p99_last_third_ms', 0):.0f} ms, "
               f"trend {live.get('non_detect_p99_slope_ms_per_min', 0):+.1f} ms/min")
     if "memory" in result:
         mem = result["memory"]

@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "clip of the camera it will watch); its thresholds are the reference for trimming")
     parser.add_argument("--params", default="{}", help='JSON parameters of the method, e.g. \'{"k": 20}\'')
     parser.add_argument("--tpr", type=float, default=0.95, help="ID true-positive rate the thresholds keep")
-    parser.add_argument("--min-boxes", type=int, default=20, help="a confidence bin with fewer calibration boxes borrows its neighbours'; a class with fewer, "
-                        "the global threshold")
+    parser.add_argument("--min-boxes", type=int, default=20,
+                        help="a confidence bin with fewer calibration boxes borrows its neighbours'; "
+                        "a class with fewer, the global threshold")
     parser.add_argument("--calibration-fraction", type=float, default=0.3,
                         help="ID boxes held out for the thresholds (the rest fit the score)")
     parser.add_argument("--policy", choices=["flag", "drop"], default="flag")
@@ -66,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_filter:
         if not args.calibration_id:
-            raise GhostboxError("--from FILTER: give --calibration-id SPEC|DIR|VIDEO, the data to set new thresholds on")
+            raise GhostboxError("--from FILTER: give --calibration-id SPEC|DIR|VIDEO, "
+                                "the data to set new thresholds on")
         if args.id_spec or args.method or args.outliers:
-            raise GhostboxError("--from FILTER keeps the filter's fitted score: leave out --id, --method and --outliers")
+            raise GhostboxError("--from FILTER keeps the filter's fitted score: "
+                                "leave out --id, --method and --outliers")
         detector = Detector(detector_config(args, [args.from_filter]))
         started = time.perf_counter()
         filt, notes = recalibrate_filter(detector, args.from_filter, args.calibration_id, tpr=args.tpr,

@@ -70,7 +70,8 @@ class _AnnotatedOutput:
             fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
             capture.release()
             height, width = image.shape[:2]
-            writer = cv2.VideoWriter(str(self.folder / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            writer = cv2.VideoWriter(str(self.folder / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                     (width, height))
             self._videos[source] = writer
         writer.write(image)
 

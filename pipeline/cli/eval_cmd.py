@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--ood", dest="ood_specs", action="append", default=[], metavar="SPEC",
                         help="OoD set, repeatable (COCO format; categories with \"ood\": false count as ID objects)")
     parser.add_argument("--filter", dest="filters", action="append", default=[], metavar="FILE",
-                        help="fitted filter (ghostbox calibrate), repeatable; the first one gives the after-filter counts")
+                        help="fitted filter (ghostbox calibrate), repeatable; "
+                        "the first one gives the after-filter counts")
     parser.add_argument("--scores", default="msp,maxlogit,energy", help="logit scores to report besides the filters'")
     parser.add_argument("--exclude", help="file listing OoD image names to drop (from a contamination audit)")
     parser.add_argument("--hallucination-conf", dest="hconf", type=float, default=0.25,

@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help=".pt file, Ultralytics name or architecture .yaml")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     parser.add_argument("--out", "-o", help="output file (default: beside the model, .onnx)")
-    parser.add_argument("--imgsz", type=int, help="the size recorded as the model's default (default: its training size, else 640)")
+    parser.add_argument("--imgsz", type=int,
+                        help="the size recorded as the model's default (default: its training size, else 640)")
     parser.add_argument("--end2end", action="store_true", help="export the NMS-free one-to-one head")
     parser.add_argument("--max-det", dest="max_det", type=int, default=300)
     parser.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")

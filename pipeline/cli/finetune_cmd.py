@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2, help="data-loading workers")
-    parser.add_argument("--threads", type=int, help="CPU threads for training (default: every core this process may use)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for training (default: every core this process may use)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     parser.add_argument("--out", "-o", required=True)
@@ -52,10 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.bundled import default_model
     from pipeline.errors import GhostboxError
+    from pipeline.filter.fit_from_data import parse_methods, parse_params
     from pipeline.finetune.training_run import FinetuneSettings
     from pipeline.finetune.workflow import FinetuneJob, run_finetune
-
-    from pipeline.filter.fit_from_data import parse_methods, parse_params
 
     method, params = None, parse_params(args.filter_params, "--filter-params")
     if args.filter_method:

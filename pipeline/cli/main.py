@@ -13,8 +13,21 @@ from pipeline.errors import GhostboxError
 
 def _parser() -> argparse.ArgumentParser:
     import pipeline
-    from pipeline.cli import (bench_cmd, calibrate_cmd, data_cmd, demo_cmd, detect_cmd, eval_cmd, export_cmd,
-                              finetune_cmd, keys_cmd, proxies_cmd, run_cmd, stage_cmd, synth_cmd)
+    from pipeline.cli import (
+        bench_cmd,
+        calibrate_cmd,
+        data_cmd,
+        demo_cmd,
+        detect_cmd,
+        eval_cmd,
+        export_cmd,
+        finetune_cmd,
+        keys_cmd,
+        proxies_cmd,
+        run_cmd,
+        stage_cmd,
+        synth_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="ghostbox", description="Keep object detectors from seeing things that are not there."

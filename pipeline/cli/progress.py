@@ -28,6 +28,7 @@ def progress_bar(label: str, total: int | None) -> Iterator[_Bar]:
     if not sys.stderr.isatty():
         yield _Bar(None, None)
         return
-    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         yield _Bar(progress, progress.add_task(label, total=total))

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, pool=args.pool, flagged=args.flagged,
         rules=PlacementRules(max_iou=args.max_iou, max_cover=args.max_cover, tries=args.tries),
         max_pastes=args.max_pastes, conf=config.conf, mine_images=args.mine_images, overwrite=args.overwrite,
-        **({"transforms": tuple(t.strip() for t in args.transforms.split(",") if t.strip())} if args.transforms else {}),
+        **({"transforms": tuple(t.strip() for t in args.transforms.split(",") if t.strip())}
+           if args.transforms else {}),
     )
     settings.check()
     detector = None

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import GhostboxError
 from pipeline.data.dataset import Dataset, StoreBuilder
 from pipeline.data.jsonio import iter_json_array
 from pipeline.data.records import LoadWarnings
+from pipeline.errors import GhostboxError
 
 BDD10: tuple[str, ...] = (
     "pedestrian", "rider", "car", "truck", "bus",

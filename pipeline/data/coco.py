@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import GhostboxError
 from pipeline.data.dataset import Dataset, StoreBuilder
 from pipeline.data.jsonio import read_json
 from pipeline.data.records import LoadWarnings
+from pipeline.errors import GhostboxError
 
 
 def load_coco(instances_json: str | Path, images_dir: str | Path | None = None, *,

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import GhostboxError
 from pipeline.data.bdd import BDD10, load_bdd
 from pipeline.data.dataset import Dataset
 from pipeline.data.records import LoadWarnings
+from pipeline.errors import GhostboxError
 
 LINK_MODES = ("hardlink", "copy", "symlink")
 # Six decimals of a normalised coordinate: at most ~0.7e-3 px error on a 1280 px side.

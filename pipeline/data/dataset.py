@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import GhostboxError
 from pipeline.data.images import read_image_size
 from pipeline.data.records import ImageRecord, LoadWarnings
+from pipeline.errors import GhostboxError
 
 # Width/height sentinels: not looked up yet, looked up and unavailable.
 _SIZE_UNKNOWN = -1

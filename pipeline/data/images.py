@@ -8,15 +8,15 @@ The header size honours the EXIF orientation because ``cv2.imread`` rotates such
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
 
-from pipeline.errors import GhostboxError
 from pipeline.data.records import ImageRecord
+from pipeline.errors import GhostboxError
 
 # Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) do not.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

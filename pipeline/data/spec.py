@@ -38,16 +38,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import GhostboxError
 from pipeline.data.bdd import BDD10, load_bdd
 from pipeline.data.coco import load_coco
 from pipeline.data.dataset import Dataset
 from pipeline.data.jsonio import first_json_char, read_text
 from pipeline.data.yolo import load_yolo
+from pipeline.errors import GhostboxError
 
 DATASET_TYPES = ("bdd", "coco", "yolo")
 SPEC_KEYS = ("images", "name", "exclude", "strict", "size", "classes", "split")
-_OPTION_START = re.compile(r":(?=(?:%s)=)" % "|".join(SPEC_KEYS))
+_OPTION_START = re.compile(r":(?=(?:{})=)".format("|".join(SPEC_KEYS)))
 _TYPE_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9_+-]*):(.*)", re.DOTALL)
 _YAML_SPLIT = re.compile(r"(.+\.ya?ml):([A-Za-z0-9_.-]+)", re.IGNORECASE)
 _TRUE = {"1", "true", "yes", "on"}

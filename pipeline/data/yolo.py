@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import GhostboxError
 from pipeline.data.dataset import Dataset, StoreBuilder
 from pipeline.data.records import LoadWarnings
+from pipeline.errors import GhostboxError
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif",
                             ".tiff", ".webp", ".pfm", ".heic"})

@@ -56,7 +56,8 @@ def _download(name: str) -> Path:
     try:
         got = downloads.attempt_download_asset(str(target))
     except Exception as exc:  # noqa: BLE001 - any download failure becomes one line
-        raise GhostboxError(f"model '{name}': download failed ({exc}); place the file on disk and pass its path") from exc
+        raise GhostboxError(f"model '{name}': download failed ({exc}); "
+                            "place the file on disk and pass its path") from exc
     path = Path(got)
     if not path.is_file():
         raise GhostboxError(f"model '{name}': download did not produce a file at {path}")

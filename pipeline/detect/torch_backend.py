@@ -45,7 +45,8 @@ def _load_module(source: ModelSource) -> tuple[nn.Module, str]:
                 model, _ = load_checkpoint(str(source.path))
         except Exception as exc:  # noqa: BLE001 - torch/pickle raise many types for bad files
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GhostboxError(f"model '{source.spec}': not a readable Ultralytics checkpoint ({reason[:160]})") from exc
+            raise GhostboxError(
+                f"model '{source.spec}': not a readable Ultralytics checkpoint ({reason[:160]})") from exc
         return model, sha256_file(source.path)
     if source.kind == "yaml":
         from ultralytics.nn.tasks import guess_model_task, yaml_model_load

@@ -31,7 +31,8 @@ class EvalSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_sets(detector: Detector, id_spec: str, ood_specs: list[str], exclude: str | None) -> tuple[Dataset, list[Dataset]]:
+def load_sets(detector: Detector, id_spec: str, ood_specs: list[str],
+              exclude: str | None) -> tuple[Dataset, list[Dataset]]:
     id_set = parse_dataset_spec(id_spec, class_names=list(detector.class_names))
     if len(id_set) == 0:
         raise GhostboxError(f"ID set '{id_spec}': no images")
@@ -77,7 +78,7 @@ def run_evaluation(
     """Evaluate and write OUT/report.json, OUT/report.md and the plots; returns the report."""
     filters = filters or []
     loaded = [f for _, f in filters]
-    for path, flt in filters:
+    for _path, flt in filters:
         flt.check_detector(detector.fingerprint())
         flt.check_conf(settings.conf)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,8 @@ def run_evaluation(
     scorers = _scorers(settings, filters, id_boxes)
     report_settings = {
         "model": detector.config.model, "imgsz": detector.imgsz, "conf": settings.conf,
-        "audit_conf": settings.audit_conf, "map_conf": 0.001, "fpr_convention": "ID positive, TPR 95% of ID true positives",
+        "audit_conf": settings.audit_conf, "map_conf": 0.001,
+        "fpr_convention": "ID positive, TPR 95% of ID true positives",
         "filters": [{"path": str(p), "method": f.method, "policy": f.policy} for p, f in filters],
         "seconds": None, **settings.extra,
     }

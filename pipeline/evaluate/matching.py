@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def model_class_ids(dataset_names: "list[str] | tuple[str, ...]", model_names: "tuple[str, ...]") -> np.ndarray:
+def model_class_ids(dataset_names: list[str] | tuple[str, ...], model_names: tuple[str, ...]) -> np.ndarray:
     """Dataset class id -> model class id, matched by name (-1 for classes the model lacks)."""
     index = {n: i for i, n in enumerate(model_names)}
     return np.array([index.get(n, -1) for n in dataset_names], np.int64)

@@ -40,7 +40,8 @@ def build_report(
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """The report dict, and the raw scores per score name ({"id": ..., SET: ...}) for plots."""
     id_boxes = id_result.tp.box_set(feature_dim, num_classes)
-    raw: dict[str, dict[str, np.ndarray]] = {name: {"id": np.asarray(fn(id_boxes), np.float64)} for name, fn in scorers.items()}
+    raw: dict[str, dict[str, np.ndarray]] = {
+        name: {"id": np.asarray(fn(id_boxes), np.float64)} for name, fn in scorers.items()}
     report: dict[str, Any] = {
         "settings": settings,
         "id": {
@@ -137,7 +138,8 @@ def write_markdown(report: dict[str, Any], path: Path, plots: list[str]) -> None
     ]
     for name, values in id_part["per_class"].items():
         lines.append(f"| {name} | {_fmt(values['ap50'])} | {_fmt(values['ap50_95'])} | {values['gt']} |")
-    lines += ["", "## OoD sets", "", "| set | images | hallucinations | per image | after filter | per image after | reduction |",
+    lines += ["", "## OoD sets", "",
+              "| set | images | hallucinations | per image | after filter | per image after | reduction |",
               "|---|---|---|---|---|---|---|"]
     for name, part in report["ood"].items():
         after = part["after_filter"] or {}
@@ -162,7 +164,8 @@ def write_markdown(report: dict[str, Any], path: Path, plots: list[str]) -> None
             lines += ["", f"### {name}: per OoD kind", "", "| kind | objects | hallucinations | per object |",
                       "|---|---|---|---|"]
             for kind, values in sorted(part["per_kind"].items()):
-                lines.append(f"| {kind} | {values['objects']} | {values['hallucinations']} | {_fmt(values['per_object'])} |")
+                lines.append(f"| {kind} | {values['objects']} | {values['hallucinations']} | "
+                             f"{_fmt(values['per_object'])} |")
     audits = [(name, part["audit"]) for name, part in report["ood"].items() if part["audit"]]
     if audits:
         lines += ["", "## Contamination audit", "",

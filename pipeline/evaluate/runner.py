@@ -129,7 +129,8 @@ def evaluate_id(
     # Evaluate on the model's class list: categories the model has, ids remapped.
     model_categories = [{"id": i + 1, "name": n} for i, n in enumerate(detector.class_names)]
     remap = {c["id"]: int(to_model[k]) + 1 for k, c in enumerate(dataset.categories) if to_model[k] >= 0}
-    gt_annotations = [dict(a, category_id=remap[a["category_id"]]) for a in gt["annotations"] if a["category_id"] in remap]
+    gt_annotations = [dict(a, category_id=remap[a["category_id"]]) for a in gt["annotations"]
+                      if a["category_id"] in remap]
     gt = {**gt, "annotations": gt_annotations, "categories": model_categories}
     category_ids = [c["id"] for c in model_categories]
     rows: list[dict[str, Any]] = []

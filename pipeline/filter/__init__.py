@@ -13,11 +13,11 @@ Every score: higher = more in-distribution. Methods: `names()`; one module each 
 
 from pipeline.filter.boxes import BoxSet
 from pipeline.filter.calibrate import Calibration, ClassCalibration, calibrate
-from pipeline.filter.splits import split_fit_calibration
 from pipeline.filter.filter_file import FILTER_SUFFIX, load_filter, read_filter_header, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.registry import create, names, register, scorer_class
 from pipeline.filter.scorer import Scorer
+from pipeline.filter.splits import split_fit_calibration
 
 __all__ = [
     "FILTER_SUFFIX", "BoxSet", "Calibration", "ClassCalibration", "HallucinationFilter", "Scorer",

@@ -11,8 +11,9 @@ follows its confidence mix. As Mondrian conformal prediction does per group, eve
 (`flag_threshold`): a new box like them falls below the k-th smallest of n with probability
 k / (n + 1), the split-conformal rank argument, so about 5% of new ID boxes are flagged. The
 in-sample rule (the largest t keeping >= 95% of the n boxes, as FPR95 is defined) flags
-(floor(0.05 n) + 1) / (n + 1) of new ones: 9.5% for a cell of 20 boxes, 5.9% for 100. A cell with fewer than `min_boxes` boxes takes
-its neighbouring bins' boxes too, widening until it has enough (scores move with confidence,
+(floor(0.05 n) + 1) / (n + 1) of new ones: 9.5% for a cell of 20 boxes, 5.9% for 100. A cell
+with fewer than `min_boxes` boxes takes its neighbouring bins' boxes too, widening until it
+has enough (scores move with confidence,
 so the nearest confidences stand in best); a class with fewer than `min_boxes` boxes in all
 takes the global threshold (or the `fallback`'s). The bins are
 [calibration conf, e1), [e1, e2), ..., [ek, 1] with inner edges `conf_edges`.

@@ -21,11 +21,10 @@ Layout (format version 1):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

@@ -16,8 +16,8 @@ from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
-from pipeline.tracks import MIN_TRACK_FRAMES
 from pipeline.filter.registry import create, names
+from pipeline.tracks import MIN_TRACK_FRAMES
 
 
 def parse_params(text: str, flag: str = "--params") -> dict[str, Any]:

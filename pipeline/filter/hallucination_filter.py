@@ -138,7 +138,7 @@ class HallucinationFilter:
         them go to the fit, the thresholds come from ID boxes only.
         """
         split_groups = None if groups is None else np.asarray(groups)
-        held_out = held_out_groups = fallback = None
+        held_out = held_out_groups = None
         if calibration is None or calibration.track_ids is not None:
             fit_mask = split_mask(id_boxes, calibration_fraction, seed, split_groups)
             fit_boxes, held_out = id_boxes[fit_mask], id_boxes[~fit_mask]

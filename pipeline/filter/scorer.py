@@ -141,7 +141,8 @@ class Scorer(ABC):
         return {}, {}
 
     def _load_state(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]) -> None:
-        pass
+        """Optional hook: restore what `_state` stored; scorers that store nothing keep this no-op."""
+        return None
 
 
 def require_arrays(arrays: dict[str, np.ndarray], scorer: str, *names: str) -> list[np.ndarray]:

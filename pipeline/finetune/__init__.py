@@ -6,8 +6,8 @@
 """
 
 from pipeline.finetune.comparison import compare_reports, write_comparison
-from pipeline.finetune.training_set import TrainingSet, build_training_set
 from pipeline.finetune.training_run import FinetuneSettings, train_detector
+from pipeline.finetune.training_set import TrainingSet, build_training_set
 
 __all__ = ["FinetuneSettings", "TrainingSet", "build_training_set", "compare_reports", "train_detector",
            "write_comparison"]

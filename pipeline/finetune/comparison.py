@@ -38,8 +38,8 @@ def compare_reports(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
         scores = sorted(set(part_b["scores"]) | set(part_a["scores"]))
         out["ood"][name] = {
             "images": part_b["images"],
-            "hallucinations": {"original": base, "original_filtered": filt_b, "finetuned": int(part_a["hallucinations"]),
-                               "finetuned_filtered": filt_a},
+            "hallucinations": {"original": base, "original_filtered": filt_b,
+                               "finetuned": int(part_a["hallucinations"]), "finetuned_filtered": filt_a},
             "reduction": {"original_filtered": _reduction(base, filt_b),
                           "finetuned": _reduction(base, int(part_a["hallucinations"])),
                           "finetuned_filtered": _reduction(base, filt_a)},
@@ -73,7 +73,8 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
             return "-" if count is None else f"{count} ({_pct(red)} less)" if red is not None else str(count)
 
         lines.append(f"| {name} | {h['original']} | {cell(h['original_filtered'], r['original_filtered'])} | "
-                     f"{cell(h['finetuned'], r['finetuned'])} | {cell(h['finetuned_filtered'], r['finetuned_filtered'])} |")
+                     f"{cell(h['finetuned'], r['finetuned'])} | "
+                     f"{cell(h['finetuned_filtered'], r['finetuned_filtered'])} |")
     lines += ["", "| OoD set | score | FPR95 before | FPR95 after |", "|---|---|---|---|"]
     for name, part in comparison["ood"].items():
         for score, v in part["fpr95"].items():

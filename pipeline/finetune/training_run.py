@@ -57,9 +57,8 @@ def train_detector(model: str | Path, data_yaml: str | Path, out_dir: str | Path
     out = Path(out_dir).resolve()
     last = out / "train" / "weights" / "last.pt"
     ultralytics = import_ultralytics()
-    from ultralytics import YOLO
-
     import ultralytics.utils as ultralytics_utils
+    from ultralytics import YOLO
 
     # Ultralytics' epoch lines and bars are the progress. Its verbosity is fixed when it is
     # first imported (quiet, for ghostbox's other commands), so switch it on for the run.

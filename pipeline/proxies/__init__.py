@@ -10,8 +10,14 @@ made non-ID) and ``mining`` (the detector's own hallucinations on the pool).
 
 from pipeline.proxies.manifest import read_manifest
 from pipeline.proxies.placement import PlacementRules
-from pipeline.proxies.proxy_set import (STRATEGIES, ProxySetBuilder, ProxySetResult, ProxySettings, build_proxy_set,
-                                        parse_strategies)
+from pipeline.proxies.proxy_set import (
+                                        STRATEGIES,
+                                        ProxySetBuilder,
+                                        ProxySetResult,
+                                        ProxySettings,
+                                        build_proxy_set,
+                                        parse_strategies,
+)
 
 __all__ = ["STRATEGIES", "PlacementRules", "ProxySetBuilder", "ProxySetResult", "ProxySettings", "build_proxy_set",
            "parse_strategies", "read_manifest"]

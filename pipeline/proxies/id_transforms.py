@@ -113,7 +113,8 @@ def texture_swap(context: np.ndarray, box: tuple[int, int, int, int], texture: n
 
 
 def interior_swap(context: np.ndarray, box: tuple[int, int, int, int], other: np.ndarray | None,
-                  rng: np.random.Generator, outlier: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+                  rng: np.random.Generator,
+                  outlier: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
     """The object at ``box`` of ``context`` with its inside replaced and its outer band kept.
 
     The inside is ``other`` (an ID crop of another class) or, without one, the object itself,

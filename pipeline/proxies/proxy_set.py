@@ -39,8 +39,18 @@ from pipeline.proxies import id_transforms
 from pipeline.proxies.blend import paste
 from pipeline.proxies.manifest import ProxyImage, ProxyManifest
 from pipeline.proxies.mining import MATCH_IOU, MiningResult, mine_hard_negatives
-from pipeline.proxies.outlier_sources import (BoxCrop, BoxCrops, CropDrawer, Cut, ImageCache, OutlierPool,
-                                              RandomCrops, load_flagged, open_pool, pixel_box)
+from pipeline.proxies.outlier_sources import (
+    BoxCrop,
+    BoxCrops,
+    CropDrawer,
+    Cut,
+    ImageCache,
+    OutlierPool,
+    RandomCrops,
+    load_flagged,
+    open_pool,
+    pixel_box,
+)
 from pipeline.proxies.placement import IdBoxPrior, PlacementRules, find_spot
 
 STRATEGIES = ("background", "paste", "transform", "mined")
@@ -103,7 +113,7 @@ def parse_strategies(text: str) -> tuple[str, ...]:
     return tuple(s.strip().lower() for s in text.split(",") if s.strip())
 
 
-_OUR_FILE = re.compile(r"(%s)_\d{6}\.(jpg|txt)" % "|".join(STRATEGIES))
+_OUR_FILE = re.compile(r"({})_\d{{6}}\.(jpg|txt)".format("|".join(STRATEGIES)))
 
 
 def check_out_folder(out: Path, overwrite: bool) -> None:
@@ -345,11 +355,13 @@ class ProxySetBuilder:
                     "group_choice": "uniform over groups, then over crops"}
         if strategy == "transform":
             return {**pasting, "transforms": list(s.transforms), "id_crops": len(self.id_crops.crops),
-                    "blend_weights": list(id_transforms.BLEND_WEIGHTS), "cut_fractions": list(id_transforms.CUT_FRACTIONS),
+                    "blend_weights": list(id_transforms.BLEND_WEIGHTS),
+                    "cut_fractions": list(id_transforms.CUT_FRACTIONS),
                     "max_grid": id_transforms.MAX_GRID, "rim_fractions": list(id_transforms.RIM_FRACTIONS),
                     "outline_aspects": list(id_transforms.OUTLINE_ASPECTS),
                     "outline_exponents": list(id_transforms.OUTLINE_EXPONENTS),
-                    "max_outline_iou": id_transforms.MAX_OUTLINE_IOU, "content_fraction": id_transforms.CONTENT_FRACTION,
+                    "max_outline_iou": id_transforms.MAX_OUTLINE_IOU,
+                    "content_fraction": id_transforms.CONTENT_FRACTION,
                     "textures": "pool" if self.pool is not None else "id_random"}
         assert self.mining is not None
         return {**pasting, "conf": s.conf, "mine_images": s.mine_images, "match_iou": MATCH_IOU,
@@ -460,7 +472,8 @@ def _draw_transformed(builder: ProxySetBuilder, rng: np.random.Generator) -> tup
     if name == "interior_swap":
         context, box = item.context(builder.images)
         partner = _other_class_crop(id_crops, pick, rng) if rng.uniform() < 0.5 else None
-        swapped = id_transforms.interior_swap(context, box, partner.cut(builder.images).pixels if partner else None, rng)
+        swapped = id_transforms.interior_swap(context, box,
+                                              partner.cut(builder.images).pixels if partner else None, rng)
         if swapped is not None:
             out, mask, params = swapped
             extra = {"other": dict(partner.source)} if partner else {}

@@ -58,7 +58,8 @@ class CropArchive:
             return
         labels = dets.labels
         for i in np.flatnonzero(flagged):
-            crop = dets.crops[i] if dets.crops is not None else (_cut(image, dets.xyxy[i]) if image is not None else None)
+            crop = (dets.crops[i] if dets.crops is not None
+                    else (_cut(image, dets.xyxy[i]) if image is not None else None))
             if crop is None or crop.size == 0:
                 continue
             name = f"{seq:07d}_{i:03d}.jpg"

@@ -82,7 +82,8 @@ def read_image(path: str | Path) -> np.ndarray:
 def _expand(spec: str) -> tuple[str, list[Path]]:
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        files = sorted(p for p in path.rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
         if not files:
             raise GhostboxError(f"folder '{spec}': no images or videos in it")
         return "dir", files
@@ -113,7 +114,8 @@ def count_frames(specs: list[str]) -> int | None:
             try:
                 if kind == "file":
                     if not capture.isOpened():
-                        raise GhostboxError(f"video '{path}': cannot be opened (corrupt, incomplete or unsupported codec)")
+                        raise GhostboxError(f"video '{path}': cannot be opened "
+                                            "(corrupt, incomplete or unsupported codec)")
                     n = _frame_count(capture)
                     if not any(capture.grab() for _ in range(MAX_BAD_READS)):
                         raise GhostboxError(f"video '{path}': no frame could be decoded"

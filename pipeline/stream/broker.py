@@ -473,7 +473,8 @@ def error_result(pending: Pending, error: str) -> list[Any]:
     empty = [P.raw_part("xyxy", np.zeros((0, 4), np.float32)), P.raw_part("confidence", np.zeros(0, np.float32)),
              P.raw_part("class_id", np.zeros(0, np.int64)), P.raw_part("logits", np.zeros((0, 0), np.float32)),
              P.raw_part("box_features", np.zeros((0, 0), np.float32)), P.raw_part("level", np.zeros(0, np.int8))]
-    fields = {name: frame.header[name] for name in ("frame", "origin", "epoch", "dropped", "fps") if name in frame.header}
+    fields = {name: frame.header[name] for name in ("frame", "origin", "epoch", "dropped", "fps")
+              if name in frame.header}
     return P.encode(P.DETECTIONS, pending.source, empty, seq=pending.seq, class_names=[], image_size=list(size),
                     crops="none", error=error[:500], attempts=pending.attempts,
                     t={**frame.header["t"], "broker_out": time.time()}, **fields)

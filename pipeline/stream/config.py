@@ -67,7 +67,8 @@ class SourceConfig(_Model):
     @classmethod
     def _id(cls, value: str) -> str:
         if not ID_PATTERN.match(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-', "
+                             "starting with a letter or digit")
         return value
 
     @field_validator("resize")
@@ -178,7 +179,8 @@ class SecurityConfig(_Model):
     keys: str = "keys"  # folder written by `ghostbox keys --out DIR server client` (made on the first `ghostbox run`)
     server: str = "server"  # key pair of binding sides
     client: str = "client"  # key pair of connecting sides
-    authorized: list[str] = Field(default_factory=lambda: ["client"])  # client public keys (names in `keys`, or paths) servers accept
+    # client public keys (names in `keys`, or paths) servers accept
+    authorized: list[str] = Field(default_factory=lambda: ["client"])
     # CURVE with one key pair per role (source, worker, broker, filter, sink; named so in `keys`): each bound
     # endpoint accepts only the role that belongs on it, so a machine holding a worker's key cannot write rows
     # at a sink or speak for a source (`client` and `authorized` are then unused)
@@ -234,7 +236,8 @@ class GraphConfig(_Model):
         if dup:
             raise ValueError(f"sink names must be unique, repeated: {dup}")
         if self.endpoints.filter.binder not in (None, "broker", "filter"):
-            raise ValueError(f"endpoints.filter.binder must be 'broker' or 'filter', got {self.endpoints.filter.binder!r}")
+            raise ValueError(f"endpoints.filter.binder must be 'broker' or 'filter', "
+                             f"got {self.endpoints.filter.binder!r}")
         for sink in self.sinks:
             if sink.endpoint.binder not in (None, "sink", "filter"):
                 raise ValueError(f"sinks[{sink.name}].endpoint.binder must be 'sink' or 'filter', "

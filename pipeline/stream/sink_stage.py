@@ -491,7 +491,8 @@ class SinkCore:
                 out[name] = {"file": str(lines.path.relative_to(self.out)), "written": lines.written,
                              "lost": lines.lost, **({"error": lines.error} if lines.error else {})}
         if self.config.crops:
-            counts = [self._crops.count(sid) for sid in self.stats]  # source order: the error shown is the first source's
+            # source order: the error shown is the first source's
+            counts = [self._crops.count(sid) for sid in self.stats]
             failed = [c.error for c in counts if c.error]
             out["crops"] = {"written": sum(c.written for c in counts), "failed": sum(c.failed for c in counts),
                             **({"error": failed[0]} if failed else {})}

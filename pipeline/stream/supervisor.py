@@ -466,7 +466,8 @@ class Supervisor:
             now = time.monotonic()
             self._refresh_progress(now)
             if (self.drain_deadline is not None and now > self.drain_deadline and not self.forced
-                    and self.interrupted is not None and any(c.alive and c.kind != "sink" for c in self.children.values())):
+                    and self.interrupted is not None
+                    and any(c.alive and c.kind != "sink" for c in self.children.values())):
                 log.warning("the graph did not drain within %.0f s; each stage now gets its grace to finish",
                             self.graph.shutdown_grace_s)
                 self.drain_deadline = float("inf")
@@ -482,7 +483,8 @@ class Supervisor:
         summaries = self.annotate_summaries()
         for name, info in self.killed.items():
             log.error("stage %s was killed (%s)%s", name, info["why"],
-                      f"; about {info['held']} message(s) it held were not passed on or written" if info["held"] else "")
+                      f"; about {info['held']} message(s) it held were not passed on or written"
+                      if info["held"] else "")
         if self.failure is not None and (self.interrupted is None or self.failure_code == 2):
             if self.failure_code != 2:  # a refusal was the one line already; a crash may have scrolled away
                 log.error("run failed: %s", self.failure)

@@ -7,8 +7,8 @@ units of the patch height, so x runs over [0, aspect] and y over [0, 1] and circ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ class Sprite:
     def width(self) -> int:
         return int(self.alpha.shape[1])
 
-    def flipped(self) -> "Sprite":
+    def flipped(self) -> Sprite:
         return Sprite(
             np.ascontiguousarray(self.color[:, ::-1]),
             np.ascontiguousarray(self.alpha[:, ::-1]),

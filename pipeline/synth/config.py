@@ -40,7 +40,7 @@ class WorldConfig(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _one_error_type(cls, data: Any, handler: Any) -> "WorldConfig":
+    def _one_error_type(cls, data: Any, handler: Any) -> WorldConfig:
         # type and unknown-field errors become the project's one user-facing error
         try:
             return handler(data)
@@ -50,7 +50,7 @@ class WorldConfig(BaseModel):
             raise GhostboxError(f"world config: {field}={err.get('input')!r}: {err['msg']}") from None
 
     @model_validator(mode="after")
-    def _check_values(self) -> "WorldConfig":
+    def _check_values(self) -> WorldConfig:
         if self.seed < 0:
             raise GhostboxError(f"world config: seed={self.seed} must be >= 0")
         for name in ("width", "height"):

@@ -67,7 +67,8 @@ def _limb(c: Canvas, x: float, y: float, a1: float, l1: float, a2: float, l2: fl
 def pedestrian(rng: np.random.Generator, height: float, phase: float | None = None) -> Sprite:
     view = ("side", "front", "back")[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
     skin, hair = pick(rng, SKIN, 8), pick(rng, HAIR, 10)
-    shirt, pants, shoes = cloth(rng), pick(rng, PANTS), pick(rng, [rgb(25, 25, 25), rgb(90, 60, 40), rgb(230, 230, 230)])
+    shirt, pants, shoes = (cloth(rng), pick(rng, PANTS),
+                           pick(rng, [rgb(25, 25, 25), rgb(90, 60, 40), rgb(230, 230, 230)]))
     long_sleeves = rng.random() < 0.5
     dress = rng.random() < 0.15
     bag = rng.random() < 0.3
@@ -351,7 +352,7 @@ def traffic_sign(rng: np.random.Generator, height: float, phase: float | None = 
         c.round_rect(0.0, 0.0, a, 1.0, 0.08, WHITE)
         c.round_rect(0.05, 0.05, a - 0.05, 0.95, 0.06, green)
         _arrow(c, 0.3, 0.5, 0.55, float(rng.choice([0, math.pi / 2, -math.pi / 2])), WHITE)
-        for k, y in enumerate((0.32, 0.55, 0.75)):
+        for _k, y in enumerate((0.32, 0.55, 0.75)):
             c.rect(0.6, y - 0.05, 0.6 + (a - 0.75) * rng.uniform(0.6, 1.0), y + 0.05, WHITE)
     elif shape == "diamond":
         dia = [(0.5, 0.0), (1.0, 0.5), (0.5, 1.0), (0.0, 0.5)]

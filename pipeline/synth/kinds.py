@@ -6,8 +6,9 @@ Pool kinds may be used for OoD proxies or outlier exposure in training; test kin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 

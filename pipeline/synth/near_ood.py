@@ -48,7 +48,7 @@ def dog(rng: np.random.Generator, height: float, phase: float | None = None) -> 
     else:
         c = Canvas(height, 1.35)
         s = math.sin(p)
-        for i, (x, sgn, tone) in enumerate(((0.33, -1, 0.75), (0.92, 1, 0.75), (0.42, 1, 1.0), (1.0, -1, 1.0))):
+        for _i, (x, sgn, tone) in enumerate(((0.33, -1, 0.75), (0.92, 1, 0.75), (0.42, 1, 1.0), (1.0, -1, 1.0))):
             swing = 0.25 * s * sgn
             kx, ky = x + 0.18 * math.sin(swing), 0.55 + 0.2 * math.cos(swing)
             c.line(x, 0.5, kx, ky, 0.09, shade(fur, tone))

@@ -8,8 +8,8 @@ columns 10..19 has x1 = 10, x2 = 20.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -192,7 +192,8 @@ def _try_add(p: Placed, accepted: list[Placed], width: int, height: int) -> bool
     return True
 
 
-def ground_truth(objs: Sequence[Placed], width: int, height: int, min_box_px: int = MIN_BOX_PX) -> list[SceneObject | None]:
+def ground_truth(objs: Sequence[Placed], width: int, height: int,
+                 min_box_px: int = MIN_BOX_PX) -> list[SceneObject | None]:
     """One SceneObject per placed object (None where nothing of it shows)."""
     out: list[SceneObject | None] = []
     for k, p in enumerate(objs):

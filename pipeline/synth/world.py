@@ -37,19 +37,20 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
+from pipeline.data.convert import convert_bdd_to_yolo
 from pipeline.errors import GhostboxError
 from pipeline.synth.config import WorldConfig
 from pipeline.synth.id_objects import ID_CLASSES
 from pipeline.synth.kinds import OOD_KINDS, ood_kind_names
 from pipeline.synth.scene import image_rng, render_scene
 from pipeline.synth.stream import write_stream
-from pipeline.data.convert import convert_bdd_to_yolo
 from pipeline.synth.writers import RenderedImage, bdd_frames, coco_instances, write_json
 
 WORLD_VERSION = 2  # 2: larger ID objects, stricter ID occlusion/truncation, <= 7 per image

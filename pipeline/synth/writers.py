@@ -6,9 +6,10 @@ The YOLO export is written by `pipeline.data.convert` from the det_20 files.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pipeline.synth.id_objects import ID_CLASSES
 from pipeline.synth.kinds import OOD_KINDS

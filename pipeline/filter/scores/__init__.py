@@ -26,5 +26,5 @@ from pipeline.filter.scores.msp import MaxSoftmax
 from pipeline.filter.scores.oe import OutlierExposure
 from pipeline.filter.scores.vim import ViM
 
-__all__ = ["AbeT", "BoxAbstraction", "Energy", "Fusion", "KNN", "Mahalanobis", "MaxLogit", "MaxSoftmax", "OutlierExposure",
-           "ViM"]
+__all__ = ["AbeT", "BoxAbstraction", "Energy", "Fusion", "KNN", "Mahalanobis", "MaxLogit", "MaxSoftmax",
+           "OutlierExposure", "ViM"]

@@ -17,9 +17,9 @@ Loss: cross-entropy with the two sides weighted equally (ID boxes usually outnum
 outliers), plus `l2` / 2 * ||weights||^2; full-batch L-BFGS, seeded (`seed`), so the same
 boxes give the same head. `l2="auto"` (default) picks the penalty from L2_GRID by 3-fold
 cross-validation on the fit boxes themselves (held-out balanced log loss; ties go to the
-stronger penalty), so choosing it never looks at the OoD data a filter is tested on. With box_features "head+roi" (RoI-aligned neck features) it is
-the strongest score on the street world; with the 32-d head feature alone it adds little
-to energy.
+stronger penalty), so choosing it never looks at the OoD data a filter is tested on. With
+box_features "head+roi" (RoI-aligned neck features) it is the strongest score on the street
+world; with the 32-d head feature alone it adds little to energy.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class OutlierExposure(Scorer):
         for label in (0, 1):  # stratified: each fold holds its share of both sides
             idx = np.flatnonzero(y == label)
             folds[idx] = rng.permutation(len(idx)) % CV_FOLDS
-        if min(np.bincount(folds[y == 0], minlength=CV_FOLDS).min(), np.bincount(folds[y == 1], minlength=CV_FOLDS).min()) == 0:
+        if min(np.bincount(folds[y == 0], minlength=CV_FOLDS).min(),
+               np.bincount(folds[y == 1], minlength=CV_FOLDS).min()) == 0:
             return L2_GRID[1]  # too few boxes to hold any out: a middling penalty
         best, best_loss = L2_GRID[-1], np.inf
         for l2 in sorted(L2_GRID, reverse=True):  # strongest first: ties keep the stronger penalty
@@ -96,7 +97,8 @@ class OutlierExposure(Scorer):
                 self._train(x[train], y[train], l2)
                 logit = self._forward((x[held] - self.mean) / self.scale)
                 yk = y[held]
-                losses.append(0.5 * np.mean(np.logaddexp(0, -logit[yk == 1])) + 0.5 * np.mean(np.logaddexp(0, logit[yk == 0])))
+                losses.append(0.5 * np.mean(np.logaddexp(0, -logit[yk == 1]))
+                              + 0.5 * np.mean(np.logaddexp(0, logit[yk == 0])))
             loss = float(np.mean(losses))
             self.cv_loss[f"{l2:g}"] = round(loss, 6)
             if loss < best_loss - 1e-4:
