@@ -8,10 +8,6 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL_NAME = "ghostbox-street-n"
 
 
-def bundled_models() -> dict[str, Path]:
-    return {p.stem: p for p in sorted((ASSETS / "models").glob("*.pt"))}
-
-
 def default_model() -> Path:
     return ASSETS / "models" / f"{DEFAULT_MODEL_NAME}.pt"
 

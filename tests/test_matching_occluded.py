@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.evaluate.matching import MATCH_INSIDE, MATCH_IOU, MATCH_NONE, match_occluded
+from pipeline.matching import MATCH_INSIDE, MATCH_IOU, MATCH_NONE, match_occluded
 
 
 def _boxes(*rows):

@@ -117,7 +117,7 @@ def main() -> int:
 
 def _labels(found, truth) -> list[np.ndarray]:
     """Per frame and detection: 1 on an ID object, 2 on (a part of) an OoD object, 3 part of an ID object, 0 none."""
-    from pipeline.evaluate.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
+    from pipeline.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
 
     out = []
     for dets, boxes in zip(found, truth):

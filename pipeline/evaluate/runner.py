@@ -24,7 +24,7 @@ from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.evaluate.coco_map import MapResult, coco_map, detections_to_coco
-from pipeline.evaluate.matching import best_match, match_true_positives, model_class_ids
+from pipeline.matching import best_match, match_true_positives, model_class_ids
 
 log = logging.getLogger(__name__)
 

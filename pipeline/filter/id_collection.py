@@ -87,7 +87,7 @@ def collect_id_boxes(
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
               advance: Callable[[int], None]) -> IdBoxes:
     from pipeline.data import image_batches, parse_dataset_spec
-    from pipeline.evaluate.matching import match_true_positives, model_class_ids
+    from pipeline.matching import match_true_positives, model_class_ids
 
     dataset = parse_dataset_spec(spec, class_names=list(detector.class_names))
     if max_images is not None and len(dataset) > max_images:

@@ -45,7 +45,7 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
     import numpy as np
 
     from pipeline.data import image_batches, parse_dataset_spec
-    from pipeline.evaluate.matching import best_match, model_class_ids
+    from pipeline.matching import best_match, model_class_ids
 
     dataset = parse_dataset_spec(spec)
     if len(dataset) == 0:

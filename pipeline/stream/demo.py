@@ -4,7 +4,7 @@ against the world's ground truth.
 The graph is an ordinary one (a `synth:` source, the supervisor, the usual sinks); after
 the run every JSONL record is matched to the frame's ground truth, where objects move and
 hide one another, so each has a visible box and a whole box (class-agnostic,
-`pipeline.evaluate.matching.match_occluded`): a detection is on an object when its IoU with
+`pipeline.matching.match_occluded`): a detection is on an object when its IoU with
 either box is >= 0.5, or, failing that, on a part of it when it lies mostly (>= 50% of its
 area) inside the object's whole box.
 - a detection on an OoD object or a part of one is a hallucination; flagged, it is *caught*;
@@ -75,7 +75,7 @@ def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mo
 
 def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[str, Any]:
     """Count caught hallucinations and wrongly flagged ID detections in a demo's JSONL."""
-    from pipeline.evaluate.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
+    from pipeline.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
     from pipeline.stream.sources import parse_synth_uri
     from pipeline.synth import WorldConfig, render_stream_frame
 

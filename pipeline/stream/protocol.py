@@ -27,7 +27,6 @@ Detections' crops must fit in the frame they were cut from.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,10 +49,6 @@ CREDIT = "credit"  # "you may send me n more frames" (broker -> source, worker -
 HEARTBEAT = "heartbeat"  # liveness, both ways between broker and workers
 SHUTDOWN = "shutdown"  # exit after flushing
 TYPES = (FRAME, DETECTIONS, EOS, ACK, HELLO, CREDIT, HEARTBEAT, SHUTDOWN)
-
-# Stage timestamps (unix seconds) a frame collects on its way; the sink turns them into latencies.
-STAMPS = ("capture", "send", "broker_in", "dispatch", "worker_in", "detect_start", "detect_end",
-          "broker_out", "filter_in", "filter_out", "sink_in", "sink_out")
 
 ENCODINGS = ("raw", "jpeg")
 DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
@@ -440,10 +435,6 @@ def decode(frames: Sequence[Any], limits: Limits | None = None) -> Message:
 
 
 # -- encoding ---------------------------------------------------------------------------------------
-
-def now() -> float:
-    return time.time()
-
 
 def _pack(header: dict[str, Any]) -> bytes:
     return msgpack.packb(header, use_bin_type=True)
