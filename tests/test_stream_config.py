@@ -31,7 +31,7 @@ def test_flags_override_the_file() -> None:
     assert [s.id for s in graph.sources] == ["cam", "cam_2", "webcam0", "rtsp0", "synth"]
     assert [s.resolved_kind for s in graph.sources] == ["file", "file", "webcam", "stream", "synth"]
     assert graph.workers.count == 3 and graph.mode == "live" and graph.detector.model == "m.pt"
-    assert graph.detector.detector_config().imgsz == 640 and graph.sinks[0].out == "o"
+    assert graph.detector.imgsz == 640 and graph.sinks[0].out == "o"
     # broker filter sink 3 workers 5 sources
     assert graph.metrics_port("broker") == 9100 and graph.metrics_port("source:synth") == 9100 + 10
 

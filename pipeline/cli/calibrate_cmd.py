@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                          unlabelled_conf=args.unlabelled_conf, max_images=args.max_images,
                          calibration_id=args.calibration_id, min_track_frames=args.min_track_frames)
     request.check()  # before the model loads
-    config = request.detector_config(detector_config(args), box_features_set=args.box_features is not None)
+    config = request.detector_config(detector_config(args))
     detector = Detector(config)
     started = time.perf_counter()
     filt, notes = fit_filter(detector, request, progress=lambda label: progress_bar(label, None))

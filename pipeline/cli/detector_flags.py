@@ -8,7 +8,8 @@ from typing import Any
 
 from pipeline.bundled import default_model
 from pipeline.config_files import read_yaml, validate
-from pipeline.detect.detector import DetectorConfig
+from pipeline.detect.config import DetectorConfig
+from pipeline.filter.filter_file import with_filter_features
 
 FLAGS = ("model", "imgsz", "conf", "iou", "max_det", "device", "batch", "half", "end2end", "agnostic_nms",
          "box_features")
@@ -51,8 +52,4 @@ def detector_config(args: argparse.Namespace, filters: Sequence[str] = ()) -> De
             data[name] = value
     if "model" not in data:
         data["model"] = str(default_model())
-    if "box_features" not in data and filters:
-        from pipeline.filter.filter_file import box_features_needed
-
-        data["box_features"] = box_features_needed(filters)
-    return validate(DetectorConfig, data, where)
+    return with_filter_features(validate(DetectorConfig, data, where), filters)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.detect.config import DetectorConfig, box_features_for  # noqa: F401 - re-exported
 from pipeline.detect.model_source import resolve_model
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
@@ -25,42 +24,6 @@ from pipeline.ultralytics_env import import_ultralytics
 log = logging.getLogger(__name__)
 
 ROI_GRID = 2  # RoI-align output cells per side and level for box_features="head+roi"
-
-
-class DetectorConfig(BaseModel):
-    """Detector settings; the same fields in YAML configs and on the command line."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str
-    imgsz: int | None = Field(None, ge=32, le=8192)  # None: the model's training size, else 640
-    conf: float = Field(0.25, ge=0.0, le=1.0)
-    iou: float = Field(0.7, ge=0.0, le=1.0)
-    max_det: int = Field(300, ge=1)
-    device: str = "auto"
-    batch: int = Field(8, ge=1)
-    half: bool = False
-    end2end: bool = False  # the one-to-one NMS-free head (YOLOv10/YOLO26), as Ultralytics' nms=False
-    agnostic_nms: bool = False
-    classes: list[int] | None = None
-    # "head": the classification branch's hidden output at the box's anchor (M-Hood's box
-    # feature). "head+roi": that vector L2-normalised, followed by the box RoI-aligned on the
-    # head's input maps and on the backbone's maps at the same strides (2x2 cells each, each
-    # map's block L2-normalised): the box's appearance and shape, not one anchor's view of it.
-    box_features: Literal["head", "head+roi"] = "head"
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        value = str(value).strip().lower()
-        if value in {"auto", "cpu", "cuda"} or (value.startswith("cuda:") and value[5:].isdigit()) or value.isdigit():
-            return value
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{value}'")
-
-
-def box_features_for(fingerprint: dict[str, object]) -> str:
-    """The `box_features` setting a detector needs to produce a fingerprint's features."""
-    return "head+roi" if "+roi_align" in str(fingerprint.get("feature_layer", "")) else "head"
 
 
 def select_device(spec: str) -> torch.device:

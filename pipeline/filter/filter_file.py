@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detect.config import DetectorConfig, box_features_for
 from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import Calibration
 from pipeline.filter.hallucination_filter import HallucinationFilter
@@ -96,14 +97,20 @@ def box_features_needed(paths: Sequence[str | Path]) -> str | None:
     A filter fitted on RoI-aligned features needs a detector that computes them, so the
     commands that take --filter set the detector up from the file instead of asking the user.
     """
-    from pipeline.detect.detector import box_features_for
-
     needed = {str(p): box_features_for(read_filter_header(p).get("fingerprint", {})) for p in paths}
     kinds = set(needed.values())
     if len(kinds) > 1:
         raise GhostboxError("filters need different detector box features ("
                             + ", ".join(f"{p}: {k}" for p, k in needed.items()) + "); run them separately")
     return kinds.pop() if kinds else None
+
+
+def with_filter_features(config: DetectorConfig, filters: Sequence[str | Path]) -> DetectorConfig:
+    """The one rule for every command and the stream's workers: unless `box_features` was set, the
+    filters choose it (a filter fitted on RoI features needs a detector that computes them)."""
+    if config.box_features is not None or not filters:
+        return config
+    return config.model_copy(update={"box_features": box_features_needed(filters)})
 
 
 def _read(path: Path, arrays: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

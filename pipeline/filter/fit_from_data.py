@@ -72,9 +72,9 @@ class FitRequest:
             raise GhostboxError(f"--method {self.method}: learns from outliers; give --outliers SPEC (e.g. a proxy "
                                 f"set from `ghostbox proxies`, or images without ID objects)")
 
-    def detector_config(self, config: DetectorConfig, box_features_set: bool = False) -> DetectorConfig:
+    def detector_config(self, config: DetectorConfig) -> DetectorConfig:
         """Scores that learn from outliers get RoI features unless the user chose box features."""
-        if self.needs_outliers and not box_features_set and config.box_features == "head":
+        if self.needs_outliers and config.box_features is None:
             # the 32-d head vector alone barely tells ID boxes from outliers; RoI features do
             return config.model_copy(update={"box_features": "head+roi"})
         return config

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config_files import read_yaml, validate
+from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.stream.endpoints import parse_url
 
@@ -93,29 +94,10 @@ class SourceConfig(_Model):
         return "file"
 
 
-class DetectorSection(BaseModel):
-    """The `detector:` section: the fields of `ghostbox detect`'s DetectorConfig (same YAML).
+class GraphDetector(DetectorConfig):
+    """The `detector:` section: `ghostbox detect`'s settings, where a missing model means the bundled one."""
 
-    Checked in full by DetectorConfig where the config enters (`graph_from_dict`,
-    `load_graph`); typed loosely here because importing DetectorConfig imports torch, which
-    only worker processes need (a broker or sink starts in a fraction of a second without it).
-    """
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-    model: str = ""  # "" = the bundled model
-    batch: int = Field(8, ge=1)  # frames per forward pass: a worker's batch across streams
-
-    def detector_config(self, filter_path: str | None = None) -> Any:
-        """DetectorConfig; a filter fitted on RoI features switches them on unless box_features is set."""
-        from pipeline.detect.detector import DetectorConfig
-
-        data = self.model_dump()
-        if filter_path and "box_features" not in data:
-            from pipeline.filter.filter_file import box_features_needed
-
-            data["box_features"] = box_features_needed([filter_path])
-        return DetectorConfig.model_validate(data)
+    model: str = ""  # resolve() fills in the bundled model
 
 
 class WorkersConfig(_Model):
@@ -213,7 +195,7 @@ class GraphConfig(_Model):
     mode: Mode = "lossless"
     run_dir: str | None = None  # ipc sockets live here; default a fresh temporary folder
     sources: list[SourceConfig] = Field(min_length=1)
-    detector: DetectorSection = Field(default_factory=DetectorSection)  # model "" = the bundled model
+    detector: GraphDetector = Field(default_factory=GraphDetector)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
@@ -308,12 +290,7 @@ def load_graph(path: str | Path) -> GraphConfig:
 
 
 def graph_from_dict(data: dict[str, Any], where: str) -> GraphConfig:
-    graph = validate(GraphConfig, data, where)
-    from pipeline.detect.detector import DetectorConfig
-
-    validate(DetectorConfig, {**graph.detector.model_dump(), "model": graph.detector.model or "bundled"},
-             f"{where}, detector section")
-    return graph
+    return validate(GraphConfig, data, where)
 
 
 def default_run_dir(config_path: str | Path | None) -> Path:

@@ -146,6 +146,7 @@ class WorkerStage(StageShell):
     def __init__(self, graph: GraphConfig, index: int, parent_pid: int | None = None) -> None:
         super().__init__(graph, f"worker:{index}", parent_pid)
         from pipeline.detect.detector import Detector
+        from pipeline.filter.filter_file import with_filter_features
 
         cfg = graph.workers
         self.index = index
@@ -153,7 +154,7 @@ class WorkerStage(StageShell):
         import torch
 
         torch.set_num_threads(threads)
-        self.detector = Detector(graph.detector.detector_config(graph.filter.path))
+        self.detector = Detector(with_filter_features(graph.detector, [graph.filter.path] if graph.filter.path else []))
         if graph.filter.path:
             check_filter_matches(graph.filter.path, self.detector.fingerprint(), self.detector.config.conf)
         self.detector.warmup()
