@@ -298,31 +298,28 @@ class SinkCore:
     def _video(self, item: Delivered, dets: Detections, image: np.ndarray) -> None:
         from pipeline.sinks.annotate import annotate
 
-        video = self._videos.get(item.source)
-        if video is None:
-            video = self._videos[item.source] = self._open_video(item, image, "annotated", ".mp4", "mp4v")
-            if video.writer is None:
-                video.missed += 1
-                return
-        frame = annotate(image, dets)
-        if (frame.shape[1], frame.shape[0]) != video.size:  # an image folder of mixed sizes
-            frame = cv2.resize(frame, video.size)
-        video.feed(frame)
+        self._feed(self._videos, item, annotate(image, dets), "annotated", ".mp4", "mp4v")
 
     def _clip_wanted(self, source: str) -> bool:
         clip = self._clips.get(source)
         return self.config.calibration_clip_frames > 0 and (clip is None or clip.writer is not None)
 
     def _clip(self, item: Delivered, image: np.ndarray) -> None:
-        clip = self._clips.get(item.source)
-        if clip is None:
-            # MJPG: every frame a JPEG of its own, close to what the detector saw
-            clip = self._clips[item.source] = self._open_video(item, image, "calibration", ".avi", "MJPG",
-                                                               self.config.calibration_clip_frames)
-            if clip.writer is None:
-                clip.missed += 1
-                return
-        clip.feed(image if (image.shape[1], image.shape[0]) == clip.size else cv2.resize(image, clip.size))
+        # MJPG: every frame a JPEG of its own, close to what the detector saw
+        self._feed(self._clips, item, image, "calibration", ".avi", "MJPG", self.config.calibration_clip_frames)
+
+    def _feed(self, videos: dict[str, VideoFile], item: Delivered, frame: np.ndarray, folder_name: str, suffix: str,
+              fourcc: str, limit: int | None = None) -> None:
+        """One frame to the source's video of this kind, opened at its first frame (a failed open counts it missed)."""
+        video = videos.get(item.source)
+        if video is None:
+            video = videos[item.source] = self._open_video(item, frame, folder_name, suffix, fourcc, limit)
+        if video.writer is None:
+            video.missed += 1
+            return
+        if (frame.shape[1], frame.shape[0]) != video.size:  # an image folder of mixed sizes
+            frame = cv2.resize(frame, video.size)
+        video.feed(frame)
 
     def _open_video(self, item: Delivered, image: np.ndarray, folder_name: str, suffix: str, fourcc: str,
                     limit: int | None = None) -> VideoFile:
