@@ -232,6 +232,17 @@ def guard_leftovers(start: float, extra_tag: str | None = None) -> list[str]:
     return names
 
 
+def kill_run_stages(tag: str) -> list[str]:
+    """Kill the stage processes still alive whose command line names `tag` (a run folder): only this
+    run's, unlike `guard_leftovers`, so another run on the same machine is left alone. Their names."""
+    procs = [p for p in stage_processes(tag) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    names = [" ".join(p.cmdline()[3:5]) for p in procs]
+    for proc in procs:
+        proc.kill()
+    psutil.wait_procs(procs, timeout=5)
+    return names
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

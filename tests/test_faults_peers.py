@@ -21,6 +21,7 @@ from stream_helpers import (
     base_config,
     free_port_block,
     free_ports,
+    kill_run_stages,
     metric,
     records,
     short_dir,
@@ -185,8 +186,7 @@ def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: P
                 attacker.join(5)
         if proc.poll() is None:
             proc.kill()
-        for leftover in stage_processes(str(run_dir)):
-            leftover.kill()
+        kill_run_stages(str(run_dir))
     summary = json.loads((out / "summary.json").read_text())
     rows = records(out)
     assert all(r.get("source") != "forged" for r in rows), "a forged row was written"

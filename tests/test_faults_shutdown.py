@@ -16,6 +16,7 @@ from stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
     free_port_block,
+    kill_run_stages,
     metric,
     records,
     short_dir,
@@ -28,15 +29,6 @@ from stream_helpers import (
 
 pytestmark = pytest.mark.slow
 
-
-def guard_leftovers(_start: float, run_dir: str) -> list[str]:
-    """Kill this run's stage processes still alive (only this run's: other runs may share the machine)."""
-    procs = [p for p in stage_processes(run_dir) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    names = [" ".join(p.cmdline()[3:5]) for p in procs]
-    for proc in procs:
-        proc.kill()
-    psutil.wait_procs(procs, timeout=5)
-    return names
 
 FRAMES = 300
 
@@ -60,7 +52,7 @@ def _graph(tmp_path: Path, run_dir: Path, port: int, **extra: object) -> Path:
 
 
 def test_a_sink_paused_while_the_graph_ends_is_waited_for(tmp_path: Path) -> None:
-    run_dir, start = short_dir(), time.time()
+    run_dir = short_dir()
     port = free_port_block(5)  # broker, filter, sink, worker, source
     proc = start_run(_graph(tmp_path, run_dir, port))
     try:
@@ -69,7 +61,7 @@ def test_a_sink_paused_while_the_graph_ends_is_waited_for(tmp_path: Path) -> Non
     finally:
         if proc.poll() is None:
             proc.kill()
-        guard_leftovers(start, str(run_dir))
+        kill_run_stages(str(run_dir))
     assert proc.returncode == 0, stderr[-3000:]
     assert_exactly_once_in_order(records(tmp_path / "out"), {"clip": FRAMES})
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -77,7 +69,7 @@ def test_a_sink_paused_while_the_graph_ends_is_waited_for(tmp_path: Path) -> Non
 
 
 def test_a_sink_stuck_past_its_grace_is_killed_by_name_with_what_it_lost(tmp_path: Path) -> None:
-    run_dir, start = short_dir(), time.time()
+    run_dir = short_dir()
     port = free_port_block(5)
     proc = start_run(_graph(tmp_path, run_dir, port, shutdown={"stage_grace_s": 1.0, "per_item_s": 0.0}))
     try:
@@ -86,7 +78,7 @@ def test_a_sink_stuck_past_its_grace_is_killed_by_name_with_what_it_lost(tmp_pat
     finally:
         if proc.poll() is None:
             proc.kill()
-        guard_leftovers(start, str(run_dir))
+        kill_run_stages(str(run_dir))
     assert proc.returncode == 1, stderr[-3000:]
     assert "stage sink:out" in stderr and "SIGKILL" in stderr and "were not passed on or written" in stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -97,7 +89,7 @@ def test_a_sink_stuck_past_its_grace_is_killed_by_name_with_what_it_lost(tmp_pat
 
 
 def test_a_second_sigterm_still_exits_143(tmp_path: Path) -> None:
-    run_dir, start = short_dir(), time.time()
+    run_dir = short_dir()
     out = tmp_path / "out"
     config = base_config(out, [{"id": "street", "uri": "synth:frames=100000,fps=10"}], run_dir, mode="live")
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
@@ -111,7 +103,7 @@ def test_a_second_sigterm_still_exits_143(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-        leftovers = guard_leftovers(start, str(run_dir))
+        leftovers = kill_run_stages(str(run_dir))
     assert proc.returncode == 143, stderr[-3000:]
     assert not leftovers
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
@@ -126,12 +118,11 @@ def test_a_filter_for_another_model_is_refused_before_the_graph_starts(tmp_path:
     run_dir = tmp_path / "r"  # not there yet: a refused run must not leave it behind
     config = base_config(tmp_path / "out", [{"id": "clip", "uri": str(video(40))}], run_dir,
                          filter={"path": str(tiny_filter())}, detector={"model": str(other)})
-    start = time.time()
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
     try:
         _, stderr = proc.communicate(timeout=120)
     finally:
-        guard_leftovers(start, str(run_dir))
+        kill_run_stages(str(run_dir))
     assert proc.returncode == 2, stderr[-3000:]
     assert "refused its configuration: filter" in stderr and "another detector" in stderr
     assert "[broker]" not in stderr and "[sink:out]" not in stderr  # nothing else was started
