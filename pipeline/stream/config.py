@@ -341,6 +341,11 @@ def resolve(graph: GraphConfig, run_dir: str | Path) -> GraphConfig:
     return GraphConfig.model_validate(data)
 
 
+def progress_file(run_dir: str | Path, stage: str, suffix: str = ".json") -> Path:
+    """Where a stage leaves its progress counters (.json) or its refusal (.error) for the supervisor."""
+    return Path(run_dir) / "progress" / f"{stage.replace(':', '_')}{suffix}"
+
+
 def dump_graph(graph: GraphConfig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,12 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import zmq
 
 from pipeline.stream import protocol as P
-from pipeline.stream.config import GraphConfig
+from pipeline.stream.config import GraphConfig, progress_file
 from pipeline.stream.endpoints import open_socket, parse_url
 from pipeline.stream.metrics import BadMessageLog, StageMetrics
 from pipeline.stream.security import PeerAuth
@@ -48,7 +47,7 @@ class StageShell:
         self._sockets: list[zmq.Socket] = []
         self._progress_counts: dict[str, int] = {}
         self._progress_written_at = 0.0
-        self._progress_path = (Path(graph.run_dir) / "progress" / f"{name.replace(':', '_')}.json"
+        self._progress_path = (progress_file(graph.run_dir, name)
                                if graph.run_dir else None)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)

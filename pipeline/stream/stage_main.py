@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import GhostboxError
-from pipeline.stream.config import GraphConfig, default_run_dir, load_graph, read_graph_json, resolve
+from pipeline.stream.config import GraphConfig, default_run_dir, load_graph, progress_file, read_graph_json, resolve
 
 
 def run_stage(graph: GraphConfig, name: str, parent_pid: int | None = None) -> int:
@@ -64,9 +64,9 @@ def _leave_error(graph_json: str | None, name: str, error: str) -> bool:
     if not graph_json:
         return False
     try:
-        folder = Path(graph_json).parent / "progress"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        (folder / f"{name.replace(':', '_')}.error").write_text(error)
+        path = progress_file(Path(graph_json).parent, name, ".error")
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(error)
         return True
     except OSError:
         return False

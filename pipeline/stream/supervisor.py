@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import GhostboxError
-from pipeline.stream.config import GraphConfig, dump_graph
+from pipeline.stream.config import GraphConfig, dump_graph, progress_file
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class Supervisor:
 
     def _stage_error(self, name: str) -> str:
         try:
-            return (self.run_dir / "progress" / f"{name.replace(':', '_')}.error").read_text().strip()
+            return progress_file(self.run_dir, name, ".error").read_text().strip()
         except OSError:
             return ""
 
@@ -244,7 +244,7 @@ class Supervisor:
 
     def _read_progress(self, name: str) -> dict[str, Any]:
         try:
-            return json.loads((self.run_dir / "progress" / f"{name.replace(':', '_')}.json").read_text())
+            return json.loads(progress_file(self.run_dir, name).read_text())
         except (OSError, ValueError):
             return {}
 
