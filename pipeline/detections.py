@@ -16,6 +16,11 @@ Per-box fields (N boxes, nc classes, D feature channels):
     crops          optional list of N BGR uint8 arrays cut from the frame
 
 Per-frame fields: `class_names`, `image_size` (width, height), `source`, `frame`.
+
+The same type holds the boxes of many frames stacked together (`Detections.merge`), which is
+what OOD scorers fit on and score, and what the evaluation collects per set; a box set known
+only by what the detection head computed (fitting data, synthetic tests) comes from
+`Detections.from_head`.
 """
 
 from __future__ import annotations
@@ -30,11 +35,18 @@ from pipeline.errors import GhostboxError
 
 
 def _as(array: Any, dtype: type, shape_tail: tuple[int, ...], name: str) -> np.ndarray:
-    arr = np.ascontiguousarray(np.asarray(array, dtype=dtype))
+    arr = _read(array, dtype, name)
     if arr.ndim != 1 + len(shape_tail) or arr.shape[1:] != shape_tail:
         want = "(N" + "".join(f", {s}" for s in shape_tail) + ")"
         raise GhostboxError(f"Detections.{name}: expected shape {want}, got {arr.shape}")
     return arr
+
+
+def _read(array: Any, dtype: type, name: str) -> np.ndarray:
+    try:
+        return np.ascontiguousarray(np.asarray(array, dtype=dtype))
+    except (TypeError, ValueError) as exc:
+        raise GhostboxError(f"Detections.{name}: cannot read as {np.dtype(dtype).name} ({exc})") from exc
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,15 +67,15 @@ class Detections:
     def __post_init__(self) -> None:
         xyxy = _as(self.xyxy, np.float32, (4,), "xyxy")
         n = len(xyxy)
-        logits = np.asarray(self.logits, dtype=np.float32)
-        feats = np.asarray(self.box_features, dtype=np.float32)
+        logits = _read(self.logits, np.float32, "logits")
+        feats = _read(self.box_features, np.float32, "box_features")
         if logits.ndim != 2 or len(logits) != n:
             raise GhostboxError(f"Detections.logits: expected shape ({n}, nc), got {logits.shape}")
         if feats.ndim != 2 or len(feats) != n:
             raise GhostboxError(f"Detections.box_features: expected shape ({n}, D), got {feats.shape}")
         object.__setattr__(self, "xyxy", xyxy)
-        object.__setattr__(self, "logits", np.ascontiguousarray(logits))
-        object.__setattr__(self, "box_features", np.ascontiguousarray(feats))
+        object.__setattr__(self, "logits", logits)
+        object.__setattr__(self, "box_features", feats)
         for name, dtype in (("confidence", np.float32), ("class_id", np.int64), ("level", np.int8)):
             arr = _as(getattr(self, name), dtype, (), name)
             if len(arr) != n:
@@ -98,6 +110,57 @@ class Detections:
             **meta,
         )
 
+    @classmethod
+    def from_head(
+        cls,
+        box_features: Any,
+        logits: Any,
+        class_id: Any,
+        level: Any,
+        class_names: Sequence[str] = (),
+    ) -> Detections:
+        """Boxes known only by what the detection head computed (fitting sets, synthetic tests):
+        corners are zeros and the confidence is the sigmoid of the class's logit."""
+        logits = _read(logits, np.float32, "logits")
+        class_id = _read(class_id, np.int64, "class_id")
+        n = len(class_id) if class_id.ndim == 1 else len(logits) if logits.ndim else 0
+        confidence = np.zeros(n)  # on a shape mismatch, which the constructor then names
+        if logits.shape == (n, *logits.shape[1:]) and logits.ndim == 2 and logits.shape[1] and class_id.ndim == 1:
+            z = logits[np.arange(n), np.clip(class_id, 0, logits.shape[1] - 1)].astype(np.float64)
+            confidence = 1.0 / (1.0 + np.exp(-z))
+        return cls(np.zeros((len(confidence), 4), np.float32), confidence, class_id, logits, box_features, level,
+                   class_names=tuple(class_names))
+
+    @classmethod
+    def merge(cls, parts: Sequence[Detections]) -> Detections:
+        """The boxes of many frames as one set; every part must share the class count and
+        feature dim. Per-frame fields come from the first part; crops are kept only if every
+        part has them, `data` keys only if every part has them."""
+        if isinstance(parts, Detections):
+            return parts
+        if len(parts) == 0:
+            raise GhostboxError("Detections.merge: no detections given (need at least one)")
+        dims = {(p.feature_dim, p.num_classes) for p in parts}
+        if len(dims) > 1:
+            raise GhostboxError(
+                "Detections.merge: parts differ in (feature dim D, class count nc): "
+                + ", ".join(str(d) for d in sorted(dims)))
+        if len(parts) == 1:
+            return parts[0]
+        keys = set.intersection(*(set(p.data) for p in parts))
+        crops = None if any(p.crops is None for p in parts) else [c for p in parts for c in p.crops or []]
+        return replace(
+            parts[0],
+            xyxy=np.concatenate([p.xyxy for p in parts]),
+            confidence=np.concatenate([p.confidence for p in parts]),
+            class_id=np.concatenate([p.class_id for p in parts]),
+            logits=np.concatenate([p.logits for p in parts]),
+            box_features=np.concatenate([p.box_features for p in parts]),
+            level=np.concatenate([p.level for p in parts]),
+            crops=crops,
+            data={k: np.concatenate([np.asarray(p.data[k]) for p in parts]) for k in sorted(keys)},
+        )
+
     def __len__(self) -> int:
         return len(self.xyxy)
 
@@ -105,6 +168,8 @@ class Detections:
         """Select boxes by boolean mask, index array, slice or int; every per-box field follows."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
+        if isinstance(index, np.ndarray) and index.dtype == bool and len(index) != len(self):
+            raise GhostboxError(f"Detections: boolean mask has {len(index)} values for {len(self)} boxes")
         idx = np.arange(len(self))[index]
         crops = None if self.crops is None else [self.crops[i] for i in idx]
         return replace(
@@ -135,6 +200,34 @@ class Detections:
     @property
     def feature_dim(self) -> int:
         return self.box_features.shape[1]
+
+    def class_counts(self) -> np.ndarray:
+        """Boxes per class id, shape (nc,)."""
+        return np.bincount(self.class_id, minlength=self.num_classes)[: self.num_classes]
+
+    def validate(self) -> Detections:
+        """What a scorer needs beyond the shapes: D and nc > 0, finite features and logits,
+        class ids in 0..nc-1 and levels >= 0. Raises GhostboxError naming the field; returns self."""
+        if self.feature_dim == 0:
+            raise GhostboxError("Detections.box_features: feature dimension D is 0")
+        if self.num_classes == 0:
+            raise GhostboxError("Detections.logits: class count nc is 0")
+        for name in ("box_features", "logits"):
+            arr = getattr(self, name)
+            finite = np.isfinite(arr)
+            if not finite.all():
+                bad_rows = int((~finite).any(axis=1).sum())
+                kinds = [k for k, bad in (("NaN", np.isnan(arr).any()), ("inf", np.isinf(arr).any())) if bad]
+                raise GhostboxError(f"Detections.{name}: {'/'.join(kinds)} values in {bad_rows} of {len(arr)} rows")
+        if len(self):
+            lo, hi = int(self.class_id.min()), int(self.class_id.max())
+            if lo < 0 or hi >= self.num_classes:
+                bad = lo if lo < 0 else hi
+                raise GhostboxError(
+                    f"Detections.class_id: value {bad} outside 0..{self.num_classes - 1} (nc = {self.num_classes})")
+            if int(self.level.min()) < 0:
+                raise GhostboxError(f"Detections.level: negative pyramid level {int(self.level.min())}")
+        return self
 
     def with_data(self, **arrays: np.ndarray) -> Detections:
         """A copy with further per-box arrays (e.g. score=..., hallucination=...)."""

@@ -7,7 +7,6 @@ from functools import cache
 import numpy as np
 
 from pipeline.detections import Detections
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.toy_boxes import ToyBoxWorld
@@ -21,33 +20,33 @@ TEST_PARAMS: dict[str, dict] = {"knn": {"k": 20}, "abet": {"epochs": 8}}
 
 
 @cache
-def fit_boxes() -> BoxSet:
+def fit_boxes() -> Detections:
     return WORLD.id_boxes(3000, seed=1)
 
 
 @cache
-def id_test() -> BoxSet:
+def id_test() -> Detections:
     return WORLD.id_boxes(600, seed=3)
 
 
 @cache
-def ood_far() -> BoxSet:
+def ood_far() -> Detections:
     return WORLD.ood_boxes(600, seed=4, mode="far")
 
 
 @cache
-def ood_hidden() -> BoxSet:
+def ood_hidden() -> Detections:
     return WORLD.ood_boxes(600, seed=5, mode="hidden", distance=1.0)
 
 
 @cache
-def outlier_boxes() -> BoxSet:
+def outlier_boxes() -> Detections:
     """Outliers for scores that learn from them (oe): new samples of the test sets' OOD kinds.
 
     A head fitted on outliers learns the kinds it is shown; test_filter_oe.py covers what it
     does with kinds it has not seen.
     """
-    return BoxSet.concat([WORLD.ood_boxes(600, seed=4, mode="far", sample_seed=104),
+    return Detections.merge([WORLD.ood_boxes(600, seed=4, mode="far", sample_seed=104),
                           WORLD.ood_boxes(600, seed=5, mode="hidden", distance=1.0, sample_seed=105)])
 
 
@@ -57,11 +56,11 @@ def fitted(name: str) -> Scorer:
     return scorer.fit(fit_boxes(), outlier_boxes() if scorer.needs_outliers else None)
 
 
-def detections(boxes: BoxSet, class_names: tuple[str, ...] = CLASS_NAMES) -> Detections:
+def detections(boxes: Detections, class_names: tuple[str, ...] = CLASS_NAMES) -> Detections:
     n = len(boxes)
     xy = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
     return Detections(
         xyxy=np.hstack([xy, xy + 10]), confidence=np.full(n, 0.5, np.float32), class_id=boxes.class_id,
-        logits=boxes.logits, box_features=boxes.features, level=boxes.level, class_names=class_names,
+        logits=boxes.logits, box_features=boxes.box_features, level=boxes.level, class_names=class_names,
         image_size=(640, 480), source="toy", frame=3,
     )

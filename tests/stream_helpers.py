@@ -72,11 +72,12 @@ def tiny_filter() -> Path:
     path = _CACHE / "tiny.filter.safetensors"
     if not path.exists():
         from pipeline.detect.detector import Detector
-        from pipeline.filter import BoxSet, HallucinationFilter, save_filter
+        from pipeline.detections import Detections
+        from pipeline.filter import HallucinationFilter, save_filter
 
         detector = Detector(model=str(tiny_model()), imgsz=IMGSZ, device="cpu")
         dets = detector.detect(synth_frames(24, seed=5))
-        boxes = BoxSet.from_detections(dets)
+        boxes = Detections.merge(dets)
         filt = HallucinationFilter.fit("mahalanobis", boxes, detector.class_names, detector.fingerprint(),
                                        tpr=0.8, min_boxes=5)
         save_filter(filt, path)

@@ -9,7 +9,6 @@ from filter_fixtures import CLASS_NAMES, WORLD, fitted
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.calibrate import calibrate, clopper_pearson
 from pipeline.filter.filter_file import load_filter, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
@@ -20,17 +19,17 @@ from pipeline.filter.track_trimming import trim_tracks
 class _ConfScorer:
     """Score = the box's logit of its class: the ID score rises with confidence, as real scores do."""
 
-    def score(self, boxes: BoxSet) -> np.ndarray:
-        return boxes.logits[np.arange(len(boxes)), boxes.class_id].astype(np.float64) + boxes.features[:, 0]
+    def score(self, boxes: Detections) -> np.ndarray:
+        return boxes.logits[np.arange(len(boxes)), boxes.class_id].astype(np.float64) + boxes.box_features[:, 0]
 
 
-def _boxes_with_conf(n: int, seed: int, nc: int = 2) -> BoxSet:
+def _boxes_with_conf(n: int, seed: int, nc: int = 2) -> Detections:
     rng = np.random.default_rng(seed)
     logits = rng.normal(-3, 1, (n, nc)).astype(np.float32)
     cls = rng.integers(0, nc, n)
     logits[np.arange(n), cls] = rng.uniform(-1.1, 4.0, n)  # confidence 0.25 .. 0.98
     feats = rng.normal(0, 1, (n, 4)).astype(np.float32)
-    return BoxSet(feats, logits, cls, np.zeros(n, np.int8))
+    return Detections.from_head(feats, logits, cls, np.zeros(n, np.int8))
 
 
 def test_time_blocks_are_contiguous_and_a_split_puts_no_frame_on_both_sides():
@@ -116,7 +115,7 @@ def test_unlabelled_calibration_leaves_hallucinated_tracks_out():
     fit = WORLD.id_boxes(2400, seed=9)
     real = WORLD.id_boxes(400, seed=10)
     ghosts = WORLD.ood_boxes(200, seed=11, mode="far")
-    clip = BoxSet.concat([real, ghosts])
+    clip = Detections.merge([real, ghosts])
     tracks = np.r_[np.arange(len(real)) // 20, 1000 + np.arange(len(ghosts)) // 20]
     blocks = np.r_[np.arange(len(real)) % 10, np.arange(len(ghosts)) % 10]
     naive = HallucinationFilter.fit("mahalanobis", fit, CLASS_NAMES, {}, groups=np.arange(len(fit)) // 4,
@@ -181,7 +180,8 @@ def test_a_clip_moves_the_reference_thresholds_by_one_offset():
     scorer = _ConfScorer()
     reference = calibrate(scorer, _boxes_with_conf(6000, 4), class_names=("a", "b"))
     clip = _boxes_with_conf(900, 5)
-    shifted = BoxSet(clip.features - 1.5, clip.logits, clip.class_id, clip.level)  # this camera scores 1.5 lower
+    # this camera scores 1.5 lower
+    shifted = Detections.from_head(clip.box_features - 1.5, clip.logits, clip.class_id, clip.level)
     tracks = np.arange(len(clip)) // 30  # 30 objects, 30 boxes each
     cal = offset_calibration(scorer, shifted, reference, groups=tracks // 3, units=tracks)
     assert np.allclose(cal.per_bin - reference.per_bin, cal.offset) and -2.2 < cal.offset < -0.8

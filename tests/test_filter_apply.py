@@ -8,7 +8,6 @@ from filter_fixtures import CLASS_NAMES, WORLD, detections, fitted, id_test, ood
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.calibrate import calibrate
 from pipeline.filter.hallucination_filter import HallucinationFilter
 
@@ -22,7 +21,7 @@ def _filter(policy: str = "flag", name: str = "mahalanobis") -> HallucinationFil
 
 
 def _mixed() -> Detections:
-    return detections(BoxSet.concat([id_test()[:40], ood_hidden()[:40]]))
+    return detections(Detections.merge([id_test()[:40], ood_hidden()[:40]]))
 
 
 def test_flag_policy_marks_boxes_below_their_class_threshold():
@@ -33,7 +32,7 @@ def test_flag_policy_marks_boxes_below_their_class_threshold():
     score, threshold, flag = out.data["score"], out.data["threshold"], out.data["hallucination"]
     assert score.dtype == np.float32 and threshold.dtype == np.float32 and flag.dtype == bool
     np.testing.assert_array_equal(threshold, filt.thresholds.per_class[dets.class_id].astype(np.float32))
-    expected = filt.scorer.score(BoxSet.from_detections([dets])) < filt.thresholds.per_class[dets.class_id]
+    expected = filt.scorer.score(Detections.merge([dets])) < filt.thresholds.per_class[dets.class_id]
     np.testing.assert_array_equal(flag, expected)
     assert flag[40:].mean() > 0.9 and flag[:40].mean() < 0.2  # OOD half flagged, ID half kept
     record = out.to_record()
@@ -58,26 +57,26 @@ def test_empty_frame_passes_through_with_empty_fields():
 
 def test_mismatched_detections_are_refused():
     filt = _filter()
-    wrong_d = detections(BoxSet(np.zeros((2, 48)), np.zeros((2, 4)), [0, 1], [0, 0]))
+    wrong_d = detections(Detections.from_head(np.zeros((2, 48)), np.zeros((2, 4)), [0, 1], [0, 0]))
     with pytest.raises(GhostboxError, match="D=48 box features; the filter was fitted on 4 classes and D=32"):
         filt.apply(wrong_d)
-    wrong_nc = detections(BoxSet(np.zeros((2, 32)), np.zeros((2, 3)), [0, 1], [0, 0]), CLASS_NAMES[:3])
+    wrong_nc = detections(Detections.from_head(np.zeros((2, 32)), np.zeros((2, 3)), [0, 1], [0, 0]), CLASS_NAMES[:3])
     with pytest.raises(GhostboxError, match="detections have 3 classes"):
         filt.apply(wrong_nc)
     renamed = detections(id_test()[:3], ("a", "b", "c", "d"))
     with pytest.raises(GhostboxError, match="class names"):
         filt.apply(renamed)
     nan = id_test()[:3]
-    feats = nan.features.copy()
+    feats = nan.box_features.copy()
     feats[1] = np.inf
     with pytest.raises(GhostboxError, match="inf values in 1 of 3 rows"):
-        filt.apply(detections(BoxSet(feats, nan.logits, nan.class_id, nan.level)))
+        filt.apply(detections(Detections.from_head(feats, nan.logits, nan.class_id, nan.level)))
 
 
 def test_logit_only_filter_accepts_any_feature_dim():
     filt = _filter(name="energy")
     boxes = id_test()[:5]
-    other_d = detections(BoxSet(np.zeros((5, 80)), boxes.logits, boxes.class_id, boxes.level))
+    other_d = detections(Detections.from_head(np.zeros((5, 80)), boxes.logits, boxes.class_id, boxes.level))
     assert len(filt.apply(other_d)) == 5
 
 

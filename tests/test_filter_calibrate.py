@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from filter_fixtures import CLASS_NAMES, WORLD, fitted
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.calibrate import Calibration, calibrate
 from pipeline.filter.splits import split_fit_calibration
 
 
-def _calibration_boxes() -> BoxSet:
+def _calibration_boxes() -> Detections:
     boxes = WORLD.id_boxes(2000, seed=40)
     rare = np.flatnonzero(boxes.class_id == 2)[:7]  # class 2: only 7 calibration boxes
     return boxes[(boxes.class_id != 2) | np.isin(np.arange(len(boxes)), rare)]
@@ -57,7 +57,7 @@ def test_class_without_calibration_boxes_is_reported():
 
 def test_calibrate_refuses_empty_and_bad_settings():
     with pytest.raises(GhostboxError, match="no ID calibration boxes"):
-        calibrate(fitted("energy"), BoxSet.empty(32, 4))
+        calibrate(fitted("energy"), Detections.empty(4, 32))
     with pytest.raises(GhostboxError, match="tpr must be in"):
         calibrate(fitted("energy"), _calibration_boxes(), tpr=1.5)
 
@@ -67,11 +67,11 @@ def test_split_is_seeded_disjoint_and_per_class():
     fit_a, cal_a = split_fit_calibration(boxes, 0.3, seed=5)
     fit_b, cal_b = split_fit_calibration(boxes, 0.3, seed=5)
     _, cal_c = split_fit_calibration(boxes, 0.3, seed=6)
-    np.testing.assert_array_equal(cal_a.features, cal_b.features)
-    assert not np.array_equal(cal_a.features, cal_c.features)
+    np.testing.assert_array_equal(cal_a.box_features, cal_b.box_features)
+    assert not np.array_equal(cal_a.box_features, cal_c.box_features)
     assert len(fit_a) + len(cal_a) == len(boxes)
-    fit_rows = {r.tobytes() for r in fit_a.features}
-    assert not any(r.tobytes() in fit_rows for r in cal_a.features)
+    fit_rows = {r.tobytes() for r in fit_a.box_features}
+    assert not any(r.tobytes() in fit_rows for r in cal_a.box_features)
     for c in range(4):
         total = (boxes.class_id == c).sum()
         assert (cal_a.class_id == c).sum() == round(total * 0.3)

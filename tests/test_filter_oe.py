@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from filter_fixtures import CLASS_NAMES, WORLD, fit_boxes, id_test, outlier_boxes
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.filter_file import load_filter, read_filter_header, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.ood_metrics import auroc
@@ -26,8 +26,8 @@ def test_logistic_head_equals_sklearn_on_the_same_arrays():
     l2 = 1e-2
     ours = create("oe", l2=l2, standardize=True).fit(ids, outs)
 
-    def inputs(b: BoxSet) -> np.ndarray:
-        return np.hstack([b.features.astype(np.float64), logsumexp(b.logits, axis=1)[:, None] / 10])
+    def inputs(b: Detections) -> np.ndarray:
+        return np.hstack([b.box_features.astype(np.float64), logsumexp(b.logits, axis=1)[:, None] / 10])
 
     x = np.vstack([inputs(ids), inputs(outs)])
     mean, scale = x.mean(0), x.std(0)
@@ -36,7 +36,7 @@ def test_logistic_head_equals_sklearn_on_the_same_arrays():
     weight = np.where(y == 1, 0.5 / len(ids), 0.5 / len(outs))
     reference = LogisticRegression(C=1 / l2, tol=1e-10, max_iter=10_000).fit((x - mean) / scale, y,
                                                                              sample_weight=weight)
-    test = BoxSet.concat([id_test()[:200], WORLD.ood_boxes(200, seed=4, sample_seed=7)])
+    test = Detections.merge([id_test()[:200], WORLD.ood_boxes(200, seed=4, sample_seed=7)])
     expected = reference.decision_function((inputs(test) - mean) / scale)
     got = ours.score(test)
     assert np.corrcoef(got, expected)[0, 1] > 0.9999
@@ -68,14 +68,14 @@ def test_needs_outliers_with_matching_dimensions():
         create("oe").fit(fit_boxes())
     with pytest.raises(GhostboxError, match="oe: needs outlier boxes"):
         create("oe").fit(fit_boxes(), outlier_boxes()[:0])
-    narrow = BoxSet(np.zeros((5, 8)), np.zeros((5, 4)), np.zeros(5), np.zeros(5))
+    narrow = Detections.from_head(np.zeros((5, 8)), np.zeros((5, 4)), np.zeros(5), np.zeros(5))
     with pytest.raises(GhostboxError, match="outlier boxes have D=8, nc=4; the ID boxes have D=32"):
         create("oe").fit(fit_boxes(), narrow)
     bad = outlier_boxes()[:10]
-    feats = bad.features.copy()
+    feats = bad.box_features.copy()
     feats[3, 1] = np.inf
     with pytest.raises(GhostboxError, match="inf values in 1 of 10 rows"):
-        create("oe").fit(fit_boxes(), BoxSet(feats, bad.logits, bad.class_id, bad.level))
+        create("oe").fit(fit_boxes(), Detections.from_head(feats, bad.logits, bad.class_id, bad.level))
     for params, text in (({"hidden": -1}, "hidden must be >= 0"), ({"l2": -1.0}, "l2 must be >= 0"),
                          ({"max_iter": 0}, "max_iter must be >= 1")):
         with pytest.raises(GhostboxError, match=text):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from filter_fixtures import WORLD
 
-from pipeline.filter.boxes import BoxSet
+from pipeline.detections import Detections
 from pipeline.filter.registry import create
 from pipeline.filter.toy_boxes import ToyBoxWorld
 
@@ -21,9 +21,9 @@ detector = pytest.importorskip("pytorch_ood.detector")
 ONE_LEVEL = ToyBoxWorld(num_classes=4, feature_dim=32, num_levels=1, seed=0)
 
 
-def _data(world: ToyBoxWorld = WORLD) -> tuple[BoxSet, BoxSet]:
+def _data(world: ToyBoxWorld = WORLD) -> tuple[Detections, Detections]:
     fit = world.id_boxes(3000, seed=1)
-    test = BoxSet.concat([world.id_boxes(300, seed=3), world.ood_boxes(300, seed=4, mode="hidden"),
+    test = Detections.merge([world.id_boxes(300, seed=3), world.ood_boxes(300, seed=4, mode="hidden"),
                           world.ood_boxes(300, seed=5, mode="far")])
     return fit, test
 
@@ -56,8 +56,8 @@ def test_temperature_matches_theirs():
 def test_mahalanobis_equals_minus_2n_theirs_without_shrinkage():
     fit, test = _data()
     ours = create("mahalanobis", shrinkage=0.0).fit(fit).score(test)
-    theirs = detector.Mahalanobis(None).fit_features(_t(fit.features), _t(fit.class_id))
-    theirs = theirs.predict_features(_t(test.features)).double().numpy()
+    theirs = detector.Mahalanobis(None).fit_features(_t(fit.box_features), _t(fit.class_id))
+    theirs = theirs.predict_features(_t(test.box_features)).double().numpy()
     np.testing.assert_allclose(ours, -2 * len(fit) * theirs, rtol=1e-5)
 
 
@@ -68,8 +68,8 @@ def test_vim_equals_minus_theirs_on_one_level():
     fit, test = _data(ONE_LEVEL)
     ours = create("vim", dim=12).fit(fit).score(test)
     vim = detector.ViM(None, d=12, w=_t(ONE_LEVEL.weights[0]).float(), b=_t(ONE_LEVEL.biases[0]).float())
-    vim.fit_features(_t(fit.features), _t(fit.class_id))
-    theirs = vim.predict_features(_t(test.features)).double().numpy()
+    vim.fit_features(_t(fit.box_features), _t(fit.class_id))
+    theirs = vim.predict_features(_t(test.box_features)).double().numpy()
     np.testing.assert_allclose(ours, -theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
 
 
@@ -77,6 +77,6 @@ def test_knn_equals_minus_theirs():
     pytest.importorskip("sklearn")  # pytorch-ood's KNN wraps sklearn's NearestNeighbors
     fit, test = _data()
     ours = create("knn", k=50).fit(fit).score(test)
-    knn = detector.KNN(None, k=50).fit_features(_t(fit.features), _t(fit.class_id))
-    theirs = knn.predict_features(_t(test.features)).double().numpy()
+    knn = detector.KNN(None, k=50).fit_features(_t(fit.box_features), _t(fit.class_id))
+    theirs = knn.predict_features(_t(test.box_features)).double().numpy()
     np.testing.assert_allclose(ours, -theirs, rtol=1e-5, atol=1e-6)

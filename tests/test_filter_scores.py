@@ -20,8 +20,8 @@ from filter_fixtures import (
     outlier_boxes,
 )
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.ood_metrics import auroc
 from pipeline.filter.registry import create, names, register
 from pipeline.filter.scorer import Scorer
@@ -66,7 +66,7 @@ def test_logit_scores_are_blind_to_hidden_shifts(name):
 
 def test_logit_scores_match_their_formulas():
     z = np.array([[1.0, 2.0, -1.0, 0.5], [-3.0, -2.0, -4.0, -2.5]], np.float32)
-    boxes = BoxSet(np.zeros((2, 3)), z, [1, 1], [0, 0])
+    boxes = Detections.from_head(np.zeros((2, 3)), z, [1, 1], [0, 0])
     z64 = z.astype(np.float64)
     lse = np.log(np.exp(z64).sum(1))
     np.testing.assert_allclose(create("energy").fit(boxes).score(boxes), lse, rtol=1e-12)
@@ -76,20 +76,20 @@ def test_logit_scores_match_their_formulas():
     np.testing.assert_allclose(create("msp").fit(boxes).score(boxes), np.exp(z64.max(1) - lse), rtol=1e-12)
     np.testing.assert_allclose(create("maxlogit").fit(boxes).score(boxes), z64.max(1))
     # large logits stay finite
-    big = BoxSet(np.zeros((1, 3)), [[1000.0, 999.0, 0.0, 0.0]], [0], [0])
+    big = Detections.from_head(np.zeros((1, 3)), [[1000.0, 999.0, 0.0, 0.0]], [0], [0])
     assert np.isfinite(create("energy").fit(big).score(big)).all()
 
 
 def test_mahalanobis_matches_direct_formula():
     boxes = fit_boxes()
     scorer = create("mahalanobis", shrinkage=0.3).fit(boxes)
-    h = boxes.features.astype(np.float64)
+    h = boxes.box_features.astype(np.float64)
     means = np.stack([h[boxes.class_id == c].mean(0) for c in range(4)])
     resid = h - means[boxes.class_id]
     cov = resid.T @ resid / len(h)
     cov = 0.7 * cov + 0.3 * np.trace(cov) / h.shape[1] * np.eye(h.shape[1])
     prec = np.linalg.inv(cov)
-    x = id_test().features.astype(np.float64)
+    x = id_test().box_features.astype(np.float64)
     d = np.stack([np.einsum("ij,jk,ik->i", x - m, prec, x - m) for m in means], 1)
     np.testing.assert_allclose(scorer.score(id_test()), -d.min(1), rtol=1e-8)
     lw = create("mahalanobis").fit(boxes)
@@ -98,9 +98,9 @@ def test_mahalanobis_matches_direct_formula():
 
 def test_knn_is_minus_kth_neighbour_distance():
     scorer = create("knn", k=7, backend="numpy").fit(fit_boxes())
-    bank = fit_boxes().features.astype(np.float64)
+    bank = fit_boxes().box_features.astype(np.float64)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
-    q = ood_hidden().features[:40].astype(np.float64)
+    q = ood_hidden().box_features[:40].astype(np.float64)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     dist = np.sqrt(((q[:, None, :] - bank[None]) ** 2).sum(-1))
     np.testing.assert_allclose(scorer.score(ood_hidden()[:40]), -np.sort(dist, 1)[:, 6], atol=2e-5)
@@ -120,7 +120,7 @@ def test_knn_ivf_index_stays_close_to_exact():
     ivf = create("knn", k=20, index="ivf", ivf_tolerance=0.01).fit(bank)
     assert ivf.ivf_centroids is not None and ivf.nprobe_used >= 1
     assert ivf.ivf_error["p99"] <= 0.01
-    queries = id_test().features / np.linalg.norm(id_test().features, axis=1, keepdims=True)
+    queries = id_test().box_features / np.linalg.norm(id_test().box_features, axis=1, keepdims=True)
     exact = -kth_distance_numpy(queries, ivf.bank, 20)
     approx = ivf.score(id_test())
     assert np.all(approx <= exact + 1e-5)  # IVF sees a subset of the bank: never closer than exact
@@ -131,8 +131,8 @@ def test_knn_ivf_index_stays_close_to_exact():
 def test_knn_numpy_search_chunks_without_changing_results(monkeypatch):
     import pipeline.filter.scores.knn as knn_module
 
-    q = id_test().features[:30]
-    bank = fit_boxes().features
+    q = id_test().box_features[:30]
+    bank = fit_boxes().box_features
     whole = kth_distance_numpy(q, bank, 15)
     monkeypatch.setattr(knn_module, "_MAX_DISTANCES", 1000)  # forces bank chunks of ~40 rows
     np.testing.assert_allclose(knn_module.kth_distance_numpy(q, bank, 15), whole, rtol=1e-5)  # float32 sums
@@ -158,7 +158,7 @@ def test_vim_recovers_each_levels_logit_layer_and_pools_sparse_levels(caplog):
     assert max(scorer.logit_fit_residual[:3]) < 1e-5  # exact per level
     assert list(scorer.level_model) == [0, 1, 2]
     # a level with fewer than D+1 boxes falls back to the pooled model
-    sparse = BoxSet.concat([boxes[boxes.level != 2], boxes[boxes.level == 2][:10]])
+    sparse = Detections.merge([boxes[boxes.level != 2], boxes[boxes.level == 2][:10]])
     with caplog.at_level(logging.WARNING):
         pooled = create("vim").fit(sparse)
     assert "levels [2] have fewer than D+1=33" in caplog.text
@@ -172,7 +172,7 @@ def test_bam_is_zero_inside_boxes_and_uses_the_predicted_class():
     scorer = fitted("bam")
     assert np.all(scorer.score(fit_boxes()) == 0.0)  # every fit box lies inside its cluster's box
     one = fit_boxes()[:1]
-    other_class = BoxSet(one.features, one.logits, [(one.class_id[0] + 1) % 4], one.level)
+    other_class = Detections.from_head(one.box_features, one.logits, [(one.class_id[0] + 1) % 4], one.level)
     assert scorer.score(other_class)[0] < 0.0  # far from the boxes of a class it does not belong to
 
 
@@ -205,7 +205,7 @@ def test_abet_numpy_scores_equal_the_torch_head():
     scorer = fitted("abet")
     boxes = id_test()
     with torch.no_grad():
-        logits = scorer._head(torch.from_numpy(boxes.features - scorer.center))
+        logits = scorer._head(torch.from_numpy(boxes.box_features - scorer.center))
         theirs = torch.logsumexp(logits, dim=1).numpy()
     np.testing.assert_allclose(scorer.score(boxes), theirs, rtol=1e-5, atol=1e-5)
 
@@ -246,8 +246,8 @@ def test_fusion_tails_keep_order_beyond_the_reference_range():
     # a box pushed further out than every ID reference box still scores lower than before
     scorer = fitted("fusion")
     far = ood_far()[:10]
-    centre = fit_boxes().features.mean(0)
-    further = BoxSet(centre + 2 * (far.features - centre), far.logits, far.class_id, far.level)
+    centre = fit_boxes().box_features.mean(0)
+    further = Detections.from_head(centre + 2 * (far.box_features - centre), far.logits, far.class_id, far.level)
     assert np.all(scorer.score(further) < scorer.score(far))
     assert np.all(scorer.score(further) > 0)
 
@@ -258,13 +258,13 @@ def test_fusion_tails_keep_order_beyond_the_reference_range():
 @pytest.mark.parametrize("name", ALL)
 def test_empty_fit_set_is_refused(name):
     with pytest.raises(GhostboxError, match="no ID boxes"):
-        create(name, **TEST_PARAMS.get(name, {})).fit(BoxSet.empty(32, 4))
+        create(name, **TEST_PARAMS.get(name, {})).fit(Detections.empty(4, 32))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_a_class_with_one_box_falls_back_without_crashing(name):
     boxes = fit_boxes()
-    lonely = BoxSet.concat([boxes[boxes.class_id != 3][:1500], boxes[boxes.class_id == 3][:1]])
+    lonely = Detections.merge([boxes[boxes.class_id != 3][:1500], boxes[boxes.class_id == 3][:1]])
     scorer = create(name, **TEST_PARAMS.get(name, {}))
     scorer.fit(lonely, outlier_boxes() if scorer.needs_outliers else None)
     scores = scorer.score(id_test())
@@ -274,7 +274,7 @@ def test_a_class_with_one_box_falls_back_without_crashing(name):
 @pytest.mark.parametrize("name", ["mahalanobis", "bam"])
 def test_single_box_class_fallback_is_logged(name, caplog):
     boxes = fit_boxes()
-    lonely = BoxSet.concat([boxes[boxes.class_id != 3][:1500], boxes[boxes.class_id == 3][:1]])
+    lonely = Detections.merge([boxes[boxes.class_id != 3][:1500], boxes[boxes.class_id == 3][:1]])
     with caplog.at_level(logging.WARNING):
         create(name).fit(lonely)
     assert "[3]" in caplog.text
@@ -291,9 +291,9 @@ def test_fit_on_a_single_box_works_for_every_scorer():
 @pytest.mark.parametrize("name", ALL)
 def test_nonfinite_input_is_refused_at_fit_and_score(name):
     boxes = fit_boxes()[:200]
-    feats = boxes.features.copy()
+    feats = boxes.box_features.copy()
     feats[7, 0] = np.nan
-    bad = BoxSet(feats, boxes.logits, boxes.class_id, boxes.level)
+    bad = Detections.from_head(feats, boxes.logits, boxes.class_id, boxes.level)
     with pytest.raises(GhostboxError, match=r"features: NaN values in 1 of 200 rows"):
         create(name, **TEST_PARAMS.get(name, {})).fit(bad)
     with pytest.raises(GhostboxError, match=r"NaN values in 1 of 200 rows"):
@@ -303,10 +303,10 @@ def test_nonfinite_input_is_refused_at_fit_and_score(name):
 @pytest.mark.parametrize("name", ALL)
 def test_mismatched_dims_name_both(name):
     scorer = fitted(name)
-    wrong_nc = BoxSet(np.zeros((2, 32)), np.zeros((2, 5)), [0, 1], [0, 0])
+    wrong_nc = Detections.from_head(np.zeros((2, 32)), np.zeros((2, 5)), [0, 1], [0, 0])
     with pytest.raises(GhostboxError, match="5 class logits, the scorer was fitted on 4"):
         scorer.score(wrong_nc)
-    wrong_d = BoxSet(np.zeros((2, 48)), np.zeros((2, 4)), [0, 1], [0, 0])
+    wrong_d = Detections.from_head(np.zeros((2, 48)), np.zeros((2, 4)), [0, 1], [0, 0])
     if name in LOGIT_SCORES:
         assert scorer.score(wrong_d).shape == (2,)  # logit-only scores ignore the features
     else:
@@ -320,7 +320,7 @@ def test_unfitted_scorer_refuses_to_score():
 
 
 def test_empty_score_batch_gives_empty_scores():
-    assert fitted("knn").score(BoxSet.empty(32, 4)).shape == (0,)
+    assert fitted("knn").score(Detections.empty(4, 32)).shape == (0,)
 
 
 def test_ledoit_wolf_shrinkage_behaves():
@@ -348,5 +348,5 @@ def test_mahalanobis_on_normalised_features():
     scorer = create("mahalanobis", normalize=True).fit(fit_boxes())
     assert auroc(scorer.score(id_test()), scorer.score(ood_hidden())) > 0.9
     scaled = id_test()
-    bigger = BoxSet(scaled.features * 5, scaled.logits, scaled.class_id, scaled.level)
+    bigger = Detections.from_head(scaled.box_features * 5, scaled.logits, scaled.class_id, scaled.level)
     np.testing.assert_allclose(scorer.score(bigger), scorer.score(scaled), rtol=1e-5)  # scale-free

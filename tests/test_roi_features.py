@@ -13,8 +13,8 @@ from torchvision.ops import roi_align
 from pipeline.bundled import ASSETS, default_model
 from pipeline.detect.detector import ROI_GRID, Detector, box_features_for
 from pipeline.detect.onnx_export import export_onnx
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.hallucination_filter import HallucinationFilter
 
 
@@ -76,7 +76,7 @@ def test_fingerprints_tell_the_feature_kinds_apart(checkpoints, frames):
     roi = Detector(model=str(checkpoints["yolov8"]), imgsz=320, device="cpu", conf=0.01, box_features="head+roi")
     assert box_features_for(head.fingerprint()) == "head" and box_features_for(roi.fingerprint()) == "head+roi"
     dets = head.detect(frames)
-    boxes = BoxSet.from_detections(dets)
+    boxes = Detections.merge(dets)
     filt = HallucinationFilter.fit("mahalanobis", boxes, head.class_names, head.fingerprint(), min_boxes=2)
     with pytest.raises(GhostboxError, match="feature_dim 32 vs|feature_dim .* vs"):
         filt.check_detector(roi.fingerprint())

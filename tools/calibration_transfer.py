@@ -44,7 +44,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from pipeline.bundled import default_model
     from pipeline.detect.detector import Detector
-    from pipeline.filter.boxes import BoxSet
+    from pipeline.detections import Detections
     from pipeline.filter.hallucination_filter import HallucinationFilter
     from pipeline.filter.id_collection import collect_id_boxes, tracked_id_boxes
     from pipeline.filter.outlier_collection import collect_outlier_boxes
@@ -81,12 +81,12 @@ def main() -> int:
             every_frame = np.concatenate([np.full(len(d), i) for i, d in enumerate(clip)])
             calibrations = {
                 RULES[0]: None,
-                RULES[1]: CalibrationBoxes(BoxSet.from_detections(everything), time_blocks(every_frame),
+                RULES[1]: CalibrationBoxes(Detections.merge(everything), time_blocks(every_frame),
                                            "time blocks", None),
                 RULES[2]: tracked.as_calibration(),
             }
             test = dets[CALIBRATION_FRAMES:]
-            test_boxes = BoxSet.from_detections(test)
+            test_boxes = Detections.merge(test)
             test_labels = np.concatenate(labels[CALIBRATION_FRAMES:])
             for rule, calibration in calibrations.items():
                 t0 = time.perf_counter()

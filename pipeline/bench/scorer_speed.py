@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.filter.boxes import BoxSet
+from pipeline.detections import Detections
 from pipeline.filter.registry import create, names
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.scores.knn import faiss_available
@@ -32,7 +32,7 @@ def _median_ms(call: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def _timed_fit(scorer: Scorer, boxes: BoxSet, outliers: BoxSet | None = None) -> float:
+def _timed_fit(scorer: Scorer, boxes: Detections, outliers: Detections | None = None) -> float:
     start = time.perf_counter()
     scorer.fit(boxes, outliers if scorer.needs_outliers else None)
     return time.perf_counter() - start
@@ -45,7 +45,7 @@ def bench_scorers(feature_dim: int = 64, num_classes: int = 4, fit_boxes: int = 
     world = ToyBoxWorld(num_classes=num_classes, feature_dim=feature_dim, seed=seed)
     fit_set = world.id_boxes(fit_boxes, seed=seed + 1)
     outliers = world.ood_boxes(max(fit_boxes // 5, 10), seed=seed + 6, mode="hidden")  # for oe
-    frame = BoxSet.concat([world.id_boxes(batch - batch // 2, seed=seed + 2),
+    frame = Detections.merge([world.id_boxes(batch - batch // 2, seed=seed + 2),
                            world.ood_boxes(batch // 2, seed=seed + 3, mode="hidden")])
     result: dict[str, Any] = {
         "feature_dim": feature_dim, "num_classes": num_classes, "fit_boxes": fit_boxes, "batch": batch,

@@ -89,7 +89,7 @@ def run_evaluation(
         evaluate_ood(detector, dataset, settings.conf, loaded, settings.audit_conf, settings.worst_k, advance=advance)
         for dataset in ood_sets
     ]
-    id_boxes = id_result.tp.box_set(detector.feature_dim, len(detector.class_names))
+    id_boxes = id_result.tp
     scorers = _scorers(settings, filters, id_boxes)
     report_settings = {
         "model": detector.config.model, "imgsz": detector.imgsz, "conf": settings.conf,
@@ -98,8 +98,7 @@ def run_evaluation(
         "filters": [{"path": str(p), "method": f.method, "policy": f.policy} for p, f in filters],
         "seconds": None, **settings.extra,
     }
-    report, raw = build_report(id_result, ood_results, scorers, detector.feature_dim, len(detector.class_names),
-                               report_settings)
+    report, raw = build_report(id_result, ood_results, scorers, report_settings)
     report["warnings"] = {d.name: dict(d.warnings.counts) for d in [id_set, *ood_sets] if d.warnings.counts}
     pictures: list[str] = []
     if settings.plots:

@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.evaluate.runner import IdResult, OodResult
 
-ScoreFn = Callable[[Any], np.ndarray]  # BoxSet -> scores, higher = more ID
+ScoreFn = Callable[[Any], np.ndarray]  # Detections -> scores, higher = more ID
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -35,11 +35,11 @@ def score_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, fl
 
 
 def build_report(
-    id_result: IdResult, ood_results: list[OodResult], scorers: Mapping[str, ScoreFn], feature_dim: int,
-    num_classes: int, settings: dict[str, Any],
+    id_result: IdResult, ood_results: list[OodResult], scorers: Mapping[str, ScoreFn],
+    settings: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """The report dict, and the raw scores per score name ({"id": ..., SET: ...}) for plots."""
-    id_boxes = id_result.tp.box_set(feature_dim, num_classes)
+    id_boxes = id_result.tp
     raw: dict[str, dict[str, np.ndarray]] = {
         name: {"id": np.asarray(fn(id_boxes), np.float64)} for name, fn in scorers.items()}
     report: dict[str, Any] = {
@@ -60,7 +60,7 @@ def build_report(
         "ood": {},
     }
     for result in ood_results:
-        boxes = result.hallucinations.box_set(feature_dim, num_classes)
+        boxes = result.hallucinations
         per_image = result.hallucination_count / max(result.images, 1)
         scores: dict[str, Any] = {}
         for name, fn in scorers.items():

@@ -31,39 +31,10 @@ log = logging.getLogger(__name__)
 MAP_CONF = 0.001  # as COCO/Ultralytics validation: the whole precision-recall curve
 
 
-@dataclass
-class BoxArrays:
-    """Features and logits of a set of boxes, grown per image and concatenated once."""
-
-    features: list[np.ndarray] = field(default_factory=list)
-    logits: list[np.ndarray] = field(default_factory=list)
-    class_id: list[np.ndarray] = field(default_factory=list)
-    level: list[np.ndarray] = field(default_factory=list)
-    confidence: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, dets: Detections) -> None:
-        if len(dets):
-            self.features.append(dets.box_features)
-            self.logits.append(dets.logits)
-            self.class_id.append(dets.class_id)
-            self.level.append(dets.level)
-            self.confidence.append(dets.confidence)
-
-    def __len__(self) -> int:
-        return sum(len(c) for c in self.class_id)
-
-    def box_set(self, feature_dim: int, num_classes: int):  # noqa: ANN201 - BoxSet
-        from pipeline.filter.boxes import BoxSet
-
-        if not self.class_id:
-            return BoxSet(
-                features=np.zeros((0, feature_dim), np.float32), logits=np.zeros((0, num_classes), np.float32),
-                class_id=np.zeros(0, np.int64), level=np.zeros(0, np.int8),
-            )
-        return BoxSet(
-            features=np.concatenate(self.features), logits=np.concatenate(self.logits),
-            class_id=np.concatenate(self.class_id), level=np.concatenate(self.level),
-        )
+def stacked(parts: Sequence[Detections], feature_dim: int, num_classes: int) -> Detections:
+    """The boxes of many images as one `Detections` (crops left out: the report needs none)."""
+    parts = [p.with_meta(crops=None) for p in parts if len(p)]
+    return Detections.merge(parts) if parts else Detections.empty(num_classes, feature_dim)
 
 
 @dataclass
@@ -83,7 +54,7 @@ class IdResult:
     name: str
     images: int
     map: MapResult
-    tp: BoxArrays
+    tp: Detections  # the ID true positives at `conf`
     tp_boxes: int
     fp_boxes: int
     tp_lost: int | None  # ID true positives the filter flagged
@@ -94,7 +65,7 @@ class IdResult:
 class OodResult:
     name: str
     images: int
-    hallucinations: BoxArrays
+    hallucinations: Detections
     hallucination_count: int
     background_fp: int
     id_tp: int
@@ -134,7 +105,8 @@ def evaluate_id(
     gt = {**gt, "annotations": gt_annotations, "categories": model_categories}
     category_ids = [c["id"] for c in model_categories]
     rows: list[dict[str, Any]] = []
-    tp_arrays = BoxArrays()
+    tp_parts: list[Detections] = []
+    dims = (detector.feature_dim, len(detector.class_names))
     tp_total = fp_total = 0
     lost = 0
     gt_boxes = 0
@@ -151,14 +123,15 @@ def evaluate_id(
             tp_total += int(tp.sum())
             fp_total += int((~tp & ~ignored).sum())
             tp_dets = kept[tp]
-            tp_arrays.add(tp_dets)
+            tp_parts.append(tp_dets.with_meta(crops=None))
             if filters:
                 flagged = filters[0].apply(tp_dets).data["hallucination"]
                 lost += int(np.asarray(flagged).sum())
         advance(len(chunk))
     return IdResult(
         name=dataset.name, images=len(dataset), map=coco_map(gt, rows, list(detector.class_names)),
-        tp=tp_arrays, tp_boxes=tp_total, fp_boxes=fp_total, tp_lost=lost if filters else None, gt_boxes=gt_boxes,
+        tp=stacked(tp_parts, *dims), tp_boxes=tp_total, fp_boxes=fp_total, tp_lost=lost if filters else None,
+        gt_boxes=gt_boxes,
     )
 
 
@@ -168,7 +141,8 @@ def evaluate_ood(
 ) -> OodResult:
     ood_flags = ood_category_flags(dataset)
     to_model = model_class_ids(dataset.class_names, detector.class_names)
-    hallucinations = BoxArrays()
+    hallucination_parts: list[Detections] = []
+    dims = (detector.feature_dim, len(detector.class_names))
     count = background = id_tp = after = lost = 0
     audit: list[dict[str, Any]] = []
     worst: list[tuple[float, int, Worst]] = []
@@ -195,7 +169,7 @@ def evaluate_ood(
             else:
                 ghost = np.ones(len(dets), bool)
             ghosts = dets[ghost]
-            hallucinations.add(ghosts)
+            hallucination_parts.append(ghosts.with_meta(crops=None))
             for cls in record.class_ids[is_ood]:
                 objects_per_kind[kind_names[cls]] += 1
             # which OoD object (kind) each hallucination sits on, for per-kind figures; a looser
@@ -229,7 +203,8 @@ def evaluate_ood(
         advance(len(chunk))
     audit.sort(key=lambda a: -a["max_conf"])
     return OodResult(
-        name=dataset.name, images=len(dataset), hallucinations=hallucinations, hallucination_count=count,
+        name=dataset.name, images=len(dataset),
+        hallucinations=stacked(hallucination_parts, *dims), hallucination_count=count,
         background_fp=background, id_tp=id_tp, after_filter=after if filters else None,
         id_tp_lost=lost if filters else None, audit=audit, worst=[w for _, _, w in sorted(worst, reverse=True)],
         kinds=kind_names, kind_of_hallucination=np.concatenate(kind_of) if kind_of else np.zeros(0, np.int64),

@@ -1,6 +1,6 @@
 """Hallucination filter: box-level OOD scores, per-class thresholds, one filter file.
 
-    boxes   = BoxSet.from_detections(id_frames)             # features, logits, class, level
+    boxes   = Detections.merge(id_frames)                    # many frames' boxes as one set
     filt    = HallucinationFilter.fit("knn", boxes, class_names, detector.fingerprint())
     save_filter(filt, "street.filter.safetensors")
     filt    = load_filter("street.filter.safetensors")
@@ -11,7 +11,6 @@ Every score: higher = more in-distribution. Methods: `names()`; one module each 
 `pipeline.filter.scores`.
 """
 
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.calibrate import Calibration, ClassCalibration, calibrate
 from pipeline.filter.filter_file import FILTER_SUFFIX, load_filter, read_filter_header, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
@@ -20,7 +19,7 @@ from pipeline.filter.scorer import Scorer
 from pipeline.filter.splits import split_fit_calibration
 
 __all__ = [
-    "FILTER_SUFFIX", "BoxSet", "Calibration", "ClassCalibration", "HallucinationFilter", "Scorer",
+    "FILTER_SUFFIX", "Calibration", "ClassCalibration", "HallucinationFilter", "Scorer",
     "calibrate", "create", "load_filter", "names", "read_filter_header", "register", "save_filter",
     "scorer_class", "split_fit_calibration",
 ]

@@ -18,8 +18,7 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
-from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, offset_calibration
+from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, class_confidence, offset_calibration
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.splits import CalibrationBoxes, split_mask
@@ -41,7 +40,7 @@ def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Se
         if reference is None:
             raise GhostboxError("unlabelled calibration footage needs reference thresholds to trim hallucinations")
         keep = trim_tracks(scorer.score(boxes), calibration.track_ids,
-                           reference.thresholds_for(boxes.class_id, boxes.confidence))
+                           reference.thresholds_for(boxes.class_id, class_confidence(boxes)))
         notes["calibration_trimmed"] = {
             "boxes": int((~keep).sum()), "of": len(boxes),
             "tracks": int(len(np.unique(calibration.track_ids[~keep]))),
@@ -118,10 +117,10 @@ class HallucinationFilter:
                 f"D={self.feature_dim}, policy={self.policy!r})")
 
     @classmethod
-    def fit(cls, method: str, id_boxes: BoxSet, class_names: Sequence[str], fingerprint: dict[str, Any],
+    def fit(cls, method: str, id_boxes: Detections, class_names: Sequence[str], fingerprint: dict[str, Any],
             params: dict[str, Any] | None = None, tpr: float = 0.95, min_boxes: int = 20,
             calibration_fraction: float = 0.3, seed: int = 0, policy: str = "flag",
-            metadata: dict[str, Any] | None = None, outliers: BoxSet | None = None,
+            metadata: dict[str, Any] | None = None, outliers: Detections | None = None,
             groups: np.ndarray | None = None, group_kind: str = "images", track_ids: np.ndarray | None = None,
             calibration: CalibrationBoxes | None = None, conf_edges: Sequence[float] = CONF_EDGES,
             ) -> HallucinationFilter:
@@ -222,10 +221,10 @@ class HallucinationFilter:
             raise GhostboxError(f"detections' class names {list(dets.class_names)} differ from the filter's "
                                 f"{list(self.class_names)}")
 
-    def judge(self, boxes: BoxSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def judge(self, boxes: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(score float64, threshold float64, hallucination bool) per box."""
         scores = self.scorer.score(boxes)
-        thresholds = self.thresholds.thresholds_for(boxes.class_id, boxes.confidence)
+        thresholds = self.thresholds.thresholds_for(boxes.class_id, class_confidence(boxes))
         return scores, thresholds, scores < thresholds
 
     def apply(self, dets: Detections) -> Detections:
@@ -237,7 +236,7 @@ class HallucinationFilter:
         bad = (dets.class_id < 0) | (dets.class_id >= self.num_classes)
         if bad.any():
             raise GhostboxError(f"detections: class_id {int(dets.class_id[bad][0])} outside 0..{self.num_classes - 1}")
-        scores, thresholds, flags = self.judge(BoxSet(dets.box_features, dets.logits, dets.class_id, dets.level))
+        scores, thresholds, flags = self.judge(dets)
         out = dets.with_data(score=scores.astype(np.float32), threshold=thresholds.astype(np.float32),
                              hallucination=flags)
         return out[~flags] if self.policy == "drop" else out

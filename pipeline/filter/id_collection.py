@@ -24,7 +24,6 @@ import numpy as np
 from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.splits import CalibrationBoxes, time_blocks
 from pipeline.tracks import MIN_TRACK_FRAMES
 
@@ -35,7 +34,7 @@ _LABEL_FILES = ("labels.json", "instances.json", "data.yaml")
 
 @dataclass
 class IdBoxes:
-    boxes: BoxSet
+    boxes: Detections
     images: int
     labelled: bool
     description: str
@@ -172,8 +171,8 @@ def tracked_id_boxes(found: list[Detections], detector: Detector, what: str, con
                    f"frames in {seen} unlabelled frames", groups=frames[long_enough], track_ids=track_ids[long_enough])
 
 
-def _box_set(found: list[Detections], detector: Detector) -> BoxSet:
+def _box_set(found: list[Detections], detector: Detector) -> Detections:
     found = [d for d in found if len(d)]
     if not found:
-        return BoxSet.empty(detector.feature_dim, len(detector.class_names))
-    return BoxSet.from_detections(found)
+        return Detections.empty(len(detector.class_names), detector.feature_dim)
+    return Detections.merge(found)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.id_collection import detect_unlabelled, is_unlabelled_source
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float = 0.25,
                           max_images: int | None = None, advance: Callable[[int], None] = lambda n: None
-                          ) -> tuple[BoxSet, str]:
+                          ) -> tuple[Detections, str]:
     """(boxes, description) from every spec; raises when none of them yields a box."""
     found: list[Detections] = []
     parts = []
@@ -37,7 +36,7 @@ def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float 
     if not found:
         raise GhostboxError(f"outliers: the detector found no boxes at conf {conf} in {', '.join(specs)}; "
                             f"lower --outlier-conf or give more outlier images")
-    return BoxSet.from_detections(found), "outlier detections: " + "; ".join(parts)
+    return Detections.merge(found), "outlier detections: " + "; ".join(parts)
 
 
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,

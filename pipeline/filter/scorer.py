@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Scorer(ABC):
     def is_fitted(self) -> bool:
         return self.num_classes is not None
 
-    def fit(self, boxes: BoxSet, outliers: BoxSet | None = None) -> Scorer:
+    def fit(self, boxes: Detections, outliers: Detections | None = None) -> Scorer:
         """Fit on ID boxes (class_id = ID class label); returns self.
 
         `outliers` (boxes on non-ID objects) are read only by scorers with `needs_outliers`,
@@ -85,7 +85,7 @@ class Scorer(ABC):
             self._fit(boxes)
         return self
 
-    def score(self, boxes: BoxSet) -> np.ndarray:
+    def score(self, boxes: Detections) -> np.ndarray:
         """(N,) float64 scores, higher = more ID."""
         if not self.is_fitted:
             raise GhostboxError(f"{self.name}: scorer is not fitted; call fit() on ID boxes first")
@@ -129,13 +129,13 @@ class Scorer(ABC):
     # -- for subclasses ----------------------------------------------------------------
 
     @abstractmethod
-    def _fit(self, boxes: BoxSet) -> None: ...
+    def _fit(self, boxes: Detections) -> None: ...
 
-    def _fit_with_outliers(self, boxes: BoxSet, outliers: BoxSet) -> None:
+    def _fit_with_outliers(self, boxes: Detections, outliers: Detections) -> None:
         raise NotImplementedError(f"{self.name} declares needs_outliers but does not implement _fit_with_outliers")
 
     @abstractmethod
-    def _score(self, boxes: BoxSet) -> np.ndarray: ...
+    def _score(self, boxes: Detections) -> np.ndarray: ...
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return {}, {}

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 
 TIME_BLOCKS = 10  # blocks a video is cut into; ~30% of them calibrate
 
@@ -52,21 +52,21 @@ def group_split(groups: np.ndarray, calibration_fraction: float = 0.3,
 class CalibrationBoxes:
     """ID boxes that set the thresholds only, with the groups the held-out check keeps whole."""
 
-    boxes: BoxSet
+    boxes: Detections
     groups: np.ndarray            # (N,) image index or time block
     group_kind: str               # "images" or "time blocks"
     track_ids: np.ndarray | None  # (N,) unlabelled footage: tracks, trimmed against reference thresholds
     description: str = ""
 
 
-def split_fit_calibration(boxes: BoxSet, calibration_fraction: float = 0.3, seed: int = 0,
-                          groups: np.ndarray | None = None) -> tuple[BoxSet, BoxSet]:
+def split_fit_calibration(boxes: Detections, calibration_fraction: float = 0.3, seed: int = 0,
+                          groups: np.ndarray | None = None) -> tuple[Detections, Detections]:
     """(fit, calibration) boxes (`split_mask`)."""
     fit = split_mask(boxes, calibration_fraction, seed, groups)
     return boxes[fit], boxes[~fit]
 
 
-def split_mask(boxes: BoxSet, calibration_fraction: float = 0.3, seed: int = 0,
+def split_mask(boxes: Detections, calibration_fraction: float = 0.3, seed: int = 0,
                groups: np.ndarray | None = None) -> np.ndarray:
     """Fit mask; with `groups` whole groups go to one side, else a seeded per-class box split.
 

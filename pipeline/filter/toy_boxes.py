@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.filter.boxes import BoxSet
+from pipeline.detections import Detections
 
 
 @dataclass
@@ -48,22 +48,22 @@ class ToyBoxWorld:
                  + rng.normal(size=(n, self.feature_dim)) * self.noise)
         return feats, which
 
-    def _boxes(self, feats: np.ndarray, class_id: np.ndarray | None, rng: np.random.Generator) -> BoxSet:
+    def _boxes(self, feats: np.ndarray, class_id: np.ndarray | None, rng: np.random.Generator) -> Detections:
         level = rng.integers(0, self.num_levels, len(feats))
         feats32 = feats.astype(np.float32)
         logits = np.einsum("ncd,nd->nc", self.weights[level], feats32.astype(np.float64)) + self.biases[level]
         if class_id is None:
             class_id = logits.argmax(axis=1)
-        return BoxSet(feats32, logits.astype(np.float32), class_id, level.astype(np.int8))
+        return Detections.from_head(feats32, logits.astype(np.float32), class_id, level.astype(np.int8))
 
-    def id_boxes(self, n: int, seed: int = 1) -> BoxSet:
+    def id_boxes(self, n: int, seed: int = 1) -> Detections:
         """n ID boxes; class_id is the true class."""
         rng = np.random.default_rng(seed)
         feats, which = self._draw(self.centres, n, rng)
         return self._boxes(feats, which, rng)
 
     def ood_boxes(self, n: int, seed: int = 2, mode: str = "far", clusters: int = 3, distance: float = 1.0,
-                  sample_seed: int | None = None) -> BoxSet:
+                  sample_seed: int | None = None) -> Detections:
         """n OOD boxes from `clusters` new centres; class_id = argmax logit, as a detector reports.
 
         mode "far": centres drawn like the ID centres (unseen classes; the logits see them).

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer, require_arrays
 from pipeline.filter.scores.feature_math import l2_normalise
@@ -72,16 +72,16 @@ class AbeT(Scorer):
                          weight_decay=float(weight_decay), eps=float(eps), center=bool(center), seed=int(seed))
         self._head: Any = None  # the trained torch module, kept after fit (not persisted)
 
-    def _fit(self, boxes: BoxSet) -> None:
+    def _fit(self, boxes: Detections) -> None:
         import torch
 
         counts = boxes.class_counts()
         if np.count_nonzero(counts) < 2:
             log.warning("abet: the ID boxes hold %d class(es); the classifier has nothing to separate "
                         "and the learned temperature carries the score", np.count_nonzero(counts))
-        self.center = boxes.features.mean(axis=0).astype(np.float32) if self.params["center"] \
+        self.center = boxes.box_features.mean(axis=0).astype(np.float32) if self.params["center"] \
             else np.zeros(boxes.feature_dim, np.float32)
-        feats = torch.from_numpy(boxes.features - self.center)
+        feats = torch.from_numpy(boxes.box_features - self.center)
         labels = torch.from_numpy(boxes.class_id)
         p = self.params
         batch = min(p["batch_size"], len(boxes))
@@ -131,8 +131,8 @@ class AbeT(Scorer):
         self.final_loss = float(last_loss) if torch.isfinite(last_loss) else None
         return head
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
-        h = boxes.features.astype(np.float64) - self.center
+    def _score(self, boxes: Detections) -> np.ndarray:
+        h = boxes.box_features.astype(np.float64) - self.center
         t = 1.0 / (1.0 + np.exp(-(h @ self.temp_weight + self.temp_bias))) + self.params["eps"]
         cos = l2_normalise(h, np.float64) @ self.class_weight.T
         return logsumexp(cos / t[:, None])

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer, require_arrays
 
@@ -86,11 +86,12 @@ class BoxAbstraction(Scorer):
             raise GhostboxError(f"bam: min_class_boxes must be >= 1, got {min_class_boxes}")
         super().__init__(k=int(k), margin=float(margin), min_class_boxes=int(min_class_boxes), seed=int(seed))
 
-    def _fit(self, boxes: BoxSet) -> None:
+    def _fit(self, boxes: Detections) -> None:
         counts = boxes.class_counts()
         los, his, owners = [], [], []
         for c in np.flatnonzero(counts):
-            lo, hi = cluster_boxes(boxes.features[boxes.class_id == c], self.params["k"], self.params["seed"] + int(c))
+            lo, hi = cluster_boxes(boxes.box_features[boxes.class_id == c], self.params["k"],
+                                   self.params["seed"] + int(c))
             los.append(lo)
             his.append(hi)
             owners.append(np.full(len(lo), c, np.int64))
@@ -105,16 +106,16 @@ class BoxAbstraction(Scorer):
             log.warning("bam: classes %s have fewer than %d ID boxes (%s); they are scored against all classes' boxes",
                         fallback.tolist(), self.params["min_class_boxes"], counts[fallback].tolist())
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
+    def _score(self, boxes: Detections) -> np.ndarray:
         out = np.empty(len(boxes))
         cls = boxes.class_id
         use_all = ~self.own_class[cls]
         if use_all.any():
-            out[use_all] = -l1_box_distance(boxes.features[use_all], self.lo, self.hi).min(axis=1)
+            out[use_all] = -l1_box_distance(boxes.box_features[use_all], self.lo, self.hi).min(axis=1)
         for c in np.unique(cls[~use_all]):
             rows = (cls == c) & ~use_all
             mine = self.box_class == c
-            out[rows] = -l1_box_distance(boxes.features[rows], self.lo[mine], self.hi[mine]).min(axis=1)
+            out[rows] = -l1_box_distance(boxes.box_features[rows], self.lo[mine], self.hi[mine]).min(axis=1)
         return out
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

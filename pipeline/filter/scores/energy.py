@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.scores.logit_math import logsumexp
@@ -31,9 +31,9 @@ class Energy(Scorer):
             raise GhostboxError(f"energy: temperature must be > 0, got {temperature}")
         super().__init__(temperature=float(temperature))
 
-    def _fit(self, boxes: BoxSet) -> None:
+    def _fit(self, boxes: Detections) -> None:
         pass
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
+    def _score(self, boxes: Detections) -> np.ndarray:
         t = self.params["temperature"]
         return t * logsumexp(boxes.logits / t)

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import create, register, scorer_class
 from pipeline.filter.scorer import Scorer, require_arrays
 
@@ -90,10 +90,10 @@ class Fusion(Scorer):
         for member in self.members:
             member.check_dims(feature_dim, num_classes)
 
-    def _fit(self, boxes: BoxSet) -> None:
+    def _fit(self, boxes: Detections) -> None:
         self._fit_with_outliers(boxes, None)
 
-    def _fit_with_outliers(self, boxes: BoxSet, outliers: BoxSet | None) -> None:
+    def _fit_with_outliers(self, boxes: Detections, outliers: Detections | None) -> None:
         fraction = self.params["reference_fraction"]
         n_ref = int(round(len(boxes) * fraction))
         if fraction > 0 and (n_ref < 1 or len(boxes) - n_ref < 1):
@@ -114,11 +114,11 @@ class Fusion(Scorer):
             self.tables.append({"values": values, "cdf": cdf, "mean": float(ref.mean()),
                                 "std": std if std > 0 else 1.0})
 
-    def member_scores(self, boxes: BoxSet) -> np.ndarray:
+    def member_scores(self, boxes: Detections) -> np.ndarray:
         """(N, members) raw scores of each member."""
         return np.stack([m.score(boxes) for m in self.members], axis=1)
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
+    def _score(self, boxes: Detections) -> np.ndarray:
         raw = self.member_scores(boxes)
         mapped = np.empty_like(raw)
         for j, table in enumerate(self.tables):

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer, require_arrays
 from pipeline.filter.scores.feature_math import l2_normalise
@@ -120,8 +120,8 @@ class KNN(Scorer):
 
     # -- fitting -----------------------------------------------------------------------
 
-    def _fit(self, boxes: BoxSet) -> None:
-        feats = boxes.features
+    def _fit(self, boxes: Detections) -> None:
+        feats = boxes.box_features
         bank_size = self.params["bank_size"]
         if bank_size is not None and len(feats) > bank_size:
             rng = np.random.default_rng(self.params["seed"])
@@ -238,8 +238,8 @@ class KNN(Scorer):
         finally:
             faiss.omp_set_num_threads(before)
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
-        return -self.kth_distance(boxes.features)
+    def _score(self, boxes: Detections) -> np.ndarray:
+        return -self.kth_distance(boxes.box_features)
 
     # -- state -------------------------------------------------------------------------
 

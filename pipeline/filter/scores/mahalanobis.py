@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer, require_arrays
 from pipeline.filter.scores.feature_math import l2_normalise
@@ -83,8 +83,8 @@ class Mahalanobis(Scorer):
             return l2_normalise(features, np.float64)
         return features.astype(np.float64)
 
-    def _fit(self, boxes: BoxSet) -> None:
-        h = self._prepare(boxes.features)
+    def _fit(self, boxes: Detections) -> None:
+        h = self._prepare(boxes.box_features)
         counts = boxes.class_counts()
         classes = np.flatnonzero(counts)
         absent = np.flatnonzero(counts == 0)
@@ -126,8 +126,8 @@ class Mahalanobis(Scorer):
         self.classes = classes.astype(np.int64)
         self.means = means[classes]
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
-        h = self._prepare(boxes.features)
+    def _score(self, boxes: Detections) -> np.ndarray:
+        h = self._prepare(boxes.box_features)
         # Centre on the mean of the means first: keeps the expanded squared distance exact-ish.
         centre = self.means.mean(axis=0)
         mw = (self.means - centre) @ self.whiten

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.filter.boxes import BoxSet
+from pipeline.detections import Detections
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer
 
@@ -28,8 +28,8 @@ class MaxLogit(Scorer):
     def __init__(self) -> None:
         super().__init__()
 
-    def _fit(self, boxes: BoxSet) -> None:
+    def _fit(self, boxes: Detections) -> None:
         pass
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
+    def _score(self, boxes: Detections) -> np.ndarray:
         return boxes.logits.max(axis=1).astype(np.float64)

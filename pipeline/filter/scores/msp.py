@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.scores.logit_math import max_softmax
@@ -32,8 +32,8 @@ class MaxSoftmax(Scorer):
             raise GhostboxError(f"msp: temperature must be > 0, got {temperature}")
         super().__init__(temperature=float(temperature))
 
-    def _fit(self, boxes: BoxSet) -> None:
+    def _fit(self, boxes: Detections) -> None:
         pass
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
+    def _score(self, boxes: Detections) -> np.ndarray:
         return max_softmax(boxes.logits / self.params["temperature"])

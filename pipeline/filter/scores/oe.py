@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer, require_arrays
 from pipeline.filter.scores.logit_math import logsumexp
@@ -38,9 +38,9 @@ L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3)
 CV_FOLDS = 3
 
 
-def _inputs(boxes: BoxSet) -> np.ndarray:
+def _inputs(boxes: Detections) -> np.ndarray:
     energy = logsumexp(boxes.logits.astype(np.float64), axis=1)
-    return np.hstack([boxes.features.astype(np.float64), energy[:, None] / 10.0])
+    return np.hstack([boxes.box_features.astype(np.float64), energy[:, None] / 10.0])
 
 
 @register
@@ -66,10 +66,10 @@ class OutlierExposure(Scorer):
         super().__init__(hidden=int(hidden), l2=l2, standardize=bool(standardize), max_iter=int(max_iter),
                          seed=int(seed))
 
-    def _fit(self, boxes: BoxSet) -> None:  # pragma: no cover - Scorer.fit routes to _fit_with_outliers
+    def _fit(self, boxes: Detections) -> None:  # pragma: no cover - Scorer.fit routes to _fit_with_outliers
         raise GhostboxError("oe: needs outlier boxes to fit")
 
-    def _fit_with_outliers(self, boxes: BoxSet, outliers: BoxSet) -> None:
+    def _fit_with_outliers(self, boxes: Detections, outliers: Detections) -> None:
         x = np.vstack([_inputs(boxes), _inputs(outliers)])
         y = np.r_[np.ones(len(boxes)), np.zeros(len(outliers))]
         l2 = self.params["l2"]
@@ -151,7 +151,7 @@ class OutlierExposure(Scorer):
                 h = np.maximum(h, 0.0)
         return h[:, 0]
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
+    def _score(self, boxes: Detections) -> np.ndarray:
         return self._forward((_inputs(boxes) - self.mean) / self.scale)
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

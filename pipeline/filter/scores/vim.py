@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.boxes import BoxSet
 from pipeline.filter.registry import register
 from pipeline.filter.scorer import Scorer, require_arrays
 from pipeline.filter.scores.logit_math import logsumexp
@@ -98,12 +98,12 @@ class ViM(Scorer):
                 log.warning("vim (%s): ID features have no residual outside the principal subspace; alpha = 0", label)
         return {"origin": origin, "null": null, "alpha": float(alpha), "rel_resid": rel_resid}
 
-    def _fit(self, boxes: BoxSet) -> None:
+    def _fit(self, boxes: Detections) -> None:
         d = boxes.feature_dim
         dim = self.params["dim"] if self.params["dim"] is not None else d // 2
         if not 1 <= dim < d:
             raise GhostboxError(f"vim: principal subspace dim must be in 1..{d - 1} for D={d}, got {dim}")
-        h = boxes.features.astype(np.float64)
+        h = boxes.box_features.astype(np.float64)
         z = boxes.logits.astype(np.float64)
         levels, counts = np.unique(boxes.level, return_counts=True)
         models, level_model, pooled_levels = [], {}, []
@@ -134,13 +134,13 @@ class ViM(Scorer):
         self.logit_fit_residual = [m["rel_resid"] for m in models]
         self.dim_used = dim
 
-    def _score(self, boxes: BoxSet) -> np.ndarray:
+    def _score(self, boxes: Detections) -> np.ndarray:
         pooled = len(self.alpha) - 1
         lv = boxes.level.astype(np.int64)
         known = lv < len(self.level_model)  # levels never seen at fit use the pooled model
         model = np.where(known, self.level_model[np.minimum(lv, len(self.level_model) - 1)], pooled)
         energy = logsumexp(boxes.logits)
-        h = boxes.features.astype(np.float64)
+        h = boxes.box_features.astype(np.float64)
         resid = np.empty(len(h))
         for m in np.unique(model):
             rows = model == m
