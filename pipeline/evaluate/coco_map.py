@@ -39,7 +39,7 @@ def detections_to_coco(image_id: int, xyxy: np.ndarray, scores: np.ndarray, clas
 
 def coco_map(ground_truth: dict[str, Any], detections: list[dict[str, Any]], class_names: list[str]) -> MapResult:
     """mAP of `detections` (COCO result rows, bbox xywh) against a COCO ground-truth dict."""
-    from faster_coco_eval import COCO, COCOeval_faster
+    from faster_coco_eval import COCO, COCOeval_faster  # imported when used: only eval computes mAP
 
     categories = ground_truth["categories"]
     gt_counts = {c["id"]: 0 for c in categories}

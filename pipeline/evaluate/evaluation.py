@@ -14,6 +14,7 @@ from pipeline.errors import GhostboxError
 from pipeline.evaluate import plots
 from pipeline.evaluate.report import build_report, write_json, write_markdown
 from pipeline.evaluate.runner import evaluate_id, evaluate_ood
+from pipeline.filter.registry import create
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def load_sets(detector: Detector, id_spec: str, ood_specs: list[str],
 
 
 def _scorers(settings: EvalSettings, filters: list[Any], id_boxes: Any) -> dict[str, Any]:
-    from pipeline.filter.registry import create
-
     scorers: dict[str, Any] = {}
     for name in settings.scores:
         if name not in LOGIT_SCORES:

@@ -13,7 +13,7 @@ from pipeline.evaluate.runner import Worst
 
 
 def _pyplot():  # noqa: ANN202
-    import matplotlib
+    import matplotlib  # imported when used: matplotlib is slow to import and only plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -262,7 +262,7 @@ def calibrate(scorer: Scorer, boxes: Detections, tpr: float = 0.95, min_boxes: i
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Exact binomial confidence interval for k successes in n trials."""
-    from scipy.stats import beta
+    from scipy.stats import beta  # imported when used: scipy.stats is slow to import
 
     if n <= 0:
         return 0.0, 1.0

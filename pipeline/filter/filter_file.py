@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
+import pipeline
 from pipeline.detect.config import DetectorConfig, box_features_for
 from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import Calibration
@@ -45,9 +48,7 @@ METADATA_KEY = "ghostbox_filter"
 
 def save_filter(filt: HallucinationFilter, path: str | Path) -> Path:
     """Write the filter to one safetensors file (atomically: a temp file, then rename)."""
-    from safetensors.numpy import save_file
 
-    import pipeline
 
     path = Path(path)
     arrays, scorer_json = filt.scorer.get_state()
@@ -114,8 +115,6 @@ def with_filter_features(config: DetectorConfig, filters: Sequence[str | Path]) 
 
 
 def _read(path: Path, arrays: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    from safetensors import safe_open
-
     if not path.is_file():
         raise GhostboxError(f"{path}: no such filter file")
     try:

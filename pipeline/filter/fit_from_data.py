@@ -7,22 +7,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import load_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
+from pipeline.filter.outlier_collection import collect_outlier_boxes
 from pipeline.filter.registry import create, names
 from pipeline.tracks import MIN_TRACK_FRAMES
 
 
 def parse_params(text: str, flag: str = "--params") -> dict[str, Any]:
     """A JSON object from the command line, or GhostboxError naming the flag."""
-    import json
 
     try:
         params = json.loads(text)
@@ -87,8 +90,6 @@ class _NoBar:
 
 def _collect(detector: Detector, spec: str, label: str, progress: Callable[[str], Any] | None,
              unlabelled_conf: float | None, max_images: int | None, min_track_frames: int) -> IdBoxes:
-    from contextlib import nullcontext
-
     bar = progress or (lambda label: nullcontext(_NoBar()))
     with bar(label) as b:
         return collect_id_boxes(detector, spec, conf=detector.config.conf, unlabelled_conf=unlabelled_conf,
@@ -105,7 +106,6 @@ def _calibrated_at(detector: Detector, unlabelled_conf: float | None) -> dict[st
 def fit_filter(detector: Detector, request: FitRequest,
                progress: Callable[[str], Any] | None = None) -> tuple[HallucinationFilter, list[str]]:
     """Collect ID (and outlier) boxes with `detector`, fit and calibrate; returns (filter, notes)."""
-    from contextlib import nullcontext
 
     request.check()
     bar = progress or (lambda label: nullcontext(_NoBar()))
@@ -122,8 +122,6 @@ def fit_filter(detector: Detector, request: FitRequest,
         notes.append(f"calibration set: {calibration.description}")
     outliers = None
     if request.needs_outliers:
-        from pipeline.filter.outlier_collection import collect_outlier_boxes
-
         outlier_conf = detector.config.conf if request.outlier_conf is None else request.outlier_conf
         with bar("outlier boxes") as b:
             outliers, text = collect_outlier_boxes(detector, request.outliers, conf=outlier_conf,
@@ -148,7 +146,6 @@ def recalibrate_filter(detector: Detector, path: str, spec: str, tpr: float | No
                        max_images: int | None = None, unlabelled_conf: float | None = None,
                        progress: Callable[[str], Any] | None = None) -> tuple[HallucinationFilter, list[str]]:
     """New thresholds for the filter file at `path` from the ID data `spec` (labelled, or a camera's footage)."""
-    from pipeline.filter.filter_file import load_filter
 
     old = load_filter(path)
     old.check_detector(detector.fingerprint())

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data import image_batches, parse_dataset_spec
 from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.splits import CalibrationBoxes, time_blocks
-from pipeline.tracks import MIN_TRACK_FRAMES
+from pipeline.matching import match_true_positives, model_class_ids
+from pipeline.sources.media_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, iter_frames
+from pipeline.tracks import MIN_TRACK_FRAMES, track_sequence
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,6 @@ class IdBoxes:
 
 def is_unlabelled_source(spec: str) -> bool:
     """A video, an image, a glob, or a folder of images without a label file."""
-    from pipeline.sources.media_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     if any(ch in spec for ch in "*?["):
         return True
@@ -85,9 +87,6 @@ def collect_id_boxes(
 
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
               advance: Callable[[int], None]) -> IdBoxes:
-    from pipeline.data import image_batches, parse_dataset_spec
-    from pipeline.matching import match_true_positives, model_class_ids
-
     dataset = parse_dataset_spec(spec, class_names=list(detector.class_names))
     if max_images is not None and len(dataset) > max_images:
         dataset = dataset.select(np.arange(max_images))
@@ -116,7 +115,6 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
 def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
                       advance: Callable[[int], None]) -> tuple[list[Detections], int]:
     """(detections per frame, frames read) for a video, image, glob or folder of images."""
-    from pipeline.sources.media_files import iter_frames
 
     found: list[Detections] = []
     frames: list[np.ndarray] = []
@@ -145,7 +143,6 @@ def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | No
 def tracked_id_boxes(found: list[Detections], detector: Detector, what: str, conf: float,
                      min_track_frames: int = MIN_TRACK_FRAMES) -> IdBoxes:
     """The boxes of one source's frames (in order) that ByteTrack follows for >= `min_track_frames` frames."""
-    from pipeline.tracks import track_sequence
 
     seen = len(found)
     total = sum(len(d) for d in found)

@@ -13,10 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
+from pipeline.data import image_batches, parse_dataset_spec
 from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.id_collection import detect_unlabelled, is_unlabelled_source
+from pipeline.matching import best_match, model_class_ids
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,6 @@ def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float 
 
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
               advance: Callable[[int], None]) -> tuple[list[Detections], int]:
-    import numpy as np
-
-    from pipeline.data import image_batches, parse_dataset_spec
-    from pipeline.matching import best_match, model_class_ids
-
     dataset = parse_dataset_spec(spec)
     if len(dataset) == 0:
         raise GhostboxError(f"outliers '{spec}': no images")

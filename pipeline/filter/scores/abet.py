@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def _build_head(feature_dim: int, num_classes: int) -> Any:
-    import torch
+    import torch  # imported when used: a filter stage scoring other methods needs no torch
     from torch import nn
 
     class AbetHead(nn.Module):

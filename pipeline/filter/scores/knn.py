@@ -52,7 +52,7 @@ _MAX_DISTANCES = 1 << 22  # distances held at once by the numpy search (16 MiB o
 
 def faiss_available() -> bool:
     try:
-        import faiss  # noqa: F401
+        import faiss  # noqa: F401  # optional: exact numpy search without it
     except ImportError:
         return False
     return True

@@ -106,7 +106,7 @@ class OutlierExposure(Scorer):
         return best
 
     def _train(self, x: np.ndarray, y: np.ndarray, l2: float) -> None:
-        import torch
+        import torch  # imported when used: scoring is numpy; only fitting trains with torch
 
         n_id, n_out = int((y == 1).sum()), int((y == 0).sum())
         if self.params["standardize"]:
