@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pipeline.box_geometry import cut
 from pipeline.detect.config import DetectorConfig, box_features_for  # noqa: F401 - re-exported
 from pipeline.detect.model_source import resolve_model
+from pipeline.detect.torch_backend import TorchBackend
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.ultralytics_env import import_ultralytics
@@ -61,13 +63,7 @@ def validate_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def cut_crops(frame: np.ndarray, xyxy: np.ndarray) -> list[np.ndarray]:
-    height, width = frame.shape[:2]
-    crops = []
-    for x1, y1, x2, y2 in xyxy:
-        left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
-        right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
-        crops.append(np.ascontiguousarray(frame[top:bottom, left:right]))
-    return crops
+    return [np.ascontiguousarray(cut(frame, box)) for box in xyxy]
 
 
 class Detector:
@@ -84,6 +80,8 @@ class Detector:
         elif overrides:
             config = config.model_copy(update=overrides)
         self.config = config
+        # Ultralytics (here and in the methods below) only once a detector is built, and only after
+        # import_ultralytics() has set up its offline environment; importing this module stays light
         import_ultralytics()
         from ultralytics.utils.checks import check_imgsz
 
@@ -94,7 +92,7 @@ class Detector:
             log.warning("half precision needs a CUDA device; running in float32 on %s", device)
             half = False
         if source.kind == "onnx":
-            from pipeline.detect.onnx_backend import OnnxBackend
+            from pipeline.detect.onnx_backend import OnnxBackend  # onnxruntime: optional, for ONNX models only
 
             if half:
                 log.warning("ONNX models run in the precision they were exported in (float32)")
@@ -103,8 +101,6 @@ class Detector:
                 log.info("the ONNX model's head was fixed at export time; --end2end is ignored")
             self.backend = OnnxBackend(source, device)
         else:
-            from pipeline.detect.torch_backend import TorchBackend
-
             self.backend = TorchBackend(
                 source, device, half=half, end2end=config.end2end, max_det=config.max_det,
                 agnostic_nms=config.agnostic_nms,
@@ -170,7 +166,7 @@ class Detector:
 
     def _roi_features(self, head_features: torch.Tensor, maps: Sequence[torch.Tensor], b: int,
                       boxes: torch.Tensor) -> np.ndarray:
-        from torchvision.ops import roi_align
+        from torchvision.ops import roi_align  # box_features="head+roi" only
 
         rois = torch.cat([torch.zeros(len(boxes), 1, device=boxes.device), boxes.float()], 1)
         blocks = [torch.nn.functional.normalize(head_features.float(), dim=1)]

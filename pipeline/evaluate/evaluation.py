@@ -12,9 +12,10 @@ from pipeline.data import Dataset, exclude_images, parse_dataset_spec
 from pipeline.detect.detector import Detector
 from pipeline.errors import GhostboxError
 from pipeline.evaluate import plots
-from pipeline.evaluate.report import build_report, write_json, write_markdown
+from pipeline.evaluate.report import build_report, write_markdown
 from pipeline.evaluate.runner import evaluate_id, evaluate_ood
 from pipeline.filter.registry import create
+from pipeline.json_files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,6 @@ def run_evaluation(
         pictures += plots.worst_grid(worst[: settings.worst_k], out)
     report["settings"]["seconds"] = round(time.perf_counter() - started, 1)
     report["plots"] = pictures
-    write_json(report, out / "report.json")
+    write_json(out / "report.json", report)
     write_markdown(report, out / "report.md", pictures)
     return report

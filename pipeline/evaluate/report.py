@@ -1,8 +1,7 @@
-"""Assemble `report.json` and `report.md` from the evaluation results (schema in README)."""
+"""Assemble `report.json` and `report.md` from the evaluation results (schema in docs/datasets-and-eval.md)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.evaluate.runner import IdResult, OodResult
+from pipeline.filter.ood_metrics import aupr_in, aupr_out, auroc, fpr_at_tpr
 
 ScoreFn = Callable[[Any], np.ndarray]  # Detections -> scores, higher = more ID
 
@@ -19,8 +19,6 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 def score_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float | None]:
-    from pipeline.filter.ood_metrics import aupr_in, aupr_out, auroc, fpr_at_tpr
-
     if len(id_scores) == 0 or len(ood_scores) == 0:
         return {"fpr95": None, "auroc": None, "aupr_in": None, "aupr_out": None, "id_boxes": len(id_scores),
                 "ood_boxes": len(ood_scores)}
@@ -101,10 +99,6 @@ def build_report(
             "audit": result.audit,
         }
     return report, raw
-
-
-def write_json(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
 def _fmt(value: Any, pct: bool = False) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.box_geometry import cut
 from pipeline.detections import Detections
 from pipeline.sinks.free_space import free_space_note, full_disk_note
 from pipeline.sinks.jsonl import LineFile
@@ -59,7 +60,7 @@ class CropArchive:
         labels = dets.labels
         for i in np.flatnonzero(flagged):
             crop = (dets.crops[i] if dets.crops is not None
-                    else (_cut(image, dets.xyxy[i]) if image is not None else None))
+                    else (cut(image, dets.xyxy[i]) if image is not None else None))
             if crop is None or crop.size == 0:
                 continue
             name = f"{seq:07d}_{i:03d}.jpg"
@@ -95,11 +96,3 @@ class CropArchive:
         if counts is None or not counts.failed:
             return ""
         return f"flagged/{safe_name(source)}: {counts.failed} crops not written ({counts.error})"
-
-
-def _cut(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    height, width = image.shape[:2]
-    x1, y1, x2, y2 = box
-    left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
-    right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
-    return image[top:bottom, left:right]

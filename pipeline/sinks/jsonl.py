@@ -1,4 +1,4 @@
-"""Per-frame JSON lines (schema in README, "detections.jsonl"), written as whole lines only.
+"""Per-frame JSON lines (schema in docs/detect.md, "detections.jsonl"), written as whole lines only.
 
 `LineFile` is the one way JSONL gets written (`ghostbox detect` and the stream sinks): lines
 are batched in memory and written with `os.write` on an unbuffered descriptor, so the file

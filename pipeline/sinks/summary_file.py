@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.json_files import replace_text
 from pipeline.sinks.free_space import free_space_note
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,9 @@ class SummaryFile:
         text = json.dumps(summary, indent=2)
         while True:
             try:
-                with open(self.tmp, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-                self.tmp.replace(self.path)
+                replace_text(self.path, text, self.tmp)
                 return True
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    self.tmp.unlink()
                 if final and exc.errno in _FULL:
                     if self.drop_reserve():
                         log.warning("%s: disk full; using the space set aside for it", self.path)

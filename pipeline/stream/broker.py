@@ -39,9 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import zmq
 
+from pipeline.detections import Detections
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig
 from pipeline.stream.shell import StageShell
@@ -470,14 +470,12 @@ def error_result(pending: Pending, error: str) -> list[Any]:
     """A zero-box detections message for a frame that could not be processed."""
     frame = pending.frame
     size = frame.header.get("image_size") or [0, 0]
-    empty = [P.raw_part("xyxy", np.zeros((0, 4), np.float32)), P.raw_part("confidence", np.zeros(0, np.float32)),
-             P.raw_part("class_id", np.zeros(0, np.int64)), P.raw_part("logits", np.zeros((0, 0), np.float32)),
-             P.raw_part("box_features", np.zeros((0, 0), np.float32)), P.raw_part("level", np.zeros(0, np.int8))]
+    # the wire's own encoding of an empty Detections: every part a detections message has, none forgotten
+    boxes, empty = P.detections_parts(Detections.empty(0, 0, image_size=tuple(size)), crops="none")
     fields = {name: frame.header[name] for name in ("frame", "origin", "epoch", "dropped", "fps")
               if name in frame.header}
-    return P.encode(P.DETECTIONS, pending.source, empty, seq=pending.seq, class_names=[], image_size=list(size),
-                    crops="none", error=error[:500], attempts=pending.attempts,
-                    t={**frame.header["t"], "broker_out": time.time()}, **fields)
+    return P.encode(P.DETECTIONS, pending.source, empty, seq=pending.seq, **boxes, error=error[:500],
+                    attempts=pending.attempts, t={**frame.header["t"], "broker_out": time.time()}, **fields)
 
 
 class BrokerStage(StageShell):

@@ -23,25 +23,22 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import synth
+from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME, default_model
 from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import FILTER_SUFFIX
+from pipeline.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
+from pipeline.stream.sources import parse_synth_uri
 
 log = logging.getLogger(__name__)
 
 
 def default_filter() -> Path | None:
     """The bundled filter for the bundled model, when the package ships one."""
-    import pipeline.bundled as bundled
-
-    finder = getattr(bundled, "default_filter", None)
-    if finder is not None:
-        path = Path(finder())
-        return path if path.is_file() else None
-    from pipeline.filter.filter_file import FILTER_SUFFIX
-
-    named = bundled.ASSETS / "filters" / f"{bundled.DEFAULT_MODEL_NAME}{FILTER_SUFFIX}"
+    named = ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}"
     if named.is_file():
         return named
-    found = sorted((bundled.ASSETS / "filters").glob(f"*{FILTER_SUFFIX}"))
+    found = sorted((ASSETS / "filters").glob(f"*{FILTER_SUFFIX}"))
     return found[0] if found else None
 
 
@@ -49,8 +46,6 @@ def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mo
                 model: str | None = None, filter_path: str | None = None, imgsz: int | None = None,
                 metrics_port: int | None = None, video: bool = True, batch: int | None = None) -> dict[str, Any]:
     """The demo graph as a config mapping (validated by the caller like any other)."""
-    from pipeline.bundled import default_model
-
     bundled_model = model is None or Path(model).resolve() == default_model().resolve()
     if filter_path is None and bundled_model:  # the bundled filter fits the bundled model only
         found = default_filter()
@@ -75,11 +70,7 @@ def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mo
 
 def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[str, Any]:
     """Count caught hallucinations and wrongly flagged ID detections in a demo's JSONL."""
-    from pipeline.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
-    from pipeline.stream.sources import parse_synth_uri
-    from pipeline.synth import WorldConfig, render_stream_frame
-
-    world = WorldConfig(**parse_synth_uri(uri))
+    world = synth.WorldConfig(**parse_synth_uri(uri))
     counts = {"frames": 0, "detections": 0, "hallucinations": 0, "caught": 0, "id_detections": 0,
               "wrongly_flagged": 0, "id_partial": 0, "id_partial_flagged": 0, "background": 0,
               "background_flagged": 0, "flagged": 0}
@@ -89,7 +80,7 @@ def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[s
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             record = json.loads(line)
-            _, truth = render_stream_frame(world, int(record["frame"]))
+            _, truth = synth.render_stream_frame(world, int(record["frame"]))
             boxes = record["boxes"]
             det = np.array([b["xyxy"] for b in boxes], np.float32).reshape(-1, 4)
             visible = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)

@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import zmq
 
+from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import read_filter_header, with_filter_features
+from pipeline.filter.hallucination_filter import check_calibrated_conf, fingerprint_differences
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig
 from pipeline.stream.endpoints import leaves_machine
@@ -40,10 +43,6 @@ log = logging.getLogger(__name__)
 def check_filter_matches(path: str, fingerprint: dict[str, Any], conf: float | None = None) -> None:
     """Fail at start, not at the first frame, when the filter was fitted for another detector,
     or calibrated on boxes above the confidence this detector reports."""
-    from pipeline.errors import GhostboxError
-    from pipeline.filter.filter_file import read_filter_header
-    from pipeline.filter.hallucination_filter import check_calibrated_conf, fingerprint_differences
-
     header = read_filter_header(path)
     diffs = fingerprint_differences(header.get("fingerprint", {}), fingerprint)
     if diffs:
@@ -145,13 +144,15 @@ class _Compute(threading.Thread):
 class WorkerStage(StageShell):
     def __init__(self, graph: GraphConfig, index: int, parent_pid: int | None = None) -> None:
         super().__init__(graph, f"worker:{index}", parent_pid)
+        # torch (and the detector, built on it): loaded by the worker that runs it, not by whoever imports
+        # this module (the broker tests use DetectorCore with a fake detector)
+        import torch
+
         from pipeline.detect.detector import Detector
-        from pipeline.filter.filter_file import with_filter_features
 
         cfg = graph.workers
         self.index = index
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.count)
-        import torch
 
         torch.set_num_threads(threads)
         self.detector = Detector(with_filter_features(graph.detector, [graph.filter.path] if graph.filter.path else []))

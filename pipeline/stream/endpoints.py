@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from pipeline.errors import GhostboxError
 from pipeline.stream.security import PeerAuth
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,5 @@ def open_socket(ctx: zmq.Context, kind: int, url: str, bind: bool, auth: PeerAut
             sock.connect(target)
     except zmq.ZMQError as exc:
         sock.close(0)
-        from pipeline.errors import GhostboxError
-
         raise GhostboxError(f"endpoint '{target}': cannot {'bind' if bind else 'connect'} ({exc})") from exc
     return sock

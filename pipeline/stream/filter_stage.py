@@ -28,6 +28,7 @@ import zmq
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.drift import DriftMonitor, DriftState
+from pipeline.filter.filter_file import load_filter
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig
 from pipeline.stream.shell import StageShell
@@ -50,8 +51,6 @@ class FilterCore:
     def from_path(cls, path: str | None) -> FilterCore:
         if not path:
             return cls(None)
-        from pipeline.filter.filter_file import load_filter
-
         return cls(load_filter(path))
 
     def check_detector(self, fingerprint: dict[str, Any] | None) -> None:
@@ -78,7 +77,7 @@ class FilterCore:
             self._alarmed.add(source)
             log.warning("source %s: scores have drifted from the filter's calibration (PSI %.2f > %.2f over the last "
                         "%d boxes, %.1f%% flagged); re-calibrate for this camera from its own frames "
-                        "(README: Calibrating for your camera)", source, state.psi, self.drift.alarm, state.boxes,
+                        "(see docs/filters.md)", source, state.psi, self.drift.alarm, state.boxes,
                         100 * state.flag_rate)
         elif not state.alarm and source in self._alarmed and state.psi is not None:
             self._alarmed.discard(source)

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from pipeline.errors import GhostboxError
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -111,8 +113,6 @@ class StageMetrics:
             try:
                 start_http_server(port, addr=host, registry=r)
             except OSError as exc:
-                from pipeline.errors import GhostboxError
-
                 raise GhostboxError(f"metrics: cannot serve on {host}:{port} ({exc})") from exc
 
     def _child(self, family: Any, *labels: str) -> Any:

@@ -10,7 +10,6 @@ stage outlives `ghostbox run`, even one killed with SIGKILL.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,7 +18,9 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from pipeline.json_files import write_json
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, progress_file
 from pipeline.stream.endpoints import open_socket, parse_url
@@ -87,10 +88,8 @@ class StageShell:
         self._progress_written_at = now
         try:
             self._progress_path.parent.mkdir(mode=0o700, exist_ok=True)
-            tmp = self._progress_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**self._progress_counts, "bad": self.bad.total, "refused": self.refused,
-                                       "pid": os.getpid(), "t": time.time()}))
-            tmp.replace(self._progress_path)
+            write_json(self._progress_path, {**self._progress_counts, "bad": self.bad.total, "refused": self.refused,
+                                             "pid": os.getpid(), "t": time.time()}, indent=None, newline=False)
         except OSError as exc:  # the supervisor then only sees the process, not its counters
             log.debug("progress file %s: %s", self._progress_path, exc)
 
@@ -124,8 +123,6 @@ class StageShell:
         return sock
 
     def _poll_monitors(self) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
         for _, monitor, target in self._monitors:
             while monitor.poll(0):
                 try:

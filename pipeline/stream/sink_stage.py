@@ -46,7 +46,9 @@ import zmq
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import read_filter_header
 from pipeline.sinks import video_file
+from pipeline.sinks.annotate import annotate
 from pipeline.sinks.crop_archive import CropArchive
 from pipeline.sinks.jsonl import LineFile
 from pipeline.sinks.source_names import safe_name
@@ -296,8 +298,6 @@ class SinkCore:
     # -- videos ---------------------------------------------------------------------------------
 
     def _video(self, item: Delivered, dets: Detections, image: np.ndarray) -> None:
-        from pipeline.sinks.annotate import annotate
-
         self._feed(self._videos, item, annotate(image, dets), "annotated", ".mp4", "mp4v")
 
     def _clip_wanted(self, source: str) -> bool:
@@ -588,9 +588,7 @@ def filter_policy(path: str | None) -> str | None:
     """The policy of the filter file named in the graph: the only source the sink takes it from."""
     if not path:
         return None
-    from pipeline.filter.filter_file import read_filter_header  # the header only: no arrays, no torch
-
-    try:
+    try:  # the header only: no arrays, no torch
         return str(read_filter_header(path).get("policy") or "flag")
     except GhostboxError as exc:
         # e.g. a sink on another machine without the file: keep every box (flagged ones marked) rather than guess

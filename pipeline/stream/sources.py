@@ -25,20 +25,19 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import zmq
 
 from pipeline.errors import GhostboxError
+from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames, iter_frames
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SourceConfig
 from pipeline.stream.endpoints import leaves_machine
 from pipeline.stream.shell import StageShell
-
-if TYPE_CHECKING:
-    from pipeline.sources.media_files import MediaReport
+from pipeline.synth import WorldConfig, render_stream_frame
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,6 @@ class FrameReader(Protocol):
 
 def check_file_source(uri: str) -> None:
     """Raise GhostboxError now if a file/folder/glob source names nothing readable."""
-    from pipeline.sources.media_files import count_frames
-
     count_frames([uri])
 
 
@@ -87,8 +84,6 @@ class FileReader:
     live = False
 
     def __init__(self, uri: str, loop: bool = False) -> None:
-        from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames
-
         self.expected = count_frames([uri])  # raises GhostboxError if the source names nothing readable
         self.report = MediaReport()
         self._passes = 0
@@ -102,8 +97,6 @@ class FileReader:
         self._frames = self._open()
 
     def _open(self) -> Iterator[Any]:
-        from pipeline.sources.media_files import MediaReport, iter_frames
-
         self._passes += 1
         return iter_frames([self.uri], self.report if self._passes == 1 else MediaReport())
 
@@ -124,8 +117,6 @@ class FileReader:
 
 def parse_synth_uri(uri: str) -> dict[str, Any]:
     """`synth` or `synth:seed=3,frames=600,width=320,height=320,fps=30,objects=5`."""
-    from pipeline.synth import WorldConfig
-
     keys = {"seed": "seed", "frames": "stream_frames", "width": "width", "height": "height", "fps": "stream_fps",
             "objects": "stream_objects_on_screen"}
     params: dict[str, Any] = {}
@@ -149,16 +140,12 @@ class SynthReader:
     report = None
 
     def __init__(self, uri: str) -> None:
-        from pipeline.synth import WorldConfig
-
         self.config = WorldConfig(**parse_synth_uri(uri))
         self.fps = float(self.config.stream_fps)
         self.uri = uri
         self._index = 0
 
     def read(self) -> Captured | None:
-        from pipeline.synth import render_stream_frame
-
         if self._index >= self.config.stream_frames:
             return None
         image, _ = render_stream_frame(self.config, self._index)
@@ -204,7 +191,6 @@ class CaptureReader:
         self.stop = stop
         self.fps: float | None = None
         self.reconnects = 0
-        self.connected = False
         self._open_capture = open_capture or _open_cv_capture
         self._capture: Any = None
         self._index = 0
@@ -233,7 +219,6 @@ class CaptureReader:
             log.error("source %s: %s; giving up after %d attempts", self.uri, what, self.backoff.failures - 1)
             return False
         log.warning("source %s: %s; retrying in %.1f s", self.uri, what, delay)
-        self.connected = False
         return not self.stop.wait(delay)
 
     def read(self) -> Captured | None:
@@ -247,7 +232,6 @@ class CaptureReader:
             ok, image = self._capture.read()
             if ok and image is not None:
                 self.backoff.reset()
-                self.connected = True
                 self._index += 1
                 return Captured(image, self.uri, self._index - 1, time.time())
             self._capture.release()

@@ -24,6 +24,7 @@ def run_stage(graph: GraphConfig, name: str, parent_pid: int | None = None) -> i
     kind, _, arg = name.partition(":")
     if name not in graph.stage_names():
         raise GhostboxError(f"no stage '{name}' in this graph; stages: {', '.join(graph.stage_names())}")
+    # a stage process imports its own stage's module only (the worker's loads torch)
     if kind == "broker":
         from pipeline.stream.broker import BrokerStage
 

@@ -42,8 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import read_filter_header
+from pipeline.json_files import write_json
+from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, dump_graph, progress_file
+from pipeline.stream.endpoints import open_socket
+from pipeline.stream.security import PeerAuth
+from pipeline.stream.sources import check_file_source, parse_synth_uri
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +109,6 @@ def _writable_target(path: Path) -> bool:
 
 def preflight(graph: GraphConfig) -> None:
     """Catch what would otherwise fail inside a stage process, as one-line errors, before starting."""
-    from pipeline.stream.sources import check_file_source, parse_synth_uri
-
     for source in graph.sources:
         kind = source.resolved_kind
         if kind == "file":
@@ -119,13 +125,9 @@ def preflight(graph: GraphConfig) -> None:
         if not os.access(model, os.R_OK):
             raise GhostboxError(f"detector.model '{model}': not readable by this user")
     if graph.filter.path:
-        from pipeline.filter.filter_file import read_filter_header
-
         read_filter_header(graph.filter.path)
     if graph.run_dir and graph.endpoints.sources.url and graph.endpoints.sources.url.startswith("ipc://"):
         _check_run_dir(Path(graph.run_dir))
-    from pipeline.stream.security import PeerAuth
-
     PeerAuth.from_graph(graph).check()
     for sink in graph.sinks:
         if not _writable_target(Path(sink.out)):
@@ -323,12 +325,6 @@ class Supervisor:
 
     def _eos_for(self, source_id: str, why: str) -> None:
         """Send the EOS a crashed lossless source could not send, so the graph can drain."""
-        import zmq
-
-        from pipeline.stream import protocol as P
-        from pipeline.stream.endpoints import open_socket
-        from pipeline.stream.security import PeerAuth
-
         auth = PeerAuth.from_graph(self.graph, role="source")  # it speaks for a source
         ctx = zmq.Context()
         try:
@@ -444,8 +440,6 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.signal(sig, self._on_signal)
         try:
-            from pipeline.stream.security import PeerAuth
-
             PeerAuth.from_graph(self.graph).ensure_keys()  # first run on this machine: made, not asked for
             preflight(self.graph)
             self.start()
@@ -535,11 +529,8 @@ class Supervisor:
             if self.failure:
                 summary["failure"] = self.failure
             try:
-                tmp = path.with_name("summary.json.tmp")
-                tmp.write_text(json.dumps(summary, indent=2))
-                tmp.replace(path)
+                write_json(path, summary, newline=False)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
                 log.error("sink %s: summary %s cannot be written (%s)", sink.name, path, exc)
                 summary["status"] = "incomplete"
             summaries.append(summary)

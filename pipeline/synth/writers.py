@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import json_files
 from pipeline.synth.id_objects import ID_CLASSES
 from pipeline.synth.kinds import OOD_KINDS
 from pipeline.synth.scene import SceneObject
@@ -34,7 +35,7 @@ class RenderedImage:
 def write_json(path: Path, data: Any) -> None:
     """Sorted keys and fixed separators: the same data gives the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    json_files.write_json(path, data, indent=1, sort_keys=True)
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
