@@ -7,9 +7,10 @@ detector and its re-fitted filter remove together (M-Hood's headline comparison)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from pipeline.json_files import write_json
 
 
 def _reduction(before: int, after: int | None) -> float | None:
@@ -127,7 +128,7 @@ def comparison_plot(comparison: dict[str, Any], path: Path) -> Path:
 def write_comparison(comparison: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "comparison.json"
-    json_path.write_text(json.dumps(comparison, indent=2) + "\n")
+    write_json(json_path, comparison)
     md_path = out_dir / "comparison.md"
     md_path.write_text(comparison_markdown(comparison))
     return [json_path, md_path, comparison_plot(comparison, out_dir / "comparison.png")]
