@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.evaluate.runner import Worst
 
 
-def _pyplot():  # noqa: ANN202
+def pyplot():  # noqa: ANN202
     import matplotlib  # imported when used: matplotlib is slow to import and only plots need it
 
     matplotlib.use("Agg")
@@ -22,7 +22,7 @@ def _pyplot():  # noqa: ANN202
 
 
 def score_histograms(raw: dict[str, dict[str, np.ndarray]], out: Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for score, sets in raw.items():
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -50,7 +50,7 @@ def score_histograms(raw: dict[str, dict[str, np.ndarray]], out: Path) -> list[s
 
 
 def roc_curves(raw: dict[str, dict[str, np.ndarray]], out: Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     sets = sorted({s for v in raw.values() for s in v if s != "id"})
     if not sets:
         return []
@@ -78,7 +78,7 @@ def roc_curves(raw: dict[str, dict[str, np.ndarray]], out: Path) -> list[str]:
 
 
 def hallucination_bars(report: dict[str, Any], out: Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     names = list(report["ood"])
     if not names:
         return []

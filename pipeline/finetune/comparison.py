@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pipeline.evaluate.plots import pyplot
 from pipeline.json_files import write_json
 
 
@@ -84,11 +87,7 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
 
 
 def comparison_plot(comparison: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    plt = pyplot()
 
     sets = list(comparison["ood"])
     columns = [("original", "original", "#9e9e9e"), ("original_filtered", "original + filter", "#64b5f6"),

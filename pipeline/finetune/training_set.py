@@ -23,6 +23,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline.data import parse_dataset_spec
+from pipeline.data.convert import place_file, write_yolo_dataset
+from pipeline.data.records import LoadWarnings
+from pipeline.data.yolo import label_path_for
 from pipeline.errors import GhostboxError
 
 log = logging.getLogger(__name__)
@@ -65,9 +69,6 @@ def proxy_images(proxy_dir: str | Path) -> tuple[list[Path], list[str] | None]:
 def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str | Path,
                        class_names: tuple[str, ...], proxy_ratio: float = 0.5, seed: int = 0,
                        val_spec: str | None = None) -> TrainingSet:
-    from pipeline.data import parse_dataset_spec
-    from pipeline.data.convert import write_yolo_dataset
-
     if proxy_ratio < 0:
         raise GhostboxError(f"proxy_ratio must be >= 0, got {proxy_ratio}")
     out = Path(out_dir).resolve()
@@ -122,9 +123,6 @@ def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str 
 
 def _link_in_order(images: list[Path], folder: Path) -> list[Path]:
     """Index-named links to `images` (labels copied beside them); returns the link paths."""
-    from pipeline.data.convert import place_file
-    from pipeline.data.records import LoadWarnings
-    from pipeline.data.yolo import label_path_for
 
     if folder.exists():
         shutil.rmtree(folder)  # a stale Ultralytics labels.cache would describe the old list
