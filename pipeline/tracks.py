@@ -50,6 +50,7 @@ class Tracker:
     """ByteTrack over one source's frames; `update` returns a track id per box (-1: none)."""
 
     def __init__(self, **settings: Any) -> None:
+        # heavy: imported only when a tracker is made
         from ultralytics.trackers.byte_tracker import BYTETracker
         from ultralytics.utils import IterableSimpleNamespace
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 _prepared = False
 
@@ -40,7 +41,7 @@ def _place_fonts(config_dir: Path) -> None:
     if all(p.exists() for p in wanted):
         return
     try:
-        import matplotlib
+        import matplotlib  # heavy, and only for its font file: `import pipeline` stays light
 
         dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     except Exception:  # matplotlib missing: Ultralytics will only lack labels on its plots
@@ -74,6 +75,8 @@ def prepare() -> None:
 
 
 def _settle_imported() -> None:
+    # Ultralytics is already in sys.modules here: these imports cost nothing, but at module top
+    # they would import it for every `import pipeline`
     from ultralytics import utils as yutils
     from ultralytics.utils import checks
 
@@ -82,10 +85,10 @@ def _settle_imported() -> None:
     yutils.AUTOINSTALL = False
 
 
-def import_ultralytics():  # noqa: ANN201 - returns the module
+def import_ultralytics() -> ModuleType:
     """Import Ultralytics with ghostbox's environment and quiet, offline settings."""
     prepare()
-    import ultralytics
+    import ultralytics  # heavy: imported on demand, after prepare() has set its environment
     from ultralytics.utils import SETTINGS
 
     wanted = {

@@ -189,7 +189,7 @@ def _box_coords(box: Any, where: str) -> tuple[float, float, float, float]:
     if not isinstance(box, dict):
         raise GhostboxError(f"{where}: field 'box2d' is {box!r}, expected {{x1, y1, x2, y2}}")
     for key in _COORDS:
-        value = box.get(key)
+        value: Any = box.get(key)  # None when missing; the type test comes first (mypy cannot narrow on it)
         if type(value) not in _NUMBER_TYPES or not math.isfinite(value):
             raise GhostboxError(f"{where}: box2d field {key!r} is {value!r}, expected a number")
     raise GhostboxError(f"{where}: box2d is {box!r}")  # not reached: one check above fails

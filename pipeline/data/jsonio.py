@@ -54,11 +54,11 @@ def iter_json_array(path: Path) -> Iterator[Any]:
     """Yield the elements of the top-level JSON list in ``path`` one by one."""
     text = read_text(path)
     decoder = json.JSONDecoder()
-    pos = _WHITESPACE.match(text, 0).end()
+    pos = _skip_blank(text, 0)
     if text[pos : pos + 1] != "[":
         found = text[pos : pos + 1] or "end of file"
         raise GhostboxError(f"{path}: expected a JSON list at {_where(text, pos)}, found {found!r}")
-    pos = _WHITESPACE.match(text, pos + 1).end()
+    pos = _skip_blank(text, pos + 1)
     if text[pos : pos + 1] == "]":
         pos += 1
     else:
@@ -68,19 +68,25 @@ def iter_json_array(path: Path) -> Iterator[Any]:
             except json.JSONDecodeError as exc:
                 raise _decode_error(path, exc) from None
             yield element
-            pos = _WHITESPACE.match(text, pos).end()
+            pos = _skip_blank(text, pos)
             separator = text[pos : pos + 1]
             if separator == ",":
-                pos = _WHITESPACE.match(text, pos + 1).end()
+                pos = _skip_blank(text, pos + 1)
             elif separator == "]":
                 pos += 1
                 break
             else:
                 raise GhostboxError(
                     f"{path}: invalid JSON at {_where(text, pos)}: expecting ',' or ']'")
-    pos = _WHITESPACE.match(text, pos).end()
+    pos = _skip_blank(text, pos)
     if pos != len(text):
         raise GhostboxError(f"{path}: invalid JSON at {_where(text, pos)}: extra data")
+
+
+def _skip_blank(text: str, pos: int) -> int:
+    """The index of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match is not None else pos  # the pattern matches the empty string: never None
 
 
 def _where(text: str, pos: int) -> str:

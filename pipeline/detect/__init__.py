@@ -13,7 +13,7 @@ __all__ = ["Detector", "DetectorConfig"]
 
 def __getattr__(name: str) -> Any:
     if name == "Detector":
-        from pipeline.detect.detector import Detector
+        from pipeline.detect.detector import Detector  # loads torch: only when asked for
 
         return Detector
     raise AttributeError(f"module 'pipeline.detect' has no attribute {name!r}")

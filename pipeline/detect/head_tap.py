@@ -21,17 +21,59 @@ Outputs, for a batch of B images with A anchors:
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
 
-def active_branch(head: nn.Module) -> dict[str, nn.Module]:
+class TappedHead(Protocol):
+    """An Ultralytics Detect head, as ghostbox uses it (Ultralytics does not annotate its modules).
+
+    The `_ghostbox_*` attributes are the ones `install_tap` adds.
+    """
+
+    nc: int
+    nl: int
+    reg_max: int
+    stride: torch.Tensor
+    end2end: bool
+    max_det: int
+    agnostic_nms: bool
+    dynamic: bool
+    export: bool
+    format: str
+    # {"box_head": ..., "cls_head": ...}: nn.ModuleLists of one nn.Sequential per pyramid level
+    one2one: dict[str, Any]
+    one2many: dict[str, Any]
+    forward: Callable[..., Any]
+    _ghostbox_taps: list[int]
+    _ghostbox_backbone_channels: tuple[int, ...]
+    _ghostbox_captured: dict[int, torch.Tensor]
+    _ghostbox_split: tuple[list[nn.Module], list[nn.Module]]
+
+    def _inference(self, x: dict[str, Any]) -> torch.Tensor: ...
+
+    def postprocess(self, preds: torch.Tensor) -> torch.Tensor: ...
+
+
+def model_layers(model: nn.Module) -> nn.Sequential:
+    """An Ultralytics model's layers, `model.model` (torch types any Module attribute as Tensor | Module)."""
+    return cast(nn.Sequential, model.model)
+
+
+def detect_head(model: nn.Module) -> TappedHead:
+    """The model's last layer: its Detect head (`_check_detection_head` in torch_backend vets the type)."""
+    return cast(TappedHead, model_layers(model)[-1])
+
+
+def active_branch(head: TappedHead) -> dict[str, Any]:
     """The box and class heads that inference uses (one-to-one for end-to-end)."""
     return head.one2one if head.end2end else head.one2many
 
 
-def feature_dim(head: nn.Module) -> int:
+def feature_dim(head: TappedHead) -> int:
     cls_head = active_branch(head)["cls_head"]
     return int(cls_head[0][-1].in_channels)
 
@@ -46,8 +88,10 @@ def backbone_taps(model: nn.Module) -> list[tuple[int, int]]:
     """
     layers = getattr(model, "model", None)
     n_backbone = len((getattr(model, "yaml", None) or {}).get("backbone", []))
-    head = layers[-1] if layers is not None else None
-    if not n_backbone or head is None or not hasattr(head, "stride"):
+    if layers is None:
+        return []
+    head = layers[-1]
+    if not n_backbone or not hasattr(head, "stride"):
         return []
     sizes: dict[int, tuple[int, int]] = {}  # layer -> (width, channels)
     hooks = [layers[i].register_forward_hook(lambda m, a, out, i=i: sizes.__setitem__(i, tuple(out.shape[-3::2])[::-1]))
@@ -73,12 +117,12 @@ def backbone_taps(model: nn.Module) -> list[tuple[int, int]]:
 
 def roi_channels(model: nn.Module) -> tuple[int, ...]:
     """Channels of the RoI maps: the head's inputs per level, then the backbone taps."""
-    head = model.model[-1]
+    head = detect_head(model)
     neck = [int(branch[0].conv.in_channels) for branch in active_branch(head)["box_head"]]
     return tuple(neck) + tuple(int(c) for c in getattr(head, "_ghostbox_backbone_channels", ()))
 
 
-def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def tapped_forward(head: TappedHead, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     box_head = active_branch(head)["box_head"]
     hidden_layers, logit_layers = head._ghostbox_split  # built once by install_tap
     bs = feats[0].shape[0]
@@ -88,7 +132,8 @@ def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Te
         logits.append(logit_layers[i](h).view(bs, head.nc, -1))
         hidden.append(h.flatten(2))
         boxes.append(box_head[i](feats[i]).view(bs, 4 * head.reg_max, -1))
-    raw = {"boxes": torch.cat(boxes, -1), "scores": torch.cat(logits, -1), "feats": feats}
+    scores = torch.cat(logits, -1)
+    raw = {"boxes": torch.cat(boxes, -1), "scores": scores, "feats": feats}
     decoded = head._inference(raw)
     features = torch.cat(hidden, -1)
     if head.end2end:
@@ -100,18 +145,19 @@ def tapped_forward(head: nn.Module, feats: list[torch.Tensor]) -> tuple[torch.Te
     else:
         head_out = decoded
     backbone = [head._ghostbox_captured.pop(i) for i in head._ghostbox_taps]
-    return (head_out, raw["scores"], features, *feats, *backbone)
+    return (head_out, scores, features, *feats, *backbone)
 
 
-def install_tap(model: nn.Module) -> nn.Module:
+def install_tap(model: nn.Module) -> TappedHead:
     """Make `model(images)` return (head_out, logits, features, *roi_maps); returns the head."""
     taps = backbone_taps(model)
-    head = model.model[-1]
+    head = detect_head(model)
     head._ghostbox_taps = [i for i, _ in taps]
     head._ghostbox_backbone_channels = tuple(c for _, c in taps)
     head._ghostbox_captured = {}
+    layers = model_layers(model)
     for i, _ in taps:
-        model.model[i].register_forward_hook(lambda m, a, out, i=i: head._ghostbox_captured.__setitem__(i, out))
+        layers[i].register_forward_hook(lambda m, a, out, i=i: head._ghostbox_captured.__setitem__(i, out))
     cls_head = active_branch(head)["cls_head"]
     # The classification branch split at its last conv: hidden layers, then the logit conv.
     # Plain lists, not ModuleLists: the modules stay registered where they are.

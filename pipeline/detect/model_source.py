@@ -49,7 +49,7 @@ def _online(timeout_s: float = 3.0) -> bool:
 
 def _download(name: str) -> Path:
     import_ultralytics()
-    from ultralytics.utils import downloads
+    from ultralytics.utils import downloads  # heavy: only for a download
 
     target = weights_dir() / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def resolve_model(spec: str | os.PathLike[str]) -> ModelSource:
     if suffix in {".yaml", ".yml"}:
         # Ultralytics ships architecture yamls (yolov8n.yaml, yolo11n.yaml...) inside the package.
         import_ultralytics()
-        from ultralytics.nn.tasks import yaml_model_load
+        from ultralytics.nn.tasks import yaml_model_load  # heavy: only for a yaml name not on disk
 
         try:
             yaml_model_load(text)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def _providers(device: torch.device) -> list:
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional (the cpu or gpu extra); OnnxBackend says how to install it
 
     available = ort.get_available_providers()
     if device.type == "cuda":
@@ -35,7 +35,7 @@ class OnnxBackend:
 
     def __init__(self, source: ModelSource, device: torch.device, threads: int = 0) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional: the cpu or gpu extra
         except ImportError as exc:
             raise GhostboxError(
                 "ONNX models need onnxruntime: pip install 'ghostbox[cpu]' (or 'ghostbox[gpu]' for CUDA)"

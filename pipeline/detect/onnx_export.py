@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import pipeline
+from pipeline.detect.head_tap import detect_head
 from pipeline.detect.model_source import resolve_model
 from pipeline.detect.torch_backend import TorchBackend
 from pipeline.errors import GhostboxError
@@ -50,13 +52,11 @@ def export_onnx(
     max_det: int = 300,
     simplify: bool = True,
 ) -> Path:
-    import pipeline
-
     source = resolve_model(model)
     if source.kind == "onnx":
         raise GhostboxError(f"model '{model}' is already an ONNX file")
     backend = TorchBackend(source, torch.device("cpu"), half=False, end2end=end2end, max_det=max_det)
-    head = backend.model.model[-1]
+    head = detect_head(backend.model)
     head.dynamic = True  # rebuild anchors inside the graph for every input size
     head.export = True
     head.format = "onnx"
@@ -94,12 +94,12 @@ def export_onnx(
     except Exception as exc:  # noqa: BLE001
         raise GhostboxError(f"ONNX export of '{model}' failed: {exc}") from exc
 
-    import onnx
+    import onnx  # only for export: onnx_backend imports this module, and a detector need not load onnx
 
     graph = onnx.load(str(out))
     if simplify:
         try:
-            import onnxslim
+            import onnxslim  # optional step: any failure (import included) keeps the unsimplified graph
 
             graph = onnxslim.slim(graph)
         except Exception as exc:  # noqa: BLE001 - an unsimplified graph is still correct

@@ -5,15 +5,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import platform
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pipeline.detect.head_tap import feature_dim, install_tap, roi_channels
+from pipeline.detect.head_tap import detect_head, feature_dim, install_tap, model_layers, roi_channels
 from pipeline.detect.model_source import ModelSource, sha256_file
 from pipeline.errors import GhostboxError
 from pipeline.ultralytics_env import import_ultralytics
+
+if TYPE_CHECKING:
+    from ultralytics.nn.tasks import DetectionModel
 
 # Seed for models built from a yaml: an untrained model must be the same model every time,
 # or features and fingerprints would change between runs.
@@ -34,11 +39,14 @@ class ModelInfo:
     roi_strides: tuple[int, ...] = ()
 
 
-def _load_module(source: ModelSource) -> tuple[nn.Module, str]:
+def _load_module(source: ModelSource) -> tuple[DetectionModel, str]:
+    """The model and its weights' hash; a checkpoint of another task (its own model class) is
+    refused afterwards by `_check_detection_head`."""
     import_ultralytics()
-    if source.kind == "pt":
-        from ultralytics.nn.tasks import load_checkpoint
+    # heavy, so imported only when a model is loaded (and after import_ultralytics() has prepared it)
+    from ultralytics.nn.tasks import DetectionModel, guess_model_task, load_checkpoint, yaml_model_load
 
+    if source.kind == "pt":
         try:
             # Ultralytics prints "WARNING ... not a valid checkpoint" banners for bad files; ours is one line.
             with contextlib.redirect_stdout(io.StringIO()):
@@ -49,8 +57,6 @@ def _load_module(source: ModelSource) -> tuple[nn.Module, str]:
                 f"model '{source.spec}': not a readable Ultralytics checkpoint ({reason[:160]})") from exc
         return model, sha256_file(source.path)
     if source.kind == "yaml":
-        from ultralytics.nn.tasks import guess_model_task, yaml_model_load
-
         try:
             cfg = yaml_model_load(str(source.path))
             task = guess_model_task(cfg)
@@ -58,8 +64,6 @@ def _load_module(source: ModelSource) -> tuple[nn.Module, str]:
             raise GhostboxError(f"model '{source.spec}': not a valid Ultralytics architecture yaml ({exc})") from exc
         if task != "detect":
             raise GhostboxError(f"model '{source.spec}' is a '{task}' architecture; ghostbox needs a detection model")
-        from ultralytics.nn.tasks import DetectionModel
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(YAML_BUILD_SEED)
             model = DetectionModel(cfg, verbose=False)
@@ -70,21 +74,19 @@ def _load_module(source: ModelSource) -> tuple[nn.Module, str]:
 
 
 def _check_detection_head(model: nn.Module, spec: str) -> nn.Module:
-    from ultralytics.nn.modules.head import Detect, v10Detect
+    from ultralytics.nn.modules.head import Detect, v10Detect  # heavy: only when a model is loaded
 
     task = getattr(model, "task", None)
-    head = model.model[-1] if hasattr(model, "model") else None
+    head = model_layers(model)[-1] if hasattr(model, "model") else None
     if task not in (None, "detect"):
         raise GhostboxError(f"model '{spec}' is a '{task}' model; ghostbox needs a detection model (task 'detect')")
-    if type(head) not in (Detect, v10Detect):
+    if head is None or type(head) not in (Detect, v10Detect):
         kind = type(head).__name__ if head is not None else type(model).__name__
         raise GhostboxError(f"model '{spec}': unsupported head '{kind}'; supported: Detect (YOLOv8/11/26), v10Detect")
     return head
 
 
 def _channels_last_pays_off() -> bool:
-    import platform
-
     return platform.machine() in {"AMD64", "x86_64"} and torch.backends.mkldnn.is_available() and bool(
         torch.backends.mkldnn.enabled
     )
@@ -105,8 +107,7 @@ class TorchBackend:
         agnostic_nms: bool = False,
     ) -> None:
         model, weights_hash = _load_module(source)
-        head = _check_detection_head(model, source.spec)
-        has_one2one = getattr(head, "one2one_cv2", None) is not None
+        has_one2one = getattr(_check_detection_head(model, source.spec), "one2one_cv2", None) is not None
         if end2end and not has_one2one:
             raise GhostboxError(f"model '{source.spec}' has no end-to-end (one-to-one) head; run it with NMS")
         if has_one2one:
@@ -120,7 +121,7 @@ class TorchBackend:
         model = model.half() if half else model.float()
         for param in model.parameters():
             param.requires_grad_(False)
-        head = model.model[-1]
+        head = detect_head(model)
         if head.end2end:
             # As Ultralytics' predictor: the head's top-k keeps enough candidates for conf filtering.
             head.max_det = max(max_det, 300)

@@ -59,14 +59,14 @@ def apply_conditions(img: np.ndarray, glow: np.ndarray, rng: np.random.Generator
     # contrast around the mean, exposure and colour cast folded into one multiply-add
     scale = (contrast * gain * gain_scale * cast).astype(np.float32)
     offset = ((1.0 - contrast) * mean * gain * gain_scale * cast).astype(np.float32)
-    out = img * scale + offset
+    out: np.ndarray = img * scale + offset  # float32; cv2.GaussianBlur's result below is typed any-dtype
     if weather == "overcast":
         grey = out.mean(axis=2, keepdims=True)
         out = out * 0.7 + grey * 0.3
     elif weather == "rainy":
         out *= 0.85
-        streaks = np.zeros(out.shape[:2], np.float32)
-        h, w = streaks.shape
+        h, w = out.shape[:2]
+        streaks = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(40, 120))):
             x, y = rng.uniform(0, w), rng.uniform(0, h)
             length = rng.uniform(4, 12)

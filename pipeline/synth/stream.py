@@ -143,7 +143,7 @@ def render_stream_frame(config: WorldConfig, index: int) -> tuple[np.ndarray, li
     drift = 1.0 + 0.12 * math.sin(2 * math.pi * index / (10.0 * config.stream_fps))
     frame = apply_conditions(img, glow, image_rng(config.seed, "stream-light", 0), plan.timeofday,
                              plan.weather, drift)
-    boxes = []
+    boxes: list[dict[str, Any]] = []
     for obj, track_id in zip(truth, track_ids):
         if obj is None:
             continue
@@ -161,11 +161,11 @@ def write_stream(config: WorldConfig, stream_dir: Path) -> dict[str, Any]:
     stream_dir.mkdir(parents=True, exist_ok=True)
     size = (config.width, config.height)
     video, fourcc = stream_dir / "stream.mp4", "mp4v"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*fourcc), config.stream_fps, size)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*fourcc), config.stream_fps, size)
     if not writer.isOpened():
         video.unlink(missing_ok=True)
         video, fourcc = stream_dir / "stream.avi", "MJPG"
-        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*fourcc), config.stream_fps, size)
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*fourcc), config.stream_fps, size)
         if not writer.isOpened():
             raise GhostboxError(f"cannot write a video to {stream_dir} with mp4v or MJPG")
     rows = []
