@@ -47,11 +47,11 @@ def coco_map(ground_truth: dict[str, Any], detections: list[dict[str, Any]], cla
         if not ann.get("iscrowd", 0):
             gt_counts[ann["category_id"]] = gt_counts.get(ann["category_id"], 0) + 1
     if not detections or not ground_truth["annotations"]:
-        per_class = {name: {"ap50": 0.0 if gt_counts.get(c["id"]) else None,
+        no_boxes = {name: {"ap50": 0.0 if gt_counts.get(c["id"]) else None,
                             "ap50_95": 0.0 if gt_counts.get(c["id"]) else None,
                             "gt": gt_counts.get(c["id"], 0)}
                      for name, c in zip(class_names, categories)}
-        return MapResult(0.0, 0.0, per_class)
+        return MapResult(0.0, 0.0, no_boxes)
     quiet = lambda *args, **kwargs: None  # noqa: E731 - faster-coco-eval prints its summary table
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(ground_truth, print_function=quiet)

@@ -103,7 +103,7 @@ def evaluate_id(
     gt_annotations = [dict(a, category_id=remap[a["category_id"]]) for a in gt["annotations"]
                       if a["category_id"] in remap]
     gt = {**gt, "annotations": gt_annotations, "categories": model_categories}
-    category_ids = [c["id"] for c in model_categories]
+    category_ids = list(range(1, len(model_categories) + 1))
     rows: list[dict[str, Any]] = []
     tp_parts: list[Detections] = []
     dims = (detector.feature_dim, len(detector.class_names))
@@ -191,10 +191,11 @@ def evaluate_ood(
                     "boxes": [{"xyxy": [round(float(v), 1) for v in box], "label": label, "conf": round(float(c), 4)}
                               for box, label, c in zip(high.xyxy, high.labels, high.confidence)],
                 })
+            crops = ghosts.crops or []  # detected with crops=True: one per box
             for i in range(len(ghosts)):
                 serial += 1
                 item = Worst(float(ghosts.confidence[i]), dataset.name, record.file_name, ghosts.labels[i],
-                             ghosts.crops[i], None if scores is None else float(scores[i]))
+                             crops[i], None if scores is None else float(scores[i]))
                 entry = (item.conf, serial, item)
                 if len(worst) < worst_k:
                     heapq.heappush(worst, entry)

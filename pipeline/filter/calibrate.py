@@ -65,7 +65,8 @@ class Calibration:
     num_boxes: int
     classes: tuple[ClassCalibration, ...]
     conf_edges: tuple[float, ...] = ()  # inner edges of the confidence bins; () = one bin
-    per_bin: np.ndarray | None = None   # (nc, bins) float64; None = per_class in every bin
+    # (nc, bins) float64; empty (the default) = per_class in every bin
+    per_bin: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     held_out: dict[str, Any] | None = field(default=None, compare=False)
     # deciles of the calibration boxes' margins (score - own threshold): the drift reference
     margin_deciles: tuple[float, ...] = ()
@@ -73,7 +74,7 @@ class Calibration:
     offset: float | None = None
 
     def __post_init__(self) -> None:
-        if self.per_bin is None:
+        if self.per_bin.size == 0:
             object.__setattr__(self, "per_bin", np.asarray(self.per_class, np.float64)[:, None].repeat(
                 len(self.conf_edges) + 1, axis=1))
         if self.per_bin.shape != (len(self.per_class), len(self.conf_edges) + 1):
@@ -114,7 +115,7 @@ class Calibration:
                    global_threshold=float(data["global_threshold"]), target_tpr=float(data["target_tpr"]),
                    min_boxes=int(data["min_boxes"]), num_boxes=int(data["num_boxes"]), classes=classes,
                    conf_edges=tuple(float(e) for e in data.get("conf_edges", ())),
-                   per_bin=None if per_bin is None else np.asarray(per_bin, np.float64),
+                   per_bin=np.zeros((0, 0)) if per_bin is None else np.asarray(per_bin, np.float64),
                    held_out=data.get("held_out"),
                    margin_deciles=tuple(float(v) for v in data.get("margin_deciles", ())),
                    offset=data.get("offset"))

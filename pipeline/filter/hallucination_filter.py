@@ -50,7 +50,8 @@ def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Se
                 f"calibration data: every one of the {len(boxes)} tracked boxes scores below the reference "
                 f"thresholds, as hallucinations would; this footage shows nothing the filter takes for ID "
                 f"(wrong camera or classes?)")
-        boxes, groups, tracks = boxes[keep], groups[keep], calibration.track_ids[keep]
+        boxes, tracks = boxes[keep], calibration.track_ids[keep]
+        groups = None if groups is None else groups[keep]
         # a clip's few objects set one offset to the reference, not a threshold per cell
         thresholds = offset_calibration(scorer, boxes, reference, tpr, class_names, groups, calibration.group_kind,
                                         seed, units=tracks)
@@ -149,9 +150,11 @@ class HallucinationFilter:
                                 **({"outlier_boxes": len(outliers)} if outliers is not None and scorer.needs_outliers
                                    else {})}
         if calibration is None and track_ids is not None:
+            assert held_out is not None  # split above: no calibration set was given
             calibration = CalibrationBoxes(held_out, held_out_groups, group_kind,
                                            np.asarray(track_ids)[~fit_mask])
         if calibration is None:
+            assert held_out is not None  # split above: no calibration set was given
             thresholds = calibrate(scorer, held_out, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
                                    conf_edges=conf_edges, groups=held_out_groups,
                                    group_kind=group_kind if split_groups is not None else "boxes", seed=seed)
@@ -160,7 +163,8 @@ class HallucinationFilter:
             reference = None
             if calibration.track_ids is not None:
                 # labelled held-out boxes, or (unlabelled ID data) the footage itself, as the reference
-                reference = calibrate(scorer, held_out if track_ids is None else calibration.boxes, tpr=tpr,
+                reference_boxes = calibration.boxes if track_ids is not None or held_out is None else held_out
+                reference = calibrate(scorer, reference_boxes, tpr=tpr,
                                       min_boxes=min_boxes, conf_edges=conf_edges)
             thresholds, notes = thresholds_on(scorer, calibration, class_names, tpr, min_boxes, conf_edges, seed,
                                               reference, None)

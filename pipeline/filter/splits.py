@@ -53,7 +53,7 @@ class CalibrationBoxes:
     """ID boxes that set the thresholds only, with the groups the held-out check keeps whole."""
 
     boxes: Detections
-    groups: np.ndarray            # (N,) image index or time block
+    groups: np.ndarray | None     # (N,) image index or time block; None: each box its own group
     group_kind: str               # "images" or "time blocks"
     track_ids: np.ndarray | None  # (N,) unlabelled footage: tracks, trimmed against reference thresholds
     description: str = ""

@@ -102,7 +102,7 @@ def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str 
         if wanted > available:
             log.warning("proxy_ratio %.2f asks for %d proxy images, the sets hold %d; using all of them",
                         proxy_ratio, wanted, available)
-            picked = range(available)
+            picked = list(range(available))
         else:
             picked = sorted(rng.choice(available, wanted, replace=False).tolist())
         for i in picked:

@@ -22,6 +22,7 @@ distance 0 from itself. `reference_fraction=0` uses the fit set anyway.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,17 @@ from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.registry import create, register, scorer_class
 from pipeline.filter.scorer import Scorer, require_arrays
+
+
+@dataclass
+class ReferenceTable:
+    """A member's scores on the reference boxes: the empirical CDF and the moments fusion maps by."""
+
+    values: np.ndarray
+    cdf: np.ndarray
+    mean: float
+    std: float
+
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +123,7 @@ class Fusion(Scorer):
             ref = member.score(reference)
             values, cdf = ecdf_table(ref)
             std = float(ref.std())
-            self.tables.append({"values": values, "cdf": cdf, "mean": float(ref.mean()),
-                                "std": std if std > 0 else 1.0})
+            self.tables.append(ReferenceTable(values, cdf, float(ref.mean()), std if std > 0 else 1.0))
 
     def member_scores(self, boxes: Detections) -> np.ndarray:
         """(N, members) raw scores of each member."""
@@ -123,9 +134,9 @@ class Fusion(Scorer):
         mapped = np.empty_like(raw)
         for j, table in enumerate(self.tables):
             if self.params["method"] == "rank":
-                mapped[:, j] = ecdf_lookup(raw[:, j], table["values"], table["cdf"], table["std"])
+                mapped[:, j] = ecdf_lookup(raw[:, j], table.values, table.cdf, table.std)
             else:
-                mapped[:, j] = (raw[:, j] - table["mean"]) / table["std"]
+                mapped[:, j] = (raw[:, j] - table.mean) / table.std
         weights = np.ones(len(self.members)) if self.params["weights"] is None else np.asarray(self.params["weights"])
         return mapped @ weights / weights.sum()
 
@@ -135,10 +146,10 @@ class Fusion(Scorer):
         for j, (member, table) in enumerate(zip(self.members, self.tables)):
             member_arrays, member_params = member.get_state()
             arrays.update({f"members.{j}.{key}": value for key, value in member_arrays.items()})
-            arrays[f"reference.{j}.values"] = table["values"]
-            arrays[f"reference.{j}.cdf"] = table["cdf"]
+            arrays[f"reference.{j}.values"] = table.values
+            arrays[f"reference.{j}.cdf"] = table.cdf
             members.append({"name": member.name, "state": member_params,
-                            "mean": table["mean"], "std": table["std"]})
+                            "mean": table.mean, "std": table.std})
         return arrays, {"members": members}
 
     def _load_state(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]) -> None:
@@ -151,4 +162,4 @@ class Fusion(Scorer):
             member_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             self.members.append(scorer_class(entry["name"]).from_state(member_arrays, entry["state"]))
             values, cdf = require_arrays(arrays, self.name, f"reference.{j}.values", f"reference.{j}.cdf")
-            self.tables.append({"values": values, "cdf": cdf, "mean": float(entry["mean"]), "std": float(entry["std"])})
+            self.tables.append(ReferenceTable(values, cdf, float(entry["mean"]), float(entry["std"])))

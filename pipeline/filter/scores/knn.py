@@ -198,15 +198,17 @@ class KNN(Scorer):
         import faiss
 
         dim = self.bank.shape[1]
+        index: faiss.Index
         if kind == "flat" or self.ivf_centroids is None:
             index = faiss.IndexFlatL2(dim)
         else:
             # Rebuild from the stored cell centres: no retraining, identical cells.
             quantizer = faiss.IndexFlatL2(dim)
             quantizer.add(self.ivf_centroids)
-            index = faiss.IndexIVFFlat(quantizer, dim, len(self.ivf_centroids))
-            index.is_trained = True
-            index.nprobe = int(self.nprobe_used or 1)
+            ivf = faiss.IndexIVFFlat(quantizer, dim, len(self.ivf_centroids))
+            ivf.is_trained = True
+            ivf.nprobe = int(self.nprobe_used or 1)
+            index = ivf
         index.add(self.bank)
         self._index = index
 

@@ -125,9 +125,10 @@ class OutlierExposure(Scorer):
                 net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
                                           torch.nn.Linear(hidden, 1))
             else:
-                net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 1))
-                torch.nn.init.zeros_(net[0].weight)
-                torch.nn.init.zeros_(net[0].bias)
+                linear = torch.nn.Linear(x.shape[1], 1)
+                torch.nn.init.zeros_(linear.weight)
+                torch.nn.init.zeros_(linear.bias)
+                net = torch.nn.Sequential(linear)
         weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
         optimizer = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=self.params["max_iter"],
                                       history_size=20, line_search_fn="strong_wolfe")
@@ -164,11 +165,14 @@ class OutlierExposure(Scorer):
     def _load_state(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]) -> None:
         n = int(fitted["layers"])
         self.mean, self.scale = require_arrays(arrays, self.name, "mean", "scale")
-        self.layers = [tuple(require_arrays(arrays, self.name, f"w{i}", f"b{i}")) for i in range(n)]
+        self.layers = []
+        for i in range(n):
+            w, b = require_arrays(arrays, self.name, f"w{i}", f"b{i}")
+            self.layers.append((w, b))
         self.fit_counts = (int(fitted.get("id_boxes", 0)), int(fitted.get("outlier_boxes", 0)))
         self.l2_used = float(fitted.get("l2_used", 0.0))
         self.cv_loss = dict(fitted.get("cv_loss", {}))
-        d = self.feature_dim + 1
+        d = int(self.feature_dim or 0) + 1  # set from the file's header before this runs
         if self.mean.shape != (d,) or self.scale.shape != (d,) or self.layers[0][0].shape[1] != d \
                 or self.layers[-1][0].shape[0] != 1:
             raise GhostboxError(f"oe: stored arrays do not fit feature dim D={self.feature_dim}")

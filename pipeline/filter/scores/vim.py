@@ -106,7 +106,9 @@ class ViM(Scorer):
         h = boxes.box_features.astype(np.float64)
         z = boxes.logits.astype(np.float64)
         levels, counts = np.unique(boxes.level, return_counts=True)
-        models, level_model, pooled_levels = [], {}, []
+        models: list[dict[str, Any]] = []
+        level_model: dict[int, int] = {}
+        pooled_levels: list[int] = []
         for lv, n in zip(levels.tolist(), counts.tolist()):
             if n < d + 1:
                 pooled_levels.append(lv)
