@@ -238,7 +238,7 @@ class Detections:
         return replace(self, **meta)
 
     def to_record(self, decimals: int = 2) -> dict[str, Any]:
-        """The JSON-lines record of this frame (schema in README, `ghostbox detect`)."""
+        """The JSON-lines record of this frame (schema in docs/detect.md, `detections.jsonl`)."""
         boxes = []
         labels = self.labels
         for i in range(len(self)):

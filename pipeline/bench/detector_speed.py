@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detect.detector import Detector
+from pipeline.detect.onnx_export import export_onnx
 from pipeline.ultralytics_env import import_ultralytics
 
 
 def _ultralytics_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndarray]) -> Callable[[], int]:
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # after import_ultralytics() (bench_detector) set its offline environment
 
     model = YOLO(weights, task="detect")
 
@@ -40,8 +42,6 @@ def _ultralytics_runner(weights: str, imgsz: int, conf: float, frames: list[np.n
 
 def _ghostbox_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndarray],
                      box_features: str = "head") -> Callable[[], int]:
-    from pipeline.detect.detector import Detector
-
     detector = Detector(model=weights, imgsz=imgsz, conf=conf, device="cpu", batch=1, box_features=box_features)
 
     def run() -> int:
@@ -59,9 +59,7 @@ def bench_detector(
     backends: tuple[str, ...] = ("pt", "onnx"), workdir: str | Path | None = None,
 ) -> dict[str, Any]:
     import_ultralytics()
-    from ultralytics import YOLO
-
-    from pipeline.detect.onnx_export import export_onnx
+    from ultralytics import YOLO  # only once import_ultralytics() has set its offline environment
 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="ghostbox-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)

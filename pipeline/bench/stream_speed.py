@@ -26,16 +26,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import psutil
+import zmq
+
+from pipeline.detections import Detections
+from pipeline.stream import protocol as P
+from pipeline.stream.config import graph_from_dict, resolve
+from pipeline.stream.supervisor import Supervisor
+from pipeline.synth import WorldConfig, render_stream_frame
+from pipeline.ultralytics_env import import_ultralytics
 
 log = logging.getLogger(__name__)
 
 
 def write_synth_video(path: Path, frames: int, size: int = 320, seed: int = 0, fps: float = 30.0) -> Path:
-    import cv2
-
-    from pipeline.synth import WorldConfig, render_stream_frame
-
     world = WorldConfig(seed=seed, width=size, height=size, stream_frames=frames, stream_fps=fps)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
     for i in range(frames):
@@ -45,8 +51,6 @@ def write_synth_video(path: Path, frames: int, size: int = 320, seed: int = 0, f
 
 
 def _video_frames(path: Path) -> int:
-    import cv2
-
     capture = cv2.VideoCapture(str(path))
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
@@ -56,10 +60,8 @@ def _video_frames(path: Path) -> int:
 # -- runners ----------------------------------------------------------------------------------------
 
 def ultralytics_fps(model: str, video: Path, imgsz: int, conf: float) -> tuple[float, int]:
-    from pipeline.ultralytics_env import import_ultralytics
-
     import_ultralytics()
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # only once import_ultralytics() has set its offline environment
 
     yolo = YOLO(model, task="detect")
     yolo.predict(np.zeros((imgsz, imgsz, 3), np.uint8), imgsz=imgsz, conf=conf, device="cpu", verbose=False)
@@ -71,8 +73,6 @@ def ultralytics_fps(model: str, video: Path, imgsz: int, conf: float) -> tuple[f
 
 
 def _graph(data: dict[str, Any], run_dir: Path) -> Any:
-    from pipeline.stream.config import graph_from_dict, resolve
-
     return resolve(graph_from_dict(data, "bench"), run_dir)
 
 
@@ -91,8 +91,6 @@ class _RssSampler(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        import psutil
-
         me = psutil.Process()
         start = time.monotonic()
         while not self.stop_event.wait(self.interval_s):
@@ -111,8 +109,6 @@ class _RssSampler(threading.Thread):
 def ghostbox_run(data: dict[str, Any], workdir: Path, stop_after_s: float | None = None,
                  sample_rss: bool = False) -> dict[str, Any]:
     """Run a graph under the supervisor in this process; its summary, records and RSS samples."""
-    from pipeline.stream.supervisor import Supervisor
-
     run_dir = Path(tempfile.mkdtemp(prefix="gbx-", dir="/tmp"))
     supervisor = Supervisor(_graph(data, run_dir), log_level="WARNING", remove_run_dir=True, status_every_s=1e9)
     sampler = _RssSampler() if sample_rss else None
@@ -156,11 +152,6 @@ def steady_fps(records: list[dict[str, Any]]) -> float:
 
 def hop_latency(url_kind: str, payload: str, rounds: int = 300) -> dict[str, float]:
     """One-way latency (round trip / 2) of one protocol message over PUSH/PULL pairs, median."""
-    import zmq
-
-    from pipeline.detections import Detections
-    from pipeline.stream import protocol as P
-
     ctx = zmq.Context()
     if url_kind == "ipc":
         folder = tempfile.mkdtemp(prefix="gbx-", dir="/tmp")

@@ -1,16 +1,38 @@
-"""`ghostbox bench detector`: speed of ghostbox against Ultralytics, side by side."""
+"""`ghostbox bench detector|filter|stream|street`: figures measured side by side, written as tables.
+
+`--out PATH.md` writes the figures as a markdown table headed by the date (UTC), the machine,
+the ghostbox commit and the exact command (`pipeline/bench/report.py`); `--out PATH.json` as
+JSON; any other `--out` is a folder that gets both. docs/benchmarks/ is written this way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import statistics
+import tempfile
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+from pipeline.bench.report import write_result
+from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME, default_model, sample_images
+from pipeline.cli import eval_cmd
+from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import FILTER_SUFFIX
+from pipeline.sources.media_files import iter_frames
+
+OUT_HELP = ("write the figures: PATH.md a markdown table headed by date, machine, commit and command; "
+            "PATH.json JSON; anything else a folder for both")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("bench", help="benchmarks (speed against a baseline in one run)")
+    parser = sub.add_parser("bench", help="benchmarks (speed against a baseline in one run)",
+                            description="Each benchmark prints its figures; --out writes them as a markdown table "
+                                        "(stamped with date, machine, commit and command) or JSON.")
     which = parser.add_subparsers(dest="bench", metavar="WHAT", required=True)
     det = which.add_parser("detector", help="frames/s of ghostbox's detector vs Ultralytics predict, both backends")
     det.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
@@ -21,17 +43,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     det.add_argument("--conf", type=float, default=0.25)
     det.add_argument("--rounds", type=int, default=5)
     det.add_argument("--backends", default="pt,onnx")
-    det.add_argument("--out", help="also write the figures to this JSON file")
-    det.set_defaults(handler=run_detector)
+    det.add_argument("--out", help=OUT_HELP)
+    det.set_defaults(handler=run_detector, bench_parser=det)
     flt = which.add_parser("filter", help="OOD scoring cost per 50 boxes against the detector's time per frame")
     flt.add_argument("--model", "-m", help=".pt model whose frame time is the yardstick (default: bundled)")
     flt.add_argument("--imgsz", type=int, default=640)
     flt.add_argument("--feature-dim", type=int, help="feature size (default: the model's)")
     flt.add_argument("--boxes", type=int, default=50, help="boxes scored per call")
-    flt.add_argument("--knn-bank", type=int, default=100_000)
+    flt.add_argument("--fit-boxes", type=int, default=20_000, help="ID boxes each score is fitted on")
+    flt.add_argument("--knn-bank", type=int, default=100_000, help="knn bank size for the search timing (0: skip)")
+    flt.add_argument("--abet-boxes", type=int, default=50_000, help="boxes of the abet training timing (0: skip)")
+    flt.add_argument("--methods", help="comma-separated scores (default: every registered one)")
     flt.add_argument("--repeats", type=int, default=200)
-    flt.add_argument("--out", help="also write the figures to this JSON file")
-    flt.set_defaults(handler=run_filter)
+    flt.add_argument("--out", help=OUT_HELP)
+    flt.set_defaults(handler=run_filter, bench_parser=flt)
     stream = which.add_parser(
         "stream", help="`ghostbox run` vs Ultralytics predict(stream=True), transport per hop, live latency, memory")
     stream.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
@@ -45,17 +70,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="live run of this many seconds with a 30 fps source (300 for the acceptance figure)")
     stream.add_argument("--frames", type=int, default=0,
                         help="memory run of this many frames, lossless (10000 for the acceptance figure)")
-    stream.add_argument("--out", help="also write the figures to this JSON file")
-    stream.set_defaults(handler=run_stream)
+    stream.add_argument("--out", help=OUT_HELP)
+    stream.set_defaults(handler=run_stream, bench_parser=stream)
+    street = which.add_parser(
+        "street", help="the street world as a benchmark: `ghostbox eval` of the bundled model and filter",
+        description="Writes the world of --seed into --world unless it is there already, runs `ghostbox eval` on "
+                    "id/val against ood/near_test, ood/far_test and ood/contaminated with the bundled model and "
+                    "filter, and writes its report.md under the header line.")
+    street.add_argument("--seed", type=int, default=0)
+    street.add_argument("--world", help="world folder (default .ghostbox/worlds/seed<SEED>)")
+    street.add_argument("--model", "-m", help="detector (default: the bundled street-world model)")
+    street.add_argument("--filter", dest="filter_path", help="filter file (default: the bundled filter)")
+    street.add_argument("--eval-out", help="folder of the full evaluation (report.json, plots; default: a "
+                                           "temporary folder)")
+    street.add_argument("--out", help=OUT_HELP)
+    street.set_defaults(handler=run_street, bench_parser=street)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that gives `args`: `ghostbox bench WHAT` and every option that is not its default."""
+    parser: argparse.ArgumentParser = args.bench_parser
+    words = ["ghostbox", "bench", args.bench]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help",):
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flag)
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def _frames(source: str | None, count: int, size: str) -> list[np.ndarray]:
-    import cv2
-
-    from pipeline.bundled import sample_images
-    from pipeline.errors import GhostboxError
-    from pipeline.sources.media_files import iter_frames
-
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError as exc:
@@ -68,9 +118,14 @@ def _frames(source: str | None, count: int, size: str) -> list[np.ndarray]:
     return frames
 
 
+def _written(paths: list[Path]) -> None:
+    for path in paths:
+        print(f"wrote {path}")
+
+
 def run_detector(args: argparse.Namespace) -> int:
+    # loaded here, not at the top: it pulls Ultralytics and torch, which no other command needs at start
     from pipeline.bench.detector_speed import bench_detector
-    from pipeline.bundled import default_model
 
     model = args.model or str(default_model())
     frames = _frames(args.source, args.frames, args.size)
@@ -84,13 +139,13 @@ def run_detector(args: argparse.Namespace) -> int:
     for backend, ratio in result["ghostbox_over_ultralytics"].items():
         print(f"ghostbox/ultralytics ({backend}): {ratio:.3f}x  "
               f"feature overhead {result['feature_overhead_pct'][backend]:+.1f}%")
-    _write_json(args.out, result)
+    _written(write_result(args.out, "detector", result, command_line(args)))
     return 0
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    # loaded here: the stream benchmark pulls the supervisor, ZeroMQ and (for its baseline) Ultralytics
     from pipeline.bench.stream_speed import bench_stream
-    from pipeline.bundled import default_model
 
     model = args.model or str(default_model())
     result = bench_stream(model, Path(args.source) if args.source else None, video_frames=args.video_frames,
@@ -123,17 +178,14 @@ def run_stream(args: argparse.Namespace) -> int:
               f"{total.get('late_mb', 0):.0f} MB ({total.get('growth_pct', 0):+.1f}%)")
         for name, row in mem.get("per_stage", {}).items():
             print(f"  {name:<14} {row['early_mb']:.0f} -> {row['late_mb']:.0f} MB ({row['growth_pct']:+.1f}%)")
-    _write_json(args.out, result)
+    _written(write_result(args.out, "stream", result, command_line(args)))
     return 0
 
 
 def run_filter(args: argparse.Namespace) -> int:
     """Time the detector on frames, then each scorer on a frame's worth of boxes, in one run."""
-    import statistics
-    import time
-
+    # loaded here: the detector pulls torch, the scores faiss and scipy
     from pipeline.bench.scorer_speed import bench_scorers
-    from pipeline.bundled import default_model
     from pipeline.detect.detector import Detector
 
     model = args.model or str(default_model())
@@ -146,10 +198,12 @@ def run_filter(args: argparse.Namespace) -> int:
         detector.detect([frame])
         times.append(time.perf_counter() - start)
     frame_ms = 1000 * statistics.median(times)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     result = bench_scorers(feature_dim=args.feature_dim or detector.feature_dim, num_classes=len(detector.class_names),
-                           batch=args.boxes, repeats=args.repeats, knn_bank=args.knn_bank)
-    result["detector_ms_per_frame"] = round(frame_ms, 2)
-    result["fraction_of_frame"] = {k: round(v / frame_ms, 4) for k, v in result["ms_per_batch"].items()}
+                           fit_boxes=args.fit_boxes, batch=args.boxes, repeats=args.repeats, knn_bank=args.knn_bank,
+                           abet_boxes=args.abet_boxes, methods=methods)
+    result.update({"model": model, "imgsz": args.imgsz, "detector_ms_per_frame": round(frame_ms, 2),
+                   "fraction_of_frame": {k: round(v / frame_ms, 4) for k, v in result["ms_per_batch"].items()}})
     print(f"detector {model}: {frame_ms:.1f} ms/frame (imgsz {args.imgsz}, 1280x720, CPU)")
     print(f"{'score':<14}{'ms/' + str(args.boxes) + ' boxes':>14}{'of a frame':>12}{'fit s':>8}")
     for name, ms in result["ms_per_batch"].items():
@@ -162,11 +216,51 @@ def run_filter(args: argparse.Namespace) -> int:
     if "abet_train_s" in result:
         abet = result["abet_train_s"]
         print(f"abet training: {abet['seconds']:.2f} s for {abet['boxes']:,} boxes, {abet['epochs']} epochs")
-    _write_json(args.out, result)
+    _written(write_result(args.out, "filter", result, command_line(args)))
     return 0
 
 
-def _write_json(path: str | None, result: dict) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=2))
+def _world(folder: Path, seed: int) -> float | None:
+    """The default world of `seed` in `folder`, written unless it is there: seconds it took, None if reused."""
+    # loaded here: drawing the world pulls the renderer, which only this benchmark needs
+    from pipeline.synth import WorldConfig, generate_world
+    from pipeline.synth.world import WORLD_VERSION
+
+    config = WorldConfig(seed=seed)
+    manifest = folder / "world.json"
+    if manifest.exists():
+        world = json.loads(manifest.read_text())
+        if world.get("version") == WORLD_VERSION and world.get("config") == config.model_dump(mode="json"):
+            return None
+        raise GhostboxError(f"--world: '{folder}' holds another world (version {world.get('version')}, or "
+                            f"other settings than the default world of seed {seed}); give an empty folder")
+    start = time.perf_counter()
+    generate_world(config, folder)
+    return time.perf_counter() - start
+
+
+def run_street(args: argparse.Namespace) -> int:
+    """The street-world evaluation of the bundled model and filter, as `ghostbox eval` writes it."""
+    world = Path(args.world or f".ghostbox/worlds/seed{args.seed}")
+    synth_s = _world(world, args.seed)
+    model = args.model or str(default_model())
+    filter_path = args.filter_path or str(ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}")
+    eval_out = Path(args.eval_out or tempfile.mkdtemp(prefix="ghostbox-bench-street-"))
+    argv = ["eval", "--model", model, "--id", str(world / "id" / "val"),
+            *(w for name in ("near_test", "far_test", "contaminated") for w in ("--ood", str(world / "ood" / name))),
+            "--filter", filter_path, "--out", str(eval_out)]
+    if not args.eval_out:
+        argv.append("--no-plots")
+    parser = argparse.ArgumentParser(prog="ghostbox")
+    eval_cmd.add_parser(parser.add_subparsers(dest="command"))
+    eval_args = parser.parse_args(argv)
+    start = time.perf_counter()
+    eval_args.handler(eval_args)
+    eval_s = time.perf_counter() - start
+    shown = ["ghostbox", *(str(Path(a).relative_to(Path.cwd())) if Path(a).is_absolute() and
+                           Path(a).is_relative_to(Path.cwd()) else a for a in argv)]
+    result = {"seed": args.seed, "world": str(world), "synth_s": synth_s, "eval_s": round(eval_s, 1),
+              "eval_command": shlex.join(shown), "report_md": (eval_out / "report.md").read_text(),
+              "report": json.loads((eval_out / "report.json").read_text())}
+    _written(write_result(args.out, "street", result, command_line(args)))
+    return 0

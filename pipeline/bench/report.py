@@ -1,0 +1,269 @@
+"""Benchmark figures as files: JSON, or a markdown table headed by when, where and how it was made.
+
+`write_result(out, what, result, command)` writes what `ghostbox bench ... --out OUT` asks for:
+
+    OUT ends in .json   the figures as JSON (with a `made` block: date, machine, commit, command)
+    OUT ends in .md     the same figures as markdown tables under a header line
+    otherwise           a folder: OUT/<what>.md and OUT/<what>.json
+
+The header line says the date (UTC), the machine (CPU model, cores, GPU or none, RAM), the
+ghostbox commit and the exact command, so a table in docs/ is never a hand-copied figure of
+unknown origin: re-run the command to refresh it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import pipeline
+
+REPO = Path(pipeline.__file__).resolve().parents[1]
+GENERATED = "<!-- written by ghostbox bench; do not edit by hand: re-run the command in the header line -->"
+
+
+# -- where and when --------------------------------------------------------------------------------
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _gpus() -> list[str]:
+    """GPU names from nvidia-smi, else from torch when it is already loaded; [] for none."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            return [", ".join(part.strip() for part in line.split(",")) for line in out.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    torch = sys.modules.get("torch")  # never imported here only to look: it costs seconds
+    if torch is not None and torch.cuda.is_available():
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def commit() -> str:
+    """The checkout's commit (12 hex digits), '+ uncommitted changes' when tracked files differ from it."""
+    head = _git("rev-parse", "--short=12", "HEAD")
+    if not head:
+        return "unknown (not a git checkout)"
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return f"{head} + uncommitted changes" if dirty else head
+
+
+def machine() -> dict[str, Any]:
+    gpus = _gpus()
+    return {
+        "cpu": _cpu_model(), "cores": _cores(), "gpu": gpus or None,
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        # other jobs on the machine move every figure: the 1-minute load average when the run ended
+        "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "os": f"{platform.system()} {platform.machine()}", "python": platform.python_version(),
+        "packages": {name: v for name in ("torch", "ultralytics-opencv-headless", "onnxruntime", "onnxruntime-gpu")
+                     if (v := _version(name))},
+    }
+
+
+def made(command: str) -> dict[str, Any]:
+    """The `made` block of a result: date (UTC), machine, ghostbox version and commit, command."""
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+            "ghostbox": pipeline.__version__, "commit": commit(), "command": command}
+
+
+def header_line(info: dict[str, Any]) -> str:
+    m = info["machine"]
+    gpu = "; ".join(m["gpu"]) if m["gpu"] else "no GPU"
+    packages = ", ".join(f"{k.replace('-opencv-headless', '')} {v}" for k, v in m["packages"].items())
+    load = f", load {m['load_1min']:g} at the end" if m.get("load_1min") is not None else ""
+    return (f"Made {info['date']} on {m['cpu']} ({m['cores']} cores{load}), {gpu}, {m['ram_gib']:g} GiB RAM "
+            f"({m['os']}, Python {m['python']}{', ' + packages if packages else ''}); ghostbox {info['ghostbox']} "
+            f"at commit {info['commit']}; command: `{info['command']}`")
+
+
+# -- markdown per benchmark ------------------------------------------------------------------------
+
+def _short(path: str) -> str:
+    """A path inside the checkout as a relative one, so that tables do not name one machine's folders."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(str(c) for c in row) + " |" for row in rows], ""]
+
+
+def _detector_md(r: dict[str, Any]) -> list[str]:
+    width, height = r["frame_size"]
+    lines = [f"Model `{_short(r['model'])}`, imgsz {r['imgsz']}, {r['frames']} frames of {width}x{height}, "
+             f"one frame per call, CPU; median of {r['rounds']} interleaved rounds (after one warm-up round).", ""]
+    twin = {"ghostbox-pt": "pt", "ghostbox-pt-roi": "pt-roi", "ghostbox-onnx": "onnx"}
+    rows = []
+    for name, fps in r["fps"].items():
+        ratio = r["ghostbox_over_ultralytics"].get(twin.get(name, ""))
+        rows.append([f"`{name}`", f"{fps:.2f}", f"{r['ms_per_frame'][name]:.2f}", r["boxes"][name],
+                     f"{ratio:.3f}x" if ratio is not None else ""])
+    lines += _table(["runner", "frames/s", "ms/frame", "boxes", "ghostbox / Ultralytics"], rows)
+    lines += ["Runners: `ultralytics-*` is `YOLO(model).predict(stream=True)`; `ghostbox-pt` is `Detector.detect` "
+              "with logits and `head` box features, `ghostbox-pt-roi` the same with `head+roi`; `*-onnx` run "
+              "Ultralytics' own ONNX export and ghostbox's (`ghostbox export`) under ONNX Runtime.", ""]
+    return lines
+
+
+def _filter_md(r: dict[str, Any]) -> list[str]:
+    frame_ms = r["detector_ms_per_frame"]
+    lines = [f"Scoring {r['batch']} boxes (half ID, half OoD; {r['feature_dim']}-d features, {r['num_classes']} "
+             f"classes), each score fitted on {r['fit_boxes']:,} boxes; median of {r['repeats']} calls. Yardstick: "
+             f"the detector `{_short(r.get('model', '?'))}` at imgsz {r.get('imgsz', '?')} on 1280x720 frames, "
+             f"{frame_ms:.2f} ms a frame on the CPU, measured in the same run.", ""]
+    rows = [[f"`{name}`", f"{ms:.3f}", f"{100 * ms / frame_ms:.2f}%", f"{r['fit_s'][name]:.2f}"]
+            for name, ms in r["ms_per_batch"].items()]
+    lines += _table(["score", f"ms per {r['batch']} boxes", "of a frame", "fit s"], rows)
+    knn = r.get("knn_bank")
+    if knn:
+        rows = [[label.replace("_", " "), f"{knn[f'{label}_ms']:.3f}", f"{knn[f'{label}_fit_s']:.2f}"]
+                for label in ("faiss_auto", "faiss_flat", "numpy") if f"{label}_ms" in knn]
+        lines += [f"`knn` over a {knn['bank']:,}-feature bank (faiss auto chose `{knn.get('faiss_auto_index')}`"
+                  + (f", {knn['ivf_cells']:,} cells, nprobe {knn['ivf_nprobe']}" if knn.get("ivf_cells") else "")
+                  + "):", ""]
+        lines += _table(["search", f"ms per {r['batch']} boxes", "fit s"], rows)
+    abet = r.get("abet_train_s")
+    if abet:
+        lines += [f"`abet` training: {abet['seconds']:.2f} s for {abet['boxes']:,} boxes, {abet['epochs']} epochs.",
+                  ""]
+    return lines
+
+
+def _stream_md(r: dict[str, Any]) -> list[str]:
+    tp = r["throughput"]
+    lines = [f"Model `{_short(r['model'])}`, imgsz {r['imgsz']}, worker batch {r['batch']}, "
+             f"a {r['frames']}-frame video (`{Path(r['video']).name}`); CPU.", "",
+             "**Throughput** (lossless `ghostbox run`, one worker, JSONL sink, against "
+             "`YOLO(model).predict(video, stream=True)`; rounds alternate, median):", ""]
+    lines += _table(["runner", "frames/s", "rounds"], [
+        ["`ghostbox run`", f"{tp['ghostbox_fps']:.2f}", ", ".join(f"{v:.1f}" for v in tp["rounds"]["ghostbox"])],
+        ["Ultralytics `predict(stream=True)`", f"{tp['ultralytics_fps']:.2f}",
+         ", ".join(f"{v:.1f}" for v in tp["rounds"]["ultralytics"])],
+        ["ghostbox / Ultralytics", f"{tp['ghostbox_over_ultralytics']:.3f}x", ""],
+        ["`ghostbox run` including process start-up", f"{tp['ghostbox_wall_fps_with_startup']:.2f}", ""],
+    ])
+    stages = tp.get("pipeline_stages_ms") or {}
+    if stages:
+        lines += ["Inside the pipeline (ms, last throughput run; queueing included):", ""]
+        keys = [k for k in ("p50", "p95", "p99") if any(k in v for v in stages.values())]
+        lines += _table(["stage / hop", *keys], [[f"`{name}`", *(v.get(k, "") for k in keys)]
+                                                  for name, v in stages.items()])
+    lines += ["**Transport**, one hop (round trip / 2, encoding and validation included):", ""]
+    lines += _table(["hop / message", "p50 ms", "p99 ms", "bytes"],
+                    [[name, f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}", f"{v['bytes']:,}"]
+                     for name, v in r["transport"].items()])
+    live = r.get("live")
+    if live:
+        lat = live.get("latency_ms", {})
+        lines += [f"**Live** for {live['duration_s']:g} s, a {live['source_fps']:g} fps source: "
+                  f"{live['frames_processed']} frames processed ({live['processed_fps']:.1f}/s), {live['dropped']} "
+                  f"dropped at the source; latency p50 {lat.get('p50', 0):.0f} ms, p99 {lat.get('p99', 0):.0f} ms.",
+                  ""]
+        if "p99_first_third_ms" in live:
+            lines += _table(["latency p99", "first third", "last third", "trend"], [
+                ["end to end", f"{live['p99_first_third_ms']:.0f} ms", f"{live['p99_last_third_ms']:.0f} ms",
+                 f"{live['p99_slope_ms_per_min']:+.1f} ms/min"],
+                ["without the detector's own time", f"{live['non_detect_p99_first_third_ms']:.0f} ms",
+                 f"{live['non_detect_p99_last_third_ms']:.0f} ms",
+                 f"{live['non_detect_p99_slope_ms_per_min']:+.1f} ms/min"],
+            ])
+    memory = r.get("memory")
+    if memory and "total" in memory:
+        lines += [f"**Memory** over a {memory['frames']}-frame lossless run ({memory['fps']:.1f} frames/s), resident "
+                  "memory from the first tenth of the run to its end:", ""]
+        rows = [[f"`{name}`", v["early_mb"], v["late_mb"], f"{v['growth_pct']:+.2f}%"]
+                for name, v in memory["per_stage"].items()]
+        total = memory["total"]
+        rows.append(["all stages", total["early_mb"], total["late_mb"], f"{total['growth_pct']:+.2f}%"])
+        lines += _table(["stage", "early MB", "late MB", "growth"], rows)
+    return lines
+
+
+def _street_md(r: dict[str, Any]) -> list[str]:
+    body = r["report_md"].replace(f"{REPO}/", "").splitlines()  # paths inside the checkout, relative
+    if body and body[0].startswith("# "):
+        body = body[1:]  # our own title stands above it
+    while body and not body[0].strip():
+        body = body[1:]
+    made_world = (f"generated in {r['synth_s']:.0f} s" if r.get("synth_s") is not None else "reused")
+    return [f"The street world of seed {r['seed']} (`{r['world']}`, {made_world}), evaluated in "
+            f"{r['eval_s']:.0f} s by: `{r['eval_command']}`", "", *body, ""]
+
+
+_MARKDOWN = {"detector": ("Detector speed: ghostbox against Ultralytics", _detector_md),
+             "filter": ("Scoring cost per frame", _filter_md),
+             "stream": ("Streaming: `ghostbox run` against Ultralytics", _stream_md),
+             "street": ("The street world as a benchmark", _street_md)}
+
+
+def markdown(what: str, result: dict[str, Any]) -> str:
+    title, body = _MARKDOWN[what]
+    lines = [f"# {title}", "", GENERATED, "", header_line(result["made"]), "", *body(result)]
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def write_result(out: str | Path | None, what: str, result: dict[str, Any], command: str) -> list[Path]:
+    """Stamp `result` with how it was made and write it where `out` says; the paths written."""
+    result["made"] = made(command)
+    if not out:
+        return []
+    path = Path(out)
+    if path.suffix == ".json":
+        targets = {"json": path}
+    elif path.suffix == ".md":
+        targets = {"md": path}
+    else:
+        targets = {"md": path / f"{what}.md", "json": path / f"{what}.json"}
+    for kind, target in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = markdown(what, result) if kind == "md" else json.dumps(result, indent=2) + "\n"
+        target.write_text(text, encoding="utf-8")
+    return list(targets.values())
