@@ -28,13 +28,15 @@ from pipeline.ultralytics_env import import_ultralytics
 
 def _ultralytics_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndarray]) -> Callable[[], int]:
     from ultralytics import YOLO  # after import_ultralytics() (bench_detector) set its offline environment
+    from ultralytics.engine.results import Results
 
     model = YOLO(weights, task="detect")
 
     def run() -> int:
         boxes = 0
         for result in model.predict(frames, imgsz=imgsz, conf=conf, stream=True, verbose=False, device="cpu"):
-            boxes += len(result.boxes)
+            assert isinstance(result, Results)  # predict yields one Results per frame
+            boxes += len(result.boxes or [])
         return boxes
 
     return run

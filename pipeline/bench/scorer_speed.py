@@ -13,12 +13,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from pipeline.detections import Detections
 from pipeline.filter.registry import create, names
 from pipeline.filter.scorer import Scorer
-from pipeline.filter.scores.knn import faiss_available
+from pipeline.filter.scores.knn import KNN, faiss_available
 from pipeline.filter.toy_boxes import ToyBoxWorld
 
 
@@ -54,7 +55,7 @@ def bench_scorers(feature_dim: int = 64, num_classes: int = 4, fit_boxes: int = 
     for name in methods or names():
         scorer = create(name)
         result["fit_s"][name] = round(_timed_fit(scorer, fit_set, outliers), 4)
-        result["ms_per_batch"][name] = round(_median_ms(lambda s=scorer: s.score(frame), repeats), 4)
+        result["ms_per_batch"][name] = round(_median_ms(partial(scorer.score, frame), repeats), 4)
 
     if knn_bank:
         bank_set = world.id_boxes(knn_bank, seed=seed + 4)
@@ -64,10 +65,11 @@ def bench_scorers(feature_dim: int = 64, num_classes: int = 4, fit_boxes: int = 
             variants = {"faiss_auto": {}, "faiss_flat": {"index": "flat"}, **variants}
         for label, params in variants.items():
             scorer = create("knn", bank_size=None, **params)
+            assert isinstance(scorer, KNN)
             knn[f"{label}_fit_s"] = round(_timed_fit(scorer, bank_set), 3)
             # exact searches over the full bank take tens of ms: fewer repeats
             runs = repeats if label == "faiss_auto" else max(5, repeats // 10)
-            knn[f"{label}_ms"] = round(_median_ms(lambda s=scorer: s.score(frame), runs), 4)
+            knn[f"{label}_ms"] = round(_median_ms(partial(scorer.score, frame), runs), 4)
             if label == "faiss_auto":
                 knn["faiss_auto_index"] = "ivf" if scorer.ivf_centroids is not None else "flat"
                 knn["ivf_cells"] = None if scorer.ivf_centroids is None else len(scorer.ivf_centroids)

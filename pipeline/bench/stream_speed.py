@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def write_synth_video(path: Path, frames: int, size: int = 320, seed: int = 0, fps: float = 30.0) -> Path:
     world = WorldConfig(seed=seed, width=size, height=size, stream_frames=frames, stream_fps=fps)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (size, size))
     for i in range(frames):
         writer.write(render_stream_frame(world, i)[0])
     writer.release()
@@ -162,8 +162,8 @@ def hop_latency(url_kind: str, payload: str, rounds: int = 300) -> dict[str, flo
     a_in.bind(url_a)
     b_in.bind(url_b)
     a_out, b_out = ctx.socket(zmq.PUSH), ctx.socket(zmq.PUSH)
-    a_out.connect(b_in.last_endpoint.decode())
-    b_out.connect(a_in.last_endpoint.decode())
+    a_out.connect(b_in.getsockopt_string(zmq.LAST_ENDPOINT))
+    b_out.connect(a_in.getsockopt_string(zmq.LAST_ENDPOINT))
     if payload.startswith("frame"):
         side = int(payload[5:] or 640)
         image = np.random.default_rng(0).integers(0, 255, (side, side, 3), np.uint8)
@@ -174,7 +174,7 @@ def hop_latency(url_kind: str, payload: str, rounds: int = 300) -> dict[str, flo
         rng = np.random.default_rng(0)
         dets = Detections(rng.random((n, 4), np.float32) * 100, rng.random(n, np.float32), np.zeros(n, np.int64),
                           rng.random((n, nc), np.float32), rng.random((n, dim), np.float32), np.zeros(n, np.int8),
-                          class_names=[str(i) for i in range(nc)], image_size=(640, 640))
+                          class_names=tuple(str(i) for i in range(nc)), image_size=(640, 640))
         fields, parts = P.detections_parts(dets, crops="none")
         message = P.encode(P.DETECTIONS, "cam", parts, seq=0, **fields)
     times = []
@@ -244,7 +244,7 @@ def rss_growth(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
     for _t, s in samples:
         totals.append(sum(s.values()))
     for name in names:
-        series = [s.get(name) for _, s in samples if s.get(name)]
+        series = [s[name] for _, s in samples if s.get(name)]
         if len(series) < 4:
             continue
         early = float(np.median(series[tenth:2 * tenth + 1]))
