@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.errors import GhostboxError
@@ -47,22 +48,29 @@ def parse_methods(text: str, params: dict[str, Any]) -> tuple[str, dict[str, Any
     return methods[0], params
 
 
-@dataclass
-class FitRequest:
-    method: str
-    id_spec: str
-    params: dict[str, Any] = field(default_factory=dict)
-    outliers: list[str] = field(default_factory=list)
-    outlier_conf: float | None = None  # None: the detector's conf
-    tpr: float = 0.95
-    min_boxes: int = 20
-    calibration_fraction: float = 0.3
-    seed: int = 0
-    policy: str = "flag"
-    unlabelled_conf: float | None = None  # None: the detector's conf, the range the filter will judge
-    max_images: int | None = None
-    calibration_id: str | None = None  # a set of its own for the thresholds (labelled, or a camera's clip)
-    min_track_frames: int = MIN_TRACK_FRAMES
+class FitRequest(BaseModel):
+    """What `ghostbox calibrate` fits: the one home of its settings' defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(description="score name (a registered method, or 'fusion')")
+    id_spec: str = Field(description="ID data the score is fitted on")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
+    outliers: list[str] = Field(default_factory=list, description="outlier data, for scores that learn from it")
+    outlier_conf: float | None = Field(None, description="confidence of outlier detections (None: the detector's)")
+    tpr: float = Field(0.95, description="ID true-positive rate the thresholds keep")
+    min_boxes: int = Field(20, description="boxes a confidence bin needs before it has a threshold of its own")
+    calibration_fraction: float = Field(0.3, description="ID boxes held out for the thresholds")
+    seed: int = Field(0, description="seed of the held-out split")
+    policy: Literal["flag", "drop"] = Field("flag", description="what the filter does with a hallucination")
+    unlabelled_conf: float | None = Field(
+        None, description="unlabelled data: lowest confidence of ID boxes (None: the detector's, the range "
+        "the filter will judge)")
+    max_images: int | None = Field(None, description="read at most this many images of each set")
+    calibration_id: str | None = Field(
+        None, description="a set of its own for the thresholds (labelled, or a camera's clip)")
+    min_track_frames: int = Field(
+        MIN_TRACK_FRAMES, description="unlabelled data: frames a track must last for its boxes to count as ID")
 
     @cached_property
     def needs_outliers(self) -> bool:
