@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from pipeline.detect.torch_backend import TorchBackend
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.ultralytics_env import import_ultralytics
+
+if TYPE_CHECKING:
+    from pipeline.detect.onnx_backend import OnnxBackend
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class Detector:
         if half and device.type != "cuda":
             log.warning("half precision needs a CUDA device; running in float32 on %s", device)
             half = False
+        self.backend: TorchBackend | OnnxBackend
         if source.kind == "onnx":
             from pipeline.detect.onnx_backend import OnnxBackend  # onnxruntime: optional, for ONNX models only
 
@@ -153,7 +158,12 @@ class Detector:
         # As Ultralytics' predictor with rect=True: minimal padding to a stride multiple
         # (for the PyTorch backend and ghostbox's dynamic ONNX export alike).
         letterbox = LetterBox(self.imgsz, auto=True, stride=self.info.max_stride)
-        boxed = [letterbox(image=frame) for frame in frames]
+        boxed: list[np.ndarray] = []
+        for frame in frames:
+            image = letterbox(image=frame)  # given no labels, LetterBox returns the image alone
+            if not isinstance(image, np.ndarray):
+                raise TypeError(f"LetterBox returned a {type(image).__name__}, expected the letterboxed image")
+            boxed.append(image)
         batch = torch.from_numpy(boxed[0][None] if len(boxed) == 1 else np.stack(boxed))
         batch = batch.to(self.device).permute(0, 3, 1, 2).contiguous().flip(1)  # BHWC BGR -> BCHW RGB
         return (batch.half() if self.half else batch.float()).div_(255)
@@ -245,7 +255,9 @@ class Detector:
                 processed = self._postprocess(head_out, logits, features, images, chunk_frames, crops, conf, maps)
                 for i, dets in zip(chunk, processed):
                     results[i] = dets
-        return results  # type: ignore[return-value]
+        done = [dets for dets in results if dets is not None]
+        assert len(done) == len(frames)  # every frame is in exactly one shape group
+        return done
 
     def warmup(self) -> None:
         self.detect([np.zeros((self.imgsz, self.imgsz, 3), np.uint8)])

@@ -35,10 +35,11 @@ class LineFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # appending reads the old tail back (a torn last line is cut off)
         flags = os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | (os.O_RDWR if append else os.O_WRONLY | os.O_TRUNC)
-        self._fd: int | None = os.open(self.path, flags, 0o644)
-        self._good = os.lseek(self._fd, 0, os.SEEK_END)  # end of the last whole line
+        fd = os.open(self.path, flags, 0o644)
+        self._fd: int | None = fd  # None once closed
+        self._good = os.lseek(fd, 0, os.SEEK_END)  # end of the last whole line
         if append and self._good:
-            self._cut_torn_tail()
+            self._cut_torn_tail(fd)
         self.flush_s = flush_s
         self.max_lines = max_lines
         self._pending: list[bytes] = []
@@ -85,7 +86,7 @@ class LineFile:
                     raise OSError(errno.EIO, "write wrote nothing")
                 done += n
         except OSError as exc:
-            self._roll_back()
+            self._roll_back(self._fd)
             self._count_lost(keys, exc)
             return False
         self._good += len(data)
@@ -110,10 +111,10 @@ class LineFile:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _roll_back(self) -> None:
+    def _roll_back(self, fd: int) -> None:
         try:
-            os.ftruncate(self._fd, self._good)
-            os.lseek(self._fd, self._good, os.SEEK_SET)
+            os.ftruncate(fd, self._good)
+            os.lseek(fd, self._good, os.SEEK_SET)
         except OSError as cut:
             self._dead = True
             log.error("%s: cannot cut a failed write back to byte %d (%s); writing no more lines to it",
@@ -131,13 +132,13 @@ class LineFile:
             log.error("%s: %d line(s) not written (%s); the file keeps whole lines only and counts what is lost",
                       self.path, len(keys), exc.strerror if exc is not None else "writing stopped")
 
-    def _cut_torn_tail(self) -> None:
+    def _cut_torn_tail(self, fd: int) -> None:
         """An earlier run that died mid-line left a partial line at the end: cut it off before appending."""
         end = self._good
         pos = end
         while pos > 0:
             start = max(0, pos - 65536)
-            chunk = os.pread(self._fd, pos - start, start)
+            chunk = os.pread(fd, pos - start, start)
             newline = chunk.rfind(b"\n")
             if newline >= 0:
                 pos = start + newline + 1
@@ -145,8 +146,8 @@ class LineFile:
             pos = start
         if pos != end:
             log.warning("%s: cutting a partial last line (%d bytes) left by an earlier run", self.path, end - pos)
-            os.ftruncate(self._fd, pos)
-            os.lseek(self._fd, pos, os.SEEK_SET)
+            os.ftruncate(fd, pos)
+            os.lseek(fd, pos, os.SEEK_SET)
             self._good = pos
 
 

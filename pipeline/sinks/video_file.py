@@ -55,7 +55,7 @@ class VideoFile:
         short = video._space_short()
         if short:
             return video._not_opened(short)
-        writer = cv2.VideoWriter(str(video.path), cv2.VideoWriter_fourcc(*fourcc), fps, video.size)
+        writer = cv2.VideoWriter(str(video.path), cv2.VideoWriter.fourcc(*fourcc), fps, video.size)
         if not writer.isOpened():
             return video._not_opened(f"cannot open an {fourcc} writer{full_disk_note(video.path.parent)}")
         video.writer = writer
@@ -86,6 +86,8 @@ class VideoFile:
                 self.missed += 1
                 self._stop(short)
                 return
+        if self.writer is None:  # the caller counts a frame for a video without a writer as missed
+            raise RuntimeError(f"video {self.rel}: a frame fed after its writer failed or was released")
         try:
             accepted = self.writer.write(frame)
         except cv2.error as exc:

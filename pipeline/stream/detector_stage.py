@@ -75,16 +75,17 @@ class DetectorCore:
                 images.append(None)
                 errors.append(str(exc))
         good = [i for i, image in enumerate(images) if image is not None]
+        batch = [image for image in images if image is not None]  # the images of `good`, in order
         results: dict[int, Any] = {}
         t_start = time.time()
         if good:
             try:
-                for i, dets in zip(good, self._detect([images[i] for i in good])):
+                for i, dets in zip(good, self._detect(batch)):
                     results[i] = dets
             except Exception:  # noqa: BLE001 - find the frame that fails, keep the others
-                for i in good:
+                for i, image in zip(good, batch):
                     try:
-                        results[i] = self._detect([images[i]])[0]
+                        results[i] = self._detect([image])[0]
                     except Exception as exc:  # noqa: BLE001
                         log.exception("detector failed on %s frame %d", frames[i].topic, frames[i].seq)
                         errors[i] = f"detector: {type(exc).__name__}: {exc}"
@@ -203,6 +204,12 @@ class WorkerStage(StageShell):
         self.poller.register(self.sock, zmq.POLLIN)
         self.last_broker = time.monotonic()
 
+    def _broker(self) -> zmq.Socket:
+        """The socket to the broker, opened by `_connect` (the first thing `run` does)."""
+        if self.sock is None:
+            raise RuntimeError(f"worker {self.index}: not connected to the broker yet")
+        return self.sock
+
     def run(self) -> int:
         self.compute.start()
         self._connect()
@@ -224,7 +231,7 @@ class WorkerStage(StageShell):
             now = time.monotonic()
             if now - last_beat >= self.heartbeat_s:
                 last_beat = now
-                self.send(self.sock, P.control(P.HEARTBEAT, "worker"))
+                self.send(self._broker(), P.control(P.HEARTBEAT, "worker"))
             self.report_progress(held=len(self.held) + self.busy, done=self.results)
             if now - self.last_broker > self.heartbeat_s * self.liveness:
                 log.warning("worker %d: broker silent for %.1f s; reconnecting", self.index, now - self.last_broker)
@@ -244,8 +251,8 @@ class WorkerStage(StageShell):
 
     def _read_socket(self) -> bool:
         """Take every waiting message; True when told to shut down."""
-        while self.sock.poll(0):
-            message = self.receive(self.sock, "broker")
+        while self._broker().poll(0):
+            message = self.receive(self._broker(), "broker")
             if message is None:
                 continue
             self.last_broker = time.monotonic()
@@ -276,10 +283,10 @@ class WorkerStage(StageShell):
             self.busy -= count
             if generation == self.generation:  # else the broker has re-sent these frames after a reset
                 for message in messages:
-                    if not self.send(self.sock, message):
+                    if not self.send(self._broker(), message):
                         log.warning("worker %d: the broker is not taking results; %s frame %d left to it",
                                     self.index, message[0].decode(), P.decode(message).seq)
                     self.metrics.inc_out(message[0].decode())
                 self.results += len(messages)
                 self.metrics.observe_stage(seconds / max(count, 1))
-            self.send(self.sock, P.control(P.CREDIT, "worker", n=count))
+            self.send(self._broker(), P.control(P.CREDIT, "worker", n=count))

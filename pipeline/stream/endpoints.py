@@ -77,7 +77,7 @@ def open_socket(ctx: zmq.Context, kind: int, url: str, bind: bool, auth: PeerAut
     target = (bind_url or url) if bind else url
     parsed = parse_url(target)
     secured = auth is not None and auth.active and parsed.scheme == "tcp"
-    if secured:
+    if auth is not None and secured:
         auth.configure(ctx, sock, bind, edge)
     try:
         if bind:

@@ -445,7 +445,7 @@ def raw_part(name: str, array: np.ndarray) -> tuple[dict[str, Any], Any]:
     if array.dtype.name not in DTYPES:
         raise GhostboxError(f"protocol: dtype {array.dtype} of part '{name}' cannot go on the wire")
     # memoryview: sent zero-copy by pyzmq when large (copy=False), copied when small
-    view = memoryview(array).cast("B") if array.nbytes else b""
+    view = array.data.cast("B") if array.nbytes else b""  # array.data: memoryview(array)
     return {"name": name, "enc": "raw", "dtype": array.dtype.name, "shape": list(array.shape)}, view
 
 

@@ -365,8 +365,10 @@ class SinkCore:
         stats = self.stats[source]
         total = _count(header.get("total"))
         if stats.eos_received:
-            if total != stats.eos["total"]:
-                self.conflict(source, f"a second EOS says {total} frames, the first said {stats.eos['total']}")
+            first_eos = stats.eos
+            assert first_eos is not None  # set together with eos_received, below
+            if total != first_eos["total"]:
+                self.conflict(source, f"a second EOS says {total} frames, the first said {first_eos['total']}")
             return None
         if total is None:
             self.conflict(source, f"an EOS without a frame count, after {delivered_to} frames (not believed)")
@@ -526,7 +528,7 @@ class SinkCore:
             }
             frames, boxes, flagged = frames + s.frames, boxes + s.boxes, flagged + s.flagged
             dropped, errors = dropped + s.dropped, errors + s.errors
-            if s.frames:
+            if s.frames and s.first_capture is not None and s.last_out is not None:  # both set with the first frame
                 first = s.first_capture if first is None else min(first, s.first_capture)
                 last = s.last_out if last is None else max(last, s.last_out)
         span = (last - first) if first is not None and last is not None else 0.0

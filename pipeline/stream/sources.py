@@ -56,9 +56,18 @@ class Captured:
 
 
 class FrameReader(Protocol):
-    fps: float | None  # native frame rate when known
-    live: bool  # a camera or network stream: frames arrive in real time, it may drop and come back
-    report: MediaReport | None  # what a file reader skipped or cut; None for readers without files
+    # read-only properties: a reader may narrow them (a plain attribute or a class attribute will do)
+    @property
+    def fps(self) -> float | None:  # native frame rate when known
+        ...
+
+    @property
+    def live(self) -> bool:  # a camera or network stream: frames arrive in real time, it may drop and come back
+        ...
+
+    @property
+    def report(self) -> MediaReport | None:  # what a file reader skipped or cut; None for readers without files
+        ...
 
     def read(self) -> Captured | None:  # None: end of stream
         ...

@@ -88,7 +88,8 @@ def coco_categories(names: Sequence[str]) -> list[dict]:
 def coco_instances(records: Sequence[RenderedImage], category_names: Sequence[str],
                    description: str, keep: set[str] | None = None) -> dict:
     """COCO instances for the records; `keep` limits which object names become annotations."""
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, rec in enumerate(records, start=1):
         images.append({"id": image_id, "file_name": rec.file_name, "width": rec.width, "height": rec.height})
         for obj in rec.objects:
