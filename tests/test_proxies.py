@@ -8,9 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from pipeline.bundled import default_model
 from pipeline.data import parse_dataset_spec
+from pipeline.data.convert import yolo_label_text
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.proxies import PlacementRules, ProxySettings, build_proxy_set, read_manifest
@@ -26,7 +28,6 @@ from pipeline.proxies.id_transforms import (
 from pipeline.proxies.mining import mine_hard_negatives
 from pipeline.proxies.outlier_sources import open_pool
 from pipeline.proxies.placement import IdBoxPrior, box_overlaps, find_spot, fits
-from pipeline.proxies.proxy_set import yolo_label_text
 from pipeline.synth import WorldConfig, generate_world
 
 CLASSES = "pedestrian,car,traffic light,traffic sign"
@@ -435,17 +436,29 @@ def test_without_classes_a_bdd_id_set_keeps_bdd_classes_and_says_so(tmp_path: Pa
     (("background",), {"pool": None}, "background: needs --pool"),
     (("mined",), {}, "mined: needs --model"),
     (("mined",), {"pool": None}, "mined: needs --model"),
-    (("fly",), {}, "unknown fly"),
-    (("paste", "paste"), {}, "names a strategy twice"),
-    (("paste",), {"count": 0}, "--count: 0 must be >= 1"),
-    (("paste",), {"max_pastes": 0}, "--max-pastes"),
 ])
-def test_bad_settings_name_the_problem(tmp_path: Path, id_spec: str, world: Path, strategies, overrides,
-                                       message) -> None:
-    count = overrides.pop("count", 2)
-    with pytest.raises(GhostboxError, match=message.replace("(", r"\(")):
-        _build(tmp_path / "P", id_spec, world, strategies=strategies, count=count, **overrides)
+def test_missing_inputs_name_the_problem(tmp_path: Path, id_spec: str, world: Path, strategies, overrides,
+                                         message) -> None:
+    with pytest.raises(GhostboxError, match=message):
+        _build(tmp_path / "P", id_spec, world, strategies=strategies, count=2, **overrides)
     assert not (tmp_path / "P").exists()
+
+
+@pytest.mark.parametrize(("strategies", "overrides", "message"), [
+    (("fly",), {}, "strategies\n.*unknown fly; choose from background, paste"),
+    (("paste", "paste"), {}, "paste,paste names a strategy twice"),
+    ((), {}, "strategies\n.*none given"),
+    (("paste",), {"count": 0}, "count\n.*greater than or equal to 1"),
+    (("paste",), {"max_pastes": 0}, "max_pastes\n.*greater than or equal to 1"),
+    (("transform",), {"transforms": ("melt",)}, "transforms\n.*unknown melt; choose from"),
+    (("paste",), {"rules": {"max_iou": 1.0}}, "rules.max_iou\n.*less than 1"),
+])
+def test_bad_settings_are_refused_when_made(tmp_path: Path, id_spec: str, world: Path, strategies, overrides,
+                                            message) -> None:
+    count = overrides.pop("count", 2)
+    with pytest.raises(ValidationError, match=message):
+        ProxySettings(id_spec=id_spec, out=tmp_path / "P", strategies=strategies, count=count, **overrides)
+    assert "rules" in ProxySettings.model_fields and "conf" in ProxySettings.model_fields
 
 
 def test_empty_id_set_is_an_error(tmp_path: Path, world: Path) -> None:
@@ -530,7 +543,9 @@ def test_cli_end_to_end(tmp_path: Path, id_spec: str, world: Path, flagged: Path
     capsys.readouterr()
     code = main(["proxies", "--id", id_spec, "--strategies", "transform", "--transforms", "interior_swap,melt",
                  "--out", str(tmp_path / "S")])
-    assert code == 2 and "transforms: ['interior_swap', 'melt']; choose from" in capsys.readouterr().err
+    assert code == 2 and "--transforms: unknown melt; choose from" in capsys.readouterr().err
+    code = main(["proxies", "--id", id_spec, "--strategies", "paste", "--count", "0", "--out", str(tmp_path / "S")])
+    assert code == 2 and "--count: Input should be greater than or equal to 1 (got 0)" in capsys.readouterr().err
 
 
 # -- the pieces -----------------------------------------------------------------------------------------
@@ -573,7 +588,8 @@ def test_feathered_paste_fades_in_and_stays_in_its_box() -> None:
     alpha = feather_alpha(20, 30, 4)
     assert alpha[10, 15] == 1.0 and alpha[0, 0] < 0.05 and np.all(np.diff(alpha[10, :8]) >= 0)
     image = np.zeros((50, 60, 3), np.uint8)
-    paste(image, np.full((10, 10, 3), 200, np.uint8), np.array([10, 10, 40, 30]), color_match=0.0)
+    paste(image, np.full((10, 10, 3), 200, np.uint8), np.array([10, 10, 40, 30]), feather_fraction=0.15,
+          color_match=0.0)
     assert image[20, 25].tolist() == [200, 200, 200] and image[10, 10].max() < 40
     assert image[:10].max() == 0 and image[30:].max() == 0 and image[:, :10].max() == 0 and image[:, 40:].max() == 0
 

@@ -10,7 +10,13 @@ from typing import Any
 
 from pipeline.cli.detector_flags import add_detector_flags, detector_config
 from pipeline.cli.progress import progress_bar
-from pipeline.tracks import MIN_TRACK_FRAMES
+from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting, field_default
+from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import save_filter
+
+# The fit's settings and their defaults: `FitRequest` (its module loads torch, so it is read when needed).
+REQUEST = "pipeline.filter.fit_from_data:FitRequest"
+SETTINGS = ("tpr", "min_boxes", "calibration_fraction", "seed", "policy", "min_track_frames")
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Thresholds are set per class and confidence bin on ID boxes the fit never saw: whole images or time "
         "blocks held out of --id, or a set of their own (--calibration-id, e.g. a clip of the camera the filter "
         "will watch). Several methods (--method knn,mahalanobis) are fused by rank average.",
+        formatter_class=SettingsHelpFormatter,
     )
     parser.add_argument("--id", dest="id_spec", metavar="SPEC|DIR|VIDEO", help="ID data the score is fitted on")
     parser.add_argument("--method", help="score name, or several comma-separated (fusion)")
@@ -31,19 +38,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="keep this filter's fitted score and set new thresholds on --calibration-id (e.g. a "
                         "clip of the camera it will watch); its thresholds are the reference for trimming")
     parser.add_argument("--params", default="{}", help='JSON parameters of the method, e.g. \'{"k": 20}\'')
-    parser.add_argument("--tpr", type=float, default=0.95, help="ID true-positive rate the thresholds keep")
-    parser.add_argument("--min-boxes", type=int, default=20,
-                        help="a confidence bin with fewer calibration boxes borrows its neighbours'; "
-                        "a class with fewer, the global threshold")
-    parser.add_argument("--calibration-fraction", type=float, default=0.3,
-                        help="ID boxes held out for the thresholds (the rest fit the score)")
-    parser.add_argument("--policy", choices=["flag", "drop"], default="flag")
+    add_setting(parser, "--tpr", model=REQUEST, field="tpr", type=float,
+                help="ID true-positive rate the thresholds keep")
+    add_setting(parser, "--min-boxes", model=REQUEST, field="min_boxes", type=int,
+                help="a confidence bin with fewer calibration boxes borrows its neighbours'; "
+                "a class with fewer, the global threshold")
+    add_setting(parser, "--calibration-fraction", model=REQUEST, field="calibration_fraction", type=float,
+                help="ID boxes held out for the thresholds (the rest fit the score)")
+    add_setting(parser, "--policy", model=REQUEST, field="policy", choices=["flag", "drop"],
+                help="what the filter does with a hallucination")
     parser.add_argument("--calibration-id", metavar="SPEC|DIR|VIDEO",
                         help="ID data that only sets the thresholds (labelled, or unlabelled footage of the camera: "
                         "its tracks that score like hallucinations against the reference thresholds are left out)")
-    parser.add_argument("--min-track-frames", type=int, default=MIN_TRACK_FRAMES,
-                        help="unlabelled data: frames a track must last for its boxes to count as ID "
-                        "(1 for a folder of unrelated photos)")
+    add_setting(parser, "--min-track-frames", model=REQUEST, field="min_track_frames", type=int,
+                help="unlabelled data: frames a track must last for its boxes to count as ID "
+                "(1 for a folder of unrelated photos)")
     parser.add_argument("--unlabelled-conf", type=float,
                         help="unlabelled data: lowest confidence of ID boxes (default: --conf, the range the filter "
                         "will judge; a higher value leaves the boxes below it uncalibrated, and the filter then "
@@ -53,16 +62,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "that learn from outliers (oe): their detections hitting no ID ground truth")
     parser.add_argument("--outlier-conf", type=float, help="confidence of outlier detections (default: --conf)")
     parser.add_argument("--max-images", type=int)
-    parser.add_argument("--seed", type=int, default=0)
+    add_setting(parser, "--seed", model=REQUEST, field="seed", type=int, help="seed of the held-out split")
     parser.add_argument("--out", "-o", required=True, help="filter file (suffix .filter.safetensors)")
     add_detector_flags(parser)
     parser.set_defaults(handler=run)
 
 
+def _setting(args: argparse.Namespace, name: str) -> Any:
+    """The flag's value, else `FitRequest`'s default for it."""
+    value = getattr(args, name)
+    return field_default(REQUEST, name)[0] if value is None else value
+
+
 def run(args: argparse.Namespace) -> int:
+    # torch loads with the detector and the scores (seconds): only when a filter is fitted, not for --help
     from pipeline.detect.detector import Detector
-    from pipeline.errors import GhostboxError
-    from pipeline.filter.filter_file import save_filter
     from pipeline.filter.fit_from_data import FitRequest, fit_filter, parse_methods, parse_params, recalibrate_filter
 
     if args.from_filter:
@@ -74,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
                                 "leave out --id, --method and --outliers")
         detector = Detector(detector_config(args, [args.from_filter]))
         started = time.perf_counter()
-        filt, notes = recalibrate_filter(detector, args.from_filter, args.calibration_id, tpr=args.tpr,
-                                         min_boxes=args.min_boxes, seed=args.seed,
-                                         min_track_frames=args.min_track_frames, max_images=args.max_images,
-                                         unlabelled_conf=args.unlabelled_conf,
+        filt, notes = recalibrate_filter(detector, args.from_filter, args.calibration_id, tpr=_setting(args, "tpr"),
+                                         min_boxes=_setting(args, "min_boxes"), seed=_setting(args, "seed"),
+                                         min_track_frames=_setting(args, "min_track_frames"),
+                                         max_images=args.max_images, unlabelled_conf=args.unlabelled_conf,
                                          progress=lambda label: progress_bar(label, None))
         out = save_filter(filt, Path(args.out))
         print(f"{filt.method} filter from {args.from_filter} re-calibrated on {notes[0]} in "
@@ -87,11 +101,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.id_spec or not args.method:
         raise GhostboxError("give --id SPEC and --method NAME (or --from FILTER --calibration-id DATA to re-calibrate)")
     method, params = parse_methods(args.method, parse_params(args.params))
+    given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
     request = FitRequest(method=method, id_spec=args.id_spec, params=params, outliers=list(args.outliers),
-                         outlier_conf=args.outlier_conf, tpr=args.tpr, min_boxes=args.min_boxes,
-                         calibration_fraction=args.calibration_fraction, seed=args.seed, policy=args.policy,
-                         unlabelled_conf=args.unlabelled_conf, max_images=args.max_images,
-                         calibration_id=args.calibration_id, min_track_frames=args.min_track_frames)
+                         outlier_conf=args.outlier_conf, unlabelled_conf=args.unlabelled_conf,
+                         max_images=args.max_images, calibration_id=args.calibration_id, **given)
     request.check()  # before the model loads
     config = request.detector_config(detector_config(args))
     detector = Detector(config)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.cli.settings_args import add_setting
+from pipeline.data import BDD10, LoadWarnings, convert_bdd_to_yolo, parse_dataset_spec
+from pipeline.data.convert import LINK_MODES
+from pipeline.errors import GhostboxError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("data", help="dataset tools (info, convert)")
@@ -17,15 +22,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     convert.add_argument("--train-images", help="image folder of the train split (default: BDD layout)")
     convert.add_argument("--val-images", help="image folder of the val split (default: BDD layout)")
     convert.add_argument("--classes", help="comma-separated class subset/order (default: BDD's 10 classes)")
-    convert.add_argument("--link", choices=["hardlink", "copy", "symlink"], default="hardlink")
+    add_setting(convert, "--link", model=convert_bdd_to_yolo, field="link", choices=LINK_MODES,
+                help="how images get into the dataset")
     convert.add_argument("--overwrite", action="store_true")
     convert.add_argument("--out", "-o", required=True)
     convert.set_defaults(handler=run_convert)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from pipeline.data import parse_dataset_spec
-
     dataset = parse_dataset_spec(args.spec)
     boxes = dataset.num_boxes()
     print(dataset.summary())
@@ -36,17 +40,14 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from pipeline.data import BDD10, LoadWarnings, convert_bdd_to_yolo
-    from pipeline.errors import GhostboxError
-
     labels = {k: v for k, v in (("train", args.train), ("val", args.val)) if v}
     if not labels:
         raise GhostboxError("give --train and/or --val BDD label files")
     images = {k: v for k, v in (("train", args.train_images), ("val", args.val_images)) if v and k in labels}
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else BDD10
     warnings = LoadWarnings()
-    data_yaml = convert_bdd_to_yolo(labels, images or None, args.out, class_names=classes, link=args.link,
-                                    overwrite=args.overwrite, warnings=warnings)
+    data_yaml = convert_bdd_to_yolo(labels, images or None, args.out, class_names=classes, overwrite=args.overwrite,
+                                    warnings=warnings, **({"link": args.link} if args.link else {}))
     print(f"wrote {data_yaml}")
     for line in warnings.lines():
         print(f"warning: {line}")

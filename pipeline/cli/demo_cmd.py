@@ -6,6 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.cli.run_cmd import log_level, print_summary, run_graph
+from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
+
+DEMO = "pipeline.stream.demo:demo_config"  # its defaults are the demo's; read when help is printed (loads zmq)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -13,29 +18,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Runs the streaming pipeline on the synthetic world's video, writes OUT/annotated/street.mp4, "
                     "OUT/detections.jsonl, OUT/flagged/ and OUT/summary.json, and prints how many hallucinations "
                     "the filter caught and how many ID objects it wrongly flagged, against the ground truth.",
+        formatter_class=SettingsHelpFormatter,
     )
     parser.add_argument("--out", "-o", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--frames", type=int, default=300, help="frames of the world's stream (default 300)")
-    parser.add_argument("--seed", type=int, default=0, help="the world's seed")
-    parser.add_argument("--workers", "-w", type=int, default=1)
-    parser.add_argument("--mode", choices=("lossless", "live"), default="lossless")
+    add_setting(parser, "--frames", model=DEMO, field="frames", type=int, help="frames of the world's stream")
+    add_setting(parser, "--seed", model=DEMO, field="seed", type=int, help="the world's seed")
+    add_setting(parser, "--workers", "-w", model=DEMO, field="workers", type=int, help="detector worker processes")
+    add_setting(parser, "--mode", model=DEMO, field="mode", choices=("lossless", "live"), help="lossless or live")
     parser.add_argument("--model", "-m", help="detector (default: the bundled street-world model)")
     parser.add_argument("--filter", dest="filter_path", help="filter file (default: the bundled filter)")
     parser.add_argument("--imgsz", type=int)
     parser.add_argument("--batch", type=int)
-    parser.add_argument("--no-video", dest="video", action="store_false")
+    parser.add_argument("--no-video", dest="video", action="store_false", default=None, help="no annotated video")
     parser.add_argument("--metrics-port", type=int)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.cli.run_cmd import log_level, print_summary, run_graph
+    # zmq loads with the stream package: only when the demo runs, not for every command's --help
     from pipeline.stream.config import graph_from_dict
     from pipeline.stream.demo import demo_config, describe, score_against_truth
 
-    data = demo_config(args.out, frames=args.frames, seed=args.seed, workers=args.workers, mode=args.mode,
-                       model=args.model, filter_path=args.filter_path, imgsz=args.imgsz,
-                       metrics_port=args.metrics_port, video=args.video, batch=args.batch)
+    given = {name: getattr(args, name) for name in ("frames", "seed", "workers", "mode", "video")
+             if getattr(args, name) is not None}
+    data = demo_config(args.out, model=args.model, filter_path=args.filter_path, imgsz=args.imgsz,
+                       metrics_port=args.metrics_port, batch=args.batch, **given)
     graph = graph_from_dict(data, "demo")
     code, summaries = run_graph(graph, log_level())
     if not summaries:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 
 from pipeline.cli.detector_flags import add_detector_flags, detector_config
 from pipeline.cli.progress import progress_bar
-
-if TYPE_CHECKING:
-    from pipeline.sources.media_files import MediaReport
+from pipeline.filter.filter_file import load_filter
+from pipeline.sinks.annotate import annotate
+from pipeline.sinks.jsonl import JsonlWriter
+from pipeline.sinks.source_names import safe_name
+from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class _AnnotatedOutput:
 
     def _name(self, source: str) -> str:
         if source not in self._names:
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem) or "frame"
+            stem = safe_name(Path(source).stem, empty="frame")
             name, n = stem, 1
             while name in self._names.values():
                 n += 1
@@ -81,10 +81,8 @@ class _AnnotatedOutput:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch loads with the detector (seconds): only when a command runs one, not for `ghostbox --help`
     from pipeline.detect.detector import Detector
-    from pipeline.sinks.annotate import annotate
-    from pipeline.sinks.jsonl import JsonlWriter
-    from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames, iter_frames
 
     config = detector_config(args, [args.filter] if args.filter else ())
     out = Path(args.out)
@@ -92,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector(config)
     hallucination_filter = None
     if args.filter:
-        from pipeline.filter.filter_file import load_filter
-
         hallucination_filter = load_filter(args.filter)
         hallucination_filter.check_detector(detector.fingerprint())
         hallucination_filter.check_conf(config.conf)

@@ -8,6 +8,12 @@ from pathlib import Path
 
 from pipeline.cli.detector_flags import add_detector_flags, detector_config
 from pipeline.cli.progress import progress_bar
+from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
+from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import load_filter
+
+# The evaluation's settings and their defaults: `EvalSettings` (its module loads torch: read when needed).
+EVAL = "pipeline.evaluate.evaluation:EvalSettings"
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate detector + filter on an ID set and OoD sets",
         description="Dataset SPEC: [bdd:|coco:|yolo:]PATH[:split][:images=DIR][:name=NAME][:exclude=FILE] "
-        "(see README). Writes OUT/report.json, OUT/report.md and PNG plots.",
+        "(see docs/datasets-and-eval.md). Writes OUT/report.json, OUT/report.md and PNG plots.",
+        formatter_class=SettingsHelpFormatter,
     )
     parser.add_argument("--id", dest="id_spec", required=True, metavar="SPEC", help="labelled ID set (e.g. BDD val)")
     parser.add_argument("--ood", dest="ood_specs", action="append", default=[], metavar="SPEC",
@@ -25,11 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--filter", dest="filters", action="append", default=[], metavar="FILE",
                         help="fitted filter (ghostbox calibrate), repeatable; "
                         "the first one gives the after-filter counts")
-    parser.add_argument("--scores", default="msp,maxlogit,energy", help="logit scores to report besides the filters'")
+    add_setting(parser, "--scores", model=EVAL, field="scores", help="logit scores to report besides the filters'")
     parser.add_argument("--exclude", help="file listing OoD image names to drop (from a contamination audit)")
-    parser.add_argument("--hallucination-conf", dest="hconf", type=float, default=0.25,
-                        help="detections at or above this confidence count (default 0.25)")
-    parser.add_argument("--audit-conf", type=float, default=0.5, help="confidence that puts an OoD image in the audit")
+    add_setting(parser, "--hallucination-conf", model=EVAL, field="conf", dest="hconf", type=float,
+                help="detections at or above this confidence count")
+    add_setting(parser, "--audit-conf", model=EVAL, field="audit_conf", type=float,
+                help="confidence that puts an OoD image in the audit")
     parser.add_argument("--no-plots", dest="plots", action="store_false")
     parser.add_argument("--out", "-o", required=True)
     add_detector_flags(parser)
@@ -37,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch loads with the detector and the evaluation (seconds): only when it runs, not for --help
     from pipeline.detect.detector import Detector
-    from pipeline.errors import GhostboxError
     from pipeline.evaluate.evaluation import EvalSettings, load_sets, run_evaluation
 
     if not args.ood_specs:
@@ -46,13 +54,10 @@ def run(args: argparse.Namespace) -> int:
     config = detector_config(args, args.filters or ())
     detector = Detector(config)
     id_set, ood_sets = load_sets(detector, args.id_spec, args.ood_specs, args.exclude)
-    filters = []
-    if args.filters:
-        from pipeline.filter.filter_file import load_filter
-
-        filters = [(path, load_filter(path)) for path in args.filters]
-    settings = EvalSettings(conf=args.hconf, audit_conf=args.audit_conf,
-                            scores=tuple(s.strip() for s in args.scores.split(",") if s.strip()), plots=args.plots)
+    filters = [(path, load_filter(path)) for path in args.filters]
+    given = {"conf": args.hconf, "audit_conf": args.audit_conf,
+             "scores": None if args.scores is None else tuple(s.strip() for s in args.scores.split(",") if s.strip())}
+    settings = EvalSettings(plots=args.plots, **{k: v for k, v in given.items() if v is not None})
     total = len(id_set) + sum(len(d) for d in ood_sets)
     with progress_bar("eval", total) as bar:
         report = run_evaluation(detector, id_set, ood_sets, Path(args.out), settings, filters, progress=bar)

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.bundled import default_model
+from pipeline.cli.settings_args import SettingsFlags, SettingsHelpFormatter
+from pipeline.config_files import defaults_yaml, only_sections, read_yaml, section
+
+if TYPE_CHECKING:
+    from pipeline.finetune.training_run import FinetuneJob
+
+SECTIONS = ("finetune",)  # of a --config file
+# The settings' home. Importing pipeline.finetune loads the evaluation's plots and torch (seconds), so the
+# flags' help reads their defaults only when printed, and the models are imported when a command needs them.
+JOB = "pipeline.finetune.training_run:FinetuneJob"
+TRAINING = "pipeline.finetune.training_run:FinetuneSettings"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,70 +28,74 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "`ghostbox proxies`, unlabelled regions = background), evaluates the original model, fine-tunes, "
         "re-fits the filter on the fine-tuned model and evaluates again. Writes OUT/model.pt, "
         "OUT/filters/, OUT/comparison.json|md|png and OUT/finetune.json.",
+        formatter_class=SettingsHelpFormatter,
     )
-    parser.add_argument("--model", "-m", help="detector to start from (default: the bundled street-world model)")
-    parser.add_argument("--id", dest="id_spec", required=True, metavar="SPEC", help="labelled ID training data")
-    parser.add_argument("--proxies", nargs="+", required=True, metavar="DIR", help="proxy sets from `ghostbox proxies`")
-    parser.add_argument("--val", dest="val_spec", metavar="SPEC", help="labelled ID validation data (for mAP)")
-    parser.add_argument("--ood", dest="ood_specs", action="append", default=[], metavar="SPEC",
-                        help="OoD test set for the before/after comparison (repeatable); needs --val")
-    parser.add_argument("--filter", dest="filter_path", metavar="FILE",
-                        help="the original model's filter: the same method is re-fitted on the fine-tuned model")
-    parser.add_argument("--filter-method", help="a score to fit on both models (e.g. oe, energy, knn,mahalanobis)")
-    parser.add_argument("--filter-params", default="{}", help="JSON parameters of --filter-method")
-    parser.add_argument("--outliers", nargs="+", metavar="SPEC",
-                        help="outlier data for scores that learn from it (default: the proxy sets)")
-    parser.add_argument("--outlier-conf", type=float, help="confidence of outlier detections (default 0.25)")
-    parser.add_argument("--calibration-id", metavar="SPEC|DIR|VIDEO",
-                        help="ID data kept out of the fine-tune that sets the filters' thresholds (default: "
-                        "images held out of --id)")
-    parser.add_argument("--proxy-ratio", type=float, default=1.0, help="proxy images per ID training image")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr0", type=float, default=0.003)
-    parser.add_argument("--lrf", type=float, default=0.1, help="final learning rate as a fraction of --lr0 (linear)")
-    parser.add_argument("--mosaic", type=float, default=1.0, help="probability of a 4-image mosaic per sample")
-    parser.add_argument("--close-mosaic", type=int, default=2, help="last N epochs on whole images, no mosaic")
-    parser.add_argument("--freeze", type=int, default=0, help="freeze the first N layers")
-    parser.add_argument("--imgsz", type=int, help="training size (default: the model's)")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading workers")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for training (default: every core this process may use)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
-    parser.add_argument("--out", "-o", required=True)
+    flags = SettingsFlags("finetune_flags")
+    flags.add(parser, "--model", "-m", model=JOB, field="model",
+              help="detector to start from (default: the bundled street-world model)")
+    flags.add(parser, "--id", model=JOB, field="id_spec", metavar="SPEC")
+    flags.add(parser, "--proxies", model=JOB, field="proxies", nargs="+", metavar="DIR")
+    flags.add(parser, "--val", model=JOB, field="val_spec", metavar="SPEC")
+    flags.add(parser, "--ood", model=JOB, field="ood_specs", action="append", metavar="SPEC",
+              help="OoD test set for the before/after comparison (repeatable); needs --val")
+    flags.add(parser, "--filter", model=JOB, field="filter_path", metavar="FILE")
+    flags.add(parser, "--filter-method", model=JOB, field="filter_method")
+    flags.add(parser, "--filter-params", model=JOB, field="filter_params", metavar="JSON",
+              help="JSON parameters of --filter-method")
+    flags.add(parser, "--outliers", model=JOB, field="outliers", nargs="+", metavar="SPEC")
+    flags.add(parser, "--outlier-conf", model=JOB, field="outlier_conf", type=float)
+    flags.add(parser, "--calibration-id", model=JOB, field="calibration_id", metavar="SPEC|DIR|VIDEO")
+    flags.add(parser, "--proxy-ratio", model=JOB, field="proxy_ratio", type=float)
+    for name, kind in (("epochs", int), ("lr0", float), ("lrf", float), ("mosaic", float), ("close_mosaic", int),
+                       ("freeze", int), ("imgsz", int), ("batch", int), ("device", str), ("workers", int),
+                       ("threads", int), ("seed", int)):
+        flags.add(parser, "--" + name.replace("_", "-"), model=TRAINING, field=name, path=("training", name),
+                  type=kind)
+    flags.add(parser, "--resume", model=JOB, field="resume", action="store_true")
+    flags.add(parser, "--out", "-o", model=JOB, field="out")
+    parser.add_argument("--config", "-c", metavar="FILE.yaml",
+                        help="YAML config whose `finetune:` section holds these settings (training ones under "
+                        "`training:`); flags win over it (`ghostbox config finetune` prints the defaults)")
+    flags.attach(parser)
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pipeline.bundled import default_model
-    from pipeline.errors import GhostboxError
-    from pipeline.filter.fit_from_data import parse_methods, parse_params
-    from pipeline.finetune.training_run import FinetuneSettings
-    from pipeline.finetune.workflow import FinetuneJob, run_finetune
+def finetune_job(args: argparse.Namespace) -> FinetuneJob:
+    """The job from --config's `finetune:` section and the flags over it (the bundled model unless one is named)."""
+    from pipeline.finetune.training_run import FinetuneJob
 
-    method, params = None, parse_params(args.filter_params, "--filter-params")
-    if args.filter_method:
-        method, params = parse_methods(args.filter_method, params)
-    try:
-        settings = FinetuneSettings(epochs=args.epochs, lr0=args.lr0, lrf=args.lrf, mosaic=args.mosaic,
-                                    close_mosaic=args.close_mosaic, freeze=args.freeze, imgsz=args.imgsz,
-                                    batch=args.batch, device=args.device, workers=args.workers, seed=args.seed,
-                                    threads=args.threads)
-    except ValueError as exc:
-        raise GhostboxError(f"finetune settings: {exc}") from exc
-    job = FinetuneJob(model=str(args.model or default_model()), id_spec=args.id_spec, proxies=list(args.proxies),
-                      out=Path(args.out), val_spec=args.val_spec, ood_specs=list(args.ood_specs),
-                      filter_path=args.filter_path, filter_method=method, filter_params=params,
-                      outliers=args.outliers, outlier_conf=args.outlier_conf, calibration_id=args.calibration_id,
-                      proxy_ratio=args.proxy_ratio,
-                      settings=settings, resume=args.resume)
+    data, where = {}, f"config '{args.config}'"
+    if args.config:
+        data = read_yaml(args.config)
+        only_sections(data, SECTIONS, where)
+    own = {"model": str(default_model()), **section(data, "finetune", where)}
+    flags: SettingsFlags = args.finetune_flags
+    return flags.build(FinetuneJob, args, own, args.config, "finetune")
+
+
+def default_config() -> str:
+    """`ghostbox config finetune`: the defaults, as a --config file."""
+    from pipeline.finetune.training_run import FinetuneJob
+
+    return ("# ghostbox finetune --config FILE: command-line flags win over these values.\n"
+            + defaults_yaml({"finetune": FinetuneJob},
+                            notes={"finetune.model": "detector to start from (default: the bundled street-world "
+                                   "model)"}))
+
+
+def run(args: argparse.Namespace) -> int:
+    # torch and matplotlib load with the scores and the evaluation (seconds): only when a job runs, not for --help
+    from pipeline.filter.fit_from_data import parse_methods
+    from pipeline.finetune.comparison import comparison_markdown
+    from pipeline.finetune.workflow import run_finetune
+
+    job = finetune_job(args)
+    if job.filter_method:
+        method, params = parse_methods(job.filter_method, job.filter_params)
+        job = job.model_copy(update={"filter_method": method, "filter_params": params})
     summary = run_finetune(job)
     print(f"fine-tuned model: {summary['finetuned_model']}")
     if "comparison" in summary:
-        from pipeline.finetune.comparison import comparison_markdown
-
         print(comparison_markdown(summary["comparison"]))
-    print(f"took {summary['timings']['total_s']:.0f} s; details in {Path(args.out) / 'finetune.json'}")
+    print(f"took {summary['timings']['total_s']:.0f} s; details in {Path(job.out) / 'finetune.json'}")
     return 0

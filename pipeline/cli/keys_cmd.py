@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.errors import GhostboxError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -23,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.errors import GhostboxError
+    # zmq loads with the stream package: only when keys are made, not for every command's --help
     from pipeline.stream.config import ID_PATTERN
     from pipeline.stream.security import ROLES, make_keypair, make_token
 

@@ -8,27 +8,27 @@ import os
 import sys
 from collections.abc import Sequence
 
+import pipeline
+from pipeline.cli import (
+    bench_cmd,
+    calibrate_cmd,
+    config_cmd,
+    data_cmd,
+    demo_cmd,
+    detect_cmd,
+    eval_cmd,
+    export_cmd,
+    finetune_cmd,
+    keys_cmd,
+    proxies_cmd,
+    run_cmd,
+    stage_cmd,
+    synth_cmd,
+)
 from pipeline.errors import GhostboxError
 
 
 def _parser() -> argparse.ArgumentParser:
-    import pipeline
-    from pipeline.cli import (
-        bench_cmd,
-        calibrate_cmd,
-        data_cmd,
-        demo_cmd,
-        detect_cmd,
-        eval_cmd,
-        export_cmd,
-        finetune_cmd,
-        keys_cmd,
-        proxies_cmd,
-        run_cmd,
-        stage_cmd,
-        synth_cmd,
-    )
-
     parser = argparse.ArgumentParser(
         prog="ghostbox", description="Keep object detectors from seeing things that are not there."
     )
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (detect_cmd, export_cmd, synth_cmd, data_cmd, calibrate_cmd, eval_cmd, bench_cmd,
-                   run_cmd, stage_cmd, demo_cmd, keys_cmd, proxies_cmd, finetune_cmd):
+                   run_cmd, stage_cmd, demo_cmd, keys_cmd, proxies_cmd, finetune_cmd, config_cmd):
         module.add_parser(sub)
     return parser
 

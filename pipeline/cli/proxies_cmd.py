@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from pipeline.cli.detector_flags import add_detector_flags, detector_config
+from pipeline.cli.detector_flags import add_detector_flags, detector_config, detector_notes, detector_section
 from pipeline.cli.progress import progress_bar
+from pipeline.cli.settings_args import SettingsFlags
+from pipeline.config_files import defaults_yaml, only_sections, read_yaml, section
+from pipeline.detect.config import DetectorConfig
+from pipeline.errors import GhostboxError
+from pipeline.proxies import PlacementRules, ProxySetBuilder, ProxySetResult, ProxySettings
+
+SECTIONS = ("proxies", "detector")  # of a --config file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,57 +29,53 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "mined (the --model's boxes on the --pool that match no ID object, pasted). With --model, the class "
         "list is the model's; otherwise the ID set's.",
     )
-    parser.add_argument("--id", dest="id_spec", required=True, metavar="SPEC",
-                        help="labelled ID training set (dataset SPEC): host images and ID boxes")
-    parser.add_argument("--pool", metavar="SPEC|DIR",
-                        help="outlier pool: a labelled set whose non-ID boxes are crops (COCO \"ood\" categories), "
-                        "or a folder of images without ID objects")
-    parser.add_argument("--flagged", metavar="DIR", help="flagged-crop archive of `ghostbox run` (OUT or OUT/flagged)")
-    parser.add_argument("--strategies", required=True, help="comma-separated: background,paste,transform,mined")
-    parser.add_argument("--transforms", default=None,
-                        help="comma-separated ID transforms for `transform`: patch_shuffle,cross_class_blend,"
-                        "texture_swap,interior_swap (the default), outline_swap, framed_outlier")
-    parser.add_argument("--count", type=int, default=100, help="images per strategy (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", "-o", required=True, help="proxy-set folder (must be empty, or --overwrite)")
-    parser.add_argument("--max-iou", type=float, default=0.05,
-                        help="largest IoU of a pasted region with an ID box or another paste (default 0.05)")
-    parser.add_argument("--max-cover", type=float, default=0.1,
-                        help="largest fraction of an ID box a pasted region may cover (default 0.1)")
-    parser.add_argument("--max-pastes", type=int, default=3, help="pasted regions per image, 1..N (default 3)")
-    parser.add_argument("--tries", type=int, default=50, help="spots tried per pasted region (default 50)")
-    parser.add_argument("--mine-images", type=int, default=500,
-                        help="pool images the detector runs on for `mined` (a seeded sample; default 500)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the proxy set in a non-empty --out")
-    add_detector_flags(parser)
+    flags = SettingsFlags("proxy_flags")
+    flags.add(parser, "--id", model=ProxySettings, field="id_spec", metavar="SPEC")
+    flags.add(parser, "--pool", model=ProxySettings, field="pool", metavar="SPEC|DIR")
+    flags.add(parser, "--flagged", model=ProxySettings, field="flagged", metavar="DIR")
+    flags.add(parser, "--strategies", model=ProxySettings, field="strategies")
+    flags.add(parser, "--transforms", model=ProxySettings, field="transforms")
+    flags.add(parser, "--count", model=ProxySettings, field="count")
+    flags.add(parser, "--seed", model=ProxySettings, field="seed")
+    flags.add(parser, "--out", "-o", model=ProxySettings, field="out")
+    for name in ("max_iou", "max_cover", "tries"):
+        flags.add(parser, "--" + name.replace("_", "-"), model=PlacementRules, field=name, path=("rules", name))
+    flags.add(parser, "--max-pastes", model=ProxySettings, field="max_pastes")
+    flags.add(parser, "--mine-images", model=ProxySettings, field="mine_images")
+    flags.add(parser, "--overwrite", model=ProxySettings, field="overwrite")
+    flags.attach(parser)
+    add_detector_flags(parser, config_help="YAML config with `proxies:` (these settings) and `detector:` sections")
     parser.set_defaults(handler=run)
 
 
-def _model_given(args: argparse.Namespace) -> bool:
-    if args.model:
-        return True
+def proxy_settings(args: argparse.Namespace) -> tuple[ProxySettings, DetectorConfig]:
+    """The proxy-set and detector settings: --config's `proxies:` and `detector:` sections, flags over them."""
+    data, where = {}, f"config '{args.config}'"
     if args.config:
-        from pipeline.config_files import read_yaml
+        data = read_yaml(args.config)
+        only_sections(data, SECTIONS, where)
+    own = section(data, "proxies", where)
+    if "conf" in own:
+        raise GhostboxError(f"{where}: field 'proxies.conf': the confidence of mined boxes is the detector's; set "
+                            f"`detector: conf` (got {own['conf']!r})")
+    detector = detector_config(args)
+    flags: SettingsFlags = args.proxy_flags
+    settings = flags.build(ProxySettings, args, own, args.config, "proxies", extra={"conf": detector.conf})
+    return settings, detector
 
-        return bool((read_yaml(args.config).get("detector") or {}).get("model"))
-    return False
+
+def default_config() -> str:
+    """`ghostbox config proxies`: the defaults, as a --config file."""
+    return ("# ghostbox proxies --config FILE: command-line flags win over these values.\n"
+            + defaults_yaml({"proxies": ProxySettings, "detector": DetectorConfig}, notes=detector_notes(),
+                            exclude=("proxies.conf",)))
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.proxies import PlacementRules, ProxySetBuilder, ProxySettings, parse_strategies
-
-    config = detector_config(args)
-    settings = ProxySettings(
-        id_spec=args.id_spec, out=Path(args.out), strategies=parse_strategies(args.strategies), count=args.count,
-        seed=args.seed, pool=args.pool, flagged=args.flagged,
-        rules=PlacementRules(max_iou=args.max_iou, max_cover=args.max_cover, tries=args.tries),
-        max_pastes=args.max_pastes, conf=config.conf, mine_images=args.mine_images, overwrite=args.overwrite,
-        **({"transforms": tuple(t.strip() for t in args.transforms.split(",") if t.strip())}
-           if args.transforms else {}),
-    )
-    settings.check()
+    settings, config = proxy_settings(args)
     detector = None
-    if _model_given(args):
+    if args.model or detector_section(args).get("model"):
+        # torch: loaded only when a model is asked for
         from pipeline.detect.detector import Detector
 
         detector = Detector(config)
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(result, seconds: float) -> None:
+def _summary(result: ProxySetResult, seconds: float) -> None:
     manifest = result.manifest
     print(f"proxy set -> {result.out} in {seconds:.1f} s (seed {manifest.seed}, classes: "
           f"{', '.join(manifest.class_names)})")

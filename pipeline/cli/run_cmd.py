@@ -9,27 +9,45 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli.detector_flags import detector_notes
+from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
+from pipeline.config_files import defaults_yaml, read_yaml
+from pipeline.detect.config import DetectorConfig
+from pipeline.errors import GhostboxError
+
 log = logging.getLogger(__name__)
 
 
+GRAPH = "pipeline.stream.config"  # read when help is printed: importing it loads zmq
+
+
 def add_graph_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags for the common case, shared by `ghostbox run` and `ghostbox bench stream`."""
+    """The flags for the common case, shared by `ghostbox run` and `ghostbox bench stream`.
+
+    Defaults shown in the help are the graph config's (`SettingsHelpFormatter` on the parser).
+    """
     group = parser.add_argument_group("graph (flags win over the config file)")
     group.add_argument("--source", "-s", action="append", metavar="URI",
                        help="video, image, folder, glob, webcam index, rtsp/http URL or synth[:k=v,...]; repeatable")
     group.add_argument("--model", "-m", help=".pt/.onnx model (default: the bundled street-world model)")
-    group.add_argument("--filter", dest="filter_path", help="fitted filter file (default: none, boxes pass through)")
-    group.add_argument("--workers", "-w", type=int, help="detector worker processes (default 1)")
-    group.add_argument("--mode", choices=("lossless", "live"), help="lossless (files) or live (cameras)")
-    group.add_argument("--imgsz", type=int, help="inference size in pixels")
-    group.add_argument("--batch", type=int, help="frames per forward pass, across streams (default 8)")
-    group.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    group.add_argument("--conf", type=float, help="confidence threshold (default 0.25)")
-    group.add_argument("--fps", type=float, help="frame-rate limit of every source")
-    group.add_argument("--out", "-o", help="output folder of the (first) sink (default runs/stream)")
+    add_setting(group, "--filter", model=f"{GRAPH}:FilterConfig", field="path", dest="filter_path", metavar="FILE",
+                help="fitted filter file (default: none, boxes pass through)")
+    add_setting(group, "--workers", "-w", model=f"{GRAPH}:WorkersConfig", field="count", dest="workers", type=int,
+                help="detector worker processes")
+    add_setting(group, "--mode", model=f"{GRAPH}:GraphConfig", field="mode", choices=("lossless", "live"),
+                help="lossless (files) or live (cameras)")
+    add_setting(group, "--imgsz", model=DetectorConfig, field="imgsz", help="inference size in pixels")
+    add_setting(group, "--batch", model=DetectorConfig, field="batch", help="frames per forward pass, across streams")
+    add_setting(group, "--device", model=DetectorConfig, field="device", help="auto, cpu, cuda or cuda:N")
+    add_setting(group, "--conf", model=DetectorConfig, field="conf", help="confidence threshold")
+    add_setting(group, "--fps", model=f"{GRAPH}:SourceConfig", field="fps", type=float,
+                help="frame-rate limit of every source")
+    add_setting(group, "--out", "-o", model=f"{GRAPH}:SinkConfig", field="out", metavar="OUT",
+                help="output folder of the (first) sink")
     group.add_argument("--no-video", dest="video", action="store_false", default=None, help="no annotated video")
     group.add_argument("--no-crops", dest="crops", action="store_false", default=None, help="no flagged-crop archive")
-    group.add_argument("--metrics-port", type=int, help="serve Prometheus metrics: stage k on PORT + k")
+    add_setting(group, "--metrics-port", model=f"{GRAPH}:MetricsConfig", field="port", dest="metrics_port", type=int,
+                help="serve Prometheus metrics: stage k on PORT + k")
     group.add_argument("--save-calibration-clip", dest="calibration_clip_frames", type=int, metavar="FRAMES",
                        help="write each source's first FRAMES frames, as captured, to OUT/calibration/ (for "
                        "`ghostbox calibrate --from FILTER --calibration-id OUT/calibration/SOURCE.avi`)")
@@ -40,15 +58,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "run", help="run the streaming pipeline (sources -> detector workers -> filter -> sinks)",
         description="Starts every stage of the graph as its own process, supervises them, and exits 0 when every "
                     "file source is done. Ctrl-C drains and stops the graph cleanly.",
+        formatter_class=SettingsHelpFormatter,
     )
-    parser.add_argument("config", nargs="?", help="graph YAML (see configs/pipeline.yaml); optional with --source")
+    parser.add_argument("config", nargs="?", help="graph YAML (see configs/pipeline.yaml; `ghostbox config run` "
+                        "prints the defaults); optional with --source")
     add_graph_flags(parser)
     parser.set_defaults(handler=run)
 
 
 def graph_from_args(args: argparse.Namespace) -> Any:
-    from pipeline.config_files import read_yaml
-    from pipeline.errors import GhostboxError
+    # zmq loads with the stream package: only when a graph runs, not for every command's --help
     from pipeline.stream.config import graph_from_dict, with_overrides
 
     data = read_yaml(args.config) if args.config else {}
@@ -61,6 +80,16 @@ def graph_from_args(args: argparse.Namespace) -> Any:
                           calibration_clip_frames=getattr(args, "calibration_clip_frames", None))
     where = f"config '{args.config}'" if args.config else "command line"
     return graph_from_dict(data, where)
+
+
+def default_config() -> str:
+    """`ghostbox config run|stage`: the graph defaults, as a config file (sources still to be given)."""
+    from pipeline.stream.config import GraphConfig
+
+    return ("# ghostbox run FILE [--source URI ...]: command-line flags win over these values; see "
+            "configs/pipeline.yaml.\n"
+            + defaults_yaml({"": GraphConfig}, notes=detector_notes("detector")
+                            | {"detector.model": "the detector; empty: the bundled street-world model"}))
 
 
 def run_graph(graph: Any, log_level: str = "INFO") -> tuple[int, list[dict[str, Any]]]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+
+from pipeline.errors import GhostboxError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,13 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "itself once every source's end-of-stream went through it; SIGTERM / Ctrl-C end it cleanly.",
     )
     parser.add_argument("name", nargs="?", help="the stage to run")
-    parser.add_argument("--config", "-c", required=True, help="graph YAML (see configs/pipeline.yaml)")
+    parser.add_argument("--config", "-c", required=True, help="graph YAML (see configs/pipeline.yaml; "
+                        "`ghostbox config stage` prints the defaults)")
     parser.add_argument("--list", action="store_true", help="print the graph's stages and their metrics ports")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.errors import GhostboxError
+    # zmq loads with the stream package: only when a stage runs, not for every command's --help
     from pipeline.stream.config import default_run_dir, load_graph, resolve
     from pipeline.stream.stage_main import run_stage, setup_logging
 
@@ -31,9 +36,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.name not in graph.stage_names():
         raise GhostboxError(f"no stage '{args.name}' in {args.config}; stages: {', '.join(graph.stage_names())}")
-    import logging
-    from pathlib import Path
-
     setup_logging(args.name, logging.getLevelName(logging.getLogger().getEffectiveLevel()))
     Path(graph.run_dir or ".").mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets: this user only
     return run_stage(graph, args.name)

@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 
 from pipeline.cli.progress import progress_bar
+from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
+from pipeline.errors import GhostboxError
 
+WORLD = "pipeline.synth.config:WorldConfig"  # the defaults' home; read when help is printed (slow to import)
 COUNTS = ("train", "val", "near_test", "far_test", "pool", "mixed_test", "contaminated", "stream_frames")
 
 
@@ -16,33 +19,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "synth", help="generate the synthetic street world (ID sets, OoD sets, stream)",
         description="Writes DIR/world.json, id/{train,val} (BDD det_20), ood/* (COCO), yolo/ and stream/.",
+        formatter_class=SettingsHelpFormatter,
     )
-    parser.add_argument("--seed", type=int, default=0)
+    add_setting(parser, "--seed", model=WORLD, field="seed", type=int, help="the world's seed")
     parser.add_argument("--out", "-o", required=True)
-    parser.add_argument("--size", default="320x320", help="image size WxH (default 320x320)")
+    add_setting(parser, "--size", model=WORLD, field=("width", "height"), dest="size", help="image size WxH")
     for name in COUNTS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=f"number of {name} images")
-    parser.add_argument("--contamination-fraction", type=float)
+        add_setting(parser, f"--{name.replace('_', '-')}", model=WORLD, field=name, type=int,
+                    help=f"number of {name} images")
+    add_setting(parser, "--contamination-fraction", model=WORLD, field="contamination_fraction", type=float,
+                help="share of the contaminated set's images holding an ID object")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.errors import GhostboxError
+    # the synthetic world's modules take a while to load: only when it is generated, not for --help
     from pipeline.synth import WorldConfig, generate_world
 
-    try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError as exc:
-        raise GhostboxError(f"--size: expected WxH like 320x320, got '{args.size}'") from exc
-    fields = {"seed": args.seed, "width": width, "height": height}
-    fields.update({name: getattr(args, name) for name in COUNTS if getattr(args, name) is not None})
-    if args.contamination_fraction is not None:
-        fields["contamination_fraction"] = args.contamination_fraction
+    fields = {name: getattr(args, name) for name in ("seed", *COUNTS, "contamination_fraction")
+              if getattr(args, name) is not None}
+    if args.size is not None:
+        try:
+            fields["width"], fields["height"] = (int(v) for v in args.size.lower().split("x"))
+        except ValueError as exc:
+            raise GhostboxError(f"--size: expected WxH like 320x320, got '{args.size}'") from exc
     config = WorldConfig(**fields)
     started = time.perf_counter()
     with progress_bar("synth", None) as bar:
         manifest = generate_world(config, Path(args.out), progress=bar.update)
     world = json.loads(Path(manifest).read_text())
     summary = ", ".join(f"{split['name']} {split['count']}" for split in world.get("splits", []))
-    print(f"world seed {args.seed} -> {manifest} in {time.perf_counter() - started:.1f} s ({summary})")
+    print(f"world seed {config.seed} -> {manifest} in {time.perf_counter() - started:.1f} s ({summary})")
     return 0

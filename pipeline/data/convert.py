@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pipeline.data.bdd import BDD10, load_bdd
@@ -23,6 +24,7 @@ from pipeline.data.records import LoadWarnings
 from pipeline.errors import GhostboxError
 
 LINK_MODES = ("hardlink", "copy", "symlink")
+DEFAULT_LINK = "hardlink"
 # Six decimals of a normalised coordinate: at most ~0.7e-3 px error on a 1280 px side.
 _DECIMALS = 6
 _HEADER = "# Ultralytics dataset written by ghostbox (pipeline.data.convert).\n"
@@ -31,7 +33,7 @@ _HEADER = "# Ultralytics dataset written by ghostbox (pipeline.data.convert).\n"
 def convert_bdd_to_yolo(labels_json: str | Path | Mapping[str, str | Path],
                         images_dir: str | Path | Mapping[str, str | Path] | None,
                         out_dir: str | Path, class_names: Sequence[str] = BDD10,
-                        link: str = "hardlink", *, split: str | None = None,
+                        link: str = DEFAULT_LINK, *, split: str | None = None,
                         strict: bool = True, overwrite: bool = False,
                         warnings: LoadWarnings | None = None) -> Path:
     """Convert BDD-100K label files to an Ultralytics dataset; returns its data.yaml.
@@ -58,7 +60,7 @@ def convert_bdd_to_yolo(labels_json: str | Path | Mapping[str, str | Path],
 
 
 def write_yolo_dataset(splits: Mapping[str, Dataset], out_dir: str | Path, *,
-                       link: str = "hardlink", overwrite: bool = False,
+                       link: str = DEFAULT_LINK, overwrite: bool = False,
                        warnings: LoadWarnings | None = None) -> Path:
     """Write each dataset as split ``images/<split>`` + ``labels/<split>``; returns data.yaml.
 
@@ -170,19 +172,26 @@ def _relative_image_path(file_name: str) -> Path:
 
 
 def _label_text(record: Any, tally: LoadWarnings) -> str:
+    for _ in range(int(record.crowd.sum())):
+        tally.add("crowd_skipped", record.file_name)
+    return yolo_label_text(record.boxes_xyxy, record.class_ids, record.crowd, record.width, record.height)
+
+
+def yolo_label_text(boxes_xyxy: np.ndarray, class_ids: np.ndarray, crowd: np.ndarray, width: float,
+                    height: float) -> str:
+    """YOLO label lines ``cls cx cy w h`` (normalised to the image size) of the non-crowd boxes.
+
+    Crowd regions have no YOLO form and are left out.
+    """
+    keep = ~np.asarray(crowd, bool)
+    width, height = float(width), float(height)
     lines = []
-    width, height = float(record.width), float(record.height)
-    for (x1, y1, x2, y2), class_id, crowd in zip(record.boxes_xyxy.tolist(),
-                                                 record.class_ids.tolist(),
-                                                 record.crowd.tolist()):
-        if crowd:
-            tally.add("crowd_skipped", record.file_name)
-            continue
+    for (x1, y1, x2, y2), class_id in zip(np.asarray(boxes_xyxy)[keep].tolist(),
+                                          np.asarray(class_ids)[keep].tolist()):
         cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
         w, h = (x2 - x1) / width, (y2 - y1) / height
-        lines.append(f"{class_id} {cx:.{_DECIMALS}f} {cy:.{_DECIMALS}f} "
-                     f"{w:.{_DECIMALS}f} {h:.{_DECIMALS}f}")
-    return "".join(line + "\n" for line in lines)
+        lines.append(f"{class_id} {cx:.{_DECIMALS}f} {cy:.{_DECIMALS}f} {w:.{_DECIMALS}f} {h:.{_DECIMALS}f}\n")
+    return "".join(lines)
 
 
 def place_file(source: Path, target: Path, link: str, tally: LoadWarnings) -> None:

@@ -19,9 +19,8 @@ a filter from before them gets the flag rate only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 DRIFT_WINDOW = 1000    # boxes per source the statistics look back over
 DRIFT_MIN_BOXES = 200  # fewer boxes than this: no PSI yet (too noisy)
@@ -45,16 +44,24 @@ def _psi_of_counts(counts: np.ndarray) -> float:
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-@dataclass(frozen=True)
-class DriftState:
-    boxes: int
-    flag_rate: float
-    psi: float | None  # None: fewer than DRIFT_MIN_BOXES boxes, or no reference deciles
-    alarm: bool
+class DriftState(BaseModel):
+    """One source's drift figures; ``model_dump()`` is summary.json's ``per_source.drift`` (rounded)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    boxes: int = Field(description="boxes in the window")
+    flag_rate: float = Field(description="share of the window's boxes flagged")
+    psi: float | None = Field(description="PSI of the window's margins; null: fewer than DRIFT_MIN_BOXES boxes, "
+                              "or no reference deciles")
+    alarm: bool = Field(description="psi above the alarm level")
+
+    @field_serializer("flag_rate", "psi")
+    def _rounded(self, value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
 
     def as_dict(self) -> dict[str, float | int | bool | None]:
-        return {"boxes": self.boxes, "flag_rate": round(self.flag_rate, 4),
-                "psi": None if self.psi is None else round(self.psi, 4), "alarm": self.alarm}
+        """``model_dump()``, for callers that still use this name."""
+        return self.model_dump()
 
 
 class _Window:
@@ -103,11 +110,12 @@ class DriftMonitor:
     def state(self, source: str) -> DriftState:
         window = self._windows.get(source)
         if window is None or window.n == 0:
-            return DriftState(0, 0.0, None, False)
+            return DriftState(boxes=0, flag_rate=0.0, psi=None, alarm=False)
         value = None
         if self.edges is not None and window.n >= self.min_boxes:
             value = _psi_of_counts(window.counts)
-        return DriftState(window.n, window.flagged / window.n, value, value is not None and value > self.alarm)
+        return DriftState(boxes=window.n, flag_rate=window.flagged / window.n, psi=value,
+                          alarm=value is not None and value > self.alarm)
 
     def forget(self, source: str) -> None:
         """A source ended: free its window."""

@@ -1,4 +1,4 @@
-"""One Ultralytics fine-tuning run, CPU-friendly defaults, resumable.
+"""One Ultralytics fine-tuning run, CPU-friendly defaults, resumable; the settings of a fine-tune job.
 
 Fine-tuning starts from trained weights, so it wants a small constant-ish learning rate and
 no warm-up spike (Ultralytics' warm-up starts the biases at lr 0.1, which undoes a trained
@@ -10,36 +10,42 @@ a short CPU run.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.errors import GhostboxError
+from pipeline.ultralytics_env import import_ultralytics
 
 log = logging.getLogger(__name__)
 
 
 class FinetuneSettings(BaseModel):
+    """One fine-tuning run's settings (`finetune.json` `settings`)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(6, ge=1)
-    lr0: float = Field(0.003, gt=0)
-    lrf: float = Field(0.1, gt=0, le=1)  # final lr = lr0 * lrf, linear decay
-    freeze: int = Field(0, ge=0)  # first N layers frozen (the backbone is 10 layers in YOLOv8)
-    imgsz: int | None = Field(None, ge=32)  # None: the model's training size
-    batch: int = Field(16, ge=1)
-    device: str = "cpu"
-    workers: int = Field(2, ge=0)
-    seed: int = 0
-    mosaic: float = Field(1.0, ge=0, le=1)
-    close_mosaic: int = Field(2, ge=0)  # last epochs on whole images, as evaluation sees them
-    scale: float = Field(0.3, ge=0, le=1)
-    # CPU threads for training (None: every usable core). Ultralytics trains on CPU with one core
-    # fewer than the machine has and loads data in the same process: one of two cores.
-    threads: int | None = Field(None, ge=1)
+    epochs: int = Field(6, ge=1, description="training epochs")
+    lr0: float = Field(0.003, gt=0, description="initial learning rate (AdamW)")
+    lrf: float = Field(0.1, gt=0, le=1, description="final learning rate as a fraction of lr0 (linear decay)")
+    freeze: int = Field(0, ge=0, description="freeze the first N layers (the backbone is 10 layers in YOLOv8)")
+    imgsz: int | None = Field(None, ge=32, description="training size; null: the model's training size")
+    batch: int = Field(16, ge=1, description="images per training batch")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    workers: int = Field(2, ge=0, description="data-loading workers")
+    seed: int = Field(0, description="seed of the training run and of the proxy sample")
+    mosaic: float = Field(1.0, ge=0, le=1, description="probability of a 4-image mosaic per sample")
+    close_mosaic: int = Field(2, ge=0, description="last N epochs on whole images, as evaluation sees them")
+    scale: float = Field(0.3, ge=0, le=1, description="random scale augmentation (+/- this fraction)")
+    # Ultralytics trains on CPU with one core fewer than the machine has and loads data in the
+    # same process: one of two cores.
+    threads: int | None = Field(None, ge=1, description="CPU threads for training; null: every core this "
+                                "process may use")
 
     def ultralytics_args(self) -> dict[str, Any]:
         return dict(epochs=self.epochs, lr0=self.lr0, lrf=self.lrf, freeze=self.freeze or None, batch=self.batch,
@@ -49,14 +55,55 @@ class FinetuneSettings(BaseModel):
                     plots=False, val=False, cache="ram", pretrained=True, exist_ok=True)
 
 
+class FinetuneJob(BaseModel):
+    """What `ghostbox finetune` does: the `finetune:` section of its --config file."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(description="detector to start from")
+    id_spec: str = Field(description="labelled ID training data (dataset SPEC)")
+    proxies: list[str] = Field(min_length=1, description="proxy sets from `ghostbox proxies`")
+    out: Path = Field(description="output folder")
+    val_spec: str | None = Field(None, description="labelled ID validation data (for mAP)")
+    ood_specs: list[str] = Field(default_factory=list, description="OoD test sets for the before/after comparison; "
+                                 "need val_spec")
+    filter_path: str | None = Field(None, description="the original model's filter: its method is re-fitted on the "
+                                    "fine-tuned model")
+    filter_method: str | None = Field(None, description="or a score to fit on both models (e.g. oe, energy, "
+                                      "knn,mahalanobis)")
+    filter_params: dict[str, Any] = Field(default_factory=dict, description="parameters of filter_method (a JSON "
+                                          "object on the command line)")
+    outliers: list[str] | None = Field(None, description="outlier data for scores that learn from it; null: the "
+                                       "proxy sets")
+    outlier_conf: float | None = Field(None, description="confidence of outlier detections; null: the detector's")
+    calibration_id: str | None = Field(None, description="ID data kept out of the fine-tune that sets the filters' "
+                                       "thresholds; null: images held out of id_spec")
+    proxy_ratio: float = Field(1.0, description="proxy images per ID training image")
+    training: FinetuneSettings = Field(default_factory=FinetuneSettings, description="the fine-tuning run")
+    resume: bool = Field(False, description="continue an interrupted run in out")
+    hallucination_conf: float = Field(0.25, ge=0, le=1, description="detections at or above this confidence "
+                                      "count in the before/after evaluation")
+    detector_batch: int = Field(16, ge=1, description="frames per forward pass when evaluating and fitting filters")
+
+    @field_validator("filter_params", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        """The command line gives a JSON object as text."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
 def train_detector(model: str | Path, data_yaml: str | Path, out_dir: str | Path, settings: FinetuneSettings,
                    resume: bool = False, verbose: bool = True) -> Path:
     """Fine-tune `model` on `data_yaml`; returns the final weights (OUT/train/weights/last.pt)."""
-    from pipeline.ultralytics_env import import_ultralytics
-
     out = Path(out_dir).resolve()
     last = out / "train" / "weights" / "last.pt"
     ultralytics = import_ultralytics()
+    # ultralytics and torch are imported only when a run trains: they take seconds to load
     import ultralytics.utils as ultralytics_utils
     from ultralytics import YOLO
 
@@ -105,8 +152,6 @@ def _with_threads(yolo: Any, settings: FinetuneSettings) -> Any:
     count, one core fewer, when it picks the device, so this runs after that."""
     if not settings.device.lower().startswith("cpu"):
         return yolo
-    import os
-
     import torch
 
     # the cores this process may use (a container's share), not the host's count

@@ -18,43 +18,23 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.detect.config import DetectorConfig, box_features_for
 from pipeline.errors import GhostboxError
+from pipeline.filter.filter_file import box_features_needed, load_filter, save_filter
 from pipeline.finetune.comparison import compare_reports, write_comparison
-from pipeline.finetune.training_run import FinetuneSettings, train_detector
+from pipeline.finetune.training_run import FinetuneJob, train_detector
 from pipeline.finetune.training_set import build_training_set
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FinetuneJob:
-    model: str
-    id_spec: str
-    proxies: list[str]
-    out: Path
-    val_spec: str | None = None
-    ood_specs: list[str] = field(default_factory=list)
-    filter_path: str | None = None  # the original model's filter: its method is re-fitted
-    filter_method: str | None = None  # or a method (fitted on both models)
-    filter_params: dict[str, Any] = field(default_factory=dict)
-    outliers: list[str] | None = None  # outlier data for scores that learn from it; default: the proxies
-    outlier_conf: float | None = None
-    calibration_id: str | None = None  # held out of the fine-tune: sets the re-fitted filters' thresholds
-    proxy_ratio: float = 1.0
-    settings: FinetuneSettings = field(default_factory=FinetuneSettings)
-    resume: bool = False
-    hallucination_conf: float = 0.25
-    detector_batch: int = 16
-
-
 def _evaluate(model: str, filter_path: Path | None, job: FinetuneJob, out: Path, device: str) -> dict[str, Any]:
-    from pipeline.detect.detector import Detector, DetectorConfig
+    # torch loads with these (seconds): only when a job runs, not when the CLI parses its flags
+    from pipeline.detect.detector import Detector
     from pipeline.evaluate.evaluation import EvalSettings, load_sets, run_evaluation
-    from pipeline.filter.filter_file import box_features_needed, load_filter
 
     features = box_features_needed([filter_path]) if filter_path else "head"
     detector = Detector(DetectorConfig(model=model, device=device, batch=job.detector_batch, box_features=features))
@@ -65,8 +45,7 @@ def _evaluate(model: str, filter_path: Path | None, job: FinetuneJob, out: Path,
 
 def _fit(model: str, job: FinetuneJob, method: str, params: dict[str, Any], tpr: float, path: Path,
          device: str) -> Path:
-    from pipeline.detect.detector import Detector, DetectorConfig
-    from pipeline.filter.filter_file import save_filter
+    from pipeline.detect.detector import Detector
     from pipeline.filter.fit_from_data import FitRequest, fit_filter
 
     request = FitRequest(method=method, id_spec=job.id_spec, params=params,
@@ -79,21 +58,19 @@ def _fit(model: str, job: FinetuneJob, method: str, params: dict[str, Any], tpr:
 
 
 def run_finetune(job: FinetuneJob) -> dict[str, Any]:
-    from pipeline.detect.detector import Detector, DetectorConfig
+    from pipeline.detect.detector import Detector
+    from pipeline.filter.fit_from_data import FitRequest
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out = job.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    device = job.settings.device
+    device = job.training.device
     if job.ood_specs and not job.val_spec:
         raise GhostboxError("--ood needs --val: the comparison measures ID mAP on the validation set")
-    method, params, tpr = job.filter_method, dict(job.filter_params), 0.95
+    method, params, tpr = job.filter_method, dict(job.filter_params), FitRequest.model_fields["tpr"].default
     old_method = None
     if job.filter_path:
-        from pipeline.detect.detector import box_features_for
-        from pipeline.filter.filter_file import load_filter
-
         old = load_filter(job.filter_path)
         original = Detector(DetectorConfig(model=job.model, device=device,
                                            box_features=box_features_for(old.fingerprint)))
@@ -110,7 +87,7 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     training = build_training_set(job.id_spec, job.proxies, out / "data", class_names, job.proxy_ratio,
-                                  job.settings.seed, val_spec=job.val_spec)
+                                  job.training.seed, val_spec=job.val_spec)
     timings["training_set_s"] = round(time.perf_counter() - t0, 1)
     log.info("training set: %d ID images + %d proxy images (of %d)", training.id_images, training.proxy_images,
              training.proxies_available)
@@ -135,7 +112,7 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
         timings["eval_before_s"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
-    last = train_detector(job.model, training.data_yaml, out, job.settings, resume=job.resume)
+    last = train_detector(job.model, training.data_yaml, out, job.training, resume=job.resume)
     model_path = out / "model.pt"
     shutil.copyfile(last, model_path)
     timings["train_s"] = round(time.perf_counter() - t0, 1)
@@ -150,7 +127,7 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "model": job.model, "finetuned_model": str(model_path), "id": job.id_spec, "val": job.val_spec,
         "ood": job.ood_specs, "proxies": job.proxies, "training_set": training.describe(),
-        "settings": job.settings.model_dump(), "proxy_ratio": job.proxy_ratio,
+        "settings": job.training.model_dump(), "proxy_ratio": job.proxy_ratio,
         "filter": {"method": method, "params": params, "tpr": tpr,
                    "original": str(original_filter) if original_filter else None,
                    "finetuned": str(finetuned_filter) if finetuned_filter else None},

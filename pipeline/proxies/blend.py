@@ -60,9 +60,11 @@ def resize_to(crop: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def paste(image: np.ndarray, crop: np.ndarray, box: np.ndarray, *, feather_fraction: float = 0.15,
-          color_match: float = 0.5, mask: np.ndarray | None = None) -> None:
+def paste(image: np.ndarray, crop: np.ndarray, box: np.ndarray, *, feather_fraction: float, color_match: float,
+          mask: np.ndarray | None = None) -> None:
     """Blend ``crop`` into ``image`` (in place) over the integer xyxy ``box``, resizing it to fit.
+
+    ``feather_fraction`` and ``color_match``: ``ProxySettings.feather`` and ``.color_match``.
 
     ``color_match`` moves the crop's mean colour that fraction of the way to the covered
     region's (a night-time crop in a daylight street stands out for the wrong reason).

@@ -38,44 +38,44 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
+import pipeline
 from pipeline.errors import GhostboxError
 
 FORMAT = "ghostbox-proxies"
 FORMAT_VERSION = 1
 
 
-@dataclass
-class ProxyImage:
-    file: str
-    label: str
-    strategy: str
-    host: str | None
-    id_boxes: int
-    background: dict[str, Any] | None = None
-    wanted_pastes: int = 0
-    pasted: list[dict[str, Any]] = field(default_factory=list)
+class ProxyImage(BaseModel):
+    """One line of the manifest's ``images``; ``model_dump()`` is that line."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "label": self.label, "strategy": self.strategy, "host": self.host,
-                "background": self.background, "wanted_pastes": self.wanted_pastes, "pasted": self.pasted,
-                "id_boxes": self.id_boxes}
+    file: str = Field(description="the image, relative to the set")
+    label: str = Field(description="its YOLO label file, relative to the set")
+    strategy: str = Field(description="the strategy that made it")
+    host: str | None = Field(description="the ID image it was pasted into; null for backgrounds")
+    background: dict[str, Any] | None = Field(None, description="backgrounds: the pool image used whole")
+    wanted_pastes: int = Field(0, description="regions the image was meant to get")
+    pasted: list[dict[str, Any]] = Field(default_factory=list, description="the pasted regions, as placed")
+    id_boxes: int = Field(description="ID boxes labelled in the image")
 
 
-@dataclass
-class ProxyManifest:
-    seed: int
-    class_names: list[str]
-    sources: dict[str, Any]
-    placement: dict[str, Any]
-    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    images: list[ProxyImage] = field(default_factory=list)
-    gave_up: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+class ProxyManifest(BaseModel):
+    """The manifest as it is built; ``to_dict()`` adds the format header to ``model_dump()``."""
+
+    seed: int = Field(description="the seed every random choice came from")
+    class_names: list[str] = Field(description="the classes of the labels")
+    sources: dict[str, Any] = Field(description="the inputs: ID set, pool, flagged archive, model")
+    placement: dict[str, Any] = Field(description="the placement rules")
+    strategies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per strategy: parameters and "
+                                                  "counts")
+    gave_up: list[dict[str, Any]] = Field(default_factory=list, description="hosts where no region fitted")
+    notes: list[str] = Field(default_factory=list, description="what the user should know about the set")
+    images: list[ProxyImage] = Field(default_factory=list, description="how each image was made")
 
     def start_strategy(self, name: str, requested: int, parameters: dict[str, Any]) -> None:
         self.strategies[name] = {"parameters": parameters, "requested": requested, "written": 0,
@@ -92,14 +92,10 @@ class ProxyManifest:
         self.strategies[strategy]["gave_up"] += 1
 
     def to_dict(self, created: str | None = None) -> dict[str, Any]:
-        import pipeline
-
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "ghostbox_version": pipeline.__version__,
             "created": created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "seed": self.seed, "class_names": list(self.class_names), "sources": self.sources,
-            "placement": self.placement, "strategies": self.strategies, "gave_up": self.gave_up,
-            "notes": self.notes, "images": [image.as_dict() for image in self.images],
+            **self.model_dump(),
         }
 
     def write(self, path: Path) -> None:

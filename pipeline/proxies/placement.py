@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.data.records import ImageRecord
 
@@ -25,18 +25,21 @@ from pipeline.data.records import ImageRecord
 _FALLBACK_SIDES = (0.1, 0.33)
 
 
-@dataclass(frozen=True)
-class PlacementRules:
-    max_iou: float = 0.05
-    max_cover: float = 0.1
-    tries: int = 50
-    min_side: int = 8  # a paste smaller than this is noise to the detector, not an object
-    max_fraction: float = 0.5  # of the host side, so one paste cannot fill the frame
-    size_jitter: float = 0.25  # sigma of the log-normal factor on the sampled area
+class PlacementRules(BaseModel):
+    """Where a pasted region may go; ``model_dump()`` is the manifest's ``placement``."""
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"max_iou": self.max_iou, "max_cover": self.max_cover, "tries": self.tries,
-                "min_side": self.min_side, "max_fraction": self.max_fraction, "size_jitter": self.size_jitter}
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_iou: float = Field(0.05, ge=0.0, lt=1.0, description="largest IoU of a pasted region with an ID box or "
+                           "another paste")
+    max_cover: float = Field(0.1, ge=0.0, le=1.0, description="largest fraction of an ID box (or of the paste) "
+                             "their intersection may be")
+    tries: int = Field(50, ge=1, description="spots tried per pasted region")
+    min_side: int = Field(8, ge=1, description="smallest side of a paste in pixels: smaller is noise to the "
+                          "detector, not an object")
+    max_fraction: float = Field(0.5, gt=0.0, le=1.0, description="largest paste side as a fraction of the host's, "
+                                "so one paste cannot fill the frame")
+    size_jitter: float = Field(0.25, ge=0.0, description="sigma of the log-normal factor on the sampled area")
 
 
 class IdBoxPrior:

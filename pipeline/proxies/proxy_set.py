@@ -25,15 +25,18 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.data import Dataset, ImageRecord, load_image, parse_dataset_spec
+from pipeline.data.convert import yolo_label_text
+from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.proxies import id_transforms
 from pipeline.proxies.blend import paste
@@ -60,53 +63,67 @@ PRIOR_IMAGES = 2000  # ID images whose boxes give sizes and ID crops; spread ove
 HOST_TRIES = 5  # hosts tried for one output image before giving up on it
 MIN_ID_CROP_SIDE = 8
 JPEG_QUALITY = 95
-_YOLO_DECIMALS = 6
 
 
-@dataclass(frozen=True)
-class ProxySettings:
-    id_spec: str
-    out: Path
-    strategies: tuple[str, ...]
-    count: int
-    seed: int = 0
-    pool: str | None = None
-    flagged: str | None = None
-    rules: PlacementRules = field(default_factory=PlacementRules)
-    max_pastes: int = 3
-    conf: float = 0.25
-    mine_images: int = 500
-    transforms: tuple[str, ...] = id_transforms.DEFAULT_TRANSFORMS
-    feather: float = 0.15  # of the pasted box's short side
-    color_match: float = 0.5
-    flip: float = 0.5  # chance of mirroring a pasted crop
-    overwrite: bool = False
+def _names(value: Any) -> Any:
+    """A comma-separated string (a flag's value) as a tuple of names; anything else as it is."""
+    if isinstance(value, str):
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    return value
 
-    def check(self) -> None:
-        if not self.strategies:
-            raise GhostboxError(f"--strategies: none given; choose from {', '.join(STRATEGIES)}")
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if unknown:
-            raise GhostboxError(f"--strategies: unknown {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
-        if len(set(self.strategies)) != len(self.strategies):
-            raise GhostboxError(f"--strategies: {','.join(self.strategies)} names a strategy twice")
-        bad_transforms = [t for t in self.transforms if t not in id_transforms.TRANSFORMS]
-        if bad_transforms or not self.transforms:
-            raise GhostboxError(f"transforms: {list(self.transforms)}; choose from "
-                                f"{', '.join(id_transforms.TRANSFORMS)}")
-        checks = [
-            ("--count", self.count, self.count >= 1, ">= 1"),
-            ("--seed", self.seed, self.seed >= 0, ">= 0"),
-            ("--max-iou", self.rules.max_iou, 0.0 <= self.rules.max_iou < 1.0, "in [0, 1)"),
-            ("--max-cover", self.rules.max_cover, 0.0 <= self.rules.max_cover <= 1.0, "in [0, 1]"),
-            ("--tries", self.rules.tries, self.rules.tries >= 1, ">= 1"),
-            ("--max-pastes", self.max_pastes, self.max_pastes >= 1, ">= 1"),
-            ("--conf", self.conf, 0.0 <= self.conf <= 1.0, "in [0, 1]"),
-            ("--mine-images", self.mine_images, self.mine_images >= 1, ">= 1"),
-        ]
-        for flag, value, ok, rule in checks:
-            if not ok:
-                raise GhostboxError(f"{flag}: {value} must be {rule}")
+
+class ProxySettings(BaseModel):
+    """What one proxy set is made of; validated when made (errors name the field and the value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id_spec: str = Field(description="labelled ID training set (dataset SPEC): host images and ID boxes")
+    out: Path = Field(description="proxy-set folder (must be empty, or overwrite)")
+    strategies: tuple[str, ...] = Field(description=f"comma-separated, of: {', '.join(STRATEGIES)}")
+    count: int = Field(100, ge=1, description="images per strategy")
+    seed: int = Field(0, ge=0, description="seed of every random choice")
+    pool: str | None = Field(None, description="outlier pool: a labelled set whose non-ID boxes are crops (COCO "
+                             '"ood" categories), or a folder of images without ID objects')
+    flagged: str | None = Field(None, description="flagged-crop archive of `ghostbox run` (OUT or OUT/flagged)")
+    rules: PlacementRules = Field(default_factory=PlacementRules, description="where pasted regions may go")
+    max_pastes: int = Field(3, ge=1, description="pasted regions per image, 1..N")
+    conf: float = Field(DetectorConfig.model_fields["conf"].default, ge=0.0, le=1.0,
+                        description="confidence of the detector's boxes for `mined`")
+    mine_images: int = Field(500, ge=1, description="pool images the detector runs on for `mined` (a seeded "
+                             "sample)")
+    transforms: tuple[str, ...] = Field(id_transforms.DEFAULT_TRANSFORMS, description="comma-separated ID "
+                                        f"transforms for `transform`, of: {', '.join(id_transforms.TRANSFORMS)}")
+    feather: float = Field(0.15, ge=0.0, description="feathered rim of a paste, as a fraction of its "
+                           "short side")
+    color_match: float = Field(0.5, ge=0.0, le=1.0, description="how far a paste's colours move towards its host's")
+    flip: float = Field(0.5, ge=0.0, le=1.0, description="chance of mirroring a pasted crop")
+    overwrite: bool = Field(False, description="replace the proxy set in a non-empty out folder")
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _strategies(cls, value: Any) -> Any:
+        names = _names(value)
+        if isinstance(names, (list, tuple)):
+            names = tuple(str(s).strip().lower() for s in names)
+            if not names:
+                raise ValueError(f"none given; choose from {', '.join(STRATEGIES)}")
+            unknown = [s for s in names if s not in STRATEGIES]
+            if unknown:
+                raise ValueError(f"unknown {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"{','.join(names)} names a strategy twice")
+        return names
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _transforms(cls, value: Any) -> Any:
+        names = _names(value)
+        if isinstance(names, (list, tuple)):
+            unknown = [t for t in names if t not in id_transforms.TRANSFORMS]
+            if unknown or not names:
+                raise ValueError(f"{'unknown ' + ', '.join(unknown) if unknown else 'none given'}; choose from "
+                                 f"{', '.join(id_transforms.TRANSFORMS)}")
+        return names
 
 
 def parse_strategies(text: str) -> tuple[str, ...]:
@@ -171,18 +188,6 @@ class ProxySetWriter:
         manifest.write(self.out / "manifest.json")
 
 
-def yolo_label_text(boxes_xyxy: np.ndarray, class_ids: np.ndarray, crowd: np.ndarray, width: int,
-                    height: int) -> str:
-    """YOLO lines of the non-crowd boxes (crowd regions have no YOLO form, as in ``data convert``)."""
-    lines = []
-    for (x1, y1, x2, y2), class_id in zip(boxes_xyxy[~crowd].tolist(), class_ids[~crowd].tolist()):
-        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
-        w, h = (x2 - x1) / width, (y2 - y1) / height
-        lines.append(f"{class_id} {cx:.{_YOLO_DECIMALS}f} {cy:.{_YOLO_DECIMALS}f} {w:.{_YOLO_DECIMALS}f} "
-                     f"{h:.{_YOLO_DECIMALS}f}\n")
-    return "".join(lines)
-
-
 def spread_indices(n: int, k: int) -> list[int]:
     """k indices spread evenly over range(n) (all of them when k >= n): no RNG, same for every seed."""
     if n <= k:
@@ -225,7 +230,6 @@ class ProxySetBuilder:
     """Loads and checks the inputs (nothing written yet), mines when asked, then writes the set."""
 
     def __init__(self, settings: ProxySettings, detector: Any | None = None) -> None:
-        settings.check()
         check_out_folder(Path(settings.out), settings.overwrite)  # before the slow parts, not after them
         self.settings = settings
         self.detector = detector
@@ -319,7 +323,7 @@ class ProxySetBuilder:
             self.mine()
         writer = ProxySetWriter(Path(s.out), s.overwrite)
         manifest = ProxyManifest(seed=s.seed, class_names=list(self.id_set.class_names), sources=self.sources(),
-                                 placement=s.rules.as_dict(), notes=list(self.notes))
+                                 placement=s.rules.model_dump(), notes=list(self.notes))
         for strategy in s.strategies:
             manifest.start_strategy(strategy, s.count, self.parameters(strategy))
             make = _background if strategy == "background" else _composite

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.bundled import default_model
 from pipeline.config_files import read_yaml, validate
 from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
@@ -37,9 +38,11 @@ class Endpoint(_Model):
     """One socket edge. `url` is where connecting sides connect (and the binder binds, unless
     `bind_url` says otherwise, e.g. tcp://0.0.0.0:5550 behind a routable `url`)."""
 
-    url: str | None = None  # None: an ipc socket in the run folder
-    bind_url: str | None = None
-    binder: str | None = None  # which side binds; see the defaults per edge in GraphConfig
+    url: str | None = Field(None, description="where connecting sides connect (ipc:// or tcp://); null: an ipc "
+                            "socket in the run folder")
+    bind_url: str | None = Field(None, description="where the binding side binds, when not at `url` (e.g. "
+                                 "tcp://0.0.0.0:5550)")
+    binder: str | None = Field(None, description="which side binds; null: the edge's default")
 
     @field_validator("url", "bind_url")
     @classmethod
@@ -50,19 +53,24 @@ class Endpoint(_Model):
 
 
 class SourceConfig(_Model):
-    id: str
-    uri: str  # file, folder, glob, webcam index, rtsp/http URL, or "synth[:key=value,...]"
-    kind: Literal["auto", "file", "webcam", "stream", "synth"] = "auto"
-    mode: Mode | None = None  # default: the graph's mode
-    fps: float | None = Field(None, gt=0, le=1000)  # rate limit; live files/synth play at this rate
-    resize: tuple[int, int] | int | None = None  # (width, height), or the longest side (aspect kept)
-    encoding: Literal["auto", "raw", "jpeg"] = "auto"  # auto: JPEG when the hop leaves the machine
-    jpeg_quality: int = Field(90, ge=10, le=100)
-    loop: bool = False  # files: start again at the end (a file standing in for a camera)
-    max_frames: int | None = Field(None, ge=1)  # end the stream after this many frames read
-    reconnect_initial_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(10.0, gt=0)
-    reconnect_attempts: int | None = Field(None, ge=0)  # None: retry for ever (live cameras)
+    id: str = Field(description="the stream's name: 1-64 letters, digits, '_', '.', '-'")
+    uri: str = Field(description="file, folder, glob, webcam index, rtsp/http URL, or synth[:key=value,...]")
+    kind: Literal["auto", "file", "webcam", "stream", "synth"] = Field(
+        "auto", description="what `uri` is; auto: guessed from it")
+    mode: Mode | None = Field(None, description="lossless or live; null: the graph's mode")
+    fps: float | None = Field(None, gt=0, le=1000, description="frame-rate limit; live files and synth play at "
+                              "this rate")
+    resize: tuple[int, int] | int | None = Field(None, description="[width, height], or the longest side (aspect "
+                                                 "kept); null: as captured")
+    encoding: Literal["auto", "raw", "jpeg"] = Field("auto", description="frame encoding on the wire; auto: JPEG "
+                                                      "when the hop leaves the machine")
+    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality when frames are encoded")
+    loop: bool = Field(False, description="files: start again at the end (a file standing in for a camera)")
+    max_frames: int | None = Field(None, ge=1, description="end the stream after this many frames read")
+    reconnect_initial_s: float = Field(0.5, gt=0, description="first wait before reconnecting a lost stream")
+    reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnect attempts")
+    reconnect_attempts: int | None = Field(None, ge=0, description="reconnect attempts before giving up; null: "
+                                           "for ever (live cameras)")
 
     @field_validator("id")
     @classmethod
@@ -97,42 +105,44 @@ class SourceConfig(_Model):
 class GraphDetector(DetectorConfig):
     """The `detector:` section: `ghostbox detect`'s settings, where a missing model means the bundled one."""
 
-    model: str = ""  # resolve() fills in the bundled model
+    model: str = Field("", description="the detector; empty: the bundled street-world model (filled in by "
+                       "resolve())")
 
 
 class WorkersConfig(_Model):
-    count: int = Field(1, ge=1, le=64)
-    batch_timeout_ms: float = Field(10.0, ge=0, le=10_000)  # wait this long to fill a batch
-    threads: int | None = Field(None, ge=1, le=256)  # torch threads per worker; default cores / workers
-    crops: Literal["auto", "raw", "jpeg", "none"] = "auto"
-    prefetch: int | None = Field(None, ge=0, le=8)  # batches held ready; default 1 lossless, 0 live
-    max_restarts: int = Field(5, ge=0)  # crashes per minute before the supervisor gives up
+    count: int = Field(1, ge=1, le=64, description="detector worker processes")
+    batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="how long a worker waits to fill a batch")
+    threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker; null: cores / workers")
+    crops: Literal["auto", "raw", "jpeg", "none"] = Field("auto", description="how box crops travel to the filter")
+    prefetch: int | None = Field(None, ge=0, le=8, description="batches held ready; null: 1 lossless, 0 live")
+    max_restarts: int = Field(5, ge=0, description="crashes per minute before the supervisor gives up")
 
 
 class BrokerConfig(_Model):
-    prefetch: int = Field(4, ge=1, le=1024)  # frames queued at the broker per lossless source
-    heartbeat_ms: int = Field(1000, ge=20, le=60_000)
-    liveness: int = Field(3, ge=2, le=100)  # missed heartbeats before a worker counts as dead
-    max_attempts: int = Field(3, ge=1, le=100)  # a frame on this many dead workers is given up
-    hwm: int = Field(64, ge=1, le=100_000)  # messages queued towards the filter
+    prefetch: int = Field(4, ge=1, le=1024, description="frames queued at the broker per lossless source")
+    heartbeat_ms: int = Field(1000, ge=20, le=60_000, description="heartbeat interval between broker and workers")
+    liveness: int = Field(3, ge=2, le=100, description="missed heartbeats before a worker counts as dead")
+    max_attempts: int = Field(3, ge=1, le=100, description="a frame that was on this many dead workers is given up")
+    hwm: int = Field(64, ge=1, le=100_000, description="messages queued towards the filter")
 
 
 class FilterConfig(_Model):
-    path: str | None = None  # a fitted filter file; None passes detections through unchanged
+    path: str | None = Field(None, description="a fitted filter file; null passes detections through unchanged")
 
 
 class SinkConfig(_Model):
-    name: str = "out"
-    out: str = "runs/stream"
-    video: bool = True  # OUT/annotated/<source>.mp4
-    jsonl: bool = True  # OUT/detections.jsonl
-    crops: bool = True  # OUT/flagged/: crops of flagged boxes + index.jsonl
-    summary: bool = True  # OUT/summary.json
-    # OUT/calibration/<source>.avi: the first N frames as captured (no boxes drawn), for
-    # `ghostbox calibrate --from FILTER --calibration-id` on this camera's own footage; 0 = none
-    calibration_clip_frames: int = Field(0, ge=0)
-    reorder_wait_ms: float = Field(500.0, ge=0)  # live: how long a missing frame is waited for
-    endpoint: Endpoint = Field(default_factory=Endpoint)  # filter -> this sink; binder: "sink" (default) or "filter"
+    name: str = Field("out", description="the sink's name (stage sink:NAME)")
+    out: str = Field("runs/stream", description="output folder")
+    video: bool = Field(True, description="OUT/annotated/<source>.mp4")
+    jsonl: bool = Field(True, description="OUT/detections.jsonl")
+    crops: bool = Field(True, description="OUT/flagged/: crops of flagged boxes + index.jsonl")
+    summary: bool = Field(True, description="OUT/summary.json")
+    calibration_clip_frames: int = Field(0, ge=0, description="OUT/calibration/<source>.avi: the first N frames "
+                                         "as captured (no boxes drawn), for `ghostbox calibrate --from FILTER "
+                                         "--calibration-id` on this camera's own footage; 0: none")
+    reorder_wait_ms: float = Field(500.0, ge=0, description="live: how long a missing frame is waited for")
+    endpoint: Endpoint = Field(default_factory=Endpoint, description="filter -> this sink; binder: sink "
+                               "(default) or filter")
 
     @field_validator("name")
     @classmethod
@@ -143,30 +153,35 @@ class SinkConfig(_Model):
 
 
 class Endpoints(_Model):
-    sources: Endpoint = Field(default_factory=Endpoint)  # sources -> broker; the broker binds
-    workers: Endpoint = Field(default_factory=Endpoint)  # broker <-> workers; the broker binds
-    filter: Endpoint = Field(default_factory=Endpoint)  # broker -> filter; binder: "broker" (default) or "filter"
+    sources: Endpoint = Field(default_factory=Endpoint, description="sources -> broker; the broker binds")
+    workers: Endpoint = Field(default_factory=Endpoint, description="broker <-> workers; the broker binds")
+    filter: Endpoint = Field(default_factory=Endpoint, description="broker -> filter; binder: broker (default) "
+                             "or filter")
 
 
 class MetricsConfig(_Model):
-    host: str = "127.0.0.1"
-    port: int | None = Field(None, ge=1, le=65535)  # stage k of `ghostbox stage --list` serves on port + k
+    host: str = Field("127.0.0.1", description="address the Prometheus endpoints listen on")
+    port: int | None = Field(None, ge=1, le=65535, description="stage k of `ghostbox stage --list` serves on "
+                             "port + k; null: no metrics")
 
 
 class SecurityConfig(_Model):
-    # tcp endpoints: CurveZMQ (encrypted, clients authorized by public key) unless `insecure: true`;
-    # curve: None means "on when any endpoint is tcp". ipc endpoints rely on the run folder's 0700 mode.
-    curve: bool | None = None
-    insecure: bool = False  # tcp without CURVE: not encrypted, peers still need the graph token (ZMQ PLAIN)
-    keys: str = "keys"  # folder written by `ghostbox keys --out DIR server client` (made on the first `ghostbox run`)
-    server: str = "server"  # key pair of binding sides
-    client: str = "client"  # key pair of connecting sides
-    # client public keys (names in `keys`, or paths) servers accept
-    authorized: list[str] = Field(default_factory=lambda: ["client"])
-    # CURVE with one key pair per role (source, worker, broker, filter, sink; named so in `keys`): each bound
-    # endpoint accepts only the role that belongs on it, so a machine holding a worker's key cannot write rows
-    # at a sink or speak for a source (`client` and `authorized` are then unused)
-    roles: bool = False
+    """tcp endpoints: CurveZMQ (encrypted, clients authorized by public key) unless `insecure: true`.
+    ipc endpoints rely on the run folder's 0700 mode."""
+
+    curve: bool | None = Field(None, description="CurveZMQ on tcp endpoints; null: on when any endpoint is tcp")
+    insecure: bool = Field(False, description="tcp without CURVE: not encrypted, peers still need the graph token "
+                           "(ZMQ PLAIN)")
+    keys: str = Field("keys", description="folder written by `ghostbox keys --out DIR server client` (made on the "
+                      "first `ghostbox run`)")
+    server: str = Field("server", description="key pair of binding sides")
+    client: str = Field("client", description="key pair of connecting sides")
+    authorized: list[str] = Field(default_factory=lambda: ["client"], description="client public keys (names in "
+                                  "`keys`, or paths) servers accept")
+    roles: bool = Field(False, description="CURVE with one key pair per role (source, worker, broker, filter, "
+                        "sink; named so in `keys`): each bound endpoint accepts only the role that belongs on it, "
+                        "so a machine holding a worker's key cannot write rows at a sink or speak for a source "
+                        "(`client` and `authorized` are then unused)")
 
     @model_validator(mode="after")
     def _check(self) -> SecurityConfig:
@@ -178,34 +193,43 @@ class SecurityConfig(_Model):
 class LimitsConfig(_Model):
     """What a stage accepts from a peer, checked before anything is decoded or held."""
 
-    max_image_pixels: int = Field(50_000_000, ge=1)  # one frame or crop, from its declared shape / JPEG header
-    max_message_bytes: int = Field(256 << 20, ge=1 << 16)  # one message part; ZeroMQ drops a larger one unread
-    reorder_max_bytes: int = Field(256 << 20, ge=1 << 20)  # per sink and source: frames held to restore order
+    max_image_pixels: int = Field(50_000_000, ge=1, description="one frame or crop, from its declared shape or "
+                                  "JPEG header")
+    max_message_bytes: int = Field(256 << 20, ge=1 << 16, description="one message part; ZeroMQ drops a larger "
+                                   "one unread")
+    reorder_max_bytes: int = Field(256 << 20, ge=1 << 20, description="per sink and source: frames held to "
+                                   "restore order")
 
 
 class ShutdownConfig(_Model):
     """How long the supervisor waits for each stage once everything upstream of it has ended."""
 
-    stage_grace_s: float = Field(10.0, ge=0.1)  # base time to finish, before SIGTERM (and again before SIGKILL)
-    per_item_s: float = Field(0.1, ge=0)  # more time per message the stage still holds
+    stage_grace_s: float = Field(10.0, ge=0.1, description="base time to finish, before SIGTERM (and again "
+                                 "before SIGKILL)")
+    per_item_s: float = Field(0.1, ge=0, description="more time per message the stage still holds")
 
 
 class GraphConfig(_Model):
-    version: Literal[1] = 1
-    mode: Mode = "lossless"
-    run_dir: str | None = None  # ipc sockets live here; default a fresh temporary folder
-    sources: list[SourceConfig] = Field(min_length=1)
-    detector: GraphDetector = Field(default_factory=GraphDetector)
-    workers: WorkersConfig = Field(default_factory=WorkersConfig)
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    filter: FilterConfig = Field(default_factory=FilterConfig)
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig()], min_length=1)
-    endpoints: Endpoints = Field(default_factory=Endpoints)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    security: SecurityConfig = Field(default_factory=SecurityConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
-    shutdown_grace_s: float = Field(15.0, ge=0)  # Ctrl-C: how long the graph may drain before SIGTERM
+    version: Literal[1] = Field(1, description="config format version")
+    mode: Mode = Field("lossless", description="lossless (files: every frame, in order) or live (cameras: newest "
+                       "frame wins)")
+    run_dir: str | None = Field(None, description="ipc sockets live here; null: a fresh temporary folder")
+    sources: list[SourceConfig] = Field(min_length=1, description="one stream each (`--source` on the command "
+                                        "line)")
+    detector: GraphDetector = Field(default_factory=GraphDetector, description="`ghostbox detect`'s settings")
+    workers: WorkersConfig = Field(default_factory=WorkersConfig, description="the detector worker pool")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="the broker between sources and "
+                                 "workers")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="the hallucination filter stage")
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig()], min_length=1,
+                                    description="where results are written")
+    endpoints: Endpoints = Field(default_factory=Endpoints, description="how the stages are joined")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics")
+    security: SecurityConfig = Field(default_factory=SecurityConfig, description="who may connect to tcp "
+                                     "endpoints")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="what a stage accepts from a peer")
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="how long stages get to finish")
+    shutdown_grace_s: float = Field(15.0, ge=0, description="Ctrl-C: how long the graph may drain before SIGTERM")
 
     @model_validator(mode="after")
     def _check(self) -> GraphConfig:
@@ -325,8 +349,6 @@ def resolve(graph: GraphConfig, run_dir: str | Path) -> GraphConfig:
         sink["endpoint"]["binder"] = sink["endpoint"]["binder"] or "sink"
         sink["out"] = str(Path(sink["out"]).expanduser().resolve())
     if not data["detector"]["model"]:
-        from pipeline.bundled import default_model
-
         data["detector"]["model"] = str(default_model())
     model = Path(data["detector"]["model"]).expanduser()
     if model.suffix.lower() in (".pt", ".onnx", ".yaml", ".yml") and model.exists():
