@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,13 +14,11 @@ atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["GHOSTBOX_HOME"] = str(_HOME)
 os.environ["GHOSTBOX_OFFLINE"] = "1"
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from model_factory import make_checkpoint, natural_images  # noqa: E402
 
 import pipeline  # noqa: E402,F401
+from tests.helpers.model_factory import make_checkpoint, natural_images  # noqa: E402
 
 FAMILIES = {
     "yolov8": "yolov8n.yaml",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from filter_fixtures import WORLD, detections
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from tests.helpers.filter_fixtures import WORLD, detections
 
 
 def test_merge_stacks_frames_and_normalises_dtypes():

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-GUARD = Path(__file__).with_name("socket_guard.py")
+GUARD = Path(__file__).parent / "helpers" / "socket_guard.py"
 
 
 def tiny_yolo_dataset(root: Path) -> Path:

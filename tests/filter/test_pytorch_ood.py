@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from filter_fixtures import WORLD
 
 from pipeline.detections import Detections
 from pipeline.filter.registry import create
 from pipeline.filter.toy_boxes import ToyBoxWorld
+from tests.helpers.filter_fixtures import WORLD
 
 torch = pytest.importorskip("torch")
 detector = pytest.importorskip("pytorch_ood.detector")

@@ -184,7 +184,7 @@ def test_folder_with_corrupt_images(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny() -> Path:
-    from stream_helpers import tiny_model
+    from tests.helpers.stream_helpers import tiny_model
 
     return tiny_model()
 
@@ -330,7 +330,15 @@ def test_named_source_that_cannot_open_fails_the_reader(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_with_incomplete_inputs_exits_1_and_says_so(tmp_path: Path) -> None:
-    from stream_helpers import base_config, records, short_dir, stage_processes, start_run, wait_for, write_config
+    from tests.helpers.stream_helpers import (
+        base_config,
+        records,
+        short_dir,
+        stage_processes,
+        start_run,
+        wait_for,
+        write_config,
+    )
 
     run_dir = short_dir()
     out = tmp_path / "out"

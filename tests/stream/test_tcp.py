@@ -14,7 +14,9 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from stream_helpers import (
+from zmq.utils.monitor import recv_monitor_message
+
+from tests.helpers.stream_helpers import (
     REPO,
     assert_exactly_once_in_order,
     base_config,
@@ -27,7 +29,6 @@ from stream_helpers import (
     video,
     write_config,
 )
-from zmq.utils.monitor import recv_monitor_message
 
 pytestmark = pytest.mark.slow
 

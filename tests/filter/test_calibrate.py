@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from filter_fixtures import CLASS_NAMES, WORLD, fitted
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import Calibration, calibrate
 from pipeline.filter.splits import split_fit_calibration
+from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, fitted
 
 
 def _calibration_boxes() -> Detections:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from filter_fixtures import CLASS_NAMES, WORLD, detections, fitted, id_test, ood_hidden
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import calibrate
 from pipeline.filter.hallucination_filter import HallucinationFilter
+from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, detections, fitted, id_test, ood_hidden
 
 FINGERPRINT = {"weights_sha256": "0123456789ab" + "c" * 52, "imgsz": 320, "feature_dim": 32}
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from stream_helpers import (
+
+from tests.helpers.stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
     free_port_block,
@@ -110,8 +111,8 @@ def test_a_second_sigterm_still_exits_143(tmp_path: Path) -> None:
 
 
 def test_a_filter_for_another_model_is_refused_before_the_graph_starts(tmp_path: Path) -> None:
-    from model_factory import make_checkpoint
-    from stream_helpers import IMGSZ, REPO, tiny_filter
+    from tests.helpers.model_factory import make_checkpoint
+    from tests.helpers.stream_helpers import IMGSZ, REPO, tiny_filter
 
     other = tmp_path / "other.pt"  # same architecture, other weights: another detector to the filter
     make_checkpoint(str(REPO / "configs/models/ghostbox-street-n.yaml"), other, imgsz=IMGSZ, seed=7)

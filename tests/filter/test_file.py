@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from filter_fixtures import CLASS_NAMES, TEST_PARAMS, WORLD, fitted, id_test, ood_hidden
 from safetensors.numpy import load_file, save_file
 
 import pipeline
@@ -15,6 +14,7 @@ from pipeline.filter.calibrate import calibrate
 from pipeline.filter.filter_file import FILTER_SUFFIX, load_filter, read_filter_header, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.registry import create
+from tests.helpers.filter_fixtures import CLASS_NAMES, TEST_PARAMS, WORLD, fitted, id_test, ood_hidden
 
 ALL = ["msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet", "fusion"]
 FINGERPRINT = {"weights_sha256": "a" * 64, "imgsz": 320, "feature_dim": 32, "class_names": list(CLASS_NAMES)}

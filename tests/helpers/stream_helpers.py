@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _CACHE = Path(tempfile.mkdtemp(prefix="gbx-tests-"))
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 IMGSZ = 160
@@ -34,7 +34,7 @@ def tiny_model() -> Path:
     """The 0.9M-parameter street-world architecture, untrained but calibrated to give ~5 boxes a frame."""
     path = _CACHE / "tiny.pt"
     if not path.exists():
-        from model_factory import make_checkpoint
+        from tests.helpers.model_factory import make_checkpoint
 
         make_checkpoint(str(REPO / "configs/models/ghostbox-street-n.yaml"), path, imgsz=IMGSZ)
     return path

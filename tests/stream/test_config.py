@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import GhostboxError
 from pipeline.stream.config import graph_from_dict, load_graph, resolve, source_id_for, with_overrides
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_documented_example_validates_and_resolves(tmp_path: Path) -> None:

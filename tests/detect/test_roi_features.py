@@ -7,7 +7,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_detector_parity import conf_for
 from torchvision.ops import roi_align
 
 from pipeline.bundled import ASSETS, default_model
@@ -16,6 +15,7 @@ from pipeline.detect.onnx_export import export_onnx
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.hallucination_filter import HallucinationFilter
+from tests.helpers.parity import conf_for
 
 
 def test_roi_features_are_the_normalised_head_vector_and_pooled_maps():

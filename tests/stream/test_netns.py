@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from stream_helpers import (
+
+from tests.helpers.stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
     env,

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from test_detector_parity import assert_same_boxes, conf_for
 
 from pipeline.detect.detector import Detector
 from pipeline.detect.onnx_export import METADATA_KEY, export_onnx
 from pipeline.errors import GhostboxError
+from tests.helpers.parity import assert_same_boxes, conf_for
 
 
 @pytest.mark.parametrize("family,end2end", [("yolov8", False), ("yolo26", False), ("yolo26", True), ("yolov10", True)])

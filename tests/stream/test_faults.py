@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from stream_helpers import (
+
+from tests.helpers.stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
     free_port_block,

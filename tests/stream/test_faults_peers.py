@@ -16,7 +16,8 @@ import psutil
 import pytest
 import zmq
 import zmq.auth
-from stream_helpers import (
+
+from tests.helpers.stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
     free_port_block,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from filter_fixtures import CLASS_NAMES, WORLD, fitted
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
@@ -14,6 +13,7 @@ from pipeline.filter.filter_file import load_filter, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.splits import CalibrationBoxes, group_split, split_fit_calibration, time_blocks
 from pipeline.filter.track_trimming import trim_tracks
+from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, fitted
 
 
 class _ConfScorer:
@@ -158,9 +158,8 @@ def test_drift_gauge_moves_on_a_shifted_stream_and_stays_quiet_on_an_unshifted_o
 
 
 def test_filter_stage_core_reports_drift_from_the_filter_calibration():
-    from filter_fixtures import detections
-
     from pipeline.stream.filter_stage import FilterCore
+    from tests.helpers.filter_fixtures import detections
 
     boxes = WORLD.id_boxes(2400, seed=14)
     filt = HallucinationFilter.fit("mahalanobis", boxes, CLASS_NAMES, {}, groups=np.arange(len(boxes)) // 4)

@@ -305,7 +305,8 @@ def test_source_problems_and_an_interrupted_run(tmp_path: Path) -> None:
 def _stage_with_a_pusher(tmp_path: Path, sources: list[str]) -> tuple:
     """A sink stage on an ipc socket and a PUSH socket connected to it (no other stage running)."""
     import zmq
-    from stream_helpers import short_dir
+
+    from tests.helpers.stream_helpers import short_dir
 
     graph = resolve(GraphConfig.model_validate({
         "sources": [{"id": sid, "uri": f"{sid}.mp4"} for sid in sources], "detector": {"model": "tiny.pt"},
@@ -376,7 +377,7 @@ def test_sigterm_takes_what_is_queued_then_closes_interrupted(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_run_with_a_full_video_disk_exits_1_and_names_the_video(tmp_path, tiny_fs) -> None:
-    from stream_helpers import (
+    from tests.helpers.stream_helpers import (
         base_config,
         guard_leftovers,
         short_dir,

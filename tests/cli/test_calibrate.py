@@ -6,9 +6,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from stream_helpers import IMGSZ, ghostbox, tiny_filter, tiny_model, video
 
 from pipeline.filter.filter_file import read_filter_header
+from tests.helpers.stream_helpers import IMGSZ, ghostbox, tiny_filter, tiny_model, video
 
 
 def test_recalibrate_a_filter_on_a_clip_and_refuse_a_lower_conf(tmp_path: Path) -> None:

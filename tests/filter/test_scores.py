@@ -7,7 +7,14 @@ import time
 
 import numpy as np
 import pytest
-from filter_fixtures import (
+
+from pipeline.detections import Detections
+from pipeline.errors import GhostboxError
+from pipeline.filter.ood_metrics import auroc
+from pipeline.filter.registry import create, names, register
+from pipeline.filter.scorer import Scorer
+from pipeline.filter.scores.knn import kth_distance_numpy
+from tests.helpers.filter_fixtures import (
     FEATURE_SCORES,
     LOGIT_SCORES,
     TEST_PARAMS,
@@ -19,13 +26,6 @@ from filter_fixtures import (
     ood_hidden,
     outlier_boxes,
 )
-
-from pipeline.detections import Detections
-from pipeline.errors import GhostboxError
-from pipeline.filter.ood_metrics import auroc
-from pipeline.filter.registry import create, names, register
-from pipeline.filter.scorer import Scorer
-from pipeline.filter.scores.knn import kth_distance_numpy
 
 ALL = ["msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet", "oe", "fusion"]
 

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from filter_fixtures import CLASS_NAMES, WORLD, fit_boxes, id_test, outlier_boxes
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
@@ -17,6 +16,7 @@ from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.ood_metrics import auroc
 from pipeline.filter.registry import create
 from pipeline.filter.scores.logit_math import logsumexp
+from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, fit_boxes, id_test, outlier_boxes
 
 
 def test_logistic_head_equals_sklearn_on_the_same_arrays():
