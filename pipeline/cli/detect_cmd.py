@@ -16,7 +16,7 @@ from pipeline.filter.filter_file import load_filter
 from pipeline.sinks.annotate import annotate
 from pipeline.sinks.jsonl import JsonlWriter
 from pipeline.sinks.source_names import safe_name
-from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames, iter_frames
+from pipeline.sources.media_files import VIDEO_SUFFIXES, Frame, MediaReport, count_frames, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class _AnnotatedOutput:
             fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
             capture.release()
             height, width = image.shape[:2]
-            writer = cv2.VideoWriter(str(self.folder / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+            writer = cv2.VideoWriter(str(self.folder / f"{name}.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), fps,
                                      (width, height))
             self._videos[source] = writer
         writer.write(image)
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     annotated = _AnnotatedOutput(out / "annotated") if args.annotate else None
     frames_done = boxes = flagged = 0
     started = time.perf_counter()
-    pending = []
+    pending: list[Frame] = []
 
     def flush(writer: JsonlWriter) -> None:
         nonlocal frames_done, boxes, flagged

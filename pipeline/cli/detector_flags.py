@@ -12,24 +12,7 @@ from pipeline.config_files import defaults_yaml, read_yaml, section
 from pipeline.detect.config import DetectorConfig
 from pipeline.filter.filter_file import with_filter_features
 
-# What each detector setting means, for --help and `ghostbox config`. TODO(issue 15): move these into
-# `Field(description=...)` in pipeline/detect/config.py, which another change owns.
-HELP = {
-    "model": ".pt, .onnx (from `ghostbox export`), an Ultralytics name or an architecture .yaml "
-             "(default: the bundled street-world model)",
-    "imgsz": "inference size in pixels (default: the model's training size, else 640)",
-    "conf": "confidence threshold",
-    "iou": "NMS IoU threshold",
-    "max_det": "maximum boxes per frame",
-    "device": "auto, cpu, cuda or cuda:N",
-    "batch": "frames per forward pass",
-    "half": "float16 on CUDA",
-    "end2end": "use the NMS-free one-to-one head (YOLOv10, YOLO26)",
-    "agnostic_nms": "NMS across classes",
-    "classes": "keep only these class ids (default: all)",
-    "box_features": "box features: the head's hidden vector at the anchor, or that plus RoI-aligned neck "
-                    "features (default: what the --filter was fitted with, else head)",
-}
+# The detector flags; their help and defaults are DetectorConfig's fields' descriptions and defaults.
 FLAGS = ("model", "imgsz", "conf", "iou", "max_det", "device", "batch", "half", "end2end", "agnostic_nms",
          "box_features")
 
@@ -42,7 +25,7 @@ def add_detector_flags(parser: argparse.ArgumentParser, model_required: bool = F
         option = "--" + name.replace("_", "-")
         extra: dict[str, Any] = {"required": model_required} if name == "model" else {}
         flags.add(group, option, *(["-m"] if name == "model" else []), model=DetectorConfig, field=name,
-                  help=HELP[name], **extra)
+                  **extra)
     group.add_argument("--config", "-c", metavar="FILE.yaml",
                        help=f"{config_help}; flags win over it (`ghostbox config {parser.prog.split()[-1]}` prints "
                        "the defaults)")
@@ -64,8 +47,8 @@ def detector_config(args: argparse.Namespace, filters: Sequence[str] = ()) -> De
 
 
 def detector_notes(prefix: str = "detector") -> dict[str, str]:
-    """What each detector field means, keyed as `defaults_yaml` notes."""
-    return {f"{prefix}.{name}": text for name, text in HELP.items()}
+    """What the commands fill in for the detector's required model, keyed as a `defaults_yaml` note."""
+    return {f"{prefix}.model": DetectorConfig.model_fields["model"].description or ""}
 
 
 def default_config() -> str:

@@ -32,7 +32,7 @@ _FROM_MODEL = "\0"  # the help of a lazy flag without its own: the field's descr
 ModelRef = type | str | Callable[..., Any]  # a pydantic model, dataclass or function, or "module:Name" (lazy)
 
 
-def _resolve(model: ModelRef) -> type:
+def _resolve(model: ModelRef) -> type | Callable[..., Any]:
     if isinstance(model, str):
         module, _, name = model.partition(":")
         return getattr(importlib.import_module(module), name)
@@ -51,6 +51,8 @@ def field_default(model: ModelRef, field: str) -> tuple[Any, str | None, bool]:
         if info.is_required():
             return None, info.description, True
         return info.get_default(call_default_factory=True), info.description, False
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls.__name__}: not a pydantic model, dataclass or function")
     spec = {f.name: f for f in dataclasses.fields(cls)}[field]
     if spec.default is not dataclasses.MISSING:
         return spec.default, None, False
@@ -99,6 +101,8 @@ def add_setting(parser: Any, *option_strings: str, model: ModelRef, field: str |
     lazy = isinstance(model, str)
     text = help or (_FROM_MODEL if lazy else None)
     if not lazy:
+        if not isinstance(field, str):
+            raise TypeError(f"{option_strings[0]}: several fields need a lazy model (\"module:Name\")")
         default, description, _ = field_default(model, field)
         text = (help or description or "") + _default_note(default)
         if isinstance(model, type) and issubclass(model, BaseModel):
@@ -109,7 +113,7 @@ def add_setting(parser: Any, *option_strings: str, model: ModelRef, field: str |
         kwargs.setdefault("metavar", option_strings[0].lstrip("-").replace("-", "_").upper())
     action = parser.add_argument(*option_strings, default=None, help=(text or "").replace("%", "%%"), **kwargs)
     if lazy:
-        action.lazy_default = (model, field)  # type: ignore[attr-defined]
+        action.lazy_default = (model, field)
     return action
 
 

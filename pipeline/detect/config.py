@@ -16,23 +16,27 @@ class DetectorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str
-    imgsz: int | None = Field(None, ge=32, le=8192)  # None: the model's training size, else 640
-    conf: float = Field(0.25, ge=0.0, le=1.0)
-    iou: float = Field(0.7, ge=0.0, le=1.0)
-    max_det: int = Field(300, ge=1)
-    device: str = "auto"
-    batch: int = Field(8, ge=1)
-    half: bool = False
-    end2end: bool = False  # the one-to-one NMS-free head (YOLOv10/YOLO26), as Ultralytics' nms=False
-    agnostic_nms: bool = False
-    classes: list[int] | None = None
+    model: str = Field(description=".pt, .onnx (from `ghostbox export`), an Ultralytics name or an architecture "
+                       ".yaml (the commands' default: the bundled street-world model)")
+    imgsz: int | None = Field(None, ge=32, le=8192,
+                              description="inference size in pixels (default: the model's training size, else 640)")
+    conf: float = Field(0.25, ge=0.0, le=1.0, description="confidence threshold")
+    iou: float = Field(0.7, ge=0.0, le=1.0, description="NMS IoU threshold")
+    max_det: int = Field(300, ge=1, description="maximum boxes per frame")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    batch: int = Field(8, ge=1, description="frames per forward pass")
+    half: bool = Field(False, description="float16 on CUDA")
+    end2end: bool = Field(False, description="use the NMS-free one-to-one head (YOLOv10, YOLO26), as Ultralytics' "
+                          "nms=False")
+    agnostic_nms: bool = Field(False, description="NMS across classes")
+    classes: list[int] | None = Field(None, description="keep only these class ids (default: all)")
     # "head": the classification branch's hidden output at the box's anchor (M-Hood's box
     # feature). "head+roi": that vector L2-normalised, followed by the box RoI-aligned on the
     # head's input maps and on the backbone's maps at the same strides (2x2 cells each, each
     # map's block L2-normalised): the box's appearance and shape, not one anchor's view of it.
-    # None: what the --filter was fitted with, else "head" (`pipeline.filter.filter_file.with_filter_features`)
-    box_features: Literal["head", "head+roi"] | None = None
+    box_features: Literal["head", "head+roi"] | None = Field(
+        None, description="box features: the head's hidden vector at the anchor, or that plus RoI-aligned neck "
+        "features (default: what the filter was fitted with, else head)")
 
     @field_validator("device")
     @classmethod

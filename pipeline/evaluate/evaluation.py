@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.data import Dataset, exclude_images, parse_dataset_spec
-from pipeline.detect.detector import Detector
 from pipeline.errors import GhostboxError
 from pipeline.evaluate import plots
 from pipeline.evaluate.report import build_report, write_markdown
@@ -21,16 +21,24 @@ log = logging.getLogger(__name__)
 
 LOGIT_SCORES = ("msp", "maxlogit", "energy")
 
+if TYPE_CHECKING:  # evaluation only calls the detector: importing it (torch) is the caller's cost
+    from pipeline.detect.detector import Detector
 
-@dataclass
-class EvalSettings:
-    conf: float = 0.25  # M-Hood's operating point: what counts as a reported box
-    audit_conf: float = 0.5
-    scores: tuple[str, ...] = LOGIT_SCORES
-    exclude: str | None = None
-    worst_k: int = 24
-    plots: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+
+class EvalSettings(BaseModel):
+    """How `ghostbox eval` counts and reports: the one home of its defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conf: float = Field(0.25, ge=0.0, le=1.0, description="a reported box: confidence at or above this "
+                        "(M-Hood's operating point); hallucinations and ID true positives are counted here")
+    audit_conf: float = Field(0.5, ge=0.0, le=1.0, description="contamination audit: OoD images with an ID-class "
+                              "detection at or above this confidence are listed for a person to check")
+    scores: tuple[str, ...] = Field(LOGIT_SCORES, description="scores reported besides the filters' own")
+    exclude: str | None = Field(None, description="file of OoD image names to leave out (one per line)")
+    worst_k: int = Field(24, ge=0, description="most confident hallucinations shown in worst_hallucinations.png")
+    plots: bool = Field(True, description="write the PNG plots")
+    extra: dict[str, Any] = Field(default_factory=dict, description="further settings recorded in the report")
 
 
 def load_sets(detector: Detector, id_spec: str, ood_specs: list[str],

@@ -15,16 +15,18 @@ import heapq
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.data import Dataset, image_batches, to_coco_dict
-from pipeline.detect.detector import Detector
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.evaluate.coco_map import MapResult, coco_map, detections_to_coco
 from pipeline.matching import best_match, match_true_positives, model_class_ids
+
+if TYPE_CHECKING:  # the runner only calls it: importing it (torch) is the caller's cost
+    from pipeline.detect.detector import Detector
 
 log = logging.getLogger(__name__)
 

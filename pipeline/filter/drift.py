@@ -59,10 +59,6 @@ class DriftState(BaseModel):
     def _rounded(self, value: float | None) -> float | None:
         return None if value is None else round(value, 4)
 
-    def as_dict(self) -> dict[str, float | int | bool | None]:
-        """``model_dump()``, for callers that still use this name."""
-        return self.model_dump()
-
 
 class _Window:
     """The last `size` boxes of one source as decile bins and flags in a ring, with running totals,

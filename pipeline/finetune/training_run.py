@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.errors import GhostboxError
+from pipeline.evaluate.evaluation import EvalSettings
 from pipeline.ultralytics_env import import_ultralytics
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class FinetuneJob(BaseModel):
     proxy_ratio: float = Field(1.0, description="proxy images per ID training image")
     training: FinetuneSettings = Field(default_factory=FinetuneSettings, description="the fine-tuning run")
     resume: bool = Field(False, description="continue an interrupted run in out")
-    hallucination_conf: float = Field(0.25, ge=0, le=1, description="detections at or above this confidence "
+    hallucination_conf: float = Field(EvalSettings.model_fields["conf"].default, ge=0, le=1,
+                                      description="detections at or above this confidence "
                                       "count in the before/after evaluation")
     detector_batch: int = Field(16, ge=1, description="frames per forward pass when evaluating and fitting filters")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def proxy_images(proxy_dir: str | Path) -> tuple[list[Path], list[str] | None]:
     return found, names
 
 
-def build_training_set(id_spec: str, proxy_dirs: list[str | Path], out_dir: str | Path,
+def build_training_set(id_spec: str, proxy_dirs: Sequence[str | Path], out_dir: str | Path,
                        class_names: tuple[str, ...], proxy_ratio: float = 0.5, seed: int = 0,
                        val_spec: str | None = None) -> TrainingSet:
     if proxy_ratio < 0:

@@ -96,7 +96,7 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
     original_filter: Path | None = None
     if method:
         t0 = time.perf_counter()
-        if method == old_method:
+        if job.filter_path and method == old_method:
             original_filter = filters_dir / "original.filter.safetensors"
             filters_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(job.filter_path, original_filter)

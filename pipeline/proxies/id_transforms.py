@@ -171,15 +171,15 @@ def outline_swap(context: np.ndarray, box: tuple[int, int, int, int], other_outl
     (top, bottom), (left, right) = _middle(ys.min(), ys.max() + 1), _middle(xs.min(), xs.max() + 1)
     content = crop[top:bottom, left:right]
     for attempt in range(OUTLINE_TRIES):
-        foreign = other_outline is not None and attempt == 0
-        if foreign:
-            aspect = other_outline.shape[1] / other_outline.shape[0]
+        foreign = other_outline if attempt == 0 else None
+        if foreign is not None:
+            aspect = foreign.shape[1] / foreign.shape[0]
         else:
             aspect = float(np.exp(rng.uniform(*np.log(OUTLINE_ASPECTS))))
         aspect = float(np.clip(aspect, *OUTLINE_ASPECTS))
         new_w = max(2, round(height * aspect))
-        if foreign:
-            outline = (resize_to(other_outline.astype(np.float32), new_w, height) > 0.5).astype(np.uint8)
+        if foreign is not None:
+            outline = (resize_to(foreign.astype(np.float32), new_w, height) > 0.5).astype(np.uint8)
             shape: dict[str, Any] = {"outline": "other_class"}
         else:
             exponent = float(rng.uniform(*OUTLINE_EXPONENTS))

@@ -158,7 +158,7 @@ class FilterStage(StageShell):
                     if len(scored):
                         drift = self.core.watch(message.topic, scored)
                         self.metrics.set_drift(message.topic, drift.flag_rate, drift.psi)
-                        header["drift"] = drift.as_dict()
+                        header["drift"] = drift.model_dump()
         t_out = time.time()
         self.metrics.observe_stage(t_out - t_in)
         header["t"] = {**stamps, "filter_out": t_out}
