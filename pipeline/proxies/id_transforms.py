@@ -39,7 +39,8 @@ from pipeline.proxies.blend import resize_to, silhouette
 TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap", "outline_swap",
               "framed_outlier")
 # What `ghostbox proxies` uses unless told: the two newest were not shown to lower
-# hallucinations (one street-world fine-tune, within run-to-run spread; README), so they are opt-in.
+# hallucinations (one street-world fine-tune, within run-to-run spread; docs/benchmarks/recorded.md),
+# so they are opt-in.
 DEFAULT_TRANSFORMS = ("patch_shuffle", "cross_class_blend", "texture_swap", "interior_swap")
 MIN_TILE_PX = 4
 MAX_GRID = 4

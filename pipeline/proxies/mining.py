@@ -15,8 +15,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.box_geometry import pixel_box
 from pipeline.errors import GhostboxError
-from pipeline.proxies.outlier_sources import MIN_CROP_SIDE, BoxCrop, BoxCrops, OutlierPool, pixel_box
+from pipeline.proxies.outlier_sources import MIN_CROP_SIDE, BoxCrop, BoxCrops, OutlierPool
 from pipeline.proxies.placement import box_overlaps
 
 MATCH_IOU = 0.5

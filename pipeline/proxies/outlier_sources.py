@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.box_geometry import pixel_box
 from pipeline.data import Dataset, parse_dataset_spec
 from pipeline.data.yolo import IMAGE_SUFFIXES
 from pipeline.errors import GhostboxError
@@ -58,14 +59,6 @@ class ImageCache:
         else:
             self._images.move_to_end(path)
         return image
-
-
-def pixel_box(xyxy: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
-    """Integer pixel box holding a float box, clipped to the image and at least 1 px wide."""
-    x1, y1, x2, y2 = (float(v) for v in xyxy)
-    left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
-    right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
-    return left, top, right, bottom
 
 
 @dataclass

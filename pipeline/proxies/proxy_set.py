@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.box_geometry import pixel_box
 from pipeline.data import Dataset, ImageRecord, load_image, parse_dataset_spec
 from pipeline.data.convert import yolo_label_text
 from pipeline.detect.config import DetectorConfig
@@ -52,7 +53,6 @@ from pipeline.proxies.outlier_sources import (
     RandomCrops,
     load_flagged,
     open_pool,
-    pixel_box,
 )
 from pipeline.proxies.placement import IdBoxPrior, PlacementRules, find_spot
 

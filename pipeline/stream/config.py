@@ -24,6 +24,8 @@ from pipeline.bundled import default_model
 from pipeline.config_files import read_yaml, validate
 from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
+from pipeline.json_files import write_json
+from pipeline.sinks.source_names import safe_name
 from pipeline.stream.endpoints import parse_url
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -371,7 +373,7 @@ def progress_file(run_dir: str | Path, stage: str, suffix: str = ".json") -> Pat
 def dump_graph(graph: GraphConfig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(graph.model_dump(mode="json"), indent=2))
+    write_json(path, graph.model_dump(mode="json"), newline=False)
     return path
 
 
@@ -398,7 +400,7 @@ def source_id_for(uri: str, taken: set[str]) -> str:
         glob_at = min([uri.find(c) for c in "*?[" if c in uri] or [len(uri)])
         path = Path(uri[:glob_at].rstrip("/")) if glob_at < len(uri) else Path(uri.rstrip("/"))
         stem = (path.name if glob_at < len(uri) or not path.suffix else path.stem) or "images"
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.-")[:56] or "source"
+    stem = safe_name(stem).strip("_.-")[:56] or "source"
     if numbered:
         name = next(f"{stem}{k}" for k in range(len(taken) + 1) if f"{stem}{k}" not in taken)
     else:
