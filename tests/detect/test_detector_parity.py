@@ -8,7 +8,7 @@ import torch
 
 from pipeline.detect.detector import Detector
 from pipeline.ultralytics_env import import_ultralytics
-from tests.helpers.parity import assert_same_boxes, conf_for, ultralytics_predict
+from tests.helpers.parity import assert_same_boxes, conf_for, forward_with_hooks, ultralytics_predict
 
 CASES = [
     ("yolov8", False), ("yolo11", False), ("yolov10", False), ("yolov10", True), ("yolo26", False), ("yolo26", True),
@@ -62,12 +62,7 @@ def test_features_are_the_hidden_output_at_the_anchor(checkpoints, frames):
     head = model.model[-1]
     hooks = [head.cv3[i][-2].register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out))
              for i in range(head.nl)]
-    try:
-        with torch.inference_mode():
-            model(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    forward_with_hooks(model, images, hooks)
     dense = torch.cat([captured[i].flatten(2) for i in range(head.nl)], -1)[0].T.float().numpy()
     # every box feature is one row of the dense map
     for feature in dets.box_features:

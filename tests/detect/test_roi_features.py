@@ -15,7 +15,7 @@ from pipeline.detect.onnx_export import export_onnx
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.hallucination_filter import HallucinationFilter
-from tests.helpers.parity import conf_for
+from tests.helpers.parity import conf_for, forward_with_hooks
 
 
 def test_roi_features_are_the_normalised_head_vector_and_pooled_maps():
@@ -43,12 +43,7 @@ def test_roi_features_are_the_normalised_head_vector_and_pooled_maps():
     hooks += [model.model[i].register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out))
               for i in (4, 6, 9)]
     images = roi._letterbox([frame])
-    try:
-        with torch.inference_mode():
-            model(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    forward_with_hooks(model, images, hooks)
     maps = [*captured["neck"], captured[4], captured[6], captured[9]]
     # the boxes back in letterboxed pixels (same rect letterbox: scale then centre pad)
     h, w = frame.shape[:2]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 
 from pipeline.detect.detector import Detector
 from pipeline.ultralytics_env import import_ultralytics
@@ -37,3 +40,13 @@ def conf_for(weights, frame, end2end, boxes=15):
     probe = Detector(model=str(weights), imgsz=320, conf=1e-4, device="cpu", end2end=end2end)
     conf = np.sort(probe.detect([frame])[0].confidence)[::-1]
     return float(conf[boxes - 1] + conf[boxes]) / 2 if len(conf) > boxes else 1e-4
+
+
+def forward_with_hooks(model: Any, images: Any, hooks: list[Any]) -> None:
+    """One forward pass for the hooks to capture what they watch; the hooks are removed after."""
+    try:
+        with torch.inference_mode():
+            model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +244,22 @@ def kill_run_stages(tag: str) -> list[str]:
         proc.kill()
     psutil.wait_procs(procs, timeout=5)
     return names
+
+
+@contextmanager
+def ended_run(proc: subprocess.Popen, run_dir: Path | str, settle: float = 0.0) -> Iterator[list[str]]:
+    """Around the wait for a `ghostbox run`: on the way out the run is killed if still alive, its
+    stages get `settle` seconds to exit, and those still alive are killed (only this run's). The
+    yielded list then names the stages that had to be killed."""
+    leftovers: list[str] = []
+    try:
+        yield leftovers
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if settle:
+            wait_for(lambda: not stage_processes(str(run_dir)), settle)
+        leftovers += kill_run_stages(str(run_dir))
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:

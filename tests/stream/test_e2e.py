@@ -13,6 +13,7 @@ from tests.helpers.stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
     by_stream,
+    ended_run,
     free_ports,
     ghostbox,
     guard_leftovers,
@@ -96,7 +97,7 @@ def test_live_video_with_a_dead_camera_then_ctrl_c(tmp_path: Path, run_dir: Path
                                {"id": "gate", "uri": f"rtsp://127.0.0.1:{port}/none", "reconnect_initial_s": 0.2,
                                 "reconnect_max_s": 1.0}], run_dir, mode="live")
     proc = start_ghostbox("run", write_config(tmp_path / "graph.yaml", config))
-    try:
+    with ended_run(proc, run_dir):
         def clip_source_done() -> bool:
             return bool(records(out)) and not any("source:clip" in " ".join(p.cmdline())
                                                   for p in stage_processes(str(run_dir)))
@@ -104,9 +105,6 @@ def test_live_video_with_a_dead_camera_then_ctrl_c(tmp_path: Path, run_dir: Path
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert "retrying" in stderr  # the camera's reconnect attempts are logged
     summary = json.loads((out / "summary.json").read_text())

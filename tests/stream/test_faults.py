@@ -12,13 +12,13 @@ import pytest
 from tests.helpers.stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
+    ended_run,
     free_port_block,
     guard_leftovers,
     metric,
     records,
     short_dir,
     stage_processes,
-    stage_processes_since,
     start_run,
     video,
     wait_for,
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    run_dir, start = short_dir(), time.time()
+    run_dir = short_dir()
     out = tmp_path / "out"
     frames = 400
     # a source faster than the two workers, so each always holds the frames its credit allows and a frozen
@@ -39,7 +39,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
     config = base_config(out, [{"id": "clip", "uri": str(video(frames)), "fps": 200}], run_dir,
                          workers={"count": 2}, detector={"batch": 8}, metrics={"port": port})
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
-    try:
+    with ended_run(proc, run_dir, settle=10) as leftovers:
         broker, worker0 = port, port + 3
         assert wait_for(lambda: metric(worker0, "ghostbox_frames_in_total") > 0, 90), "worker:0 took no frame"
         [victim] = [p for p in stage_processes(str(run_dir)) if "worker:0" in p.cmdline()]
@@ -54,11 +54,6 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
             victim.send_signal(signal.SIGCONT)  # it held nothing after all: let it rejoin and try again
         victim.send_signal(signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        wait_for(lambda: not stage_processes_since(start), 10)
-        leftovers = guard_leftovers(start, str(run_dir))
     assert proc.returncode == 0, stderr[-3000:]
     assert not leftovers
     assert_exactly_once_in_order(records(out), {"clip": frames})

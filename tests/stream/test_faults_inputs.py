@@ -332,11 +332,10 @@ def test_named_source_that_cannot_open_fails_the_reader(tmp_path: Path) -> None:
 def test_run_with_incomplete_inputs_exits_1_and_says_so(tmp_path: Path) -> None:
     from tests.helpers.stream_helpers import (
         base_config,
+        ended_run,
         records,
         short_dir,
-        stage_processes,
         start_run,
-        wait_for,
         write_config,
     )
 
@@ -347,16 +346,8 @@ def test_run_with_incomplete_inputs_exits_1_and_says_so(tmp_path: Path) -> None:
     n = len(read_all(video)[0])
     config = base_config(out, [{"id": "cut", "uri": str(video)}, {"id": "imgs", "uri": str(folder)}], run_dir)
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
-    try:
+    with ended_run(proc, run_dir, settle=10) as leftovers:
         _, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        # only this run's stages (other tests may be running theirs on this machine)
-        wait_for(lambda: not stage_processes(str(run_dir)), 10)
-        leftovers = stage_processes(str(run_dir))
-        for stage in leftovers:
-            stage.kill()
     assert not leftovers
     rows = records(out)
     assert len([r for r in rows if r["stream"] == "cut"]) == n and len([r for r in rows if r["stream"] == "imgs"]) == 4

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers.stream_helpers import (
     assert_exactly_once_in_order,
     base_config,
+    ended_run,
     free_port_block,
     kill_run_stages,
     metric,
@@ -56,13 +57,9 @@ def test_a_sink_paused_while_the_graph_ends_is_waited_for(tmp_path: Path) -> Non
     run_dir = short_dir()
     port = free_port_block(5)  # broker, filter, sink, worker, source
     proc = start_run(_graph(tmp_path, run_dir, port))
-    try:
+    with ended_run(proc, run_dir):
         _pause_sink_midway(run_dir, port + 2, pause_s=7.0)  # longer than the old graph-wide 5 s kill
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_run_stages(str(run_dir))
     assert proc.returncode == 0, stderr[-3000:]
     assert_exactly_once_in_order(records(tmp_path / "out"), {"clip": FRAMES})
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -73,13 +70,9 @@ def test_a_sink_stuck_past_its_grace_is_killed_by_name_with_what_it_lost(tmp_pat
     run_dir = short_dir()
     port = free_port_block(5)
     proc = start_run(_graph(tmp_path, run_dir, port, shutdown={"stage_grace_s": 1.0, "per_item_s": 0.0}))
-    try:
+    with ended_run(proc, run_dir):
         _pause_sink_midway(run_dir, port + 2, pause_s=None)  # never comes back
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_run_stages(str(run_dir))
     assert proc.returncode == 1, stderr[-3000:]
     assert "stage sink:out" in stderr and "SIGKILL" in stderr and "were not passed on or written" in stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -94,17 +87,13 @@ def test_a_second_sigterm_still_exits_143(tmp_path: Path) -> None:
     out = tmp_path / "out"
     config = base_config(out, [{"id": "street", "uri": "synth:frames=100000,fps=10"}], run_dir, mode="live")
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
-    try:
+    with ended_run(proc, run_dir) as leftovers:
         assert wait_for(lambda: len(stage_processes(str(run_dir))) == 5, 90), "the stages did not start"
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        leftovers = kill_run_stages(str(run_dir))
     assert proc.returncode == 143, stderr[-3000:]
     assert not leftovers
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"

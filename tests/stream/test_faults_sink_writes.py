@@ -379,28 +379,21 @@ def test_sigterm_takes_what_is_queued_then_closes_interrupted(tmp_path: Path) ->
 def test_run_with_a_full_video_disk_exits_1_and_names_the_video(tmp_path, tiny_fs) -> None:
     from tests.helpers.stream_helpers import (
         base_config,
-        guard_leftovers,
+        ended_run,
         short_dir,
-        stage_processes_since,
         start_run,
         video,
-        wait_for,
         write_config,
     )
 
-    run_dir, start = short_dir(), time.time()
+    run_dir = short_dir()
     out = tmp_path / "out"
     tiny_fs(out / "annotated", 256)
     config = base_config(out, [{"id": "clip", "uri": str(video(40))}], run_dir,
                          sinks=[{"name": "out", "out": str(out), "crops": False}])
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
-    try:
+    with ended_run(proc, run_dir, settle=10) as leftovers:
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        wait_for(lambda: not stage_processes_since(start), 10)
-        leftovers = guard_leftovers(start, str(run_dir))
     assert not leftovers
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "incomplete", summary["problems"]
