@@ -19,6 +19,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -122,7 +123,7 @@ def header_line(info: dict[str, Any]) -> str:
 
 # -- markdown per benchmark ------------------------------------------------------------------------
 
-def _short(path: str) -> str:
+def short_path(path: str) -> str:
     """A path inside the checkout as a relative one, so that tables do not name one machine's folders."""
     try:
         return str(Path(path).resolve().relative_to(REPO))
@@ -130,14 +131,14 @@ def _short(path: str) -> str:
         return str(path)
 
 
-def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+def table(head: list[str], rows: list[list[Any]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
             *["| " + " | ".join(str(c) for c in row) + " |" for row in rows], ""]
 
 
 def _detector_md(r: dict[str, Any]) -> list[str]:
     width, height = r["frame_size"]
-    lines = [f"Model `{_short(r['model'])}`, imgsz {r['imgsz']}, {r['frames']} frames of {width}x{height}, "
+    lines = [f"Model `{short_path(r['model'])}`, imgsz {r['imgsz']}, {r['frames']} frames of {width}x{height}, "
              f"one frame per call, CPU; median of {r['rounds']} interleaved rounds (after one warm-up round).", ""]
     twin = {"ghostbox-pt": "pt", "ghostbox-pt-roi": "pt-roi", "ghostbox-onnx": "onnx"}
     rows = []
@@ -145,7 +146,7 @@ def _detector_md(r: dict[str, Any]) -> list[str]:
         ratio = r["ghostbox_over_ultralytics"].get(twin.get(name, ""))
         rows.append([f"`{name}`", f"{fps:.2f}", f"{r['ms_per_frame'][name]:.2f}", r["boxes"][name],
                      f"{ratio:.3f}x" if ratio is not None else ""])
-    lines += _table(["runner", "frames/s", "ms/frame", "boxes", "ghostbox / Ultralytics"], rows)
+    lines += table(["runner", "frames/s", "ms/frame", "boxes", "ghostbox / Ultralytics"], rows)
     lines += ["Runners: `ultralytics-*` is `YOLO(model).predict(stream=True)`; `ghostbox-pt` is `Detector.detect` "
               "with logits and `head` box features, `ghostbox-pt-roi` the same with `head+roi`; `*-onnx` run "
               "Ultralytics' own ONNX export and ghostbox's (`ghostbox export`) under ONNX Runtime.", ""]
@@ -156,11 +157,11 @@ def _filter_md(r: dict[str, Any]) -> list[str]:
     frame_ms = r["detector_ms_per_frame"]
     lines = [f"Scoring {r['batch']} boxes (half ID, half OoD; {r['feature_dim']}-d features, {r['num_classes']} "
              f"classes), each score fitted on {r['fit_boxes']:,} boxes; median of {r['repeats']} calls. Yardstick: "
-             f"the detector `{_short(r.get('model', '?'))}` at imgsz {r.get('imgsz', '?')} on 1280x720 frames, "
+             f"the detector `{short_path(r.get('model', '?'))}` at imgsz {r.get('imgsz', '?')} on 1280x720 frames, "
              f"{frame_ms:.2f} ms a frame on the CPU, measured in the same run.", ""]
     rows = [[f"`{name}`", f"{ms:.3f}", f"{100 * ms / frame_ms:.2f}%", f"{r['fit_s'][name]:.2f}"]
             for name, ms in r["ms_per_batch"].items()]
-    lines += _table(["score", f"ms per {r['batch']} boxes", "of a frame", "fit s"], rows)
+    lines += table(["score", f"ms per {r['batch']} boxes", "of a frame", "fit s"], rows)
     knn = r.get("knn_bank")
     if knn:
         rows = [[label.replace("_", " "), f"{knn[f'{label}_ms']:.3f}", f"{knn[f'{label}_fit_s']:.2f}"]
@@ -168,7 +169,7 @@ def _filter_md(r: dict[str, Any]) -> list[str]:
         lines += [f"`knn` over a {knn['bank']:,}-feature bank (faiss auto chose `{knn.get('faiss_auto_index')}`"
                   + (f", {knn['ivf_cells']:,} cells, nprobe {knn['ivf_nprobe']}" if knn.get("ivf_cells") else "")
                   + "):", ""]
-        lines += _table(["search", f"ms per {r['batch']} boxes", "fit s"], rows)
+        lines += table(["search", f"ms per {r['batch']} boxes", "fit s"], rows)
     abet = r.get("abet_train_s")
     if abet:
         lines += [f"`abet` training: {abet['seconds']:.2f} s for {abet['boxes']:,} boxes, {abet['epochs']} epochs.",
@@ -178,11 +179,11 @@ def _filter_md(r: dict[str, Any]) -> list[str]:
 
 def _stream_md(r: dict[str, Any]) -> list[str]:
     tp = r["throughput"]
-    lines = [f"Model `{_short(r['model'])}`, imgsz {r['imgsz']}, worker batch {r['batch']}, "
+    lines = [f"Model `{short_path(r['model'])}`, imgsz {r['imgsz']}, worker batch {r['batch']}, "
              f"a {r['frames']}-frame video (`{Path(r['video']).name}`); CPU.", "",
              "**Throughput** (lossless `ghostbox run`, one worker, JSONL sink, against "
              "`YOLO(model).predict(video, stream=True)`; rounds alternate, median):", ""]
-    lines += _table(["runner", "frames/s", "rounds"], [
+    lines += table(["runner", "frames/s", "rounds"], [
         ["`ghostbox run`", f"{tp['ghostbox_fps']:.2f}", ", ".join(f"{v:.1f}" for v in tp["rounds"]["ghostbox"])],
         ["Ultralytics `predict(stream=True)`", f"{tp['ultralytics_fps']:.2f}",
          ", ".join(f"{v:.1f}" for v in tp["rounds"]["ultralytics"])],
@@ -193,10 +194,10 @@ def _stream_md(r: dict[str, Any]) -> list[str]:
     if stages:
         lines += ["Inside the pipeline (ms, last throughput run; queueing included):", ""]
         keys = [k for k in ("p50", "p95", "p99") if any(k in v for v in stages.values())]
-        lines += _table(["stage / hop", *keys], [[f"`{name}`", *(v.get(k, "") for k in keys)]
+        lines += table(["stage / hop", *keys], [[f"`{name}`", *(v.get(k, "") for k in keys)]
                                                   for name, v in stages.items()])
     lines += ["**Transport**, one hop (round trip / 2, encoding and validation included):", ""]
-    lines += _table(["hop / message", "p50 ms", "p99 ms", "bytes"],
+    lines += table(["hop / message", "p50 ms", "p99 ms", "bytes"],
                     [[name, f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}", f"{v['bytes']:,}"]
                      for name, v in r["transport"].items()])
     live = r.get("live")
@@ -207,7 +208,7 @@ def _stream_md(r: dict[str, Any]) -> list[str]:
                   f"dropped at the source; latency p50 {lat.get('p50', 0):.0f} ms, p99 {lat.get('p99', 0):.0f} ms.",
                   ""]
         if "p99_first_third_ms" in live:
-            lines += _table(["latency p99", "first third", "last third", "trend"], [
+            lines += table(["latency p99", "first third", "last third", "trend"], [
                 ["end to end", f"{live['p99_first_third_ms']:.0f} ms", f"{live['p99_last_third_ms']:.0f} ms",
                  f"{live['p99_slope_ms_per_min']:+.1f} ms/min"],
                 ["without the detector's own time", f"{live['non_detect_p99_first_third_ms']:.0f} ms",
@@ -222,7 +223,7 @@ def _stream_md(r: dict[str, Any]) -> list[str]:
                 for name, v in memory["per_stage"].items()]
         total = memory["total"]
         rows.append(["all stages", total["early_mb"], total["late_mb"], f"{total['growth_pct']:+.2f}%"])
-        lines += _table(["stage", "early MB", "late MB", "growth"], rows)
+        lines += table(["stage", "early MB", "late MB", "growth"], rows)
     return lines
 
 
@@ -251,8 +252,10 @@ def markdown(what: str, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_result(out: str | Path | None, what: str, result: dict[str, Any], command: str) -> list[Path]:
-    """Stamp `result` with how it was made and write it where `out` says; the paths written."""
+def write_result(out: str | Path | None, what: str, result: dict[str, Any], command: str,
+                 page: Callable[[dict[str, Any]], str] | None = None) -> list[Path]:
+    """Stamp `result` with how it was made and write it where `out` says; the paths written.
+    `page` renders the markdown of a bench whose page is not one of this module's."""
     result["made"] = made(command)
     if not out:
         return []
@@ -265,6 +268,7 @@ def write_result(out: str | Path | None, what: str, result: dict[str, Any], comm
         targets = {"md": path / f"{what}.md", "json": path / f"{what}.json"}
     for kind, target in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
-        text = markdown(what, result) if kind == "md" else json.dumps(result, indent=2) + "\n"
+        render = page or (lambda r: markdown(what, r))
+        text = render(result) if kind == "md" else json.dumps(result, indent=2) + "\n"
         target.write_text(text, encoding="utf-8")
     return list(targets.values())

@@ -1,4 +1,4 @@
-"""`ghostbox bench detector|filter|stream|street`: figures measured side by side, written as tables.
+"""`ghostbox bench detector|filter|stream|street|tracks`: figures measured side by side, written as tables.
 
 `--out PATH.md` writes the figures as a markdown table headed by the date (UTC), the machine,
 the ghostbox commit and the exact command (`pipeline/bench/report.py`); `--out PATH.json` as
@@ -85,6 +85,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                            "temporary folder)")
     street.add_argument("--out", help=OUT_HELP)
     street.set_defaults(handler=run_street, bench_parser=street)
+    tracks = which.add_parser(
+        "tracks", help="per-track against per-frame verdicts on the street world's stream, and tracking's cost",
+        description="Renders synth:seed=SEED,frames=N for each N of --frames, detects with the bundled model at the "
+                    "demo's settings, filters with the bundled filter, tracks (ByteTrack) and judges each box by its "
+                    "frame's and its track's verdict (TrackVerdicts, each --hysteresis) against the ground truth; then "
+                    "times tracking + track verdicts on --objects synthetic moving boxes against the detector.")
+    tracks.add_argument("--frames", default="300", help="comma-separated frame counts, one run each (default 300, "
+                                                        "the demo's)")
+    tracks.add_argument("--seed", type=int, default=0)
+    tracks.add_argument("--hysteresis", default="0,0.5,1,2", help="comma-separated TrackVerdicts hysteresis values")
+    tracks.add_argument("--objects", type=int, default=20, help="moving boxes of the synthetic cost sequence")
+    tracks.add_argument("--cost-frames", type=int, default=500, help="frames of the synthetic cost sequence")
+    tracks.add_argument("--out", help=OUT_HELP)
+    tracks.set_defaults(handler=run_tracks, bench_parser=tracks)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -263,4 +277,43 @@ def run_street(args: argparse.Namespace) -> int:
               "eval_command": shlex.join(shown), "report_md": (eval_out / "report.md").read_text(),
               "report": json.loads((eval_out / "report.json").read_text())}
     _written(write_result(args.out, "street", result, command_line(args)))
+    return 0
+
+
+def run_tracks(args: argparse.Namespace) -> int:
+    """Frame against track verdicts on the world's stream, then tracking's cost per frame."""
+    # loaded here: the benchmark pulls the detector (torch, Ultralytics) and the tracker
+    from pipeline.bench.track_verdicts import bench_tracks, write_page
+
+    try:
+        frames = [int(v) for v in args.frames.split(",") if v.strip()]
+        hysteresis = [float(v) for v in args.hysteresis.split(",") if v.strip()]
+    except ValueError as exc:
+        raise GhostboxError(f"--frames, --hysteresis: expected comma-separated numbers, got '{args.frames}', "
+                            f"'{args.hysteresis}'") from exc
+    result = bench_tracks(frames=frames, seed=args.seed, hysteresis=hysteresis, objects=args.objects,
+                          cost_frames=args.cost_frames)
+    for run in result["runs"]:
+        print(f"{run['uri']}: {run['boxes']} boxes, {run['hallucinations']} on OoD objects, {run['id_detections']} "
+              f"ID, {run['tracks']} tracks")
+        for key, row in run["rows"].items():
+            caught = 100 * row["caught"] / run["hallucinations"] if run["hallucinations"] else float("nan")
+            wrong = 100 * row["wrongly_flagged"] / run["id_detections"] if run["id_detections"] else float("nan")
+            flips = row["flips_per_track"]
+            print(f"  {key:<12} caught {caught:5.1f}%  wrongly flagged {wrong:5.1f}%  flips/track "
+                  f"{'n/a' if flips is None else f'{flips:.2f}'}")
+        auc = run["auroc"]
+        print("  AUROC box margin {}, track running mean {}, whole-track mean {}".format(
+            *(("n/a" if v is None else f"{v:.3f}") for v in (auc["box_margin"], auc["track_running_mean"],
+                                                           auc["track_whole_mean"]))))
+        ms = run["ms_per_frame"]
+        print(f"  ms/frame: detect {ms['detect']:.1f}, filter {ms['filter']:.2f}, track {ms['track']:.3f}, "
+              f"verdicts {ms['verdicts']:.3f}")
+    cost = result["cost"]
+    ratio = cost["track_over_detect"]
+    print(f"cost, {cost['objects']} objects x {cost['frames']} frames: tracking + verdicts "
+          f"{cost['ms_per_frame']['track_and_verdicts']:.3f} ms/frame (track {cost['ms_per_frame']['track']:.3f}, "
+          f"verdicts {cost['ms_per_frame']['verdicts']:.3f}) = "
+          f"{'n/a' if ratio is None else f'{100 * ratio:.2f}%'} of the detector's {cost['detect_ms_per_frame']:.1f} ms")
+    _written(write_page(args.out, result, command_line(args)))
     return 0
