@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--no-video", dest="video", action="store_false", default=None, help="no annotated video")
     parser.add_argument("--metrics-port", type=int)
+    add_setting(parser, "--tracks", model=DEMO, field="tracks", action="store_true",
+                help="verdicts per track (ByteTrack + hysteresis) instead of per frame")
     parser.set_defaults(handler=run)
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.stream.config import graph_from_dict
     from pipeline.stream.demo import demo_config, describe, score_against_truth
 
-    given = {name: getattr(args, name) for name in ("frames", "seed", "workers", "mode", "video")
+    given = {name: getattr(args, name) for name in ("frames", "seed", "workers", "mode", "video", "tracks")
              if getattr(args, name) is not None}
     data = demo_config(args.out, model=args.model, filter_path=args.filter_path, imgsz=args.imgsz,
                        metrics_port=args.metrics_port, batch=args.batch, **given)

@@ -5,8 +5,14 @@ margin is noisy: a real pedestrian dips below for a frame and its verdict flicke
 hallucination clears it now and then and is kept in those frames. A track's verdict here
 follows the mean margin of all its boxes so far, and changes only on evidence: a kept track
 becomes a hallucination when its mean falls below -`hysteresis`, a flagged one is kept again
-when its mean rises above +`hysteresis`; its first verdict is the sign of its first margin.
+when its mean rises above +`hysteresis`. For its first `settle_boxes` boxes the verdict is the
+sign of the mean (a track's first frames alone should not set it behind the band for good).
 A box no tracker followed (track id -1) keeps its own frame's verdict.
+
+Measured (`ghostbox bench tracks`, docs/benchmarks/tracks.md): on the street world's streams
+this cuts verdict flips per track 7-18x; whether it catches more and flags fewer real objects
+than frame verdicts depends on how well the scores separate on the footage (it cannot move a
+threshold that does not hold there).
 
 State is per source, frames in order (one `TrackVerdicts` per source, fed where order is
 restored), bounded: a track unseen for `idle_frames` frames is forgotten, and beyond
@@ -39,13 +45,15 @@ class TrackState:
 class TrackVerdicts:
     """`update(frame, track_ids, margins)` -> (track score, track verdict) per box of that frame."""
 
-    def __init__(self, hysteresis: float = 0.5, idle_frames: int = 90, max_tracks: int = 4096) -> None:
+    def __init__(self, hysteresis: float = 0.5, idle_frames: int = 90, max_tracks: int = 4096,
+                 settle_boxes: int = 5) -> None:
         if hysteresis < 0:
             raise GhostboxError(f"track verdicts: hysteresis must be >= 0, got {hysteresis}")
         if idle_frames < 1 or max_tracks < 1:
             raise GhostboxError(f"track verdicts: idle_frames and max_tracks must be >= 1, got {idle_frames}, "
                                 f"{max_tracks}")
         self.hysteresis, self.idle_frames, self.max_tracks = float(hysteresis), int(idle_frames), int(max_tracks)
+        self.settle_boxes = int(settle_boxes)
         self.tracks: OrderedDict[int, TrackState] = OrderedDict()  # least recently seen first
         # forgotten tracks, as counts only (the state stays bounded)
         self.ended = {"tracks": 0, "flips": 0, "hallucinations": 0}
@@ -66,7 +74,10 @@ class TrackVerdicts:
             state.boxes += 1
             state.last_frame = frame
             mean = state.mean
-            if state.hallucination and mean > self.hysteresis:
+            if state.boxes < self.settle_boxes:  # too few boxes for the band: follow the mean's sign
+                if state.hallucination != (mean < 0.0):
+                    state.hallucination, state.flips = mean < 0.0, state.flips + 1
+            elif state.hallucination and mean > self.hysteresis:
                 state.hallucination, state.flips = False, state.flips + 1
             elif not state.hallucination and mean < -self.hysteresis:
                 state.hallucination, state.flips = True, state.flips + 1

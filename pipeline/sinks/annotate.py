@@ -37,13 +37,15 @@ def _label(image: np.ndarray, text: str, x: int, y: int, color, scale: float) ->
 
 
 def annotate(frame: np.ndarray, detections: Detections) -> np.ndarray:
-    """A copy of `frame` with the boxes drawn; uses `data['hallucination']` and `data['score']` when present."""
+    """A copy of `frame` with the boxes drawn; uses the track's verdict and score (`track_hallucination`,
+    `track_score`) when present, else the frame's (`hallucination`, `score`)."""
     image = frame.copy()
     height, width = image.shape[:2]
     thickness = max(1, round(min(height, width) / 300))
     scale = max(0.35, min(height, width) / 900)
-    flags = detections.data.get("hallucination")
-    scores = detections.data.get("score")
+    tracked = "track_hallucination" in detections.data
+    flags = detections.data.get("track_hallucination", detections.data.get("hallucination"))
+    scores = detections.data.get("track_score", detections.data.get("score"))
     labels = detections.labels
     for i in range(len(detections)):
         x1, y1, x2, y2 = (int(round(v)) for v in detections.xyxy[i])
@@ -51,7 +53,9 @@ def annotate(frame: np.ndarray, detections: Detections) -> np.ndarray:
         if ghost:
             color = GHOST
             _dashed_rectangle(image, (x1, y1), (x2, y2), color, thickness)
-            text = f"ghost? {labels[i]} s={float(scores[i]):.2f}" if scores is not None else f"ghost? {labels[i]}"
+            text = f"ghost? {labels[i]}"
+            if scores is not None:  # a track's mean margin (score - threshold), or the box's own score
+                text += f" track {float(scores[i]):+.2f}" if tracked else f" s={float(scores[i]):.2f}"
         else:
             color = PALETTE[int(detections.class_id[i]) % len(PALETTE)]
             cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)

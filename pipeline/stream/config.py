@@ -26,7 +26,9 @@ from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.json_files import write_json
 from pipeline.sinks.source_names import safe_name
+from pipeline.sources.media_files import VIDEO_SUFFIXES
 from pipeline.stream.endpoints import parse_url
+from pipeline.tracks import TRACKER_DEFAULTS
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Mode = Literal["lossless", "live"]
@@ -91,6 +93,13 @@ class SourceConfig(_Model):
         return value
 
     @property
+    def is_sequence(self) -> bool:
+        """A camera, a stream, synth or a video file: frames that follow one another (not a folder of photos)."""
+        if self.resolved_kind != "file":
+            return True
+        return Path(self.uri).suffix.lower() in VIDEO_SUFFIXES
+
+    @property
     def resolved_kind(self) -> str:
         if self.kind != "auto":
             return self.kind
@@ -102,6 +111,32 @@ class SourceConfig(_Model):
         if re.match(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", uri, re.IGNORECASE):
             return "stream"
         return "file"
+
+
+class TracksConfig(_Model):
+    """Verdicts per track (`pipeline.filter.track_verdicts`), decided in the sink where each source's
+    frames are back in order; boxes get track_id, track_score and track_hallucination."""
+
+    enabled: bool | None = Field(False, description="true: every source; null: video files, cameras, streams and "
+                                 "synth, not folders of photos; false: none (the tracker loads Ultralytics and "
+                                 "torch into the sink, about 480 MB)")
+    hysteresis: float = Field(0.5, ge=0, description="a track's verdict changes when its mean margin (score - "
+                              "threshold) passes this far beyond 0")
+    settle_boxes: int = Field(5, ge=1, description="a track's first boxes follow the sign of its mean margin")
+    idle_frames: int = Field(90, ge=1, description="a track unseen for this many frames is forgotten")
+    bytetrack: dict[str, Any] = Field(default_factory=dict, description="Ultralytics ByteTrack settings (keys of "
+                                      "its bytetrack.yaml) over its defaults")
+
+    @field_validator("bytetrack")
+    @classmethod
+    def _bytetrack(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(TRACKER_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown ByteTrack setting(s) {unknown}; known: {sorted(TRACKER_DEFAULTS)}")
+        return value
+
+    def on_for(self, source: SourceConfig) -> bool:
+        return source.is_sequence if self.enabled is None else self.enabled
 
 
 class GraphDetector(DetectorConfig):
@@ -230,6 +265,8 @@ class GraphConfig(_Model):
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="who may connect to tcp "
                                      "endpoints")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="what a stage accepts from a peer")
+    tracks: TracksConfig = Field(default_factory=TracksConfig, description="verdicts per track instead of per "
+                                 "frame")
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="how long stages get to finish")
     shutdown_grace_s: float = Field(15.0, ge=0, description="Ctrl-C: how long the graph may drain before SIGTERM")
 

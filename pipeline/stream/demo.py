@@ -44,7 +44,8 @@ def default_filter() -> Path | None:
 
 def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mode: str = "lossless",
                 model: str | None = None, filter_path: str | None = None, imgsz: int | None = None,
-                metrics_port: int | None = None, video: bool = True, batch: int | None = None) -> dict[str, Any]:
+                metrics_port: int | None = None, video: bool = True, batch: int | None = None,
+                tracks: bool = False) -> dict[str, Any]:
     """The demo graph as a config mapping (validated by the caller like any other)."""
     bundled_model = model is None or Path(model).resolve() == default_model().resolve()
     if filter_path is None and bundled_model:  # the bundled filter fits the bundled model only
@@ -65,6 +66,7 @@ def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mo
         "filter": {"path": filter_path},
         "sinks": [{"name": "out", "out": out, "video": video, "jsonl": True, "crops": True, "summary": True}],
         "metrics": {"port": metrics_port},
+        "tracks": {"enabled": tracks},
     }
 
 
@@ -86,7 +88,9 @@ def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[s
             visible = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
             whole = np.array([t.get("full_xyxy", t["xyxy"]) for t in truth], np.float32).reshape(-1, 4)
             ood = np.array([bool(t["ood"]) for t in truth], bool)
-            flagged = np.array([bool(b.get("hallucination", False)) for b in boxes], bool)
+            # the verdict the run acted on: the track's when tracks are on, else the frame's
+            flagged = np.array([bool(b.get("track_hallucination", b.get("hallucination", False))) for b in boxes],
+                               bool)
             match, how = match_occluded(det, visible, whole, iou)
             on_ood = (match >= 0) & ood[np.maximum(match, 0)] if len(visible) else np.zeros(len(det), bool)
             on_id = (how == MATCH_IOU) & ~on_ood

@@ -55,10 +55,11 @@ from pipeline.sinks.source_names import safe_name
 from pipeline.sinks.summary_file import SummaryFile
 from pipeline.sinks.video_file import VideoFile
 from pipeline.stream import protocol as P
-from pipeline.stream.config import GraphConfig, SinkConfig
+from pipeline.stream.config import GraphConfig, SinkConfig, TracksConfig
 from pipeline.stream.metrics import LatencyStats, StageMetrics
 from pipeline.stream.resequencer import Resequencer
 from pipeline.stream.shell import StageShell
+from pipeline.stream.tracking import SourceTracks
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ class SinkCore:
     VIDEO_MIN_FREE = video_file.MIN_FREE  # given to each video this core opens; 0 turns the early stop off
 
     def __init__(self, config: SinkConfig, sources: list[str] | dict[str, bool], mode: str,
-                 metrics: StageMetrics | None = None, policy: str | None = None) -> None:
+                 metrics: StageMetrics | None = None, policy: str | None = None,
+                 tracks: dict[str, TracksConfig] | None = None) -> None:
         self.config = config
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -206,6 +208,8 @@ class SinkCore:
         self._clips: dict[str, VideoFile] = {}
         self._crops = CropArchive(self.out)
         self._closed = False
+        # made now: the tracker's import (Ultralytics, ~2 s) must not delay a source's first frame
+        self._tracks = {sid: SourceTracks(sid, settings) for sid, settings in (tracks or {}).items()}
 
     @property
     def summary_error(self) -> str | None:
@@ -218,8 +222,8 @@ class SinkCore:
         header = item.header
         stamps = header["t"]
         stats = self.stats[item.source]
-        dets = item.dets
-        flags = dets.data.get("hallucination")
+        dets = self._tracked(item)
+        flags = dets.data.get("track_hallucination", dets.data.get("hallucination"))
         flagged = np.asarray(flags, bool) if flags is not None else np.zeros(len(dets), bool)
         n_flagged = int(flagged.sum())
         if header.get("detector") and self.detector is None:
@@ -280,6 +284,11 @@ class SinkCore:
             self.metrics.observe_latency(item.source, latency)
             self.metrics.observe_stage(t_out - stamps.get("sink_in", t_out))
             self.metrics.inc_boxes(item.source, len(dets) - n_flagged, n_flagged)
+
+    def _tracked(self, item: Delivered) -> Detections:
+        """The frame's detections with track fields, for a tracked source (frames arrive here in order)."""
+        tracks = self._tracks.get(item.source)
+        return item.dets if tracks is None else tracks.apply(item.seq, item.dets)
 
     def tick(self) -> None:
         """Lines waiting in memory reach their files within `flush_s` even when no frame comes."""
@@ -525,6 +534,7 @@ class SinkCore:
                 "rows_lost": rows_lost, "crops_written": crops.written, "crops_failed": crops.failed,
                 "conflicts": s.conflicts, **({"conflict": s.conflict} if s.conflict else {}),
                 **({"drift": s.drift} if s.drift else {}),
+                **({"tracks": self._tracks[sid].summary()} if sid in self._tracks else {}),
             }
             frames, boxes, flagged = frames + s.frames, boxes + s.boxes, flagged + s.flagged
             dropped, errors = dropped + s.dropped, errors + s.errors
@@ -609,7 +619,9 @@ class SinkStage(StageShell):
         self.config = graph.sink(name)
         live = {s.id: graph.source_mode(s) == "live" for s in graph.sources}
         mode = "live" if all(live.values()) else "lossless" if not any(live.values()) else "mixed"
-        self.core = SinkCore(self.config, live, mode, self.metrics, policy=filter_policy(graph.filter.path))
+        tracks = {s.id: graph.tracks for s in graph.sources if graph.tracks.on_for(s)}
+        self.core = SinkCore(self.config, live, mode, self.metrics, policy=filter_policy(graph.filter.path),
+                             tracks=tracks)
         self.reseq = Resequencer(live, max_wait_s=self.config.reorder_wait_ms / 1000,
                                  max_bytes=graph.limits.reorder_max_bytes)
         ep = self.config.endpoint

@@ -31,13 +31,21 @@ def test_a_hallucination_clearing_the_threshold_now_and_then_stays_flagged():
 
 
 def test_the_verdict_changes_only_beyond_the_hysteresis_and_flips_are_counted():
-    verdicts = TrackVerdicts(hysteresis=0.5)
+    verdicts = TrackVerdicts(hysteresis=0.5, settle_boxes=1)
     # mean: 0.2, -0.1, -0.4 (inside the band: still kept), then -0.7 (flagged)
     _, flags = _feed(verdicts, [0.2, -0.4, -1.0, -1.6])
     assert flags == [False, False, False, True]
     assert verdicts.counts() == {"tracks": 1, "flips": 1, "hallucinations": 1}
-    _, flags = _feed(TrackVerdicts(hysteresis=0.0), [0.2, -0.4])
+    _, flags = _feed(TrackVerdicts(hysteresis=0.0, settle_boxes=1), [0.2, -0.4])
     assert flags == [False, True]
+
+
+def test_a_track_follows_the_sign_of_its_mean_until_it_has_settled():
+    # a first frame just above the threshold must not keep a hallucination inside the band for good
+    verdicts = TrackVerdicts(hysteresis=2.0, settle_boxes=3)
+    _, flags = _feed(verdicts, [0.1, -1.0, -1.0, 0.5, 0.5])  # means 0.1, -0.45, -0.63, -0.35, -0.18
+    assert flags == [False, True, True, True, True]
+    assert verdicts.counts()["flips"] == 1
 
 
 def test_untracked_boxes_keep_their_frame_verdict_and_tracks_do_not_mix():

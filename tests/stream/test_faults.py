@@ -36,8 +36,10 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
     # worker:0 holds some (at 30 fps a worker was mostly idle, the freeze often caught it empty, and the
     # retries outlasted the 4 s stream: a CI flake); lossless flow control keeps the stream going meanwhile
     port = free_port_block(6)  # broker, filter, sink, worker:0, worker:1, source
+    # tracks on: tracking in the sink must not change what is delivered, or its order
     config = base_config(out, [{"id": "clip", "uri": str(video(frames)), "fps": 200}], run_dir,
-                         workers={"count": 2}, detector={"batch": 8}, metrics={"port": port})
+                         workers={"count": 2}, detector={"batch": 8}, metrics={"port": port},
+                         tracks={"enabled": True})
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
     with ended_run(proc, run_dir, settle=10) as leftovers:
         broker, worker0 = port, port + 3
@@ -61,6 +63,8 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
     assert summary["restarts"] == {"worker:0": 1}
     assert summary["per_source"]["clip"]["resent"] >= 1  # its in-flight frames went to the other worker
     assert summary["frames"] == frames and summary["status"] == "complete"
+    assert summary["per_source"]["clip"]["tracks"]["errors"] == 0
+    assert all("track_id" in box for row in records(out) for box in row["boxes"])
 
 
 def test_killing_the_supervisor_leaves_no_orphans(tmp_path: Path) -> None:

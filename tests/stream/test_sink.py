@@ -7,10 +7,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+from pydantic import ValidationError
 
 from pipeline.detections import Detections
 from pipeline.stream import protocol as P
-from pipeline.stream.config import SinkConfig
+from pipeline.stream.config import GraphConfig, SinkConfig, TracksConfig
 from pipeline.stream.sink_stage import Delivered, SinkCore
 
 
@@ -62,3 +64,43 @@ def test_drop_policy_leaves_flagged_boxes_out_but_archives_them(tmp_path: Path) 
     [row] = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
     assert len(row["boxes"]) == 1 and row["dropped_boxes"] == 1 and not row["boxes"][0]["hallucination"]
     assert len((tmp_path / "flagged" / "index.jsonl").read_text().splitlines()) == 1
+
+
+def _moving(seq: int, margins: tuple[float, float]) -> Delivered:
+    """Two boxes moving right 2 px a frame; the filter's score minus threshold is `margins`."""
+    delivered = _delivered(seq, "drop")
+    shift = np.array([2 * seq, 0, 2 * seq, 0], np.float32)
+    dets = delivered.dets
+    moved = Detections(dets.xyxy + shift, dets.confidence, dets.class_id, dets.logits, dets.box_features, dets.level,
+                       class_names=dets.class_names, image_size=dets.image_size, source=dets.source, frame=seq,
+                       crops=dets.crops, data={"score": np.array(margins), "threshold": np.zeros(2),
+                                               "hallucination": np.array(margins) < 0})
+    return Delivered(delivered.source, seq, moved, delivered.header, delivered.message)
+
+
+def test_tracked_sources_act_on_the_track_verdict(tmp_path: Path) -> None:
+    """A real object dipping below its threshold for a frame is neither dropped nor flagged; a
+    hallucination clearing it for a frame stays flagged (policy drop: left out of the rows)."""
+    core = SinkCore(SinkConfig(out=str(tmp_path), video=False), ["cam"], "lossless", policy="drop",
+                    tracks={"cam": TracksConfig()})
+    margins = [(2.0, -3.0), (2.5, -2.5), (-0.4, 0.5), (2.0, -3.0), (1.5, 0.3), (2.2, -2.0)]
+    for seq, pair in enumerate(margins):
+        core.write(_moving(seq, pair))
+    summary = core.close("complete")
+    rows = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
+    assert [len(r["boxes"]) for r in rows] == [1] * 6  # the first box kept in every frame, the second never
+    assert len({r["boxes"][0]["track_id"] for r in rows}) == 1 and rows[0]["boxes"][0]["track_id"] >= 0
+    assert rows[2]["boxes"][0]["hallucination"] and not rows[2]["boxes"][0]["track_hallucination"]
+    assert [r["dropped_boxes"] for r in rows] == [1] * 6
+    assert summary["flagged"] == 6 and summary["per_source"]["cam"]["tracks"]["tracks"] == 2
+    assert summary["per_source"]["cam"]["tracks"]["hallucinations"] == 1
+
+
+def test_graph_tracks_settings_and_which_sources_are_tracked() -> None:
+    graph = GraphConfig(sources=[{"id": "v", "uri": "clip.mp4"}, {"id": "photos", "uri": "folder"},
+                                 {"id": "cam", "uri": "rtsp://10.0.0.2/s"}, {"id": "s", "uri": "synth:frames=3"}])
+    assert not any(graph.tracks.on_for(s) for s in graph.sources)  # off unless asked for (it loads torch)
+    auto = GraphConfig(sources=graph.sources, tracks={"enabled": None})
+    assert [auto.tracks.on_for(s) for s in auto.sources] == [True, False, True, True]
+    with pytest.raises(ValidationError, match="unknown ByteTrack setting"):
+        TracksConfig(bytetrack={"track_bufer": 10})

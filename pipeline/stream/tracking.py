@@ -1,0 +1,50 @@
+"""Tracks and per-track verdicts of one source, where its frames are back in order (the sink).
+
+Each box gets `track_id` (-1: no track); with the filter's `score` and `threshold`, also
+`track_score` (the track's mean margin so far) and `track_hallucination` (the track's verdict,
+`pipeline.filter.track_verdicts`), which is then the verdict the sink acts on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from pipeline.detections import Detections
+from pipeline.filter.track_verdicts import TrackVerdicts
+from pipeline.stream.config import TracksConfig
+from pipeline.tracks import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class SourceTracks:
+    def __init__(self, source: str, config: TracksConfig) -> None:
+        self.source = source
+        self.tracker = Tracker(**config.bytetrack)
+        self.verdicts = TrackVerdicts(hysteresis=config.hysteresis, idle_frames=config.idle_frames,
+                                      settle_boxes=config.settle_boxes)
+        self.errors = 0
+
+    def apply(self, frame: int, dets: Detections) -> Detections:
+        """`dets` with the track fields; on a tracker failure, unchanged (counted, logged once)."""
+        try:
+            ids = self.tracker.update(dets)
+            extra: dict[str, Any] = {"track_id": ids}
+            score, threshold = dets.data.get("score"), dets.data.get("threshold")
+            if score is not None and threshold is not None:
+                margin = np.asarray(score, np.float64) - np.asarray(threshold, np.float64)
+                track_score, verdict = self.verdicts.update(frame, ids, margin)
+                extra.update(track_score=track_score.astype(np.float32), track_hallucination=verdict)
+            return dets.with_data(**extra)
+        except Exception as exc:  # a frame the tracker cannot take keeps its frame verdicts; the sink goes on
+            self.errors += 1
+            if self.errors == 1:
+                log.error("source %s frame %d: tracking failed (%s: %s); this frame keeps its frame verdicts",
+                          self.source, frame, type(exc).__name__, exc)
+            return dets
+
+    def summary(self) -> dict[str, int]:
+        return {**self.verdicts.counts(), "errors": self.errors}
