@@ -87,6 +87,7 @@ class CropArchive:
                 "score": round(float(dets.data["score"][i]), 5) if "score" in dets.data else None,
                 "threshold": round(float(dets.data["threshold"][i]), 5) if "threshold" in dets.data else None,
                 "detector": detector, "t_capture": t_capture,
+                **({"track_id": int(dets.data["track_id"][i])} if "track_id" in dets.data else {}),
             }
             self.index.add(json.dumps(record, separators=(",", ":")), source)
 

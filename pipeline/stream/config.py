@@ -124,6 +124,8 @@ class TracksConfig(_Model):
                               "threshold) passes this far beyond 0")
     settle_boxes: int = Field(5, ge=1, description="a track's first boxes follow the sign of its mean margin")
     idle_frames: int = Field(90, ge=1, description="a track unseen for this many frames is forgotten")
+    crops_per_track: int = Field(3, ge=0, description="flagged crops archived per flagged track (OUT/flagged/)")
+    crop_gap: int = Field(15, ge=1, description="frames between two archived crops of one track")
     bytetrack: dict[str, Any] = Field(default_factory=dict, description="Ultralytics ByteTrack settings (keys of "
                                       "its bytetrack.yaml) over its defaults")
 

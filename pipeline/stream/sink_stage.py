@@ -248,7 +248,9 @@ class SinkCore:
         if clip_wanted and image is not None:
             self._clip(item, image)
         if self.config.crops and n_flagged:
-            self._crops.add(item.source, item.seq, dets, flagged, image,
+            tracks = self._tracks.get(item.source)
+            keep = flagged if tracks is None else tracks.crops_wanted(item.seq, dets, flagged)
+            self._crops.add(item.source, item.seq, dets, keep, image,
                             (header.get("detector") or {}).get("weights_sha256"), stamps.get("capture"))
         t_out = time.time()
         stamps["sink_out"] = t_out

@@ -3,11 +3,15 @@
 Each box gets `track_id` (-1: no track); with the filter's `score` and `threshold`, also
 `track_score` (the track's mean margin so far) and `track_hallucination` (the track's verdict,
 `pipeline.filter.track_verdicts`), which is then the verdict the sink acts on.
+
+Crops of a flagged track (what `ghostbox proxies --flagged` feeds on): a few per track, spread
+over its life (`crops_per_track`, at least `crop_gap` frames apart), not one per frame.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -27,6 +31,9 @@ class SourceTracks:
         self.verdicts = TrackVerdicts(hysteresis=config.hysteresis, idle_frames=config.idle_frames,
                                       settle_boxes=config.settle_boxes)
         self.errors = 0
+        self.crops_per_track, self.crop_gap = config.crops_per_track, config.crop_gap
+        self._cropped: OrderedDict[int, tuple[int, int]] = OrderedDict()  # track -> (crops taken, last seq)
+        self._max_cropped = 4 * config.idle_frames + 1024  # bounded like the verdicts' state
 
     def apply(self, frame: int, dets: Detections) -> Detections:
         """`dets` with the track fields; on a tracker failure, unchanged (counted, logged once)."""
@@ -45,6 +52,26 @@ class SourceTracks:
                 log.error("source %s frame %d: tracking failed (%s: %s); this frame keeps its frame verdicts",
                           self.source, frame, type(exc).__name__, exc)
             return dets
+
+    def crops_wanted(self, frame: int, dets: Detections, flagged: np.ndarray) -> np.ndarray:
+        """Of the flagged boxes, those whose crop is kept: untracked ones all, a track's a few."""
+        ids = dets.data.get("track_id")
+        if ids is None:
+            return flagged
+        wanted = np.asarray(flagged, bool).copy()
+        for i in np.flatnonzero(wanted):
+            track = int(ids[i])
+            if track < 0:
+                continue
+            taken, last = self._cropped.pop(track, (0, -(10**9)))
+            if taken < self.crops_per_track and frame - last >= self.crop_gap:
+                taken, last = taken + 1, frame
+            else:
+                wanted[i] = False
+            self._cropped[track] = (taken, last)
+        while len(self._cropped) > self._max_cropped:
+            self._cropped.popitem(last=False)
+        return wanted
 
     def summary(self) -> dict[str, int]:
         return {**self.verdicts.counts(), "errors": self.errors}

@@ -94,6 +94,19 @@ def test_tracked_sources_act_on_the_track_verdict(tmp_path: Path) -> None:
     assert [r["dropped_boxes"] for r in rows] == [1] * 6
     assert summary["flagged"] == 6 and summary["per_source"]["cam"]["tracks"]["tracks"] == 2
     assert summary["per_source"]["cam"]["tracks"]["hallucinations"] == 1
+    # a flagged track's crops: the first, then one per crop_gap frames (up to crops_per_track), not one a frame
+    [crop] = [json.loads(line) for line in (tmp_path / "flagged" / "index.jsonl").read_text().splitlines()]
+    assert crop["seq"] == 0 and crop["track_id"] >= 0 and crop["track_id"] != rows[0]["boxes"][0]["track_id"]
+
+
+def test_a_long_flagged_track_keeps_a_few_crops_spread_over_its_life(tmp_path: Path) -> None:
+    core = SinkCore(SinkConfig(out=str(tmp_path), video=False), ["cam"], "lossless", policy="flag",
+                    tracks={"cam": TracksConfig(crops_per_track=3, crop_gap=10)})
+    for seq in range(60):
+        core.write(_moving(seq, (2.0, -3.0)))
+    core.close("complete")
+    index = [json.loads(line) for line in (tmp_path / "flagged" / "index.jsonl").read_text().splitlines()]
+    assert [c["seq"] for c in index] == [0, 10, 20] and len({c["track_id"] for c in index}) == 1
 
 
 def test_graph_tracks_settings_and_which_sources_are_tracked() -> None:
