@@ -526,13 +526,19 @@ class SinkCore:
             eos = s.eos or {}
             rows_lost = self._jsonl.lost_by.get(sid, 0) if self._jsonl is not None else 0
             crops = self._crops.count(sid)
+            reorder = dict(s.reorder)
+            broker_dropped = _count((eos.get("stats") or {}).get("broker_dropped")) or 0
+            if reorder.get("skipped") and broker_dropped:
+                # a frame the broker dropped (live) never reaches the sink either: it is counted in
+                # `dropped`, not again as a gap the sink skipped
+                reorder["skipped"] = max(0, reorder["skipped"] - broker_dropped)
             per_source[sid] = {
                 "frames": s.frames, "fps": round(s.frames / span, 2) if span > 0 else 0.0,
                 "latency_ms": s.latency.summary_ms(), "dropped": s.dropped, "boxes": s.boxes,
                 "kept": s.boxes - s.flagged, "flagged": s.flagged, "errors": s.errors,
                 "status": eos.get("status", "running"), "detail": eos.get("detail", ""),
                 **(eos.get("stats") or {}),
-                **s.reorder,
+                **reorder,
                 "rows_lost": rows_lost, "crops_written": crops.written, "crops_failed": crops.failed,
                 "conflicts": s.conflicts, **({"conflict": s.conflict} if s.conflict else {}),
                 **({"drift": s.drift} if s.drift else {}),

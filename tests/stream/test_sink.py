@@ -117,3 +117,15 @@ def test_graph_tracks_settings_and_which_sources_are_tracked() -> None:
     assert [auto.tracks.on_for(s) for s in auto.sources] == [True, False, True, True]
     with pytest.raises(ValidationError, match="unknown ByteTrack setting"):
         TracksConfig(bytetrack={"track_bufer": 10})
+
+
+def test_a_frame_the_broker_dropped_is_counted_once(tmp_path: Path) -> None:
+    """Live: a stale frame the broker dropped leaves a gap the sink skips; the account says it once
+    (in `dropped`), so delivered + dropped + skipped + late is the source's total."""
+    core = SinkCore(SinkConfig(out=str(tmp_path), video=False, crops=False), {"cam": True}, "live")
+    for seq in (0, 1, 3):
+        core.write(_delivered(seq, "flag"))
+    core.end_source("cam", {"status": "ok", "dropped": 1, "total": 4, "stats": {"broker_dropped": 1}},
+                    {"delivered": 3, "skipped": 1, "late": 0, "duplicates": 0})
+    cam = core.close("interrupted")["per_source"]["cam"]
+    assert (cam["frames"], cam["dropped"], cam["skipped"], cam["late"]) == (3, 1, 0, 0)
