@@ -49,6 +49,14 @@ def _read(array: Any, dtype: type, name: str) -> np.ndarray:
         raise GhostboxError(f"Detections.{name}: cannot read as {np.dtype(dtype).name} ({exc})") from exc
 
 
+def _class_sigmoid(logits: np.ndarray, class_id: np.ndarray) -> np.ndarray:
+    """float64 sigmoid of each row's logit at its class id (ids clipped into range)."""
+    if len(class_id) == 0:
+        return np.zeros(0, np.float64)
+    z = logits[np.arange(len(class_id)), np.clip(class_id, 0, logits.shape[1] - 1)].astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 @dataclass(frozen=True, eq=False)
 class Detections:
     xyxy: np.ndarray
@@ -126,8 +134,7 @@ class Detections:
         n = len(class_id) if class_id.ndim == 1 else len(logits) if logits.ndim else 0
         confidence = np.zeros(n)  # on a shape mismatch, which the constructor then names
         if logits.shape == (n, *logits.shape[1:]) and logits.ndim == 2 and logits.shape[1] and class_id.ndim == 1:
-            z = logits[np.arange(n), np.clip(class_id, 0, logits.shape[1] - 1)].astype(np.float64)
-            confidence = 1.0 / (1.0 + np.exp(-z))
+            confidence = _class_sigmoid(logits, class_id)
         return cls(np.zeros((len(confidence), 4), np.float32), confidence, class_id, logits, box_features, level,
                    class_names=tuple(class_names))
 
@@ -200,6 +207,11 @@ class Detections:
     @property
     def feature_dim(self) -> int:
         return self.box_features.shape[1]
+
+    def class_confidence(self) -> np.ndarray:
+        """Each box's confidence in its `class_id`, from the logits (float64). Equal to `confidence`
+        for detector output; for a box set whose class ids are labels it is the labelled class's."""
+        return _class_sigmoid(self.logits, self.class_id)
 
     def class_counts(self) -> np.ndarray:
         """Boxes per class id, shape (nc,)."""

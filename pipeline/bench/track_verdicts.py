@@ -38,8 +38,7 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import load_filter, with_filter_features
 from pipeline.filter.ood_metrics import auroc
 from pipeline.filter.track_verdicts import TrackVerdicts
-from pipeline.matching import MATCH_IOU, match_occluded
-from pipeline.stream.demo import default_filter
+from pipeline.stream.demo import default_filter, judge_against_truth
 from pipeline.stream.sources import parse_synth_uri
 from pipeline.tracks import Tracker
 
@@ -99,12 +98,7 @@ def bench_stream_quality(detector: Any, filter_path: str | Path, frames: int, se
 
         # ground truth, as score_against_truth matches it
         det = dets.xyxy.reshape(-1, 4).astype(np.float32)
-        visible = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
-        full = np.array([t.get("full_xyxy", t["xyxy"]) for t in truth], np.float32).reshape(-1, 4)
-        ood = np.array([bool(t["ood"]) for t in truth], bool)
-        match, how = match_occluded(det, visible, full, iou)
-        on_ood = (match >= 0) & ood[np.maximum(match, 0)] if len(visible) else np.zeros(len(det), bool)
-        on_id = (how == MATCH_IOU) & ~on_ood
+        _, _, on_ood, on_id = judge_against_truth(det, truth, iou)
         flags = np.asarray(dets.data["hallucination"], bool)
         counts["boxes"] += len(det)
         counts["tracked_boxes"] += int((ids >= 0).sum())

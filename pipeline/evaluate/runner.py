@@ -34,8 +34,8 @@ MAP_CONF = 0.001  # as COCO/Ultralytics validation: the whole precision-recall c
 
 
 def stacked(parts: Sequence[Detections], feature_dim: int, num_classes: int) -> Detections:
-    """The boxes of many images as one `Detections` (crops left out: the report needs none)."""
-    parts = [p.with_meta(crops=None) for p in parts if len(p)]
+    """The boxes of many images as one `Detections` (callers leave the crops out as they collect)."""
+    parts = [p for p in parts if len(p)]
     return Detections.merge(parts) if parts else Detections.empty(num_classes, feature_dim)
 
 
@@ -125,7 +125,7 @@ def evaluate_id(
             tp_total += int(tp.sum())
             fp_total += int((~tp & ~ignored).sum())
             tp_dets = kept[tp]
-            tp_parts.append(tp_dets.with_meta(crops=None))
+            tp_parts.append(tp_dets)  # detected without crops
             if filters:
                 flagged = filters[0].apply(tp_dets).data["hallucination"]
                 lost += int(np.asarray(flagged).sum())

@@ -196,15 +196,6 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
     return float(global_threshold), per_class, per_bin, counts
 
 
-def class_confidence(boxes: Detections) -> np.ndarray:
-    """Each box's confidence in its `class_id` (float64 sigmoid of that logit): the confidence
-    bins are read this way, so a box set whose class ids are labels bins like detector output."""
-    if len(boxes) == 0:
-        return np.zeros(0, np.float64)
-    z = boxes.logits[np.arange(len(boxes)), np.clip(boxes.class_id, 0, boxes.num_classes - 1)].astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def calibrate(scorer: Scorer, boxes: Detections, tpr: float = 0.95, min_boxes: int = 20,
               class_names: Sequence[str] = (), conf_edges: Sequence[float] = CONF_EDGES,
               groups: np.ndarray | None = None, group_kind: str = "boxes", seed: int = 0,
@@ -233,7 +224,7 @@ def calibrate(scorer: Scorer, boxes: Detections, tpr: float = 0.95, min_boxes: i
     if list(edges) != sorted(set(edges)) or any(not 0.0 < e < 1.0 for e in edges):
         raise GhostboxError(f"calibrate: confidence bin edges must be increasing values in (0, 1), got {list(edges)}")
     scores = scorer.score(boxes)
-    confidence = class_confidence(boxes)
+    confidence = boxes.class_confidence()
     nc = boxes.num_classes
     if fallback is not None and (fallback.conf_edges != edges or len(fallback.per_class) != nc):
         raise GhostboxError("calibrate: the fallback thresholds have other classes or confidence bins")
@@ -319,7 +310,7 @@ def offset_calibration(scorer: Scorer, boxes: Detections, reference: Calibration
     """
     if len(boxes) == 0:
         raise GhostboxError("calibrate: no ID calibration boxes")
-    confidence = class_confidence(boxes)
+    confidence = boxes.class_confidence()
     margins = scorer.score(boxes) - reference.thresholds_for(boxes.class_id, confidence)
     offset = flag_threshold(margins, tpr)
     per_bin = reference.per_bin + offset

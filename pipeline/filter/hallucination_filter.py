@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, class_confidence, offset_calibration
+from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, offset_calibration
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.splits import CalibrationBoxes, split_mask
@@ -40,7 +40,7 @@ def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Se
         if reference is None:
             raise GhostboxError("unlabelled calibration footage needs reference thresholds to trim hallucinations")
         keep = trim_tracks(scorer.score(boxes), calibration.track_ids,
-                           reference.thresholds_for(boxes.class_id, class_confidence(boxes)))
+                           reference.thresholds_for(boxes.class_id, boxes.class_confidence()))
         notes["calibration_trimmed"] = {
             "boxes": int((~keep).sum()), "of": len(boxes),
             "tracks": int(len(np.unique(calibration.track_ids[~keep]))),
@@ -228,7 +228,7 @@ class HallucinationFilter:
     def judge(self, boxes: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(score float64, threshold float64, hallucination bool) per box."""
         scores = self.scorer.score(boxes)
-        thresholds = self.thresholds.thresholds_for(boxes.class_id, class_confidence(boxes))
+        thresholds = self.thresholds.thresholds_for(boxes.class_id, boxes.class_confidence())
         return scores, thresholds, scores < thresholds
 
     def apply(self, dets: Detections) -> Detections:

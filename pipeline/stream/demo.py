@@ -70,6 +70,20 @@ def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mo
     }
 
 
+def judge_against_truth(det: np.ndarray, truth: list[dict[str, Any]], iou: float = 0.5,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(match, how, on_ood, on_id) of boxes `det` (N, 4) against a world frame's ground truth: the
+    object each box matches (occlusion-aware), how, whether it sits on an OoD object (a
+    hallucination) and whether it is IoU-matched to an ID object."""
+    visible = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
+    whole = np.array([t.get("full_xyxy", t["xyxy"]) for t in truth], np.float32).reshape(-1, 4)
+    ood = np.array([bool(t["ood"]) for t in truth], bool)
+    match, how = match_occluded(det, visible, whole, iou)
+    on_ood = (match >= 0) & ood[np.maximum(match, 0)] if len(visible) else np.zeros(len(det), bool)
+    on_id = (how == MATCH_IOU) & ~on_ood
+    return match, how, on_ood, on_id
+
+
 def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[str, Any]:
     """Count caught hallucinations and wrongly flagged ID detections in a demo's JSONL."""
     world = synth.WorldConfig(**parse_synth_uri(uri))
@@ -85,15 +99,10 @@ def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[s
             _, truth = synth.render_stream_frame(world, int(record["frame"]))
             boxes = record["boxes"]
             det = np.array([b["xyxy"] for b in boxes], np.float32).reshape(-1, 4)
-            visible = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
-            whole = np.array([t.get("full_xyxy", t["xyxy"]) for t in truth], np.float32).reshape(-1, 4)
-            ood = np.array([bool(t["ood"]) for t in truth], bool)
             # the verdict the run acted on: the track's when tracks are on, else the frame's
             flagged = np.array([bool(b.get("track_hallucination", b.get("hallucination", False))) for b in boxes],
                                bool)
-            match, how = match_occluded(det, visible, whole, iou)
-            on_ood = (match >= 0) & ood[np.maximum(match, 0)] if len(visible) else np.zeros(len(det), bool)
-            on_id = (how == MATCH_IOU) & ~on_ood
+            match, how, on_ood, on_id = judge_against_truth(det, truth, iou)
             id_part = (how == MATCH_INSIDE) & ~on_ood
             counts["frames"] += 1
             counts["detections"] += len(det)

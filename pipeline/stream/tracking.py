@@ -33,7 +33,6 @@ class SourceTracks:
         self.errors = 0
         self.crops_per_track, self.crop_gap = config.crops_per_track, config.crop_gap
         self._cropped: OrderedDict[int, tuple[int, int]] = OrderedDict()  # track -> (crops taken, last seq)
-        self._max_cropped = 4 * config.idle_frames + 1024  # bounded like the verdicts' state
 
     def apply(self, frame: int, dets: Detections) -> Detections:
         """`dets` with the track fields; on a tracker failure, unchanged (counted, logged once)."""
@@ -69,7 +68,7 @@ class SourceTracks:
             else:
                 wanted[i] = False
             self._cropped[track] = (taken, last)
-        while len(self._cropped) > self._max_cropped:
+        while len(self._cropped) > self.verdicts.max_tracks:  # bounded as the verdicts' own state
             self._cropped.popitem(last=False)
         return wanted
 
