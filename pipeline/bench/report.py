@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 import pipeline
+from pipeline.json_files import replace_text
 
 REPO = Path(pipeline.__file__).resolve().parents[1]
 GENERATED = "<!-- written by ghostbox bench; do not edit by hand: re-run the command in the header line -->"
@@ -270,5 +271,5 @@ def write_result(out: str | Path | None, what: str, result: dict[str, Any], comm
         target.parent.mkdir(parents=True, exist_ok=True)
         render = page or (lambda r: markdown(what, r))
         text = render(result) if kind == "md" else json.dumps(result, indent=2) + "\n"
-        target.write_text(text, encoding="utf-8")
+        replace_text(target, text)
     return list(targets.values())

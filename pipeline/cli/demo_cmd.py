@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.cli.run_cmd import log_level, print_summary, run_graph
 from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
+from pipeline.json_files import write_json
 
 DEMO = "pipeline.stream.demo:demo_config"  # its defaults are the demo's; read when help is printed (loads zmq)
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     summary_path = Path(args.out) / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary["demo"] = counts
-    summary_path.write_text(json.dumps(summary, indent=2))
+    write_json(summary_path, summary, newline=False)
     if not graph.filter.path:
         print("no filter: nothing was flagged (pass --filter FILE)")
     print(describe(counts))

@@ -14,7 +14,6 @@ the new detector, so the same method is fitted again on the same data.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -27,6 +26,7 @@ from pipeline.filter.filter_file import box_features_needed, load_filter, save_f
 from pipeline.finetune.comparison import compare_reports, write_comparison
 from pipeline.finetune.training_run import FinetuneJob, train_detector
 from pipeline.finetune.training_set import build_training_set
+from pipeline.json_files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -142,5 +142,5 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
         summary["outputs"] = [str(p) for p in write_comparison(comparison, out)]
     timings["total_s"] = round(time.perf_counter() - started, 1)
     summary["timings"] = timings
-    (out / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "finetune.json", summary)
     return summary
