@@ -237,8 +237,12 @@ class SinkCore:
         clip = self._clips.get(item.source)
         if clip is not None and clip.writer is None and clip.error and clip.written + clip.missed < (clip.limit or 0):
             clip.missed += 1  # a clip that failed still owed these frames
+        tracks = self._tracks.get(item.source)
+        cropped = np.zeros(len(dets), bool)
+        if self.config.crops and n_flagged:
+            cropped = flagged if tracks is None else tracks.crops_wanted(item.seq, dets, flagged)
         image = None
-        if video_wanted or (self.config.crops and n_flagged) or clip_wanted:
+        if video_wanted or cropped.any() or clip_wanted:
             try:
                 image = item.image()
             except P.ProtocolError as exc:
@@ -247,10 +251,8 @@ class SinkCore:
             self._video(item, shown, image)
         if clip_wanted and image is not None:
             self._clip(item, image)
-        if self.config.crops and n_flagged:
-            tracks = self._tracks.get(item.source)
-            keep = flagged if tracks is None else tracks.crops_wanted(item.seq, dets, flagged)
-            self._crops.add(item.source, item.seq, dets, keep, image,
+        if cropped.any():
+            self._crops.add(item.source, item.seq, dets, cropped, image,
                             (header.get("detector") or {}).get("weights_sha256"), stamps.get("capture"))
         t_out = time.time()
         stamps["sink_out"] = t_out
