@@ -207,6 +207,14 @@ def stage_processes(tag: str) -> list[psutil.Process]:
     return found
 
 
+def alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie; a process that exits between the two checks counts as gone."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def stage_processes_since(start: float) -> list[psutil.Process]:
     """Stage processes started after `start` (epoch seconds): what a test may have left behind."""
     found = []
@@ -238,10 +246,16 @@ def guard_leftovers(start: float, extra_tag: str | None = None) -> list[str]:
 def kill_run_stages(tag: str) -> list[str]:
     """Kill the stage processes still alive whose command line names `tag` (a run folder): only this
     run's, unlike `guard_leftovers`, so another run on the same machine is left alone. Their names."""
-    procs = [p for p in stage_processes(tag) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    names = [" ".join(p.cmdline()[3:5]) for p in procs]
-    for proc in procs:
-        proc.kill()
+    procs, names = [], []
+    for proc in stage_processes(tag):
+        try:
+            if alive(proc):
+                name = " ".join(proc.cmdline()[3:5])
+                proc.kill()
+                procs.append(proc)
+                names.append(name)
+        except psutil.NoSuchProcess:
+            continue  # it exited on its own meanwhile
     psutil.wait_procs(procs, timeout=5)
     return names
 

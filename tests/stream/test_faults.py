@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.stream_helpers import (
+    alive,
     assert_exactly_once_in_order,
     base_config,
     ended_run,
@@ -78,7 +79,7 @@ def test_killing_the_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
         stages = stage_processes(str(run_dir))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        gone = wait_for(lambda: not any(p.is_running() and p.status() != "zombie" for p in stages), 20)
+        gone = wait_for(lambda: not any(alive(p) for p in stages), 20)
     finally:
         if proc.poll() is None:
             proc.kill()
