@@ -215,12 +215,24 @@ def alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _pid_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def stage_processes_since(start: float) -> list[psutil.Process]:
-    """Stage processes started after `start` (epoch seconds): what a test may have left behind."""
-    found = []
+    """Stage processes started after `start` (epoch seconds): what a test may have left behind.
+    Only this PID namespace's: a container's stages (the Docker test) are not ours to kill."""
+    found, ours = [], _pid_namespace("self")
     for proc in psutil.process_iter(["cmdline", "create_time"]):
         try:
-            if "pipeline.stream.stage_main" in (proc.info["cmdline"] or []) and proc.info["create_time"] >= start - 1:
+            if (
+                "pipeline.stream.stage_main" in (proc.info["cmdline"] or [])
+                and proc.info["create_time"] >= start - 1
+                and _pid_namespace(proc.pid) == ours
+            ):
                 found.append(proc)
         except psutil.Error:
             continue
