@@ -14,7 +14,7 @@ LAYERS = (
     {"errors", "config_files", "detections", "matching", "ultralytics_env", "bundled", "box_geometry", "json_files"},
     {"detect", "data", "synth", "sources", "sinks", "tracks"},
     {"filter", "proxies"},
-    {"evaluate", "finetune", "stream", "bench"},
+    {"evaluate", "finetune", "stream", "bench", "web"},
     {"cli", "__main__"},
 )
 LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}

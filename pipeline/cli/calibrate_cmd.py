@@ -61,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="images with non-ID objects (a `ghostbox proxies` set, an outlier pool) for scores "
                         "that learn from outliers (oe): their detections hitting no ID ground truth")
     parser.add_argument("--outlier-conf", type=float, help="confidence of outlier detections (default: --conf)")
+    parser.add_argument("--reviewed", nargs="+", default=[], metavar="OUT",
+                        help="`ghostbox run` output folders: the boxes of tracks a person confirmed real on the "
+                        "review page (OUT/review.jsonl, `ghostbox review OUT`) join the ID set")
     parser.add_argument("--max-images", type=int)
     add_setting(parser, "--seed", model=REQUEST, field="seed", type=int, help="seed of the held-out split")
     parser.add_argument("--out", "-o", required=True, help="filter file (suffix .filter.safetensors)")
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
     request = FitRequest(method=method, id_spec=args.id_spec, params=params, outliers=list(args.outliers),
                          outlier_conf=args.outlier_conf, unlabelled_conf=args.unlabelled_conf,
-                         max_images=args.max_images, calibration_id=args.calibration_id, **given)
+                         max_images=args.max_images, calibration_id=args.calibration_id,
+                         reviewed=list(args.reviewed), **given)
     request.check()  # before the model loads
     config = request.detector_config(detector_config(args))
     detector = Detector(config)

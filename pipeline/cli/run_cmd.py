@@ -48,6 +48,9 @@ def add_graph_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-crops", dest="crops", action="store_false", default=None, help="no flagged-crop archive")
     add_setting(group, "--metrics-port", model=f"{GRAPH}:MetricsConfig", field="port", dest="metrics_port", type=int,
                 help="serve Prometheus metrics: stage k on PORT + k")
+    group.add_argument("--tracks", action=argparse.BooleanOptionalAction, default=None,
+                       help="verdicts per track (ByteTrack in the sink) for every source, or for none; default: "
+                       "the config's `tracks.enabled`")
     group.add_argument("--save-calibration-clip", dest="calibration_clip_frames", type=int, metavar="FRAMES",
                        help="write each source's first FRAMES frames, as captured, to OUT/calibration/ (for "
                        "`ghostbox calibrate --from FILTER --calibration-id OUT/calibration/SOURCE.avi`)")
@@ -63,6 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("config", nargs="?", help="graph YAML (see configs/pipeline.yaml; `ghostbox config run` "
                         "prints the defaults); optional with --source")
     add_graph_flags(parser)
+    parser.add_argument("--web", metavar="[HOST:]PORT",
+                        help="serve the live view and review page (loopback unless HOST is given; bound elsewhere, "
+                        "the printed URL carries a token); tracks are then on unless --no-tracks")
     parser.set_defaults(handler=run)
 
 
@@ -77,7 +83,8 @@ def graph_from_args(args: argparse.Namespace) -> Any:
                           workers=args.workers, mode=args.mode, imgsz=args.imgsz, out=args.out, batch=args.batch,
                           device=args.device, conf=args.conf, metrics_port=args.metrics_port, fps=args.fps,
                           video=args.video, crops=args.crops,
-                          calibration_clip_frames=getattr(args, "calibration_clip_frames", None))
+                          calibration_clip_frames=getattr(args, "calibration_clip_frames", None),
+                          tracks=getattr(args, "tracks", None), web=bool(getattr(args, "web", None)))
     where = f"config '{args.config}'" if args.config else "command line"
     return graph_from_dict(data, where)
 
@@ -92,14 +99,27 @@ def default_config() -> str:
                             | {"detector.model": "the detector; empty: the bundled street-world model"}))
 
 
-def run_graph(graph: Any, log_level: str = "INFO") -> tuple[int, list[dict[str, Any]]]:
-    from pipeline.stream.config import resolve
+def run_graph(graph: Any, log_level: str = "INFO", web: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """`web`: [HOST:]PORT of the live view (the first sink's), served while the graph runs."""
+    from pipeline.stream.config import feed_url, resolve
     from pipeline.stream.supervisor import Supervisor
 
     temporary = graph.run_dir is None
     resolved = resolve(graph, graph.run_dir or tempfile.mkdtemp(prefix="gbx-"))
-    supervisor = Supervisor(resolved, log_level=log_level, remove_run_dir=temporary)
-    code = supervisor.run()
+    server = None
+    if web:
+        from pipeline.web.server import WebServer
+
+        sink = resolved.sinks[0]
+        Path(sink.out).mkdir(parents=True, exist_ok=True)
+        server = WebServer(sink.out, web, [feed_url(resolved.run_dir or '', sink.name)]).start()
+        print(f"web view: {server.url}", flush=True)
+    try:
+        supervisor = Supervisor(resolved, log_level=log_level, remove_run_dir=temporary)
+        code = supervisor.run()
+    finally:
+        if server is not None:
+            server.stop()
     summaries = []
     for sink in resolved.sinks:
         path = Path(sink.out) / "summary.json"
@@ -131,7 +151,9 @@ def log_level() -> str:
 
 def run(args: argparse.Namespace) -> int:
     graph = graph_from_args(args)
-    code, summaries = run_graph(graph, log_level())
+    code, summaries = run_graph(graph, log_level(), web=getattr(args, "web", None))
     for sink, summary in zip(graph.sinks, summaries):
         print_summary(summary, sink.out)
+    if getattr(args, "web", None) and summaries:
+        print(f"review its tracks later: ghostbox review {graph.sinks[0].out} --web {args.web}")
     return code

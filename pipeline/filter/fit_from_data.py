@@ -11,17 +11,21 @@ import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.detect.detector import Detector, DetectorConfig
+from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import load_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
 from pipeline.filter.outlier_collection import collect_outlier_boxes
 from pipeline.filter.registry import create, names
+from pipeline.sinks.review_file import REVIEW_FILE, head_arrays, reviewed_gallery_rows, track_key
 from pipeline.tracks import MIN_TRACK_FRAMES
 
 
@@ -71,6 +75,8 @@ class FitRequest(BaseModel):
         None, description="a set of its own for the thresholds (labelled, or a camera's clip)")
     min_track_frames: int = Field(
         MIN_TRACK_FRAMES, description="unlabelled data: frames a track must last for its boxes to count as ID")
+    reviewed: list[str] = Field(default_factory=list, description="`ghostbox run` output folders whose review "
+                                "confirmed tracks real: their boxes join the ID set")
 
     @cached_property
     def needs_outliers(self) -> bool:
@@ -104,6 +110,27 @@ def _collect(detector: Detector, spec: str, label: str, progress: Callable[[str]
                                 max_images=max_images, advance=b.advance, min_track_frames=min_track_frames)
 
 
+def reviewed_real_boxes(run: str, detector: Detector) -> tuple[Detections, np.ndarray]:
+    """The gallery boxes (logits, box features) of the tracks a person confirmed real in `run`'s
+    review, and their track (one number per stream and track); refused when another detector made them."""
+    rows = list(reviewed_gallery_rows(run, "real"))
+    if not rows:
+        raise GhostboxError(f"--reviewed {run}: no track confirmed real in {Path(run) / REVIEW_FILE} (answer "
+                            "'real object' on the review page: `ghostbox review OUT`)")
+    weights = detector.info.weights_sha256
+    other = sorted({str(r.get("detector"))[:12] for r in rows if r.get("detector") not in (None, weights)})
+    if other:
+        raise GhostboxError(f"--reviewed {run}: its boxes come from another detector (weights {', '.join(other)}, "
+                            f"this one {weights[:12]}); review a run of this model")
+    logits, features, cls, level = head_arrays(rows, f"--reviewed {run}")
+    if features.shape[1] != detector.feature_dim:
+        raise GhostboxError(f"--reviewed {run}: box features of dimension {features.shape[1]}, the detector here "
+                            f"gives {detector.feature_dim} (set --box-features as in the run's graph)")
+    keys = [track_key(str(r["stream"]), int(r["track_id"])) for r in rows]
+    tracks = np.unique(keys, return_inverse=True)[1]
+    return Detections.from_head(features, logits, cls, level, detector.class_names), tracks
+
+
 def _calibrated_at(detector: Detector, unlabelled_conf: float | None) -> dict[str, Any]:
     """The settings a filter's thresholds hold for, recorded in its file and enforced when it is applied."""
     conf = detector.config.conf
@@ -123,6 +150,9 @@ def fit_filter(detector: Detector, request: FitRequest,
                         request.min_track_frames)
 
     collected = collect(request.id_spec, "ID boxes")
+    for run in request.reviewed:
+        boxes, tracks = reviewed_real_boxes(run, detector)
+        collected = collected.with_reviewed(boxes, tracks)
     notes = [collected.description]
     calibration = None
     if request.calibration_id is not None:

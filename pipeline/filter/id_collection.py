@@ -55,6 +55,26 @@ class IdBoxes:
             return None
         return self.groups if self.labelled else time_blocks(self.groups)
 
+    def with_reviewed(self, reviewed: Detections, tracks: np.ndarray) -> IdBoxes:
+        """These boxes and boxes a person confirmed real on a run's review page (`tracks`: their track,
+        one number per reviewed track): each track is a group of its own, so a split keeps it whole."""
+        if not len(reviewed):
+            return self
+        _, track_index = np.unique(tracks, return_inverse=True)
+        if self.groups is None:
+            groups = None
+        elif self.labelled:
+            groups = np.concatenate([self.groups, self.groups.max(initial=-1) + 1 + track_index])
+        else:  # frame numbers: each reviewed track far past the last frame, a time block of its own
+            spacing = 10 * max(len(reviewed), 1)
+            groups = np.concatenate([self.groups, self.groups.max(initial=-1) + spacing * (1 + track_index)])
+        track_ids = None
+        if self.track_ids is not None:
+            track_ids = np.concatenate([self.track_ids, self.track_ids.max(initial=-1) + 1 + track_index])
+        return IdBoxes(Detections.merge([self.boxes, reviewed]), self.images, self.labelled,
+                       f"{self.description} + {len(reviewed)} reviewed boxes of {track_index.max() + 1} tracks "
+                       "confirmed real", groups, track_ids)
+
     def as_calibration(self) -> CalibrationBoxes:
         """These boxes as a calibration set of their own (`--calibration-id`)."""
         return CalibrationBoxes(self.boxes, self.split_groups, self.group_kind, self.track_ids, self.description)

@@ -99,6 +99,11 @@ class TrackVerdicts:
         into["flips"] += state.flips
         into["hallucinations"] += int(state.hallucination)
 
+    def boxes_of(self, track: int) -> int:
+        """Boxes seen of a live track (0 for one unknown or forgotten)."""
+        state = self.tracks.get(track)
+        return state.boxes if state is not None else 0
+
     def counts(self) -> dict[str, int]:
         """Tracks seen so far (ended and live), their verdict flips, and how many end (or stand) flagged."""
         total = dict(self.ended)

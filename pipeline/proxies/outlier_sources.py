@@ -30,6 +30,7 @@ from pipeline.data import Dataset, parse_dataset_spec
 from pipeline.data.yolo import IMAGE_SUFFIXES
 from pipeline.errors import GhostboxError
 from pipeline.proxies.blend import silhouette
+from pipeline.sinks.review_file import GALLERY_INDEX, reviewed, track_key
 
 _LABEL_FILES = ("labels.json", "instances.json", "data.yaml")
 MIN_CROP_SIDE = 6  # smaller boxes hold too few pixels to look like anything once resized
@@ -215,10 +216,17 @@ def flagged_index_path(folder: str | Path) -> Path:
                         "(give the flagged folder of a `ghostbox run` output)")
 
 
-def load_flagged(folder: str | Path) -> tuple[BoxCrops, int]:
-    """The archive's crops, and how many index lines named a missing file (skipped)."""
+def load_flagged(folder: str | Path) -> tuple[BoxCrops, int, dict[str, int]]:
+    """The archive's crops, how many index lines named a missing file (skipped), and what a review
+    of the run changed (`review`: crops of tracks confirmed real left out, crops of tracks confirmed
+    hallucinations added from OUT/tracks/, kept ones included)."""
     index = flagged_index_path(folder)
+    run = index.parent.parent if index.parent.name == "flagged" else index.parent
+    real = reviewed(run, "real")
+    confirmed = reviewed(run, "hallucination")
     crops, missing = [], 0
+    review = {"left_out_real": 0, "confirmed_tracks": len(confirmed), "confirmed_crops": 0}
+    taken: set[Path] = set()
     for lineno, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -229,11 +237,26 @@ def load_flagged(folder: str | Path) -> tuple[BoxCrops, int]:
         name = entry.get("file") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name:
             raise GhostboxError(f"{index}:{lineno}: no 'file' field naming the crop")
+        if isinstance(entry.get("track_id"), int) and track_key(str(entry.get("stream")), entry["track_id"]) in real:
+            review["left_out_real"] += 1  # a person said this track is a real object
+            continue
         path = index.parent / name
         if not path.is_file():
             missing += 1  # an archive copied in part: use what is there
             continue
         source = {"kind": "flagged", "file": name}
-        source.update({k: entry[k] for k in ("stream", "seq", "label", "conf", "score") if k in entry})
+        source.update({k: entry[k] for k in ("stream", "seq", "label", "conf", "score", "track_id") if k in entry})
         crops.append(BoxCrop(path, None, source))
-    return BoxCrops("flagged", crops), missing
+        taken.add(path)
+    for row in confirmed.values():
+        for name in row.get("crops") or []:
+            path = run / GALLERY_INDEX.parent / str(name)
+            if path in taken or not path.is_file():
+                missing += not path.is_file()
+                continue
+            crops.append(BoxCrop(path, None, {"kind": "reviewed", "file": f"tracks/{name}", "stream": row["stream"],
+                                              "track_id": row["track_id"], "label": row.get("label"),
+                                              "verdict": row.get("verdict")}))
+            taken.add(path)
+            review["confirmed_crops"] += 1
+    return BoxCrops("flagged", crops), missing, review

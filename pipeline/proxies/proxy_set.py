@@ -253,10 +253,16 @@ class ProxySetBuilder:
                     "ID spec, or pass --model to use the model's)")
         self.pool: OutlierPool | None = open_pool(settings.pool, self.id_set.class_names) if settings.pool else None
         self.flagged: BoxCrops | None = None
+        self.review: dict[str, int] = {}
         if settings.flagged:
-            self.flagged, missing = load_flagged(settings.flagged)
+            self.flagged, missing, self.review = load_flagged(settings.flagged)
             if missing:
                 self.notes.append(f"--flagged: {missing} crops listed in the index are missing; skipped")
+            if self.review["left_out_real"] or self.review["confirmed_tracks"]:
+                self.notes.append(
+                    f"--flagged: the run's review: {self.review['confirmed_tracks']} track(s) confirmed "
+                    f"hallucinations ({self.review['confirmed_crops']} of their crops added from tracks/), "
+                    f"{self.review['left_out_real']} crop(s) of tracks confirmed real left out")
         self._check_requirements()
         self.mining: MiningResult | None = None
         self._background_order: np.ndarray | None = None
@@ -344,7 +350,7 @@ class ProxySetBuilder:
                      "imgsz": self.detector.imgsz}
         flagged = None
         if self.flagged is not None:
-            flagged = {"folder": s.flagged, "crops": len(self.flagged)}
+            flagged = {"folder": s.flagged, "crops": len(self.flagged), "review": self.review}
         return {"id": s.id_spec, "id_images": len(self.id_set), "id_boxes_sampled": len(self.prior),
                 "pool": self.pool.describe() if self.pool is not None else None, "flagged": flagged, "model": model}
 

@@ -1,4 +1,8 @@
-"""The archive of flagged boxes: `CropArchive` writes OUT/flagged/<source>/*.jpg and flagged/index.jsonl.
+"""Crop archives: `CropArchive` writes OUT/<folder>/<source>/*.jpg and OUT/<folder>/index.jsonl.
+
+Two archives use it: `flagged/` (crops of flagged boxes, what `ghostbox proxies --flagged` reads)
+and `tracks/` (a few crops of every track, flagged or kept, with the head's logits and box
+features: the gallery the review page shows, and what `ghostbox calibrate --reviewed` adds).
 
 The fine-tuning step reads the index and trusts every line to name a crop that exists, so a crop
 is written first and gets its index line only when the write succeeded; the crops that could not
@@ -33,12 +37,15 @@ class CropCounts:
 
 
 class CropArchive:
-    """Crops of flagged boxes under `out`/flagged; nothing is created before the first one."""
+    """Crops under `out`/`folder`; nothing is created before the first one. `head`: index lines also
+    carry the box's logits and box features (the tracks' gallery)."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, folder: str = "flagged", head: bool = False) -> None:
         self.out = out
-        self.folder = out / "flagged"
-        self.index: LineFile | None = None  # flagged/index.jsonl, opened with the first crop
+        self.name = folder
+        self.folder = out / folder
+        self.head = head
+        self.index: LineFile | None = None  # <folder>/index.jsonl, opened with the first crop
         self.counts: dict[str, CropCounts] = {}
 
     def count(self, source: str) -> CropCounts:
@@ -88,7 +95,13 @@ class CropArchive:
                 "threshold": round(float(dets.data["threshold"][i]), 5) if "threshold" in dets.data else None,
                 "detector": detector, "t_capture": t_capture,
                 **({"track_id": int(dets.data["track_id"][i])} if "track_id" in dets.data else {}),
+                **({"track_score": round(float(dets.data["track_score"][i]), 5),
+                    "track_hallucination": bool(dets.data["track_hallucination"][i])}
+                   if "track_score" in dets.data and "track_hallucination" in dets.data else {}),
             }
+            if self.head:
+                record["logits"] = [round(float(v), 4) for v in dets.logits[i]]
+                record["box_features"] = [round(float(v), 5) for v in dets.box_features[i]]
             self.index.add(json.dumps(record, separators=(",", ":")), source)
 
     def problem(self, source: str) -> str:
@@ -96,4 +109,4 @@ class CropArchive:
         counts = self.counts.get(source)
         if counts is None or not counts.failed:
             return ""
-        return f"flagged/{safe_name(source)}: {counts.failed} crops not written ({counts.error})"
+        return f"{self.name}/{safe_name(source)}: {counts.failed} crops not written ({counts.error})"

@@ -175,6 +175,9 @@ class SinkConfig(_Model):
     video: bool = Field(True, description="OUT/annotated/<source>.mp4")
     jsonl: bool = Field(True, description="OUT/detections.jsonl")
     crops: bool = Field(True, description="OUT/flagged/: crops of flagged boxes + index.jsonl")
+    gallery: bool = Field(True, description="tracked sources: OUT/tracks/, a few crops of every track (flagged or "
+                          "kept) with their logits and box features, for the review page and `ghostbox calibrate "
+                          "--reviewed`")
     summary: bool = Field(True, description="OUT/summary.json")
     calibration_clip_frames: int = Field(0, ge=0, description="OUT/calibration/<source>.avi: the first N frames "
                                          "as captured (no boxes drawn), for `ghostbox calibrate --from FILTER "
@@ -240,6 +243,21 @@ class LimitsConfig(_Model):
                                    "restore order")
 
 
+class WebConfig(_Model):
+    """What the sinks publish for the live web view (`ghostbox run --web`): each source's newest annotated
+    frame and the counters, on a PUB socket in run_dir that drops what nobody takes."""
+
+    feed: bool = Field(False, description="publish the feed (`--web` turns it on)")
+    fps: float = Field(4.0, gt=0, le=60, description="annotated frames a second, per source")
+    max_width: int = Field(960, ge=64, le=8192, description="frames wider than this are scaled down")
+    quality: int = Field(75, ge=10, le=100, description="JPEG quality of the frames")
+
+
+def feed_url(run_dir: str | Path, sink: str) -> str:
+    """Where sink `sink` publishes the web view's feed (ipc: the run folder is 0700)."""
+    return f"ipc://{Path(run_dir)}/feed-{sink}.sock"
+
+
 class ShutdownConfig(_Model):
     """How long the supervisor waits for each stage once everything upstream of it has ended."""
 
@@ -269,6 +287,7 @@ class GraphConfig(_Model):
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="what a stage accepts from a peer")
     tracks: TracksConfig = Field(default_factory=TracksConfig, description="verdicts per track instead of per "
                                  "frame")
+    web: WebConfig = Field(default_factory=WebConfig, description="the live web view's feed")
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="how long stages get to finish")
     shutdown_grace_s: float = Field(15.0, ge=0, description="Ctrl-C: how long the graph may drain before SIGTERM")
 
@@ -453,7 +472,8 @@ def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, mo
                    imgsz: int | None = None, out: str | None = None, batch: int | None = None,
                    device: str | None = None, conf: float | None = None, metrics_port: int | None = None,
                    fps: float | None = None, video: bool | None = None, crops: bool | None = None,
-                   calibration_clip_frames: int | None = None) -> dict[str, Any]:
+                   calibration_clip_frames: int | None = None, tracks: bool | None = None,
+                   web: bool = False) -> dict[str, Any]:
     """A config mapping with `ghostbox run` flags applied (flags win over the file)."""
     data = json.loads(json.dumps(data))  # a deep copy of plain YAML data
     if sources:
@@ -477,6 +497,14 @@ def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, mo
         data["mode"] = mode
     if metrics_port is not None:
         data.setdefault("metrics", {})["port"] = metrics_port
+    if tracks is not None:
+        data.setdefault("tracks", {})["enabled"] = tracks
+    if web:
+        data.setdefault("web", {})["feed"] = True
+        # the review page's gallery is made of tracks: on for video and cameras unless the config says
+        if tracks is None and (data.get("tracks") or {}).get("enabled", False) is False \
+                and "enabled" not in (data.get("tracks") or {}):
+            data.setdefault("tracks", {})["enabled"] = None
     if out is not None or video is not None or crops is not None or calibration_clip_frames is not None:
         sinks = data.get("sinks") or [{}]
         data["sinks"] = sinks

@@ -8,6 +8,9 @@ folder:
     OUT/annotated/<source>.mp4     kept boxes solid, flagged boxes dashed magenta with score
     OUT/flagged/<source>/*.jpg     crops of flagged boxes, and OUT/flagged/index.jsonl with
                                    their metadata (what the fine-tuning step reads)
+    OUT/tracks/<source>/*.jpg      tracked sources: a few crops of every track, flagged or kept,
+                                   and OUT/tracks/index.jsonl with their logits and box features
+                                   (the review page's gallery; `ghostbox calibrate --reviewed`)
     OUT/summary.json               counts, fps, latency percentiles, per source and per stage
 
 Nothing is lost or faked silently: JSONL is written in whole lines (a failed write is cut back
@@ -51,11 +54,12 @@ from pipeline.sinks import video_file
 from pipeline.sinks.annotate import annotate
 from pipeline.sinks.crop_archive import CropArchive
 from pipeline.sinks.jsonl import LineFile
+from pipeline.sinks.live_feed import LiveFeed
 from pipeline.sinks.source_names import safe_name
 from pipeline.sinks.summary_file import SummaryFile
 from pipeline.sinks.video_file import VideoFile
 from pipeline.stream import protocol as P
-from pipeline.stream.config import GraphConfig, SinkConfig, TracksConfig
+from pipeline.stream.config import GraphConfig, SinkConfig, TracksConfig, feed_url
 from pipeline.stream.metrics import LatencyStats, StageMetrics
 from pipeline.stream.resequencer import Resequencer
 from pipeline.stream.shell import StageShell
@@ -187,7 +191,7 @@ class SinkCore:
 
     def __init__(self, config: SinkConfig, sources: list[str] | dict[str, bool], mode: str,
                  metrics: StageMetrics | None = None, policy: str | None = None,
-                 tracks: dict[str, TracksConfig] | None = None) -> None:
+                 tracks: dict[str, TracksConfig] | None = None, feed: LiveFeed | None = None) -> None:
         self.config = config
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +211,8 @@ class SinkCore:
         self._videos: dict[str, VideoFile] = {}
         self._clips: dict[str, VideoFile] = {}
         self._crops = CropArchive(self.out)
+        self._gallery = CropArchive(self.out, "tracks", head=True)
+        self.feed = feed
         self._closed = False
         # made now: the tracker's import (Ultralytics, ~2 s) must not delay a source's first frame
         self._tracks = {sid: SourceTracks(sid, settings) for sid, settings in (tracks or {}).items()}
@@ -241,19 +247,28 @@ class SinkCore:
         cropped = np.zeros(len(dets), bool)
         if self.config.crops and n_flagged:
             cropped = flagged if tracks is None else tracks.crops_wanted(item.seq, dets, flagged)
+        gallery = (tracks.gallery_wanted(item.seq, dets) if tracks is not None and self.config.gallery
+                   else np.zeros(len(dets), bool))
+        feed_wanted = self.feed is not None and self.feed.frame_due(item.source)
         image = None
-        if video_wanted or cropped.any() or clip_wanted:
+        if video_wanted or cropped.any() or gallery.any() or clip_wanted or feed_wanted:
             try:
                 image = item.image()
             except P.ProtocolError as exc:
                 log.warning("source %s frame %d: image unreadable (%s)", item.source, item.seq, exc)
-        if video_wanted and image is not None:
-            self._video(item, shown, image)
+        if (video_wanted or feed_wanted) and image is not None:
+            annotated = annotate(image, shown)
+            if video_wanted:
+                self._feed(self._videos, item, annotated, "annotated", ".mp4", "mp4v")
+            if feed_wanted and self.feed is not None:
+                self.feed.frame(item.source, item.seq, annotated)
         if clip_wanted and image is not None:
             self._clip(item, image)
+        weights = (header.get("detector") or {}).get("weights_sha256")
         if cropped.any():
-            self._crops.add(item.source, item.seq, dets, cropped, image,
-                            (header.get("detector") or {}).get("weights_sha256"), stamps.get("capture"))
+            self._crops.add(item.source, item.seq, dets, cropped, image, weights, stamps.get("capture"))
+        if gallery.any():
+            self._gallery.add(item.source, item.seq, dets, gallery, image, weights, stamps.get("capture"))
         t_out = time.time()
         stamps["sink_out"] = t_out
         capture = stamps.get("capture", t_out)
@@ -296,9 +311,27 @@ class SinkCore:
 
     def tick(self) -> None:
         """Lines waiting in memory reach their files within `flush_s` even when no frame comes."""
-        for lines in (self._jsonl, self._crops.index):
+        for lines in (self._jsonl, self._crops.index, self._gallery.index):
             if lines is not None and lines.due():
                 lines.flush()
+
+    def feed_stats(self) -> None:
+        """The counters of every source, for the live web view (a snapshot; dropped if nobody looks)."""
+        if self.feed is None:
+            return
+        figures: dict[str, dict[str, Any]] = {}
+        for sid, s in self.stats.items():
+            latency = s.latency.summary_ms()
+            tracks = self._tracks[sid].summary() if sid in self._tracks else {}
+            figures[sid] = {"frames": s.frames, "boxes": s.boxes, "kept": s.boxes - s.flagged, "flagged": s.flagged,
+                            "dropped": s.dropped, "latency_p50_ms": latency.get("p50", 0.0),
+                            "latency_p95_ms": latency.get("p95", 0.0)}
+            if tracks:
+                figures[sid].update(tracks=tracks.get("tracks", 0), flagged_tracks=tracks.get("hallucinations", 0))
+            if s.drift:
+                figures[sid].update(flag_rate_drift=s.drift.get("flag_rate", 0.0), psi=s.drift.get("psi", 0.0),
+                                    drift_alarm=bool(s.drift.get("alarm")))
+        self.feed.stats(figures)
 
     def write_failed(self, source: str, detail: str) -> None:
         """A frame that an error `write` raised kept from (some of) its outputs; the shell catches it."""
@@ -309,9 +342,6 @@ class SinkCore:
             log.error("source %s: %s", source, detail)
 
     # -- videos ---------------------------------------------------------------------------------
-
-    def _video(self, item: Delivered, dets: Detections, image: np.ndarray) -> None:
-        self._feed(self._videos, item, annotate(image, dets), "annotated", ".mp4", "mp4v")
 
     def _clip_wanted(self, source: str) -> bool:
         clip = self._clips.get(source)
@@ -467,9 +497,9 @@ class SinkCore:
             lines.append(f"source {sid}: {s.errors} frames without detections ({s.first_error})")
         if s.unwritten:
             lines.append(f"source {sid}: {s.unwritten} frames not written ({s.unwritten_error})")
-        crops = self._crops.problem(sid)
-        if crops:
-            lines.append(crops)
+        for archive in (self._crops, self._gallery):
+            if archive.problem(sid):
+                lines.append(archive.problem(sid))
         if s.conflicts:
             lines.append(f"source {sid}: {s.conflicts} conflicting message(s) (first: {s.conflict})")
         return lines
@@ -490,6 +520,8 @@ class SinkCore:
         lines += self._lines_problem("detections.jsonl", self._jsonl, "rows")
         lines += self._lines_problem("flagged/index.jsonl", self._crops.index,
                                      "index lines (their crops are in flagged/)")
+        lines += self._lines_problem("tracks/index.jsonl", self._gallery.index,
+                                     "index lines (their crops are in tracks/)")
         for videos in (self._videos, self._clips):
             lines += [video.problem() for video in videos.values() if video.failed]
         if len(lines) > MAX_PROBLEMS:
@@ -498,7 +530,8 @@ class SinkCore:
 
     def writes(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, lines in (("jsonl", self._jsonl), ("flagged_index", self._crops.index)):
+        for name, lines in (("jsonl", self._jsonl), ("flagged_index", self._crops.index),
+                            ("tracks_index", self._gallery.index)):
             if lines is not None:
                 out[name] = {"file": str(lines.path.relative_to(self.out)), "written": lines.written,
                              "lost": lines.lost, **({"error": lines.error} if lines.error else {})}
@@ -508,6 +541,11 @@ class SinkCore:
             failed = [c.error for c in counts if c.error]
             out["crops"] = {"written": sum(c.written for c in counts), "failed": sum(c.failed for c in counts),
                             **({"error": failed[0]} if failed else {})}
+        if self._gallery.counts:
+            counts = [self._gallery.count(sid) for sid in self.stats]
+            failed = [c.error for c in counts if c.error]
+            out["track_crops"] = {"written": sum(c.written for c in counts),
+                                  "failed": sum(c.failed for c in counts), **({"error": failed[0]} if failed else {})}
         videos = {video.rel: video.report() for group in (self._videos, self._clips) for video in group.values()}
         if videos:
             out["videos"] = videos
@@ -559,6 +597,8 @@ class SinkCore:
             outputs["video"] = {sid: str(video.path) for sid, video in self._videos.items() if video.written}
         if self.config.crops:
             outputs["flagged"] = str(self.out / "flagged")
+        if self._gallery.index is not None:
+            outputs["tracks"] = str(self.out / "tracks")
         if self._clips:
             outputs["calibration_clips"] = {sid: {"path": str(clip.path), "frames": clip.written,
                                                   **({"error": clip.error} if clip.error else {})}
@@ -588,7 +628,7 @@ class SinkCore:
         for videos in (self._videos, self._clips):
             for video in videos.values():
                 video.finish()
-        for lines in (self._jsonl, self._crops.index):
+        for lines in (self._jsonl, self._crops.index, self._gallery.index):
             if lines is not None:
                 lines.close()
         summary = self.write_summary(status, final=True)
@@ -630,8 +670,16 @@ class SinkStage(StageShell):
         live = {s.id: graph.source_mode(s) == "live" for s in graph.sources}
         mode = "live" if all(live.values()) else "lossless" if not any(live.values()) else "mixed"
         tracks = {s.id: graph.tracks for s in graph.sources if graph.tracks.on_for(s)}
+        feed = None
+        if graph.web.feed and graph.run_dir:
+            # PUB drops what nobody takes: a closed or slow browser never holds the sink up
+            self.feed_socket = self.ctx.socket(zmq.PUB)
+            self.feed_socket.sndhwm, self.feed_socket.linger = 8, 0
+            self.feed_socket.bind(feed_url(graph.run_dir, name))
+            self._sockets.append(self.feed_socket)
+            feed = LiveFeed(self._publish, graph.web.fps, graph.web.max_width, graph.web.quality)
         self.core = SinkCore(self.config, live, mode, self.metrics, policy=filter_policy(graph.filter.path),
-                             tracks=tracks)
+                             tracks=tracks, feed=feed)
         self.reseq = Resequencer(live, max_wait_s=self.config.reorder_wait_ms / 1000,
                                  max_bytes=graph.limits.reorder_max_bytes)
         ep = self.config.endpoint
@@ -641,6 +689,13 @@ class SinkStage(StageShell):
         self.done: set[str] = set()
         self.eos_count = 0  # EOS messages taken (progress)
         self._reported: dict[tuple[str, str], int] = {}  # resequencer drops already in the metrics
+
+    def _publish(self, data: bytes) -> bool:
+        try:
+            self.feed_socket.send(data, zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:  # Again (nobody is listening fast enough), or the socket is closing
+            return False
 
     def _write(self, ready: list[tuple[str, int, Delivered]]) -> None:
         for _, _, item in ready:
@@ -734,6 +789,7 @@ class SinkStage(StageShell):
             if now - last_metrics > 1.0:
                 last_metrics = now
                 self._publish_metrics()
+                self.core.feed_stats()
             if now - last_stall > self.STALL_WARN_S:
                 last_stall = now
                 for sid in self.core.stats:
@@ -754,6 +810,7 @@ class SinkStage(StageShell):
                 if sid not in self.done:
                     self.core.end_source(sid, {"status": "interrupted"}, self.reseq.stats(sid), finished=False)
         self.core.bad_messages = self.bad.total
+        self.core.feed_stats()  # the final counters, for a page still open
         summary = self.core.close(status)
         self._progress(force=True)
         log.info("%d frames, %d boxes, %d flagged, latency p50 %.1f ms p99 %.1f ms -> %s (%s)", summary["frames"],

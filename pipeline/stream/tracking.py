@@ -32,7 +32,9 @@ class SourceTracks:
                                       settle_boxes=config.settle_boxes)
         self.errors = 0
         self.crops_per_track, self.crop_gap = config.crops_per_track, config.crop_gap
-        self._cropped: OrderedDict[int, tuple[int, int]] = OrderedDict()  # track -> (crops taken, last seq)
+        # track -> (crops taken, last seq): of the flagged archive, and of the gallery
+        self._cropped: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._gallery: OrderedDict[int, tuple[int, int]] = OrderedDict()
 
     def apply(self, frame: int, dets: Detections) -> Detections:
         """`dets` with the track fields; on a tracker failure, unchanged (counted, logged once)."""
@@ -54,22 +56,38 @@ class SourceTracks:
 
     def crops_wanted(self, frame: int, dets: Detections, flagged: np.ndarray) -> np.ndarray:
         """Of the flagged boxes, those whose crop is kept: untracked ones all, a track's a few."""
+        return self._spread(self._cropped, frame, dets, flagged, keep_untracked=True)
+
+    def gallery_wanted(self, frame: int, dets: Detections) -> np.ndarray:
+        """Boxes whose crop goes to the tracks' gallery: a few per track, flagged or kept, once the
+        track has lasted `settle_boxes` boxes (shorter ones are mostly noise nobody needs to review)."""
+        ids = dets.data.get("track_id")
+        if ids is None or not len(dets):
+            return np.zeros(len(dets), bool)
+        seen = np.array([self.verdicts.boxes_of(int(t)) >= self.verdicts.settle_boxes for t in ids], bool)
+        return self._spread(self._gallery, frame, dets, seen, keep_untracked=False)
+
+    def _spread(self, state: OrderedDict[int, tuple[int, int]], frame: int, dets: Detections, mask: np.ndarray,
+                keep_untracked: bool) -> np.ndarray:
+        """Of the boxes in `mask`, those of tracks that have had fewer than `crops_per_track` crops,
+        the last at least `crop_gap` frames ago."""
         ids = dets.data.get("track_id")
         if ids is None:
-            return flagged
-        wanted = np.asarray(flagged, bool).copy()
+            return mask if keep_untracked else np.zeros(len(dets), bool)
+        wanted = np.asarray(mask, bool).copy()
         for i in np.flatnonzero(wanted):
             track = int(ids[i])
             if track < 0:
+                wanted[i] = keep_untracked
                 continue
-            taken, last = self._cropped.pop(track, (0, -(10**9)))
+            taken, last = state.pop(track, (0, -(10**9)))
             if taken < self.crops_per_track and frame - last >= self.crop_gap:
                 taken, last = taken + 1, frame
             else:
                 wanted[i] = False
-            self._cropped[track] = (taken, last)
-        while len(self._cropped) > self.verdicts.max_tracks:  # bounded as the verdicts' own state
-            self._cropped.popitem(last=False)
+            state[track] = (taken, last)
+        while len(state) > self.verdicts.max_tracks:  # bounded as the verdicts' own state
+            state.popitem(last=False)
         return wanted
 
     def summary(self) -> dict[str, int]:
