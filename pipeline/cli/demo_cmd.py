@@ -32,8 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--no-video", dest="video", action="store_false", default=None, help="no annotated video")
     parser.add_argument("--metrics-port", type=int)
-    add_setting(parser, "--tracks", model=DEMO, field="tracks", action="store_true",
-                help="verdicts per track (ByteTrack + hysteresis) instead of per frame")
+    add_setting(parser, "--tracks", model=DEMO, field="tracks", action=argparse.BooleanOptionalAction,
+                help="verdicts per track (ByteTrack + hysteresis); --no-tracks: per frame")
     parser.set_defaults(handler=run)
 
 

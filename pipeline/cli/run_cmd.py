@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_graph_flags(parser)
     parser.add_argument("--web", metavar="[HOST:]PORT",
                         help="serve the live view and review page (loopback unless HOST is given; bound elsewhere, "
-                        "the printed URL carries a token); tracks are then on unless --no-tracks")
+                        "the printed URL carries a token)")
     parser.set_defaults(handler=run)
 
 

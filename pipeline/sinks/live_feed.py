@@ -36,7 +36,7 @@ class LiveFeed:
         self.max_width, self.quality = int(max_width), int(quality)
         self._last: dict[str, float] = {}
         self.sent = 0
-        self.dropped = 0  # nobody took them: no browser open, or a slow one
+        self.dropped = 0  # refused by `send` (a PUB socket drops what nobody takes without saying so)
 
     def frame_due(self, source: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now

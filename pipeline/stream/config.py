@@ -117,9 +117,9 @@ class TracksConfig(_Model):
     """Verdicts per track (`pipeline.filter.track_verdicts`), decided in the sink where each source's
     frames are back in order; boxes get track_id, track_score and track_hallucination."""
 
-    enabled: bool | None = Field(False, description="true: every source; null: video files, cameras, streams and "
+    enabled: bool | None = Field(None, description="true: every source; null: video files, cameras, streams and "
                                  "synth, not folders of photos; false: none (the tracker loads Ultralytics and "
-                                 "torch into the sink, about 480 MB)")
+                                 "torch into the sink: about 480 MB more memory and 2 s more start-up)")
     hysteresis: float = Field(0.5, ge=0, description="a track's verdict changes when its mean margin (score - "
                               "threshold) passes this far beyond 0")
     settle_boxes: int = Field(5, ge=1, description="a track's first boxes follow the sign of its mean margin")
@@ -501,10 +501,6 @@ def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, mo
         data.setdefault("tracks", {})["enabled"] = tracks
     if web:
         data.setdefault("web", {})["feed"] = True
-        # the review page's gallery is made of tracks: on for video and cameras unless the config says
-        if tracks is None and (data.get("tracks") or {}).get("enabled", False) is False \
-                and "enabled" not in (data.get("tracks") or {}):
-            data.setdefault("tracks", {})["enabled"] = None
     if out is not None or video is not None or crops is not None or calibration_clip_frames is not None:
         sinks = data.get("sinks") or [{}]
         data["sinks"] = sinks

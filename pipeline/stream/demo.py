@@ -45,7 +45,7 @@ def default_filter() -> Path | None:
 def demo_config(out: str, frames: int = 300, seed: int = 0, workers: int = 1, mode: str = "lossless",
                 model: str | None = None, filter_path: str | None = None, imgsz: int | None = None,
                 metrics_port: int | None = None, video: bool = True, batch: int | None = None,
-                tracks: bool = False) -> dict[str, Any]:
+                tracks: bool = True) -> dict[str, Any]:
     """The demo graph as a config mapping (validated by the caller like any other)."""
     bundled_model = model is None or Path(model).resolve() == default_model().resolve()
     if filter_path is None and bundled_model:  # the bundled filter fits the bundled model only

@@ -689,6 +689,7 @@ class SinkStage(StageShell):
         self.done: set[str] = set()
         self.eos_count = 0  # EOS messages taken (progress)
         self._reported: dict[tuple[str, str], int] = {}  # resequencer drops already in the metrics
+        self.report_progress(force=True, ready=1, done=0, held=0)  # the supervisor starts sources after this
 
     def _publish(self, data: bytes) -> bool:
         try:

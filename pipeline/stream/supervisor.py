@@ -6,7 +6,7 @@ and end the run in order, so that nothing is lost or killed without a word.
   the supervisor's pid and exits if it is gone, so nothing is orphaned even after SIGKILL.
 - Start: the detector workers first; once worker:0 loaded its model and accepted the filter
   (or refused it: then nothing else starts and the refusal is the one line printed), the
-  broker, filter, sinks and sources.
+  broker, filter and sinks; once every sink is ready (its trackers loaded), the sources.
 - A detector worker that dies is started again (the broker re-sends the frames it held);
   more than `workers.max_restarts` crashes in a minute end the run. A live source that
   crashes is started again too; a lossless source that crashes without its EOS gets one
@@ -180,12 +180,20 @@ class Supervisor:
         if not self._wait_ready(workers[0]):
             return
         for name in names:
+            if name not in self.children and not name.startswith("source:"):
+                self.children[name] = Child(name, self._spawn(name))
+        # a sink that loads its tracker takes seconds: frames sent meanwhile would wait, and count it as latency
+        for name in names:
+            if name.startswith("sink:") and not self._wait_ready(name):
+                return
+        for name in names:
             if name not in self.children:
                 self.children[name] = Child(name, self._spawn(name))
         log.info("started %d stages (%s); run folder %s", len(self.children), ", ".join(self.children), self.run_dir)
 
     def _wait_ready(self, name: str) -> bool:
-        """Wait until the worker loaded its model and accepted the filter; False if it refused or died."""
+        """Wait until the stage is ready (a worker: its model loaded and the filter accepted; a sink: its
+        outputs and trackers made); False if it refused or died."""
         child = self.children[name]
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline and self.interrupted is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -611,3 +612,43 @@ def test_id_transforms_make_new_crops_of_the_same_size() -> None:
     swapped, mask, params = texture_swap(context, (10, 10, 34, 50), np.full((8, 8, 3), (0, 255, 0), np.uint8), rng)
     assert swapped.shape == crop.shape and mask.shape == crop.shape[:2] and params["mask_fraction"] > 0.5
     assert swapped[20, 12, 1] > 150  # green now, where the object was
+
+
+def test_a_reviewed_run_gives_confirmed_hallucinations_and_leaves_out_real_objects(
+        tmp_path: Path, id_spec: str, world: Path, flagged: Path) -> None:
+    """`--flagged RUN` with OUT/review.jsonl: crops of a flagged track a person called real are left
+    out; a kept track called a hallucination joins with its crops from OUT/tracks/."""
+    from pipeline.proxies.outlier_sources import load_flagged
+    from pipeline.sinks.review_file import ReviewFile
+    from pipeline.web.state import Gallery
+
+    run = tmp_path / "run"
+    shutil.copytree(flagged, run)
+    index = run / "flagged" / "index.jsonl"
+    rows = [json.loads(line) for line in index.read_text().splitlines()]
+    for row, track in zip(rows, (1, 1, 2)):
+        row["track_id"] = track
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "tracks" / "cam0").mkdir(parents=True)
+    gallery_rows = []
+    for track, flag, seq in ((1, True, 0), (7, False, 40), (7, False, 55)):
+        name = f"cam0/{seq:07d}_00{track}.jpg"
+        cv2.imwrite(str(run / "tracks" / name), np.full((30, 20, 3), 120, np.uint8))
+        gallery_rows.append({"file": name, "stream": "cam0", "seq": seq, "track_id": track, "cls": 1, "label": "car",
+                             "track_hallucination": flag, "detector": "abc"})
+    (run / "tracks" / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gallery_rows))
+    assert len(load_flagged(run)[0]) == 3 and load_flagged(run)[2]["confirmed_tracks"] == 0  # no review yet
+    gallery = Gallery(run)
+    gallery.refresh()
+    review = ReviewFile(run)
+    review.append(gallery.tracks["cam0/1"], "real")
+    review.append(gallery.tracks["cam0/7"], "hallucination")
+    crops, missing, counts = load_flagged(run)
+    assert missing == 0 and counts == {"left_out_real": 2, "confirmed_tracks": 1, "confirmed_crops": 2}
+    kinds = sorted((c.source["kind"], c.source.get("track_id")) for c in crops.crops)
+    assert kinds == [("flagged", 2), ("reviewed", 7), ("reviewed", 7)]
+    out = tmp_path / "P"
+    _build(out, id_spec, world, strategies=("paste",), count=4, pool=None, flagged=str(run))
+    manifest = read_manifest(out)
+    assert manifest["sources"]["flagged"]["crops"] == 3 and manifest["sources"]["flagged"]["review"] == counts
+    assert _check_composites(out, id_spec, ("paste",)) == 4

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.detections import Detections
+from pipeline.sinks.live_feed import LiveFeed, decode
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SinkConfig, TracksConfig
 from pipeline.stream.sink_stage import Delivered, SinkCore
@@ -112,9 +113,10 @@ def test_a_long_flagged_track_keeps_a_few_crops_spread_over_its_life(tmp_path: P
 def test_graph_tracks_settings_and_which_sources_are_tracked() -> None:
     graph = GraphConfig(sources=[{"id": "v", "uri": "clip.mp4"}, {"id": "photos", "uri": "folder"},
                                  {"id": "cam", "uri": "rtsp://10.0.0.2/s"}, {"id": "s", "uri": "synth:frames=3"}])
-    assert not any(graph.tracks.on_for(s) for s in graph.sources)  # off unless asked for (it loads torch)
-    auto = GraphConfig(sources=graph.sources, tracks={"enabled": None})
-    assert [auto.tracks.on_for(s) for s in auto.sources] == [True, False, True, True]
+    # by default: sequences (video, cameras, streams, synth), not folders of unrelated photos
+    assert [graph.tracks.on_for(s) for s in graph.sources] == [True, False, True, True]
+    off = GraphConfig(sources=graph.sources, tracks={"enabled": False})
+    assert not any(off.tracks.on_for(s) for s in off.sources)
     with pytest.raises(ValidationError, match="unknown ByteTrack setting"):
         TracksConfig(bytetrack={"track_bufer": 10})
 
@@ -129,3 +131,45 @@ def test_a_frame_the_broker_dropped_is_counted_once(tmp_path: Path) -> None:
                     {"delivered": 3, "skipped": 1, "late": 0, "duplicates": 0})
     cam = core.close("interrupted")["per_source"]["cam"]
     assert (cam["frames"], cam["dropped"], cam["skipped"], cam["late"]) == (3, 1, 0, 0)
+
+
+def test_tracked_sources_fill_the_gallery_with_head_arrays_and_feed_the_web_view(tmp_path: Path) -> None:
+    """Every track that lasted settle_boxes boxes gets a few crops in tracks/ (flagged or kept), each
+    line with the logits and box features `calibrate --reviewed` needs; the feed gets annotated
+    frames at most `fps` a second and counters, and a feed nobody takes never stops the writes."""
+    sent: list[bytes] = []
+    feed = LiveFeed(lambda data: sent.append(data) or len(sent) <= 2, fps=1e9)  # every frame
+    core = SinkCore(SinkConfig(out=str(tmp_path), video=False), ["cam"], "lossless", policy="flag",
+                    tracks={"cam": TracksConfig(crops_per_track=2, crop_gap=5, settle_boxes=3)}, feed=feed)
+    for seq in range(20):
+        core.write(_moving(seq, (2.0, -3.0)))
+    core.end_source("cam", {"status": "ok", "dropped": 0}, {"duplicates": 0})
+    core.feed_stats()
+    summary = core.close("complete")
+    gallery = [json.loads(line) for line in (tmp_path / "tracks" / "index.jsonl").read_text().splitlines()]
+    by_track: dict[int, list[dict]] = {}
+    for row in gallery:
+        by_track.setdefault(row["track_id"], []).append(row)
+    assert len(by_track) == 2 and all([r["seq"] for r in rows] == [2, 7] for rows in by_track.values())
+    assert {r["track_hallucination"] for r in gallery} == {True, False}
+    assert all(len(r["logits"]) == 2 and len(r["box_features"]) == 4 for r in gallery)
+    assert all((tmp_path / "tracks" / r["file"]).is_file() for r in gallery)
+    assert summary["writes"]["track_crops"] == {"written": 4, "failed": 0} and summary["status"] == "complete"
+    messages = [decode(data) for data in sent]
+    frames = [m for m in messages if m and m["kind"] == "frame"]
+    stats = [m for m in messages if m and m["kind"] == "stats"]
+    assert len(frames) == 20 and cv2.imdecode(np.frombuffer(frames[0]["jpeg"], np.uint8), 1).shape == (60, 80, 3)
+    assert stats[-1]["sources"]["cam"]["frames"] == 20 and stats[-1]["sources"]["cam"]["tracks"] == 2
+    assert feed.dropped == len(sent) - 2 and feed.sent == 2
+
+
+def test_the_feed_sends_at_most_fps_frames_a_second_per_source() -> None:
+    sent: list[bytes] = []
+    feed = LiveFeed(lambda data: sent.append(data) or True, fps=4.0)
+    image = np.zeros((40, 50, 3), np.uint8)
+    for k in range(100):  # 10 s of frames at 10 frames/s, two sources
+        for source in ("a", "b"):
+            if feed.frame_due(source, now=k * 0.1):
+                feed.frame(source, k, image, now=k * 0.1)
+    per_source = {s: sum(1 for d in sent if decode(d)["source"] == s) for s in ("a", "b")}
+    assert per_source == {"a": 34, "b": 34}  # every third frame (0.3 s >= 0.25 s apart)
