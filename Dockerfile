@@ -1,32 +1,81 @@
-# CPU image (default):
+# ghostbox image: entrypoint `ghostbox`, user 1000:1000, working folder /data (mount videos and outputs there).
+# Needs BuildKit (the default since Docker 23; DOCKER_BUILDKIT=1 on 20.10). More in docs/docker.md.
+#
+# Online, CPU (PyTorch's CPU wheels):
 #   docker build -t ghostbox .
-# CUDA image:
+# Only PyPI and Debian reachable (no registry, a TLS-inspecting proxy): a local Debian base, PyPI's torch,
+# and the machine's CA bundle as a build secret (it stays out of every layer):
+#   bash tools/docker_base.sh
+#   docker build -t ghostbox --build-arg BASE_IMAGE=ghostbox-base:bookworm --build-arg TORCH_INDEX=pypi \
+#                --secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt .
+# CUDA image (PyPI's torch is the CUDA build):
 #   docker build -t ghostbox:gpu --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#                --build-arg EXTRAS=gpu .
-#   docker run --gpus all -v $PWD/data:/data ghostbox:gpu detect /data/video.mp4 --out /data/out
+#                --build-arg TORCH_INDEX=pypi --build-arg EXTRAS=gpu .
+#   docker run --gpus all -v "$PWD/data:/data" ghostbox:gpu detect /data/video.mp4 --out /data/out
+#
+#   docker run --rm -v "$PWD/data:/data" ghostbox demo     # -> data/runs/demo/ (data/ writable by uid 1000)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
-FROM ${BASE_IMAGE}
 
-ARG EXTRAS=cpu
-ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
-    GHOSTBOX_HOME=/var/cache/ghostbox \
-    PYTHONUNBUFFERED=1
-
-# CUDA base images come without Python; OpenCV needs libGL-free headless libs only.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-pip libglib2.0-0 ffmpeg \
+# What both stages share: the interpreter the venv is made with is the one that runs it.
+FROM ${BASE_IMAGE} AS base
+ENV DEBIAN_FRONTEND=noninteractive
+# Debian's python3 where the base has none (local Debian base, CUDA images); tini as PID 1 forwards
+# signals to ghostbox (and to the stages of a compose service) and reaps them.
+RUN pkgs="tini"; command -v python3 >/dev/null || pkgs="$pkgs python3"; \
+    apt-get update && apt-get install -y --no-install-recommends $pkgs \
     && rm -rf /var/lib/apt/lists/*
 
+FROM base AS build
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG EXTRAS=cpu
+# venv and ensurepip come apart in Debian's python3; only the build needs them.
+RUN python3 -m venv /tmp/probe 2>/dev/null || { apt-get update \
+    && apt-get install -y --no-install-recommends python3-venv && rm -rf /var/lib/apt/lists/*; }; rm -rf /tmp/probe
 WORKDIR /opt/ghostbox
 COPY pyproject.toml requirements.lock README.md ./
-COPY tools/setup.sh tools/setup.sh
-COPY pipeline pipeline
-COPY configs configs
-RUN PYTHON=python3 GHOSTBOX_EXTRAS=${EXTRAS} bash tools/setup.sh
-ENV PATH=/opt/ghostbox/.venv/bin:$PATH
+# The dependencies, pinned by the lock, before the code: a code change reinstalls nothing. The editable
+# install of a stub package points at /opt/ghostbox/pipeline, where the final stage puts the real one.
+# Cache mount: a rebuild after a lock change downloads only what changed (not torch). With an index for
+# torch (TORCH_INDEX), torch==X matches X+cpu there, and X+cpu ranks above PyPI's X.
+RUN --mount=type=cache,id=ghostbox-pip,target=/root/.cache/pip \
+    --mount=type=secret,id=pip_cert \
+    set -eu; export PIP_PROGRESS_BAR=off; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    python3 -m venv .venv; \
+    pip=".venv/bin/python -m pip --disable-pip-version-check"; \
+    case ",$EXTRAS," in \
+      *,gpu,*) grep -v '^onnxruntime==' requirements.lock > /tmp/constraints.txt ;; \
+      *) cp requirements.lock /tmp/constraints.txt ;; \
+    esac; \
+    torch=$(grep '^torch==' requirements.lock); vision=$(grep '^torchvision==' requirements.lock); \
+    if [ "$TORCH_INDEX" = pypi ]; then \
+      $pip install -c /tmp/constraints.txt "$torch" "$vision"; \
+    else \
+      $pip install -c /tmp/constraints.txt --extra-index-url "$TORCH_INDEX" "$torch" "$vision"; \
+    fi; \
+    mkdir -p pipeline && touch pipeline/__init__.py; \
+    $pip install -c /tmp/constraints.txt -e ".[$EXTRAS]"; \
+    rm -rf pipeline /tmp/constraints.txt
 
+FROM base
+# The cache folder is writable like /tmp, so that any --user may run the image.
+RUN groupadd --gid 1000 ghostbox && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /data ghostbox \
+    && mkdir -p /var/cache/ghostbox /data && chown 1000:1000 /var/cache/ghostbox /data \
+    && chmod 1777 /var/cache/ghostbox
+COPY --from=build /opt/ghostbox/.venv /opt/ghostbox/.venv
+WORKDIR /opt/ghostbox
+COPY pyproject.toml requirements.lock README.md ./
+COPY configs configs
+COPY pipeline pipeline
+ENV PATH=/opt/ghostbox/.venv/bin:$PATH \
+    GHOSTBOX_HOME=/var/cache/ghostbox \
+    MPLCONFIGDIR=/var/cache/ghostbox/matplotlib \
+    PYTHONUNBUFFERED=1
+# Ultralytics' settings, fonts, weights: kept apart from the image and across containers.
+VOLUME /var/cache/ghostbox
+WORKDIR /data
+USER 1000:1000
 # Streams and metrics: ghostbox binds to loopback unless a config says otherwise.
 EXPOSE 9464
-ENTRYPOINT ["ghostbox"]
+ENTRYPOINT ["tini", "--", "ghostbox"]
 CMD ["--help"]
