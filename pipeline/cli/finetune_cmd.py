@@ -52,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         flags.add(parser, "--" + name.replace("_", "-"), model=TRAINING, field=name, path=("training", name),
                   type=kind)
     flags.add(parser, "--resume", model=JOB, field="resume", action="store_true")
+    parser.add_argument("--seeds", metavar="LIST",
+                        help="the same settings once per training seed (e.g. 0,1,2 or 0-2) into OUT/seed-K/, then the "
+                        "mean and spread of every figure in OUT/seeds.json|md (needs --val and --ood); finished "
+                        "seeds are reused, one cut short resumes")
     flags.add(parser, "--out", "-o", model=JOB, field="out")
     parser.add_argument("--config", "-c", metavar="FILE.yaml",
                         help="YAML config whose `finetune:` section holds these settings (training ones under "
@@ -93,6 +97,13 @@ def run(args: argparse.Namespace) -> int:
     if job.filter_method:
         method, params = parse_methods(job.filter_method, job.filter_params)
         job = job.model_copy(update={"filter_method": method, "filter_params": params})
+    if args.seeds:
+        from pipeline.finetune.seeds import parse_seeds, run_seeds, seeds_markdown
+
+        result = run_seeds(job, parse_seeds(args.seeds), run_finetune)
+        print(seeds_markdown(result))
+        print(f"details in {Path(job.out) / 'seeds.json'}; each seed's run in {Path(job.out) / 'seed-K'}")
+        return 0
     summary = run_finetune(job)
     print(f"fine-tuned model: {summary['finetuned_model']}")
     if "comparison" in summary:

@@ -1,0 +1,86 @@
+"""`ghostbox finetune --seeds`: one setting over several seeds, reported as mean and spread."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.errors import GhostboxError
+from pipeline.finetune.seeds import aggregate, parse_seeds, run_seeds, seeds_markdown
+from pipeline.finetune.training_run import FinetuneJob
+from pipeline.json_files import write_json
+
+
+def _comparison(near_after: int, map50_after: float) -> dict[str, Any]:
+    return {"id": {"map50": {"before": 0.9, "after": map50_after, "change_points": round(100 * (map50_after - 0.9), 2)}},
+            "id_tp_lost_by_filter": {"before": 0.05, "after": 0.04},
+            "ood": {"near_test": {"images": 30, "hallucinations": {"original": 100, "finetuned_filtered": near_after},
+                                  "reduction": {"finetuned_filtered": 1 - near_after / 100}}}}
+
+
+def _job(out: Path, **training: Any) -> FinetuneJob:
+    return FinetuneJob(model="m.pt", id_spec="id", proxies=["p"], out=out, val_spec="val", ood_specs=["near_test"],
+                       training=training)
+
+
+class _FakeRun:
+    """Stands for run_finetune: writes OUT/finetune.json as it does, with figures that depend on the seed."""
+
+    def __init__(self) -> None:
+        self.seeds: list[int] = []
+
+    def __call__(self, job: FinetuneJob) -> dict[str, Any]:
+        seed = job.training.seed
+        self.seeds.append(seed)
+        assert job.out.name == f"seed-{seed}" and job.resume
+        summary = {"settings": job.training.model_dump(mode="json"), "id": job.id_spec, "proxies": job.proxies,
+                   "ood": job.ood_specs, "proxy_ratio": job.proxy_ratio,
+                   "comparison": _comparison(near_after=10 + 4 * seed, map50_after=0.88 + 0.01 * seed)}
+        job.out.mkdir(parents=True)
+        write_json(job.out / "finetune.json", summary)
+        return summary
+
+
+def test_mean_and_spread_over_seeds_and_finished_seeds_are_reused(tmp_path: Path) -> None:
+    run = _FakeRun()
+    result = run_seeds(_job(tmp_path), [0, 1, 2], run)
+    assert run.seeds == [0, 1, 2]
+    near = result["figures"]["ood.near_test.hallucinations.finetuned_filtered"]
+    assert near["mean"] == 14.0 and near["sd"] == pytest.approx(4.0) and (near["min"], near["max"]) == (10, 18)
+    assert near["values"] == [10, 14, 18]
+    assert result["figures"]["id.map50.after"]["mean"] == pytest.approx(0.89)
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert saved["seeds"] == [0, 1, 2] and "seed" not in saved["settings"]
+    table = (tmp_path / "seeds.md").read_text()
+    assert "| ood.near_test.reduction.finetuned_filtered | 86.0% +- 4.0% | 82.0% - 90.0% | 90.0%, 86.0%, 82.0% |" \
+        in table
+    # a sweep run again reuses the seeds that finished with these settings, and runs the new one
+    again = _FakeRun()
+    run_seeds(_job(tmp_path), [0, 1, 2, 3], again)
+    assert again.seeds == [3]
+    # other settings: every seed runs again (here into folders that exist: the fake refuses, so it is called)
+    other = _FakeRun()
+    with pytest.raises(FileExistsError):
+        run_seeds(_job(tmp_path, epochs=7), [0], other)
+    assert other.seeds == [0]
+
+
+def test_aggregate_keeps_figures_every_seed_has() -> None:
+    a, b = _comparison(10, 0.9), _comparison(20, 0.8)
+    del b["ood"]["near_test"]["reduction"]
+    result = aggregate({0: a, 1: b})
+    assert "ood.near_test.reduction.finetuned_filtered" not in result["figures"]
+    assert result["figures"]["ood.near_test.hallucinations.finetuned_filtered"]["mean"] == 15.0
+    assert "| id.map50.after | 0.8500 +- 0.0707 | 0.8000 - 0.9000 | 0.9000, 0.8000 |" in seeds_markdown(result)
+
+
+def test_seed_lists() -> None:
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("0-3") == [0, 1, 2, 3] and parse_seeds("5") == [5]
+    for bad in ("", "a", "1,1", "2-x", "-1"):
+        with pytest.raises(GhostboxError, match="--seeds"):
+            parse_seeds(bad)
+    with pytest.raises(GhostboxError, match="--val and --ood"):
+        run_seeds(_job(Path("x")).model_copy(update={"ood_specs": []}), [0], _FakeRun())
