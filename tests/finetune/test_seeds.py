@@ -15,7 +15,8 @@ from pipeline.json_files import write_json
 
 
 def _comparison(near_after: int, map50_after: float) -> dict[str, Any]:
-    return {"id": {"map50": {"before": 0.9, "after": map50_after, "change_points": round(100 * (map50_after - 0.9), 2)}},
+    change = round(100 * (map50_after - 0.9), 2)
+    return {"id": {"map50": {"before": 0.9, "after": map50_after, "change_points": change}},
             "id_tp_lost_by_filter": {"before": 0.05, "after": 0.04},
             "ood": {"near_test": {"images": 30, "hallucinations": {"original": 100, "finetuned_filtered": near_after},
                                   "reduction": {"finetuned_filtered": 1 - near_after / 100}}}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,12 @@ def test_lossless_two_sources_two_workers_filter_and_fan_out(tmp_path: Path, run
     boxes = [b for r in rows for b in r["boxes"]]
     assert boxes and all({"xyxy", "conf", "cls", "label", "score", "threshold", "hallucination"} <= set(b)
                          for b in boxes)
-    flagged = sum(b["hallucination"] for b in boxes)
+    def acted(box: dict) -> bool:  # the verdict the sink acts on: the track's for the (tracked) clip
+        return box.get("track_hallucination", box["hallucination"])
+
+    flagged = sum(acted(b) for b in boxes)
+    assert all("track_id" in b for r in streams["clip"] for b in r["boxes"])  # video: tracked by default
+    assert not any("track_id" in b for r in streams["stills"] for b in r["boxes"])  # a folder of photos: not
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 46 and summary["dropped"] == 0
     assert summary["boxes"] == len(boxes) and summary["flagged"] == flagged > 0
@@ -76,8 +82,16 @@ def test_lossless_two_sources_two_workers_filter_and_fan_out(tmp_path: Path, run
     assert summary["per_source"]["clip"]["frames"] == 40 and summary["per_source"]["stills"]["status"] == "ok"
     drift = summary["per_source"]["clip"]["drift"]  # the filter's rolling figures reach the summary
     assert 0.0 <= drift["flag_rate"] <= 1.0 and drift["boxes"] > 0 and isinstance(drift["alarm"], bool)
-    index = (out / "flagged" / "index.jsonl").read_text().splitlines()
-    assert len(index) == flagged and all((out / "flagged" / json.loads(line)["file"]).is_file() for line in index)
+    index = [json.loads(line) for line in (out / "flagged" / "index.jsonl").read_text().splitlines()]
+    assert all((out / "flagged" / c["file"]).is_file() for c in index)
+    assert summary["writes"]["crops"]["written"] == len(index)
+    # a flagged photo: its crop; a flagged track: a few crops (3 at most), whatever the frames it is flagged in
+    assert sum(c["stream"] == "stills" for c in index) == sum(acted(b) for r in streams["stills"] for b in r["boxes"])
+    flagged_tracks = {b["track_id"] for r in streams["clip"] for b in r["boxes"] if acted(b) and b["track_id"] >= 0}
+    per_track = Counter(c["track_id"] for c in index if c["stream"] == "clip" and c["track_id"] >= 0)
+    assert set(per_track) == flagged_tracks and max(per_track.values(), default=0) <= 3
+    gallery = [json.loads(line) for line in (out / "tracks" / "index.jsonl").read_text().splitlines()]
+    assert gallery and {g["stream"] for g in gallery} == {"clip"} and all(len(g["box_features"]) for g in gallery)
     assert video_frame_count(out / "annotated" / "clip.mp4") == 40
     assert video_frame_count(out / "annotated" / "stills.mp4") == 6
     assert not (copy / "annotated").exists()
