@@ -5,7 +5,6 @@ feed (ZeroMQ SUB) into the live state. Both are daemon threads of the process th
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 import socket
@@ -17,6 +16,7 @@ import zmq
 
 from pipeline.errors import GhostboxError
 from pipeline.sinks.live_feed import MAX_MESSAGE_BYTES, decode
+from pipeline.stream.endpoints import is_loopback_host
 from pipeline.web.app import make_app
 from pipeline.web.state import Gallery, LiveState
 
@@ -33,21 +33,12 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class WebServer:
     """Serves the page for the run writing to `out`; `feeds`: the sinks' feed URLs (none: review only)."""
 
     def __init__(self, out: str | Path, address: str, feeds: list[str] | None = None, title: str = "") -> None:
         host, port = parse_address(address)
-        self.token = None if is_loopback(host) else secrets.token_urlsafe(18)
+        self.token = None if is_loopback_host(host) else secrets.token_urlsafe(18)
         self.gallery = Gallery(out)
         self.live = LiveState() if feeds else None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -12,7 +12,8 @@ import zmq
 
 from pipeline.errors import GhostboxError
 from pipeline.sinks.live_feed import LiveFeed
-from pipeline.web.server import WebServer, is_loopback, parse_address
+from pipeline.stream.endpoints import is_loopback_host
+from pipeline.web.server import WebServer, parse_address
 
 
 def test_addresses() -> None:
@@ -22,8 +23,8 @@ def test_addresses() -> None:
     for bad in ("http", "host:", "1:99999"):
         with pytest.raises(GhostboxError, match="expected \\[HOST:\\]PORT"):
             parse_address(bad)
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
+    assert is_loopback_host("127.0.0.1") and is_loopback_host("::1") and is_loopback_host("localhost")
+    assert not any(is_loopback_host(h) for h in ("0.0.0.0", "10.1.2.3", "example.org"))
 
 
 def test_a_token_beyond_loopback_and_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
