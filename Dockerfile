@@ -25,37 +25,41 @@ RUN pkgs="tini"; command -v python3 >/dev/null || pkgs="$pkgs python3"; \
     apt-get update && apt-get install -y --no-install-recommends $pkgs \
     && rm -rf /var/lib/apt/lists/*
 
+# What the install depends on, read off pyproject.toml: an edit elsewhere in it (a lint rule, a test marker)
+# leaves the dependencies' layer as it was.
+FROM base AS requirements
+ARG EXTRAS=cpu
+COPY pyproject.toml requirements.lock /src/
+RUN mkdir /req && python3 -c "import sys, tomllib; \
+project = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+extras = [e for e in sys.argv[1].split(',') if e]; \
+wanted = project['dependencies'] + [r for e in extras for r in project['optional-dependencies'][e]]; \
+open('/req/requirements.txt', 'w').write(chr(10).join(wanted) + chr(10))" "$EXTRAS" \
+    && grep -E '^(torch|torchvision)==' /src/requirements.lock > /req/torch.txt \
+    && case ",$EXTRAS," in \
+         *,gpu,*) grep -v '^onnxruntime==' /src/requirements.lock > /req/constraints.txt ;; \
+         *) cp /src/requirements.lock /req/constraints.txt ;; \
+       esac
+
 FROM base AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG EXTRAS=cpu
 # venv and ensurepip come apart in Debian's python3; only the build needs them.
 RUN python3 -m venv /tmp/probe 2>/dev/null || { apt-get update \
     && apt-get install -y --no-install-recommends python3-venv && rm -rf /var/lib/apt/lists/*; }; rm -rf /tmp/probe
-WORKDIR /opt/ghostbox
-COPY pyproject.toml requirements.lock README.md ./
-# The dependencies, pinned by the lock, before the code: a code change reinstalls nothing. The editable
-# install of a stub package points at /opt/ghostbox/pipeline, where the final stage puts the real one.
-# Cache mount: a rebuild after a lock change downloads only what changed (not torch). With an index for
-# torch (TORCH_INDEX), torch==X matches X+cpu there, and X+cpu ranks above PyPI's X.
+COPY --from=requirements /req /req
+# torch first and alone, pinned (as tools/setup.sh does), then the rest, pinned by the lock. From an index
+# (TORCH_INDEX), torch and torchvision come from it alone (torch==X takes its X+cpu), so that an unreachable
+# index fails the build instead of falling back to PyPI's CUDA build; their dependencies come with the rest.
+# Cache mount: a rebuild after a lock change downloads only what changed.
 RUN --mount=type=cache,id=ghostbox-pip,target=/root/.cache/pip \
     --mount=type=secret,id=pip_cert \
-    set -eu; export PIP_PROGRESS_BAR=off; \
+    set -eu; export PIP_PROGRESS_BAR=off PIP_DISABLE_PIP_VERSION_CHECK=1; \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
-    python3 -m venv .venv; \
-    pip=".venv/bin/python -m pip --disable-pip-version-check"; \
-    case ",$EXTRAS," in \
-      *,gpu,*) grep -v '^onnxruntime==' requirements.lock > /tmp/constraints.txt ;; \
-      *) cp requirements.lock /tmp/constraints.txt ;; \
-    esac; \
-    torch=$(grep '^torch==' requirements.lock); vision=$(grep '^torchvision==' requirements.lock); \
-    if [ "$TORCH_INDEX" = pypi ]; then \
-      $pip install -c /tmp/constraints.txt "$torch" "$vision"; \
-    else \
-      $pip install -c /tmp/constraints.txt --extra-index-url "$TORCH_INDEX" "$torch" "$vision"; \
-    fi; \
-    mkdir -p pipeline && touch pipeline/__init__.py; \
-    $pip install -c /tmp/constraints.txt -e ".[$EXTRAS]"; \
-    rm -rf pipeline /tmp/constraints.txt
+    python3 -m venv /opt/ghostbox/.venv; \
+    pip="/opt/ghostbox/.venv/bin/python -m pip install -c /req/constraints.txt"; \
+    if [ "$TORCH_INDEX" = pypi ]; then $pip -r /req/torch.txt; \
+    else $pip --no-deps --index-url "$TORCH_INDEX" -r /req/torch.txt; fi; \
+    $pip -r /req/requirements.txt
 
 FROM base
 # The cache folder is writable like /tmp, so that any --user may run the image.
@@ -64,7 +68,12 @@ RUN groupadd --gid 1000 ghostbox && useradd --uid 1000 --gid 1000 --no-create-ho
     && chmod 1777 /var/cache/ghostbox
 COPY --from=build /opt/ghostbox/.venv /opt/ghostbox/.venv
 WORKDIR /opt/ghostbox
-COPY pyproject.toml requirements.lock README.md ./
+COPY pyproject.toml requirements.lock ./
+# ghostbox itself, editable: a finder that maps `pipeline` to /opt/ghostbox/pipeline, and the `ghostbox`
+# script; a small layer of its own, and no network (the venv's setuptools builds it).
+RUN mkdir pipeline && touch pipeline/__init__.py README.md \
+    && .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . \
+    && rm -rf pipeline README.md ghostbox.egg-info /root/.cache
 COPY configs configs
 COPY pipeline pipeline
 ENV PATH=/opt/ghostbox/.venv/bin:$PATH \

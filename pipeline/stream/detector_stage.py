@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 from collections import deque
@@ -193,7 +194,8 @@ class WorkerStage(StageShell):
             self._sockets.remove(self.sock)
             self.sock.close(0)
         self.generation += 1
-        identity = f"w{self.index}-{os.getpid()}-{self.generation}".encode()
+        # random part: workers in separate containers (or machines) share stage indices and pids
+        identity = f"w{self.index}-{os.getpid()}-{self.generation}-{secrets.token_hex(3)}".encode()
         self.sock = self.socket(zmq.DEALER, self.graph.endpoints.workers.url, bind=False, identity=identity,
                                 edge="workers")
         self.held.clear()
