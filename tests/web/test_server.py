@@ -95,3 +95,10 @@ def test_the_feed_never_waits_for_a_subscriber_that_stops_reading(tmp_path: Path
         sub.close()
         pub.close()
         ctx.term()
+
+
+def test_review_refuses_a_folder_without_a_gallery(tmp_path: Path) -> None:
+    from tests.helpers.stream_helpers import ghostbox
+
+    proc = ghostbox("review", tmp_path, "--web", "0", timeout=60)
+    assert proc.returncode == 2 and "no tracks/index.jsonl" in proc.stderr and "--tracks" in proc.stderr
