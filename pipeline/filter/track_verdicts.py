@@ -28,6 +28,11 @@ import numpy as np
 
 from pipeline.errors import GhostboxError
 
+# the defaults, here and in the graph config's `tracks` section
+HYSTERESIS = 0.5
+IDLE_FRAMES = 90
+SETTLE_BOXES = 5
+
 
 @dataclass
 class TrackState:
@@ -45,8 +50,8 @@ class TrackState:
 class TrackVerdicts:
     """`update(frame, track_ids, margins)` -> (track score, track verdict) per box of that frame."""
 
-    def __init__(self, hysteresis: float = 0.5, idle_frames: int = 90, max_tracks: int = 4096,
-                 settle_boxes: int = 5) -> None:
+    def __init__(self, hysteresis: float = HYSTERESIS, idle_frames: int = IDLE_FRAMES, max_tracks: int = 4096,
+                 settle_boxes: int = SETTLE_BOXES) -> None:
         if hysteresis < 0:
             raise GhostboxError(f"track verdicts: hysteresis must be >= 0, got {hysteresis}")
         if idle_frames < 1 or max_tracks < 1:

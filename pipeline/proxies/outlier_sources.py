@@ -30,7 +30,7 @@ from pipeline.data import Dataset, parse_dataset_spec
 from pipeline.data.yolo import IMAGE_SUFFIXES
 from pipeline.errors import GhostboxError
 from pipeline.proxies.blend import silhouette
-from pipeline.sinks.review_file import GALLERY_INDEX, reviewed, track_key
+from pipeline.sinks.review_file import GALLERY_INDEX, ReviewFile, track_key
 
 _LABEL_FILES = ("labels.json", "instances.json", "data.yaml")
 MIN_CROP_SIDE = 6  # smaller boxes hold too few pixels to look like anything once resized
@@ -222,8 +222,9 @@ def load_flagged(folder: str | Path) -> tuple[BoxCrops, int, dict[str, int]]:
     hallucinations added from OUT/tracks/, kept ones included)."""
     index = flagged_index_path(folder)
     run = index.parent.parent if index.parent.name == "flagged" else index.parent
-    real = reviewed(run, "real")
-    confirmed = reviewed(run, "hallucination")
+    answers = ReviewFile(run).answers()
+    real = {key for key, row in answers.items() if row["answer"] == "real"}
+    confirmed = [row for row in answers.values() if row["answer"] == "hallucination"]
     crops, missing = [], 0
     review = {"left_out_real": 0, "confirmed_tracks": len(confirmed), "confirmed_crops": 0}
     taken: set[Path] = set()
@@ -248,7 +249,7 @@ def load_flagged(folder: str | Path) -> tuple[BoxCrops, int, dict[str, int]]:
         source.update({k: entry[k] for k in ("stream", "seq", "label", "conf", "score", "track_id") if k in entry})
         crops.append(BoxCrop(path, None, source))
         taken.add(path)
-    for row in confirmed.values():
+    for row in confirmed:
         for name in row.get("crops") or []:
             path = run / GALLERY_INDEX.parent / str(name)
             if path in taken or not path.is_file():

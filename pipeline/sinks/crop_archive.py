@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -103,6 +104,13 @@ class CropArchive:
                 record["logits"] = [round(float(v), 4) for v in dets.logits[i]]
                 record["box_features"] = [round(float(v), 5) for v in dets.box_features[i]]
             self.index.add(json.dumps(record, separators=(",", ":")), source)
+
+    def totals(self, sources: list[str]) -> dict[str, Any]:
+        """Crops written and failed over `sources`, with the first source's error (summary.json `writes`)."""
+        counts = [self.count(sid) for sid in sources]
+        failed = [c.error for c in counts if c.error]
+        return {"written": sum(c.written for c in counts), "failed": sum(c.failed for c in counts),
+                **({"error": failed[0]} if failed else {})}
 
     def problem(self, source: str) -> str:
         """One line for the crops of `source` that were not written, or ''."""

@@ -22,6 +22,8 @@ import msgpack
 import numpy as np
 
 MAX_MESSAGE_BYTES = 8 << 20  # a 1080p JPEG is well under this
+# the defaults, here and in the graph config's `web` section
+FPS, MAX_WIDTH, QUALITY = 4.0, 960, 75
 STAT_KEYS = ("frames", "boxes", "kept", "flagged", "dropped", "latency_p50_ms", "latency_p95_ms", "tracks",
              "flagged_tracks", "flag_rate_drift", "psi", "drift_alarm")
 
@@ -29,8 +31,8 @@ STAT_KEYS = ("frames", "boxes", "kept", "flagged", "dropped", "latency_p50_ms", 
 class LiveFeed:
     """Decides what the web view gets and hands it to `send` (which returns False when it dropped it)."""
 
-    def __init__(self, send: Callable[[bytes], bool], fps: float = 4.0, max_width: int = 960,
-                 quality: int = 75) -> None:
+    def __init__(self, send: Callable[[bytes], bool], fps: float = FPS, max_width: int = MAX_WIDTH,
+                 quality: int = QUALITY) -> None:
         self.send = send
         self.period = 1.0 / fps if fps > 0 else 0.0
         self.max_width, self.quality = int(max_width), int(quality)

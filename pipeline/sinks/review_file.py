@@ -134,15 +134,10 @@ class ReviewFile:
         return last
 
 
-def reviewed(out: str | Path, answer: str) -> dict[str, dict[str, Any]]:
-    """Tracks whose last answer in OUT/review.jsonl is `answer`, by track key (empty without a review)."""
-    return {key: row for key, row in ReviewFile(run_folder(out)).answers().items() if row["answer"] == answer}
-
-
 def reviewed_gallery_rows(out: str | Path, answer: str) -> Iterator[dict[str, Any]]:
     """The gallery lines (crop, logits, box features) of the tracks last answered `answer`."""
     out = run_folder(out)
-    wanted = reviewed(out, answer)
+    wanted = {key for key, row in ReviewFile(out).answers().items() if row["answer"] == answer}
     if not wanted:
         return
     rows, _ = read_lines(out / GALLERY_INDEX)

@@ -24,7 +24,9 @@ from pipeline.bundled import default_model
 from pipeline.config_files import read_yaml, validate
 from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
+from pipeline.filter import track_verdicts
 from pipeline.json_files import write_json
+from pipeline.sinks import live_feed
 from pipeline.sinks.source_names import safe_name
 from pipeline.sources.media_files import VIDEO_SUFFIXES
 from pipeline.stream.endpoints import parse_url
@@ -120,11 +122,14 @@ class TracksConfig(_Model):
     enabled: bool | None = Field(None, description="true: every source; null: video files, cameras, streams and "
                                  "synth, not folders of photos; false: none (the tracker loads Ultralytics and "
                                  "torch into the sink: about 480 MB more memory and 2 s more start-up)")
-    hysteresis: float = Field(0.5, ge=0, description="a track's verdict changes when its mean margin (score - "
-                              "threshold) passes this far beyond 0")
-    settle_boxes: int = Field(5, ge=1, description="a track's first boxes follow the sign of its mean margin")
-    idle_frames: int = Field(90, ge=1, description="a track unseen for this many frames is forgotten")
-    crops_per_track: int = Field(3, ge=0, description="flagged crops archived per flagged track (OUT/flagged/)")
+    hysteresis: float = Field(track_verdicts.HYSTERESIS, ge=0, description="a track's verdict changes when its "
+                              "mean margin (score - threshold) passes this far beyond 0")
+    settle_boxes: int = Field(track_verdicts.SETTLE_BOXES, ge=1, description="a track's first boxes follow the "
+                              "sign of its mean margin")
+    idle_frames: int = Field(track_verdicts.IDLE_FRAMES, ge=1, description="a track unseen for this many frames is "
+                             "forgotten")
+    crops_per_track: int = Field(3, ge=0, description="crops archived per track: of a flagged track in OUT/flagged/, "
+                                 "of every track in OUT/tracks/")
     crop_gap: int = Field(15, ge=1, description="frames between two archived crops of one track")
     bytetrack: dict[str, Any] = Field(default_factory=dict, description="Ultralytics ByteTrack settings (keys of "
                                       "its bytetrack.yaml) over its defaults")
@@ -248,9 +253,10 @@ class WebConfig(_Model):
     frame and the counters, on a PUB socket in run_dir that drops what nobody takes."""
 
     feed: bool = Field(False, description="publish the feed (`--web` turns it on)")
-    fps: float = Field(4.0, gt=0, le=60, description="annotated frames a second, per source")
-    max_width: int = Field(960, ge=64, le=8192, description="frames wider than this are scaled down")
-    quality: int = Field(75, ge=10, le=100, description="JPEG quality of the frames")
+    fps: float = Field(live_feed.FPS, gt=0, le=60, description="annotated frames a second, per source")
+    max_width: int = Field(live_feed.MAX_WIDTH, ge=64, le=8192, description="frames wider than this are scaled "
+                           "down")
+    quality: int = Field(live_feed.QUALITY, ge=10, le=100, description="JPEG quality of the frames")
 
 
 def feed_url(run_dir: str | Path, sink: str) -> str:

@@ -497,9 +497,7 @@ class SinkCore:
             lines.append(f"source {sid}: {s.errors} frames without detections ({s.first_error})")
         if s.unwritten:
             lines.append(f"source {sid}: {s.unwritten} frames not written ({s.unwritten_error})")
-        for archive in (self._crops, self._gallery):
-            if archive.problem(sid):
-                lines.append(archive.problem(sid))
+        lines += [line for archive in (self._crops, self._gallery) if (line := archive.problem(sid))]
         if s.conflicts:
             lines.append(f"source {sid}: {s.conflicts} conflicting message(s) (first: {s.conflict})")
         return lines
@@ -536,16 +534,9 @@ class SinkCore:
                 out[name] = {"file": str(lines.path.relative_to(self.out)), "written": lines.written,
                              "lost": lines.lost, **({"error": lines.error} if lines.error else {})}
         if self.config.crops:
-            # source order: the error shown is the first source's
-            counts = [self._crops.count(sid) for sid in self.stats]
-            failed = [c.error for c in counts if c.error]
-            out["crops"] = {"written": sum(c.written for c in counts), "failed": sum(c.failed for c in counts),
-                            **({"error": failed[0]} if failed else {})}
+            out["crops"] = self._crops.totals(list(self.stats))
         if self._gallery.counts:
-            counts = [self._gallery.count(sid) for sid in self.stats]
-            failed = [c.error for c in counts if c.error]
-            out["track_crops"] = {"written": sum(c.written for c in counts),
-                                  "failed": sum(c.failed for c in counts), **({"error": failed[0]} if failed else {})}
+            out["track_crops"] = self._gallery.totals(list(self.stats))
         videos = {video.rel: video.report() for group in (self._videos, self._clips) for video in group.values()}
         if videos:
             out["videos"] = videos

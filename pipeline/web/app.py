@@ -76,15 +76,13 @@ def make_app(gallery: Gallery, live: LiveState | None = None, token: str | None 
     async def events(request: Request) -> Response:
         async def stream() -> Any:
             seen = None
-            quiet = 0.0
             while True:
                 current = state()
                 key = (current["version"], current["gallery_version"])
-                if key != seen or quiet >= 5.0:
-                    seen, quiet = key, 0.0
+                if key != seen:  # sse-starlette's ping keeps a quiet connection alive
+                    seen = key
                     yield {"event": "state", "data": json.dumps(current, separators=(",", ":"))}
                 await asyncio.sleep(EVENT_EVERY_S)
-                quiet += EVENT_EVERY_S
 
         return EventSourceResponse(stream(), send_timeout=SEND_TIMEOUT_S, ping=15)
 
