@@ -241,6 +241,13 @@ class Detections:
                 raise GhostboxError(f"Detections.level: negative pyramid level {int(self.level.min())}")
         return self
 
+    def verdict(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(flags, scores) the outputs act on: the track's (`track_hallucination`, `track_score`) where
+        the boxes were tracked, else the frame's (`hallucination`, `score`); None where there are none."""
+        if "track_hallucination" in self.data:
+            return self.data["track_hallucination"], self.data.get("track_score")
+        return self.data.get("hallucination"), self.data.get("score")
+
     def with_data(self, **arrays: np.ndarray) -> Detections:
         """A copy with further per-box arrays (e.g. score=..., hallucination=...)."""
         return replace(self, data={**self.data, **{k: np.asarray(v) for k, v in arrays.items()}})

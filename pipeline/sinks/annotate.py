@@ -44,8 +44,7 @@ def annotate(frame: np.ndarray, detections: Detections) -> np.ndarray:
     thickness = max(1, round(min(height, width) / 300))
     scale = max(0.35, min(height, width) / 900)
     tracked = "track_hallucination" in detections.data
-    flags = detections.data.get("track_hallucination", detections.data.get("hallucination"))
-    scores = detections.data.get("track_score", detections.data.get("score"))
+    flags, scores = detections.verdict()
     labels = detections.labels
     for i in range(len(detections)):
         x1, y1, x2, y2 = (int(round(v)) for v in detections.xyxy[i])

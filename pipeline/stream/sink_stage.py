@@ -229,7 +229,7 @@ class SinkCore:
         stamps = header["t"]
         stats = self.stats[item.source]
         dets = self._tracked(item)
-        flags = dets.data.get("track_hallucination", dets.data.get("hallucination"))
+        flags, _ = dets.verdict()
         flagged = np.asarray(flags, bool) if flags is not None else np.zeros(len(dets), bool)
         n_flagged = int(flagged.sum())
         if header.get("detector") and self.detector is None:
