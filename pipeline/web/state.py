@@ -110,16 +110,20 @@ class Gallery:
                     continue
                 stream, track_id, file = parsed
                 key = track_key(stream, track_id)
+                try:  # a line with fields of the wrong type is skipped, never the page's end
+                    seq, cls = int(row.get("seq", 0)), int(row.get("cls", -1))
+                except (TypeError, ValueError):
+                    continue
                 track = self.tracks.pop(key, None)
                 if track is None:
-                    track = GalleryTrack(stream, track_id, str(row.get("label", "?"))[:64], int(row.get("cls", -1)),
-                                         first_seq=int(row.get("seq", 0)), answer=self._answers_before.get(key))
+                    track = GalleryTrack(stream, track_id, str(row.get("label", "?"))[:64], cls, first_seq=seq,
+                                         answer=self._answers_before.get(key))
                 if file not in track.crops:
                     track.crops = (track.crops + [file])[-8:]
                 track.flagged = bool(row.get("track_hallucination", track.flagged))
                 score = row.get("track_score")
                 track.track_score = float(score) if isinstance(score, (int, float)) else track.track_score
-                track.last_seq = int(row.get("seq", track.last_seq))
+                track.last_seq = seq
                 track.detector = row.get("detector") if isinstance(row.get("detector"), str) else track.detector
                 self.tracks[key] = track
             while len(self.tracks) > MAX_TRACKS:

@@ -136,3 +136,12 @@ def test_a_token_is_needed_when_one_is_set(tmp_path: Path) -> None:
     assert client.get("/api/tracks").status_code == 200
     assert TestClient(client.app).get("/api/tracks", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert not (tmp_path / "review.jsonl").exists()
+
+
+def test_gallery_lines_with_wrong_types_are_skipped(tmp_path: Path) -> None:
+    out = _run_folder(tmp_path, {1: True})
+    with open(out / "tracks" / "index.jsonl", "a") as handle:
+        handle.write(json.dumps({"file": "cam/x.jpg", "stream": "cam", "track_id": 5, "seq": "late", "cls": 1}) + "\n")
+        handle.write("not json\n")
+    client = TestClient(make_app(Gallery(out), None))
+    assert [t["key"] for t in client.get("/api/tracks?which=all").json()["tracks"]] == ["cam/1"]
