@@ -68,12 +68,19 @@ def test_the_page_shows_live_frames_and_a_click_writes_the_review(tmp_path: Path
             "const i = document.querySelector('img.frame'); return i && i.complete && i.naturalWidth > 0"))
         first_seq = int(driver.find_element(By.CSS_SELECTOR, "img.frame").get_attribute("data-seq"))
         wait.until(lambda d: int(d.find_element(By.CSS_SELECTOR, "img.frame").get_attribute("data-seq")) > first_seq)
+        # the "all" tab: a track whose verdict changes stays on it
+        driver.find_element(By.CSS_SELECTOR, '#tabs button[data-which="all"]').click()
         button = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".track button.hallucination"))[0]
         key = driver.execute_script("return arguments[0].closest('.track').dataset.key", button)
         button.click()
-        wait.until(lambda d: "saved: hallucination" in d.find_element(
-            By.CSS_SELECTOR, f'.track[data-key="{key}"] .answer').text)
+        # the POST's reply and the gallery's next refresh say the same thing
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f'.track[data-key="{key}"] .answer').text
+                   == "saved: hallucination")
         driver.save_screenshot(str(tmp_path / "web-view.png"))
+        driver.refresh()  # a new page learns the answer from the server
+        driver.find_element(By.CSS_SELECTOR, '#tabs button[data-which="all"]').click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f'.track[data-key="{key}"] .answer').text
+                   == "saved: hallucination")
         review = [json.loads(line) for line in (out / "review.jsonl").read_text().splitlines()]
         stream, track = key.rsplit("/", 1)
         assert [(r["stream"], r["track_id"], r["answer"]) for r in review] == [(stream, int(track), "hallucination")]
