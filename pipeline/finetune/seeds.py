@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import GhostboxError
+from pipeline.finetune.mining_rounds import MINING_FIELDS
 from pipeline.finetune.training_run import FinetuneJob
 from pipeline.json_files import replace_text, write_json
 
@@ -63,9 +64,21 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
             "min": min(values), "max": max(values), "n": len(values), "values": list(values)}
 
 
-def aggregate(comparisons: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and spread of every figure the seeds' comparisons share."""
-    per_seed = {seed: figures(c) for seed, c in comparisons.items()}
+def summary_figures(summary: dict[str, Any]) -> dict[str, float]:
+    """A run's figures (its final comparison), and those of its earlier mining rounds as `round-K.<name>`."""
+    out = figures(summary["comparison"])
+    rounds = summary.get("round_comparisons") or {}
+    for key, comparison in rounds.items():
+        if int(key) < len(rounds):
+            out.update({f"round-{key}.{name}": value for name, value in figures(comparison).items()})
+    return out
+
+
+def aggregate(comparisons: dict[int, dict[str, Any]], per_seed: dict[int, dict[str, float]] | None = None
+              ) -> dict[str, Any]:
+    """Mean and spread of every figure the seeds' comparisons (or their `per_seed` figures) share."""
+    if per_seed is None:
+        per_seed = {seed: figures(c) for seed, c in comparisons.items()}
     names = sorted(set.intersection(*(set(f) for f in per_seed.values()))) if per_seed else []
     return {"seeds": list(comparisons), "figures": {
         name: spread([per_seed[seed][name] for seed in comparisons]) for name in names}}
@@ -116,7 +129,8 @@ def _reusable(summary_path: Path, job: FinetuneJob) -> dict[str, Any] | None:
         return None
     same = (summary.get("settings") == job.training.model_dump(mode="json") and summary.get("id") == job.id_spec
             and summary.get("proxies") == job.proxies and summary.get("ood") == job.ood_specs
-            and summary.get("proxy_ratio") == job.proxy_ratio and "comparison" in summary)
+            and summary.get("proxy_ratio") == job.proxy_ratio and "comparison" in summary
+            and summary.get("mining") == job.model_dump(mode="json", include=MINING_FIELDS))
     return summary if same else None
 
 
@@ -127,6 +141,7 @@ def run_seeds(job: FinetuneJob, seeds: Sequence[int],
         raise GhostboxError("--seeds compares the seeds' before/after figures: give --val and --ood")
     out = Path(job.out).resolve()
     comparisons: dict[int, dict[str, Any]] = {}
+    per_seed: dict[int, dict[str, float]] = {}
     for seed in seeds:
         seed_job = job.model_copy(update={
             "out": out / f"seed-{seed}", "training": job.training.model_copy(update={"seed": seed}),
@@ -138,7 +153,8 @@ def run_seeds(job: FinetuneJob, seeds: Sequence[int],
             log.info("seed %d of %s", seed, list(seeds))
             summary = run(seed_job)
         comparisons[seed] = summary["comparison"]
-    result = aggregate(comparisons)
+        per_seed[seed] = summary_figures(summary)
+    result = aggregate(comparisons, per_seed)
     result["settings"] = job.training.model_dump(mode="json", exclude={"seed"})
     result["runs"] = {seed: str(out / f"seed-{seed}") for seed in seeds}
     write_json(out / "seeds.json", result)

@@ -81,6 +81,13 @@ class FinetuneJob(BaseModel):
                                        "thresholds; null: images held out of id_spec")
     proxy_ratio: float = Field(1.0, description="proxy images per ID training image")
     training: FinetuneSettings = Field(default_factory=FinetuneSettings, description="the fine-tuning run")
+    rounds: int = Field(1, ge=1, description="rounds of mining: before each round after the first, the previous "
+                        "round's model runs on mine_pool and its boxes there become proxies; the round continues "
+                        "from that model with every proxy set so far")
+    mine_pool: str | None = Field(None, description="images without ID objects the rounds mine (pool kinds only, "
+                                  "never test sets); null: the first of outliers")
+    mine_count: int = Field(500, ge=1, description="mined proxy images made per round")
+    mine_images: int = Field(500, ge=1, description="pool images each round's model runs on (a seeded sample)")
     resume: bool = Field(False, description="continue an interrupted run in out")
     hallucination_conf: float = Field(EvalSettings.model_fields["conf"].default, ge=0, le=1,
                                       description="detections at or above this confidence "

@@ -203,3 +203,55 @@ def test_finetune_settings_refuse_bad_values():
         with pytest.raises(ValueError, match=next(iter(bad))):
             FinetuneSettings(**bad)
     assert "threads" not in FinetuneSettings(threads=2).ultralytics_args()  # not an Ultralytics argument
+
+
+def test_mining_rounds_train_the_next_round_on_what_the_last_model_still_reports(world: Path, proxies: Path,
+                                                                                 tmp_path: Path):
+    """--rounds 2: round 2 mines round 1's model on the pool, continues from it with both proxy sets, and a
+    resumed run reuses finished rounds."""
+    import yaml
+
+    from pipeline.finetune.training_run import FinetuneJob, FinetuneSettings
+    from pipeline.finetune.workflow import run_finetune
+
+    out = tmp_path / "rounds"
+    job = FinetuneJob(model=str(default_model()), id_spec=str(world / "id/train"), proxies=[str(proxies)], out=out,
+                      val_spec=str(world / "id/val"), ood_specs=[str(world / "ood/near_test")], proxy_ratio=0.5,
+                      rounds=2, mine_pool=str(world / "ood/pool"), mine_count=4, mine_images=8,
+                      hallucination_conf=0.05,
+                      training=FinetuneSettings(epochs=1, batch=8, workers=0, threads=2, close_mosaic=0))
+    summary = run_finetune(job)
+    mined = out / "round-2" / "mined"
+    manifest = json.loads((mined / "manifest.json").read_text())
+    part = manifest["strategies"]["mined"]
+    assert part["written"] == 4 and part["parameters"]["images_run"] == 8
+    # mined with round 1's model, at the measurement's confidence; hosts from the ID training set only
+    assert manifest["sources"]["model"]["path"] == str(out / "round-1" / "model.pt")
+    assert summary["rounds"]["done"] == 2 and summary["rounds"]["mined_proxies"] == [str(mined)]
+    round_two = json.loads((out / "round-2" / "round.json").read_text())
+    assert str(mined) in round_two["training_set"]["proxy_sources"]
+    assert str(proxies) in round_two["training_set"]["proxy_sources"]
+    args = yaml.safe_load((out / "round-2" / "train" / "args.yaml").read_text())
+    assert args["model"] == str(out / "round-1" / "model.pt")
+    assert (out / "model.pt").read_bytes() == (out / "round-2" / "model.pt").read_bytes()
+    assert set(summary["round_comparisons"]) == {"1", "2"}
+    assert summary["comparison"] == summary["round_comparisons"]["2"]
+    for name in ("round-1/comparison.json", "round-2/comparison.json", "comparison.json", "before/report.json"):
+        assert (out / name).is_file(), name
+    # resumed: both rounds are reused, nothing is trained or mined again
+    stamp = (out / "round-2" / "model.pt").stat().st_mtime_ns
+    again = run_finetune(job.model_copy(update={"resume": True}))
+    assert (out / "round-2" / "model.pt").stat().st_mtime_ns == stamp
+    assert again["round_comparisons"] == summary["round_comparisons"]
+    assert not any(name.startswith("round_") or name == "train_s" for name in again["timings"])
+
+
+def test_rounds_need_a_pool_to_mine(world: Path, proxies: Path, tmp_path: Path):
+    from pipeline.finetune.training_run import FinetuneJob
+    from pipeline.finetune.workflow import run_finetune
+
+    job = FinetuneJob(model=str(default_model()), id_spec=str(world / "id/train"), proxies=[str(proxies)],
+                      out=tmp_path / "x", rounds=2)
+    with pytest.raises(GhostboxError, match="--mine-pool"):
+        run_finetune(job)
+    assert not (tmp_path / "x" / "round-1").exists()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import GhostboxError
+from pipeline.finetune.mining_rounds import MINING_FIELDS
 from pipeline.finetune.seeds import aggregate, parse_seeds, run_seeds, seeds_markdown
 from pipeline.finetune.training_run import FinetuneJob
 from pipeline.json_files import write_json
@@ -22,9 +23,9 @@ def _comparison(near_after: int, map50_after: float) -> dict[str, Any]:
                                   "reduction": {"finetuned_filtered": 1 - near_after / 100}}}}
 
 
-def _job(out: Path, **training: Any) -> FinetuneJob:
+def _job(out: Path, rounds: int = 1, **training: Any) -> FinetuneJob:
     return FinetuneJob(model="m.pt", id_spec="id", proxies=["p"], out=out, val_spec="val", ood_specs=["near_test"],
-                       training=training)
+                       training=training, rounds=rounds, mine_pool="pool")
 
 
 class _FakeRun:
@@ -39,7 +40,12 @@ class _FakeRun:
         assert job.out.name == f"seed-{seed}" and job.resume
         summary = {"settings": job.training.model_dump(mode="json"), "id": job.id_spec, "proxies": job.proxies,
                    "ood": job.ood_specs, "proxy_ratio": job.proxy_ratio,
+                   "mining": job.model_dump(mode="json", include=MINING_FIELDS),
                    "comparison": _comparison(near_after=10 + 4 * seed, map50_after=0.88 + 0.01 * seed)}
+        if job.rounds > 1:  # each round's comparison; the last is the run's
+            summary["round_comparisons"] = {
+                str(r): _comparison(near_after=10 + 4 * seed + 10 * (job.rounds - r), map50_after=0.88)
+                for r in range(1, job.rounds + 1)}
         job.out.mkdir(parents=True)
         write_json(job.out / "finetune.json", summary)
         return summary
@@ -85,3 +91,19 @@ def test_seed_lists() -> None:
             parse_seeds(bad)
     with pytest.raises(GhostboxError, match="--val and --ood"):
         run_seeds(_job(Path("x")).model_copy(update={"ood_specs": []}), [0], _FakeRun())
+
+
+def test_rounds_figures_are_kept_per_round_and_other_round_counts_run_again(tmp_path: Path) -> None:
+    run = _FakeRun()
+    result = run_seeds(_job(tmp_path / "a", rounds=2), [0, 1], run)
+    # the last round is the run's figure; the earlier round's sits beside it under its own name
+    assert result["figures"]["ood.near_test.hallucinations.finetuned_filtered"]["values"] == [10, 14]
+    assert result["figures"]["round-1.ood.near_test.hallucinations.finetuned_filtered"]["values"] == [20, 24]
+    assert "round-2.ood.near_test.hallucinations.finetuned_filtered" not in result["figures"]
+    assert "| round-1.ood.near_test.reduction.finetuned_filtered | 78.0% +- 2.8% |" in (tmp_path / "a/seeds.md").read_text()
+    again = _FakeRun()
+    run_seeds(_job(tmp_path / "a", rounds=2), [0, 1], again)
+    assert again.seeds == []
+    # another number of rounds is another setting: it does not reuse the seed
+    with pytest.raises(FileExistsError):
+        run_seeds(_job(tmp_path / "a", rounds=3), [0], _FakeRun())
