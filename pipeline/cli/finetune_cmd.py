@@ -55,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     flags.add(parser, "--mine-pool", model=JOB, field="mine_pool", metavar="SPEC")
     flags.add(parser, "--mine-count", model=JOB, field="mine_count", type=int)
     flags.add(parser, "--mine-images", model=JOB, field="mine_images", type=int)
+    flags.add(parser, "--mine-conf", model=JOB, field="mine_conf", type=float)
     flags.add(parser, "--resume", model=JOB, field="resume", action="store_true")
     parser.add_argument("--seeds", metavar="LIST",
                         help="the same settings once per training seed (e.g. 0,1,2 or 0-2) into OUT/seed-K/, then the "

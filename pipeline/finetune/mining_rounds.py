@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ROUND_FILE = "round.json"
 # the job's fields that change what a run trains on besides its training settings (a reused seed must match)
-MINING_FIELDS = {"rounds", "mine_pool", "mine_count", "mine_images"}
+MINING_FIELDS = {"rounds", "mine_pool", "mine_count", "mine_images", "mine_conf"}
 # each round's mining draws its own pool sample and hosts, apart from the training seed's other draws
 _ROUND_SEED_STRIDE = 1000
 

@@ -88,6 +88,8 @@ class FinetuneJob(BaseModel):
                                   "never test sets); null: the first of outliers")
     mine_count: int = Field(500, ge=1, description="mined proxy images made per round")
     mine_images: int = Field(500, ge=1, description="pool images each round's model runs on (a seeded sample)")
+    mine_conf: float | None = Field(None, ge=0, le=1, description="confidence of the boxes a round mines; null: "
+                                    "hallucination_conf (what the comparison counts)")
     resume: bool = Field(False, description="continue an interrupted run in out")
     hallucination_conf: float = Field(EvalSettings.model_fields["conf"].default, ge=0, le=1,
                                       description="detections at or above this confidence "

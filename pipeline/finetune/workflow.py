@@ -140,7 +140,8 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
                 assert pool is not None
                 mined = mine_round(model, id_spec=job.id_spec, pool=pool, out=folder / "mined",
                                    count=job.mine_count, mine_images=job.mine_images,
-                                   seed=mining_seed(job.training.seed, index), conf=job.hallucination_conf,
+                                   seed=mining_seed(job.training.seed, index),
+                                   conf=job.hallucination_conf if job.mine_conf is None else job.mine_conf,
                                    device=device, batch=job.detector_batch)
                 timings[f"round_{index}_mining_s"] = round(time.perf_counter() - t0, 1)
                 if mined is None:

@@ -218,7 +218,7 @@ def test_mining_rounds_train_the_next_round_on_what_the_last_model_still_reports
     job = FinetuneJob(model=str(default_model()), id_spec=str(world / "id/train"), proxies=[str(proxies)], out=out,
                       val_spec=str(world / "id/val"), ood_specs=[str(world / "ood/near_test")], proxy_ratio=0.5,
                       rounds=2, mine_pool=str(world / "ood/pool"), mine_count=4, mine_images=8,
-                      hallucination_conf=0.05,
+                      mine_conf=0.05,
                       training=FinetuneSettings(epochs=1, batch=8, workers=0, threads=2, close_mosaic=0))
     summary = run_finetune(job)
     mined = out / "round-2" / "mined"
