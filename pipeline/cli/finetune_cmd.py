@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds:
         from pipeline.finetune.seeds import parse_seeds, run_seeds, seeds_markdown
 
-        result = run_seeds(job, parse_seeds(args.seeds), run_finetune)
+        result = run_seeds(job, parse_seeds(args.seeds), run_finetune, "ghostbox " + shlex.join(sys.argv[1:]))
         print(seeds_markdown(result))
         print(f"details in {Path(job.out) / 'seeds.json'}; each seed's run in {Path(job.out) / 'seed-K'}")
         return 0

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.report import header_line, made
 from pipeline.errors import GhostboxError
 from pipeline.finetune.mining_rounds import MINING_FIELDS
 from pipeline.finetune.training_run import FinetuneJob
@@ -109,7 +110,8 @@ def _cell(name: str, stats: dict[str, Any]) -> list[str]:
 
 def seeds_markdown(result: dict[str, Any]) -> str:
     seeds = ", ".join(str(s) for s in result["seeds"])
-    lines = [f"# Fine-tuning over seeds {seeds}", "",
+    made = [header_line(result["made"]), ""] if "made" in result else []
+    lines = [f"# Fine-tuning over seeds {seeds}", "", *made,
              "Mean +- sample standard deviation over the seeds, the range, and each seed's value (in the order "
              "of the seeds). Reductions are against the original model without a filter; "
              "`hallucinations.*` are counts.", "",
@@ -134,9 +136,10 @@ def _reusable(summary_path: Path, job: FinetuneJob) -> dict[str, Any] | None:
     return summary if same else None
 
 
-def run_seeds(job: FinetuneJob, seeds: Sequence[int],
-              run: Callable[[FinetuneJob], dict[str, Any]]) -> dict[str, Any]:
-    """`run` (`run_finetune`) once per seed into OUT/seed-K; then OUT/seeds.json and OUT/seeds.md."""
+def run_seeds(job: FinetuneJob, seeds: Sequence[int], run: Callable[[FinetuneJob], dict[str, Any]],
+              command: str = "") -> dict[str, Any]:
+    """`run` (`run_finetune`) once per seed into OUT/seed-K; then OUT/seeds.json and OUT/seeds.md, stamped with
+    the date, machine, commit and `command`."""
     if not job.ood_specs:
         raise GhostboxError("--seeds compares the seeds' before/after figures: give --val and --ood")
     out = Path(job.out).resolve()
@@ -157,6 +160,7 @@ def run_seeds(job: FinetuneJob, seeds: Sequence[int],
     result = aggregate(comparisons, per_seed)
     result["settings"] = job.training.model_dump(mode="json", exclude={"seed"})
     result["runs"] = {seed: str(out / f"seed-{seed}") for seed in seeds}
+    result["made"] = made(command)
     write_json(out / "seeds.json", result)
     replace_text(out / "seeds.md", seeds_markdown(result))
     return result

@@ -53,7 +53,7 @@ class _FakeRun:
 
 def test_mean_and_spread_over_seeds_and_finished_seeds_are_reused(tmp_path: Path) -> None:
     run = _FakeRun()
-    result = run_seeds(_job(tmp_path), [0, 1, 2], run)
+    result = run_seeds(_job(tmp_path), [0, 1, 2], run, "ghostbox finetune --seeds 0-2")
     assert run.seeds == [0, 1, 2]
     near = result["figures"]["ood.near_test.hallucinations.finetuned_filtered"]
     assert near["mean"] == 14.0 and near["sd"] == pytest.approx(4.0) and (near["min"], near["max"]) == (10, 18)
@@ -62,6 +62,7 @@ def test_mean_and_spread_over_seeds_and_finished_seeds_are_reused(tmp_path: Path
     saved = json.loads((tmp_path / "seeds.json").read_text())
     assert saved["seeds"] == [0, 1, 2] and "seed" not in saved["settings"]
     table = (tmp_path / "seeds.md").read_text()
+    assert "command: `ghostbox finetune --seeds 0-2`" in table and result["made"]["machine"]["cores"] >= 1
     assert "| ood.near_test.reduction.finetuned_filtered | 86.0% +- 4.0% | 82.0% - 90.0% | 90.0%, 86.0%, 82.0% |" \
         in table
     # a sweep run again reuses the seeds that finished with these settings, and runs the new one
