@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        ("threads", int), ("seed", int)):
         flags.add(parser, "--" + name.replace("_", "-"), model=TRAINING, field=name, path=("training", name),
                   type=kind)
+    flags.add(parser, "--unknown-class", model=JOB, field="unknown_class", action="store_true")
     flags.add(parser, "--rounds", model=JOB, field="rounds", type=int)
     flags.add(parser, "--mine-pool", model=JOB, field="mine_pool", metavar="SPEC")
     flags.add(parser, "--mine-count", model=JOB, field="mine_count", type=int)

@@ -20,6 +20,7 @@ from pipeline.box_geometry import cut
 from pipeline.detect.config import DetectorConfig, box_features_for  # noqa: F401 - re-exported
 from pipeline.detect.model_source import resolve_model
 from pipeline.detect.torch_backend import TorchBackend
+from pipeline.detect.unknown_class import split_unknown
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.ultralytics_env import import_ultralytics
@@ -121,14 +122,17 @@ class Detector:
             raise GhostboxError(
                 f"model '{config.model}': box_features 'head+roi' needs the head's input maps, which this "
                 f"ONNX file does not output; re-export it with `ghostbox export MODEL --format onnx`")
+        self._names, self.unknown_class = split_unknown(self.info.class_names)
+        self.unknown_boxes = 0  # boxes of the unknown class dropped so far
         if config.classes is not None:
-            bad = [c for c in config.classes if not 0 <= c < len(self.info.class_names)]
+            bad = [c for c in config.classes if not 0 <= c < len(self._names)]
             if bad:
-                raise GhostboxError(f"classes: {bad} out of range for {len(self.info.class_names)} model classes")
+                raise GhostboxError(f"classes: {bad} out of range for {len(self._names)} model classes")
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return self.info.class_names
+        """The ID classes (an open-set model's unknown class is not one of them)."""
+        return self._names
 
     @property
     def feature_dim(self) -> int:
@@ -147,7 +151,8 @@ class Detector:
             "end2end": self.info.end2end,
             "feature_dim": self.feature_dim,
             "feature_layer": layer,
-            "class_names": list(self.info.class_names),
+            "class_names": list(self.class_names),
+            **({"unknown_class": True} if self.unknown_class is not None else {}),
         }
 
     # -- preprocessing -------------------------------------------------------------------
@@ -207,7 +212,12 @@ class Detector:
         results = []
         for b, frame in enumerate(frames):
             pred = kept[b].float()
-            anchor = anchors[b].reshape(-1).long().to(logits.device)
+            anchor = anchors[b].reshape(-1).long().to(kept[b].device)
+            if self.unknown_class is not None:  # "not one of mine": not an ID detection
+                known = pred[:, 5].long() != self.unknown_class
+                self.unknown_boxes += int((~known).sum())
+                pred, anchor = pred[known], anchor[known]
+            anchor = anchor.to(logits.device)
             box_features = features[b][:, anchor].T
             if self.roi:  # in letterboxed pixels, before the boxes go back to the frame
                 box_features = self._roi_features(box_features, maps, b, pred[:, :4])
@@ -220,10 +230,10 @@ class Detector:
                 xyxy=xyxy,
                 confidence=pred[:, 4].cpu().numpy(),
                 class_id=pred[:, 5].cpu().numpy().astype(np.int64),
-                logits=logits[b][:, anchor].T.float().cpu().numpy(),
+                logits=logits[b][: len(self._names), anchor].T.float().cpu().numpy(),
                 box_features=box_features,
                 level=self._level_of(anchor_np, height, width),
-                class_names=self.info.class_names,
+                class_names=self._names,
                 image_size=(frame.shape[1], frame.shape[0]),
                 crops=cut_crops(frame, xyxy) if crops else None,
             )

@@ -27,8 +27,8 @@ from pipeline.proxies.proxy_set import ProxySetBuilder, ProxySettings
 log = logging.getLogger(__name__)
 
 ROUND_FILE = "round.json"
-# the job's fields that change what a run trains on besides its training settings (a reused seed must match)
-MINING_FIELDS = {"rounds", "mine_pool", "mine_count", "mine_images", "mine_conf"}
+# the job's fields that change how a run trains besides its training settings (a reused seed must match)
+METHOD_FIELDS = {"rounds", "mine_pool", "mine_count", "mine_images", "mine_conf", "unknown_class"}
 # each round's mining draws its own pool sample and hosts, apart from the training seed's other draws
 _ROUND_SEED_STRIDE = 1000
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.bench.report import header_line, made
 from pipeline.errors import GhostboxError
-from pipeline.finetune.mining_rounds import MINING_FIELDS
+from pipeline.finetune.mining_rounds import METHOD_FIELDS
 from pipeline.finetune.training_run import FinetuneJob
 from pipeline.json_files import replace_text, write_json
 
@@ -132,7 +132,7 @@ def _reusable(summary_path: Path, job: FinetuneJob) -> dict[str, Any] | None:
     same = (summary.get("settings") == job.training.model_dump(mode="json") and summary.get("id") == job.id_spec
             and summary.get("proxies") == job.proxies and summary.get("ood") == job.ood_specs
             and summary.get("proxy_ratio") == job.proxy_ratio and "comparison" in summary
-            and summary.get("mining") == job.model_dump(mode="json", include=MINING_FIELDS))
+            and summary.get("method") == job.model_dump(mode="json", include=METHOD_FIELDS))
     return summary if same else None
 
 

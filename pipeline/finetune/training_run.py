@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.detect.unknown_class import UNKNOWN_CLASS
 from pipeline.errors import GhostboxError
 from pipeline.evaluate.evaluation import EvalSettings
 from pipeline.ultralytics_env import import_ultralytics
@@ -81,6 +82,8 @@ class FinetuneJob(BaseModel):
                                        "thresholds; null: images held out of id_spec")
     proxy_ratio: float = Field(1.0, description="proxy images per ID training image")
     training: FinetuneSettings = Field(default_factory=FinetuneSettings, description="the fine-tuning run")
+    unknown_class: bool = Field(False, description="label the proxies' pasted regions as one more class, "
+                                "'ghostbox:unknown', instead of background; the detector drops boxes of that class")
     rounds: int = Field(1, ge=1, description="rounds of mining: before each round after the first, the previous "
                         "round's model runs on mine_pool and its boxes there become proxies; the round continues "
                         "from that model with every proxy set so far")
@@ -156,6 +159,44 @@ def train_detector(model: str | Path, data_yaml: str | Path, out_dir: str | Path
         raise GhostboxError(f"fine-tuning wrote no weights ({last} missing); see the Ultralytics log above")
     log.debug("ultralytics %s", ultralytics.__version__)
     return last
+
+
+def with_unknown_class(model: str | Path, out: Path) -> Path:
+    """`model` with one more class, `UNKNOWN_CLASS`, after its own, saved to `out` (the ID classes' weights
+    unchanged). The new class starts with zero weights and the lowest prior of the others, so the model
+    reports nothing as unknown until training teaches it to. A model that has the class is returned as is."""
+    import_ultralytics()
+    import torch
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model))
+    network: Any = yolo.model  # Ultralytics' DetectionModel (typed loosely upstream)
+    names = dict(network.names)
+    if names and names[len(names) - 1] == UNKNOWN_CLASS:
+        return Path(model)
+    head = network.model[-1]
+    if not hasattr(head, "cv3") or not hasattr(head, "reg_max"):
+        raise GhostboxError(f"--unknown-class: model '{model}' has no YOLO detection head ({type(head).__name__}) to "
+                            "add a class to")
+    for branches in (head.cv3, getattr(head, "one2one_cv3", None)):
+        for branch in branches or ():
+            old = branch[-1]
+            new = torch.nn.Conv2d(old.in_channels, old.out_channels + 1, old.kernel_size, old.stride, bias=True)
+            weight, bias = new.weight, new.bias
+            assert bias is not None
+            with torch.no_grad():
+                weight.zero_()
+                weight[: old.out_channels] = old.weight
+                bias[: old.out_channels] = old.bias
+                bias[old.out_channels] = old.bias.min()
+            branch[-1] = new.to(old.weight.device, old.weight.dtype)
+    head.nc += 1
+    head.no = head.nc + head.reg_max * 4
+    network.yaml["nc"] = head.nc
+    network.names = {**names, len(names): UNKNOWN_CLASS}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    yolo.save(str(out))
+    return out
 
 
 def _with_threads(yolo: Any, settings: FinetuneSettings) -> Any:

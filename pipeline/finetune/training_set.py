@@ -25,9 +25,10 @@ import numpy as np
 import yaml
 
 from pipeline.data import parse_dataset_spec
-from pipeline.data.convert import place_file, write_yolo_dataset
+from pipeline.data.convert import place_file, write_yolo_dataset, yolo_label_text
 from pipeline.data.records import LoadWarnings
 from pipeline.data.yolo import label_path_for
+from pipeline.detect.unknown_class import UNKNOWN_CLASS
 from pipeline.errors import GhostboxError
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,35 @@ def proxy_images(proxy_dir: str | Path) -> tuple[list[Path], list[str] | None]:
     return found, names
 
 
+def unknown_labels(proxy_dir: str | Path, unknown: int) -> dict[Path, str]:
+    """Label lines of class `unknown` for the pasted regions of a proxy set's images (from its manifest), by
+    image path; background images and sets without a manifest have none."""
+    from PIL import Image  # Ultralytics' dependency; reads only the size from the header
+
+    root = Path(proxy_dir)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise GhostboxError(f"proxy set '{root}': --unknown-class labels the pasted regions, which only a "
+                            "manifest.json (as `ghostbox proxies` writes) records")
+    lines: dict[Path, str] = {}
+    for entry in json.loads(manifest.read_text()).get("images", []):
+        pasted = [region["xyxy"] for region in entry.get("pasted") or []]
+        if not pasted:
+            continue
+        image = root / entry["file"]
+        with Image.open(image) as opened:
+            width, height = opened.size
+        boxes = np.asarray(pasted, float)
+        lines[image] = yolo_label_text(boxes, np.full(len(boxes), unknown), np.zeros(len(boxes), bool), width,
+                                       height)
+    return lines
+
+
 def build_training_set(id_spec: str, proxy_dirs: Sequence[str | Path], out_dir: str | Path,
                        class_names: tuple[str, ...], proxy_ratio: float = 0.5, seed: int = 0,
-                       val_spec: str | None = None) -> TrainingSet:
+                       val_spec: str | None = None, unknown_class: bool = False) -> TrainingSet:
+    """`unknown_class`: the proxies' pasted regions are labelled as one more class (`UNKNOWN_CLASS`) instead
+    of background."""
     if proxy_ratio < 0:
         raise GhostboxError(f"proxy_ratio must be >= 0, got {proxy_ratio}")
     out = Path(out_dir).resolve()
@@ -110,20 +137,24 @@ def build_training_set(id_spec: str, proxy_dirs: Sequence[str | Path], out_dir: 
             src, path = everything[i]
             chosen.append(path)
             drawn[src] = drawn.get(src, 0) + 1
-    listed = _link_in_order([*id_files, *chosen], out / "train")
+    extra: dict[Path, str] = {}
+    if unknown_class:
+        for folder in proxy_dirs:
+            extra.update(unknown_labels(folder, len(class_names)))
+    listed = _link_in_order([*id_files, *chosen], out / "train", extra)
     listing = out / "train.txt"
     listing.write_text("".join(f"{p}\n" for p in listed))
     val = "id/images/val" if val_spec else "id/images/train"
     config = {"path": str(out), "train": "train.txt", "val": val,
-              "names": {i: n for i, n in enumerate(class_names)}}
+              "names": {i: n for i, n in enumerate((*class_names, UNKNOWN_CLASS) if unknown_class else class_names)}}
     data_yaml = out / "data.yaml"
     data_yaml.write_text("# Fine-tuning set written by ghostbox (pipeline.finetune): ID images plus proxies.\n"
                          + yaml.safe_dump(config, sort_keys=False))
     return TrainingSet(data_yaml, len(id_files), len(chosen), available, drawn)
 
 
-def _link_in_order(images: list[Path], folder: Path) -> list[Path]:
-    """Index-named links to `images` (labels copied beside them); returns the link paths."""
+def _link_in_order(images: list[Path], folder: Path, extra: dict[Path, str]) -> list[Path]:
+    """Index-named links to `images` (labels copied beside them, `extra` lines added); returns the link paths."""
 
     if folder.exists():
         shutil.rmtree(folder)  # a stale Ultralytics labels.cache would describe the old list
@@ -136,10 +167,10 @@ def _link_in_order(images: list[Path], folder: Path) -> list[Path]:
         link = folder / "images" / f"{i:0{width}d}{image.suffix.lower()}"
         place_file(image, link, "symlink", tally)
         label, target = label_path_for(image), folder / "labels" / f"{link.stem}.txt"
-        if label.is_file():
-            shutil.copyfile(label, target)
-        else:  # YOLO layout: no label file means no object
-            target.write_text("")
+        text = label.read_text() if label.is_file() else ""  # YOLO layout: no label file means no object
+        if image in extra:
+            text = (text if not text or text.endswith("\n") else text + "\n") + extra[image]
+        target.write_text(text)
         links.append(link)
     if tally:
         log.info("training set links: %s", "; ".join(tally.lines()))

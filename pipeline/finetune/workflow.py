@@ -28,14 +28,14 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import box_features_needed, load_filter, save_filter
 from pipeline.finetune.comparison import compare_reports, write_comparison
 from pipeline.finetune.mining_rounds import (
-    MINING_FIELDS,
+    METHOD_FIELDS,
     finished_round,
     mine_round,
     mining_seed,
     round_dir,
     write_round,
 )
-from pipeline.finetune.training_run import FinetuneJob, train_detector
+from pipeline.finetune.training_run import FinetuneJob, train_detector, with_unknown_class
 from pipeline.finetune.training_set import build_training_set
 from pipeline.json_files import write_json
 
@@ -128,6 +128,8 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
         timings["eval_before_s"] = round(time.perf_counter() - t0, 1)
 
     model, proxies = job.model, list(job.proxies)
+    if job.unknown_class:  # the head grows one class; the ID classes' weights stay as they are
+        model = str(with_unknown_class(job.model, out / "unknown-class" / "start.pt"))
     rounds: list[dict[str, Any]] = []
     for index in range(1, job.rounds + 1):
         folder = round_dir(out, index, job.rounds)
@@ -171,7 +173,7 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
         "model": job.model, "finetuned_model": str(model_path), "id": job.id_spec, "val": job.val_spec,
         "ood": job.ood_specs, "proxies": job.proxies, "training_set": last["training_set"],
         "settings": job.training.model_dump(), "proxy_ratio": job.proxy_ratio,
-        "mining": job.model_dump(mode="json", include=MINING_FIELDS),
+        "method": job.model_dump(mode="json", include=METHOD_FIELDS),
         "rounds": {"requested": job.rounds, "done": len(rounds), "mine_pool": pool, "mine_count": job.mine_count,
                    "mine_images": job.mine_images, "mined_proxies": last["proxies"][len(job.proxies):]},
         "filter": {"method": method, "params": params, "tpr": tpr,
@@ -197,7 +199,7 @@ def _train_round(job: FinetuneJob, model: str, proxies: list[str], folder: Path,
     the after-evaluation against the original model's `before`."""
     t0 = time.perf_counter()
     training = build_training_set(job.id_spec, proxies, folder / "data", class_names, job.proxy_ratio,
-                                  job.training.seed, val_spec=job.val_spec)
+                                  job.training.seed, val_spec=job.val_spec, unknown_class=job.unknown_class)
     timings[f"{prefix}training_set_s"] = round(time.perf_counter() - t0, 1)
     log.info("training set: %d ID images + %d proxy images (of %d)", training.id_images, training.proxy_images,
              training.proxies_available)

@@ -255,3 +255,97 @@ def test_rounds_need_a_pool_to_mine(world: Path, proxies: Path, tmp_path: Path):
     with pytest.raises(GhostboxError, match="--mine-pool"):
         run_finetune(job)
     assert not (tmp_path / "x" / "round-1").exists()
+
+
+def test_unknown_class_labels_the_pasted_regions(world: Path, proxies: Path, tmp_path: Path):
+    from pipeline.detect.unknown_class import UNKNOWN_CLASS
+
+    made = build_training_set(str(world / "id/train"), [proxies], tmp_path / "u", CLASSES, proxy_ratio=0.75, seed=0,
+                              unknown_class=True)
+    import yaml
+
+    assert yaml.safe_load(made.data_yaml.read_text())["names"] == {**dict(enumerate(CLASSES)), 4: UNKNOWN_CLASS}
+    manifest = json.loads((proxies / "manifest.json").read_text())
+    pasted = {str((proxies / e["file"]).resolve()): len(e["pasted"]) for e in manifest["images"]}
+    sources = dict(line.split("\t") for line in (tmp_path / "u/train/sources.txt").read_text().splitlines())
+    seen = 0
+    for link, source in sources.items():
+        lines = (tmp_path / "u/train/labels" / f"{Path(link).stem}.txt").read_text().splitlines()
+        unknown = [line for line in lines if line.split()[0] == "4"]
+        if source in pasted:  # a proxy: its pasted regions, in YOLO form inside the image; backgrounds none
+            assert len(unknown) == pasted[source]
+            seen += len(unknown)
+            assert all(0 < float(v) <= 1 for line in unknown for v in line.split()[1:])
+        else:  # an ID image keeps its labels and gets no unknown box
+            assert not unknown and lines
+    assert seen > 0
+    # the same set without the option: pasted regions are background, as before
+    plain = build_training_set(str(world / "id/train"), [proxies], tmp_path / "p", CLASSES, proxy_ratio=0.75, seed=0)
+    assert not any(line.startswith("4 ") for f in (tmp_path / "p/train/labels").iterdir()
+                   for line in f.read_text().splitlines())
+    assert plain.proxy_images == made.proxy_images
+
+
+def test_a_model_with_an_unknown_class_detects_as_before_until_trained(world: Path, tmp_path: Path):
+    import cv2
+
+    from pipeline.detect.detector import Detector
+    from pipeline.finetune.training_run import with_unknown_class
+
+    grown = with_unknown_class(default_model(), tmp_path / "grown.pt")
+    assert with_unknown_class(grown, tmp_path / "again.pt") == grown  # it has the class already
+    before, after = Detector(model=str(default_model()), device="cpu"), Detector(model=str(grown), device="cpu")
+    assert after.class_names == before.class_names and after.unknown_class == len(CLASSES)
+    assert after.fingerprint()["unknown_class"] is True and "unknown_class" not in before.fingerprint()
+    frames = [cv2.imread(str(p)) for p in sorted((world / "id/val/images").glob("*.jpg"))[:4]]
+    for a, b in zip(before.detect(frames, conf=0.05), after.detect(frames, conf=0.05)):
+        assert len(a) == len(b) and np.allclose(a.xyxy, b.xyxy) and np.allclose(a.logits, b.logits)
+        assert b.logits.shape[1] == len(CLASSES)
+    assert after.unknown_boxes == 0
+
+
+def test_unknown_class_boxes_are_dropped_and_counted(tmp_path: Path):
+    """A grown model whose unknown class always wins: every box it reports is dropped, and counted."""
+    import torch
+
+    from pipeline.detect.detector import Detector
+    from pipeline.finetune.training_run import with_unknown_class
+    from pipeline.ultralytics_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    grown = with_unknown_class(default_model(), tmp_path / "grown.pt")
+    yolo = YOLO(str(grown))
+    for branch in yolo.model.model[-1].cv3:
+        with torch.no_grad():
+            branch[-1].bias[-1] = 20.0  # sigmoid ~ 1 everywhere, above every ID class
+    yolo.save(str(tmp_path / "unknown-wins.pt"))
+    detector = Detector(model=str(tmp_path / "unknown-wins.pt"), device="cpu")
+    frame = np.full((320, 320, 3), 127, np.uint8)
+    [dets] = detector.detect([frame])
+    assert len(dets) == 0 and detector.unknown_boxes > 0
+
+
+def test_unknown_class_finetune_end_to_end(world: Path, proxies: Path, tmp_path: Path):
+    """--unknown-class through the CLI: the model trains with the extra class, ghostbox sees only the ID ones."""
+    out = tmp_path / "unknown"
+    cmd = [sys.executable, "-m", "pipeline", "finetune", "--id", str(world / "id/train"),
+           "--val", str(world / "id/val"), "--ood", str(world / "ood/near_test"), "--proxies", str(proxies),
+           "--unknown-class", "--filter-method", "energy", "--epochs", "1", "--batch", "8", "--workers", "0",
+           "--proxy-ratio", "0.5", "--threads", "2", "--close-mosaic", "0", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import yaml
+
+    from pipeline.detect.detector import Detector
+    from pipeline.detect.unknown_class import UNKNOWN_CLASS
+    from pipeline.filter.filter_file import load_filter
+
+    trained_with = yaml.safe_load((out / "data" / "data.yaml").read_text())
+    assert list(trained_with["names"].values()) == [*CLASSES, UNKNOWN_CLASS]
+    tuned = Detector(model=str(out / "model.pt"), device="cpu")
+    assert tuned.class_names == CLASSES and tuned.unknown_class == len(CLASSES)
+    load_filter(out / "filters" / "finetuned.filter.safetensors").check_detector(tuned.fingerprint())
+    summary = json.loads((out / "finetune.json").read_text())
+    assert summary["method"]["unknown_class"] is True and "near_test" in summary["comparison"]["ood"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import GhostboxError
-from pipeline.finetune.mining_rounds import MINING_FIELDS
+from pipeline.finetune.mining_rounds import METHOD_FIELDS
 from pipeline.finetune.seeds import aggregate, parse_seeds, run_seeds, seeds_markdown
 from pipeline.finetune.training_run import FinetuneJob
 from pipeline.json_files import write_json
@@ -40,7 +40,7 @@ class _FakeRun:
         assert job.out.name == f"seed-{seed}" and job.resume
         summary = {"settings": job.training.model_dump(mode="json"), "id": job.id_spec, "proxies": job.proxies,
                    "ood": job.ood_specs, "proxy_ratio": job.proxy_ratio,
-                   "mining": job.model_dump(mode="json", include=MINING_FIELDS),
+                   "method": job.model_dump(mode="json", include=METHOD_FIELDS),
                    "comparison": _comparison(near_after=10 + 4 * seed, map50_after=0.88 + 0.01 * seed)}
         if job.rounds > 1:  # each round's comparison; the last is the run's
             summary["round_comparisons"] = {
