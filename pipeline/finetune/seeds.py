@@ -69,6 +69,8 @@ def summary_figures(summary: dict[str, Any]) -> dict[str, float]:
     """A run's figures (its final comparison), and those of its earlier mining rounds as `round-K.<name>`."""
     out = figures(summary["comparison"])
     rounds = summary.get("round_comparisons") or {}
+    if rounds:  # a run whose rounds ended early (nothing left to mine) shows here
+        out["rounds_done"] = float(len(rounds))
     for key, comparison in rounds.items():
         if int(key) < len(rounds):
             out.update({f"round-{key}.{name}": value for name, value in figures(comparison).items()})

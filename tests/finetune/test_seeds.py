@@ -101,6 +101,7 @@ def test_rounds_figures_are_kept_per_round_and_other_round_counts_run_again(tmp_
     assert result["figures"]["ood.near_test.hallucinations.finetuned_filtered"]["values"] == [10, 14]
     assert result["figures"]["round-1.ood.near_test.hallucinations.finetuned_filtered"]["values"] == [20, 24]
     assert "round-2.ood.near_test.hallucinations.finetuned_filtered" not in result["figures"]
+    assert result["figures"]["rounds_done"]["values"] == [2, 2]
     table = (tmp_path / "a/seeds.md").read_text()
     assert "| round-1.ood.near_test.reduction.finetuned_filtered | 78.0% +- 2.8% |" in table
     again = _FakeRun()
