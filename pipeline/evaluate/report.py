@@ -92,6 +92,7 @@ def build_report(
             "hallucinations": result.hallucination_count,
             "per_image": _round(per_image),
             "background_false_positives": result.background_fp,
+            "unknown_boxes": result.unknown_boxes,
             "id_true_positives": result.id_tp,
             "after_filter": after,
             "scores": scores,

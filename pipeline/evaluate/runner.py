@@ -78,6 +78,7 @@ class OodResult:
     kinds: list[str] = field(default_factory=list)  # OoD category names
     kind_of_hallucination: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no object
     objects_per_kind: dict[str, int] = field(default_factory=dict)
+    unknown_boxes: int | None = None  # boxes an open-set model called "unknown" (dropped); None: no such class
 
 
 def ood_category_flags(dataset: Dataset) -> np.ndarray:
@@ -152,6 +153,7 @@ def evaluate_ood(
     kind_names = list(dataset.class_names)
     kind_of: list[np.ndarray] = []
     objects_per_kind = dict.fromkeys((n for n, o in zip(kind_names, ood_flags) if o), 0)
+    unknown_before = getattr(detector, "unknown_boxes", 0)
     for chunk in image_batches(dataset, detector.config.batch):
         results = detector.detect([image for _, image in chunk], conf=conf, crops=True)
         for (record, _), dets in zip(chunk, results):
@@ -212,4 +214,6 @@ def evaluate_ood(
         id_tp_lost=lost if filters else None, audit=audit, worst=[w for _, _, w in sorted(worst, reverse=True)],
         kinds=kind_names, kind_of_hallucination=np.concatenate(kind_of) if kind_of else np.zeros(0, np.int64),
         objects_per_kind=objects_per_kind,
+        unknown_boxes=(detector.unknown_boxes - unknown_before
+                       if getattr(detector, "unknown_class", None) is not None else None),
     )

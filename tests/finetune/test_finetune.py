@@ -349,3 +349,7 @@ def test_unknown_class_finetune_end_to_end(world: Path, proxies: Path, tmp_path:
     load_filter(out / "filters" / "finetuned.filter.safetensors").check_detector(tuned.fingerprint())
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["method"]["unknown_class"] is True and "near_test" in summary["comparison"]["ood"]
+    # the eval reports count what the open-set model called unknown; the original model has no such class
+    after = json.loads((out / "after" / "report.json").read_text())["ood"]["near_test"]
+    before = json.loads((out / "before" / "report.json").read_text())["ood"]["near_test"]
+    assert isinstance(after["unknown_boxes"], int) and after["unknown_boxes"] >= 0 and before["unknown_boxes"] is None
