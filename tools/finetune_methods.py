@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from pipeline.bench.report import header_line  # noqa: E402
+from pipeline.finetune.seeds import spread  # noqa: E402
 from pipeline.json_files import replace_text  # noqa: E402
 
 COLUMNS = (  # (heading, figure name, scale, unit)
@@ -36,9 +36,8 @@ REFERENCE = ("near-OoD removed by the filter alone (original model)", "ood.near_
 def cell(stats: dict[str, Any] | None, scale: float, unit: str) -> str:
     if stats is None:
         return "-"
-    values = [scale * v for v in stats["values"]]
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.1f}{unit} +- {sd:.1f} ({min(values):.1f}-{max(values):.1f})"
+    s = spread([scale * v for v in stats["values"]])
+    return f"{s['mean']:.1f}{unit} +- {s['sd']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
 
 
 def main() -> int:

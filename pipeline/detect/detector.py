@@ -212,11 +212,11 @@ class Detector:
         results = []
         for b, frame in enumerate(frames):
             pred = kept[b].float()
-            anchor = anchors[b].reshape(-1).long().to(kept[b].device)
+            anchor = anchors[b].reshape(-1).long()
             if self.unknown_class is not None:  # "not one of mine": not an ID detection
                 known = pred[:, 5].long() != self.unknown_class
                 self.unknown_boxes += int((~known).sum())
-                pred, anchor = pred[known], anchor[known]
+                pred, anchor = pred[known], anchor[known.to(anchor.device)]
             anchor = anchor.to(logits.device)
             box_features = features[b][:, anchor].T
             if self.roi:  # in letterboxed pixels, before the boxes go back to the frame

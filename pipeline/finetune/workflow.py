@@ -174,8 +174,8 @@ def run_finetune(job: FinetuneJob) -> dict[str, Any]:
         "ood": job.ood_specs, "proxies": job.proxies, "training_set": last["training_set"],
         "settings": job.training.model_dump(), "proxy_ratio": job.proxy_ratio,
         "method": job.model_dump(mode="json", include=METHOD_FIELDS),
-        "rounds": {"requested": job.rounds, "done": len(rounds), "mine_pool": pool, "mine_count": job.mine_count,
-                   "mine_images": job.mine_images, "mined_proxies": last["proxies"][len(job.proxies):]},
+        # the settings are in "method"; these are what the rounds did
+        "rounds": {"done": len(rounds), "mine_pool": pool, "mined_proxies": last["proxies"][len(job.proxies):]},
         "filter": {"method": method, "params": params, "tpr": tpr,
                    "original": str(original_filter) if original_filter else None,
                    "finetuned": str(finetuned_filter) if finetuned_filter else None},
