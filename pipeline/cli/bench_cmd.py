@@ -99,6 +99,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tracks.add_argument("--cost-frames", type=int, default=500, help="frames of the synthetic cost sequence")
     tracks.add_argument("--out", help=OUT_HELP)
     tracks.set_defaults(handler=run_tracks, bench_parser=tracks)
+    streets = which.add_parser(
+        "streets", help="does the filter hold on streets nobody tuned it on? every adaptation recipe per street",
+        description="For each world seed: a stream of --frames frames (rendered, detected and judged once, cached in "
+                    "--cache); each recipe adapts the bundled filter on the first --calibration-frames frames without "
+                    "their ground truth and is judged on the rest with it. Development and held-out seeds are "
+                    "reported apart (pipeline/bench/streets.py).")
+    streets.add_argument("--development", default="0-3", help="development seeds: rules are chosen on these")
+    streets.add_argument("--held-out", default="100-111", help="held-out seeds: only reported")
+    streets.add_argument("--frames", type=int, default=1800, help="frames per street")
+    streets.add_argument("--calibration-frames", type=int, default=600, help="frames the recipes adapt on")
+    streets.add_argument("--world", default=".ghostbox/worlds/seed0",
+                         help="the bundled filter's world (its id/train and ood/pool re-fit the score; written "
+                              "unless there)")
+    streets.add_argument("--no-refit", action="store_true", help="leave out the re-fit recipe (no world needed)")
+    streets.add_argument("--cache", default=".ghostbox/streets", help="folder of the detected streams")
+    streets.add_argument("--out", help=OUT_HELP)
+    streets.set_defaults(handler=run_streets, bench_parser=streets)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -315,5 +332,51 @@ def run_tracks(args: argparse.Namespace) -> int:
           f"{cost['ms_per_frame']['track_and_verdicts']:.3f} ms/frame (track {cost['ms_per_frame']['track']:.3f}, "
           f"verdicts {cost['ms_per_frame']['verdicts']:.3f}) = "
           f"{'n/a' if ratio is None else f'{100 * ratio:.2f}%'} of the detector's {cost['detect_ms_per_frame']:.1f} ms")
+    _written(write_page(args.out, result, command_line(args)))
+    return 0
+
+
+def run_streets(args: argparse.Namespace) -> int:
+    """Every adaptation recipe on every street, development and held-out apart."""
+    # loaded here: the benchmark pulls the detector (torch, Ultralytics), the tracker and the renderer
+    from pipeline.bench.street_streams import overlapping, parse_seeds
+    from pipeline.bench.streets import bench_streets, write_page
+    from pipeline.detect.config import DetectorConfig
+    from pipeline.detect.detector import Detector
+    from pipeline.filter.camera_adaptation import ReferenceData
+    from pipeline.filter.filter_file import load_filter, with_filter_features
+    from pipeline.filter.id_collection import collect_id_boxes
+    from pipeline.filter.outlier_collection import collect_outlier_boxes
+
+    development = parse_seeds(args.development, "--development")
+    held_out = parse_seeds(args.held_out, "--held-out")
+    if overlapping(development, held_out):
+        raise GhostboxError(f"--development and --held-out share seeds {overlapping(development, held_out)}")
+    if not 0 < args.calibration_frames < args.frames:
+        raise GhostboxError(f"--calibration-frames must be between 1 and --frames - 1 ({args.frames - 1}), got "
+                            f"{args.calibration_frames}")
+    filter_path = ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}"
+    bundled = load_filter(filter_path)
+    config = with_filter_features(DetectorConfig(model=str(default_model()), batch=16), [str(filter_path)])
+    detector = Detector(config)
+    bundled.check_detector(detector.fingerprint())
+    reference = None
+    if not args.no_refit:
+        world = Path(args.world)
+        _world(world, 0)
+        ids = collect_id_boxes(detector, str(world / "id" / "train"), conf=detector.config.conf)
+        outliers, _ = collect_outlier_boxes(detector, [str(world / "ood" / "pool")], conf=detector.config.conf)
+        assert ids.groups is not None  # labelled: one group per image
+        reference = ReferenceData(ids.boxes, ids.groups, outliers)
+    result = bench_streets(detector, bundled, development, held_out, reference, Path(args.cache), args.frames,
+                           args.calibration_frames, progress=print)
+    for group, data in result["groups"].items():
+        for recipe, by_verdict in data["summary"].items():
+            s = by_verdict["frame"]
+            if s["id_flagged_median"] is None:
+                continue
+            print(f"{group:<12} {recipe:<24} ID flagged median {100 * s['id_flagged_median']:5.1f}% (within 5+-2 on "
+                  f"{s['within']} of {s['streets']}), caught median "
+                  f"{100 * (s['caught_median'] or 0):5.1f}%")
     _written(write_page(args.out, result, command_line(args)))
     return 0

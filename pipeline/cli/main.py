@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pipeline
 from pipeline.cli import (
+    adapt_cmd,
     bench_cmd,
     calibrate_cmd,
     config_cmd,
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (detect_cmd, export_cmd, synth_cmd, data_cmd, calibrate_cmd, eval_cmd, bench_cmd,
+    for module in (detect_cmd, export_cmd, synth_cmd, data_cmd, calibrate_cmd, adapt_cmd, eval_cmd, bench_cmd,
                    run_cmd, stage_cmd, demo_cmd, keys_cmd, review_cmd, proxies_cmd, finetune_cmd, config_cmd):
         module.add_parser(sub)
     return parser

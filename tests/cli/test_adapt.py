@@ -1,0 +1,59 @@
+"""`ghostbox adapt CLIP --from FILTER`: a frames folder of a street the filter never saw, a clip without tracks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.cli.main import main
+from pipeline.filter.filter_file import load_filter
+from pipeline.stream.demo import default_filter
+
+
+def _street_frames(folder: Path, seed: int, frames: int) -> Path:
+    from pipeline.synth import WorldConfig, render_stream_frame
+
+    folder.mkdir(parents=True)
+    world = WorldConfig(seed=seed, stream_frames=frames)
+    for i in range(frames):
+        cv2.imwrite(str(folder / f"frame-{i:04d}.png"), render_stream_frame(world, i)[0])
+    return folder
+
+
+@pytest.mark.skipif(default_filter() is None, reason="no bundled filter")
+def test_adapt_moves_the_thresholds_on_a_new_street_and_records_what_it_did(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = _street_frames(tmp_path / "clip", seed=2, frames=150)
+    out = tmp_path / "street2.filter.safetensors"
+    bundled = str(default_filter())
+    assert main(["adapt", str(clip), "--from", bundled, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "thresholds: drift PSI" in printed and "clip: " in printed
+    adapted, original = load_filter(out), load_filter(bundled)
+    info = adapted.metadata["adaptation"]
+    assert info["mode"] == "thresholds" and info["asked"] == "auto" and info["tracks"] >= 1
+    assert adapted.metadata["clip_frames"] == 150 and adapted.metadata["clip_input_complete"] is True
+    # the same score, thresholds moved by one offset
+    assert adapted.thresholds.offset is not None
+    np.testing.assert_allclose(adapted.thresholds.per_bin - original.thresholds.per_bin, adapted.thresholds.offset)
+    if info["conservative"]:
+        assert "conservative thresholds written" in printed
+
+
+@pytest.mark.skipif(default_filter() is None, reason="no bundled filter")
+def test_adapt_refuses_a_clip_without_tracks_and_a_half_given_refit(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(6):  # grey frames: nothing to detect, nothing to track
+        cv2.imwrite(str(blank / f"{i}.png"), np.full((320, 320, 3), 127, np.uint8))
+    bundled = str(default_filter())
+    out = tmp_path / "x.filter.safetensors"
+    assert main(["adapt", str(blank), "--from", bundled, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no track of >= 5 frames" in err and str(blank) in err and not out.exists()
+    assert main(["adapt", str(blank), "--from", bundled, "--out", str(out), "--id", "somewhere"]) == 2
+    assert "needs both --id SPEC and --outliers SPEC" in capsys.readouterr().err
