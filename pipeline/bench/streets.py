@@ -10,11 +10,14 @@ object (caught when most of its boxes are flagged), with frame verdicts and with
 
 Recipes:
 - `bundled`: the filter as shipped;
-- `thresholds`: its thresholds moved by one offset from the clip (`adapt --mode thresholds`, what
-  `calibrate --from F --calibration-id CLIP` does), per class and confidence bin;
-- `thresholds, 5% overall`: the same from one threshold per class (no confidence bins);
+- `calibrate --from`: the earlier recipe, `calibrate --from F --calibration-id CLIP`: thresholds per
+  class and confidence bin moved by one offset from the clip's tracks whose mean margin is >= 0;
+- `adapt, 5% in every bin`: `ghostbox adapt --thresholds per-bin` (the same shape, its track rule);
 - `refit`: the score fitted again with the clip's clear tracks (`adapt --mode refit`);
-- `adapt`: `ghostbox adapt`'s default choice between the two (`--mode auto`);
+- `adapt`: `ghostbox adapt` as the README runs it (one overall threshold moved, or a re-fit when the
+  clip drifted far and the data for it is there);
+- `adapt + N answers`: the same after a simulated reviewer answered the N tracks `review_list` asks
+  about, from the ground truth (real when most of the track's boxes sit on an ID object);
 - `confidence cut`: the baseline, a plain cut on the detector's confidence that flags as many of the
   street's ID detections as `adapt` does (set with the ground truth: an upper bound for the cut).
 
@@ -39,7 +42,14 @@ from pipeline.bench.report import GENERATED, header_line, write_result
 from pipeline.bench.street_streams import ON_ID, ON_OOD, Street, street_stream
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.camera_adaptation import Adaptation, Mode, ReferenceData, adapt_filter, clip_drift, clip_tracks
+from pipeline.filter.camera_adaptation import (
+    ClipTracks,
+    ReferenceData,
+    adapt_filter,
+    clip_drift,
+    clip_tracks,
+    review_list,
+)
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.track_verdicts import TrackVerdicts
 from pipeline.tracks import track_sequence
@@ -48,8 +58,21 @@ DEVELOPMENT_SEEDS = (0, 1, 2, 3)
 HELD_OUT_SEEDS = tuple(range(100, 112))
 FRAMES = 1800
 CALIBRATION_FRAMES = 600
-RECIPES = ("bundled", "thresholds", "thresholds, 5% overall", "refit", "adapt", "confidence cut")
+REVIEWED = (10, 30)  # answers of the simulated reviewer
+RECIPES = ("bundled", "calibrate --from", "adapt, 5% in every bin", "refit", "adapt",
+           *(f"adapt + {n} answers" for n in REVIEWED), "confidence cut")
 VERDICTS = ("frame", "track")
+
+
+def simulated_answers(filt: HallucinationFilter, tracks: ClipTracks, count: int) -> dict[int, bool]:
+    """A reviewer who answers the `count` tracks `review_list` asks about from the ground truth: real when
+    most of the track's boxes sit on an ID object."""
+    truth = np.asarray(tracks.boxes.data["truth"])
+    answers = {}
+    for entry in review_list(filt, tracks, count):
+        mine = tracks.track_ids == entry["track"]
+        answers[entry["track"]] = bool(np.mean(truth[mine] == ON_ID) > 0.5)
+    return answers
 
 
 def track_flags(frames: Sequence[Detections], margins: Sequence[np.ndarray]) -> np.ndarray:
@@ -96,7 +119,9 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
                calibration_frames: int = CALIBRATION_FRAMES) -> dict[str, Any]:
     """Every recipe on one street: figures per verdict kind, what adapt chose, the interval and its coverage."""
     clip, test = street.part(0, calibration_frames), street.part(calibration_frames, len(street.frames))
-    tracks = clip_tracks(clip.frames, what=f"street {street.seed} frames 0-{calibration_frames - 1}")
+    # each box carries what it sits on, for the simulated reviewer only (no recipe reads it otherwise)
+    labelled = [d.with_data(truth=lab) for d, lab in zip(clip.frames, clip.label)]
+    tracks = clip_tracks(labelled, what=f"street {street.seed} frames 0-{calibration_frames - 1}")
     test_boxes = test.boxes()
     label = test.concat("label")
     row: dict[str, Any] = {"seed": street.seed, "clip_tracks": tracks.tracks, "clip_boxes": len(tracks.boxes),
@@ -104,11 +129,10 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
     filters: dict[str, HallucinationFilter | None] = {"bundled": bundled}
     refused: dict[str, str] = {}
 
-    def attempt(recipe: str, filt: HallucinationFilter, mode: Mode, data: ReferenceData | None = None,
-                ) -> Adaptation | None:
+    def attempt(recipe: str, make: Callable[[], tuple[HallucinationFilter, Any]]) -> Any:
         # a recipe that refuses a street (every clip track scores like a hallucination) is reported, not fatal
         try:
-            filters[recipe], report = adapt_filter(filt, tracks, mode, data)
+            filters[recipe], report = make()
         except GhostboxError as exc:
             refused[recipe] = str(exc)
             return None
@@ -117,17 +141,23 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
     if len(tracks.boxes):
         started = time.perf_counter()
         row["psi"] = clip_drift(bundled, tracks)
-        attempt("thresholds", bundled, "thresholds")
-        one_bin = HallucinationFilter(bundled.scorer, bundled.thresholds.rebinned(()), bundled.class_names,
-                                      bundled.fingerprint, bundled.policy, bundled.metadata)
-        attempt("thresholds, 5% overall", one_bin, "thresholds")
+        # today's README recipe: thresholds per class and bin moved after trimming tracks by their mean
+        attempt("calibrate --from", lambda: (bundled.recalibrate(tracks.calibration()), None))
+        attempt("adapt, 5% in every bin", lambda: adapt_filter(bundled, tracks, "thresholds", shape="per-bin"))
         if reference is not None:
-            refit_report = attempt("refit", bundled, "refit", reference)
+            refit_report = attempt("refit", lambda: adapt_filter(bundled, tracks, "refit", reference))
             if refit_report is not None:
                 row["refit_sides"] = {"id": refit_report.id_side, "outliers": refit_report.outlier_side}
-        chosen = attempt("adapt", bundled, "auto", reference)
+        chosen = attempt("adapt", lambda: adapt_filter(bundled, tracks, "auto", reference))
         if chosen is not None:
             row["adapt_chose"], row["adapt_reason"] = chosen.mode, chosen.reason
+        for n in REVIEWED:
+            answers = simulated_answers(bundled, tracks, n)
+
+            def answered(given: dict[int, bool] = answers) -> tuple[HallucinationFilter, Any]:
+                return adapt_filter(bundled, tracks, "auto", reference, answers=given)
+
+            attempt(f"adapt + {n} answers", answered)
         row["adapt_s"] = round(time.perf_counter() - started, 1)
     row["refused"] = refused
     cuts = np.cumsum([len(d) for d in test.frames])[:-1]

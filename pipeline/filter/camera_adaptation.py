@@ -3,33 +3,33 @@
 A clip of the camera has no labels and, on a street, as many hallucinations as real objects (the
 street world's clips: 28-57% of the tracked boxes sit on OoD objects). Two ways to adapt:
 
-- **thresholds**: keep the fitted score; the clip's tracks that score like real objects move the
-  filter's thresholds by one offset (`HallucinationFilter.recalibrate`, today's
-  `calibrate --from F --calibration-id CLIP`). Right when the camera's real objects are scored
-  as the filter's calibration boxes were, up to a shift.
+- **thresholds** (the default): keep the fitted score; the clip's tracks that score like real
+  objects move the thresholds by one offset, so that `tpr` of their boxes are kept
+  (`calibrate.offset_calibration`). The thresholds moved are, by default, **one overall
+  threshold** (the filter's global one, the same for every class and confidence bin:
+  `THRESHOLD_SHAPE`), or the filter's thresholds per class and confidence bin (`shape="per-bin"`,
+  what `calibrate --from F --calibration-id CLIP` moves). Per-bin thresholds keep 5% in every bin,
+  but on new streets they give low-confidence boxes, where most hallucinations are, low thresholds.
 - **refit** (needs the filter's labelled ID data and an outlier set): the score is fitted again
-  (outlier exposure) on the reference ID boxes plus the clip's tracks that the filter keeps with
-  a margin (mean margin >= `id_margin`), against the outliers plus the clip's tracks it flags
-  clearly (mean margin < `outlier_margin`): the clip teaches the score how this camera's real
-  objects and its hallucinations look. Thresholds come from the reference's held-out ID images.
+  (outlier exposure) on the reference ID boxes plus the clip's tracks that the filter keeps with a
+  margin (median margin >= `ID_MARGIN`), against the outliers plus the clip's tracks it flags clearly
+  (median margin < `OUTLIER_MARGIN`). Thresholds come from the reference's held-out ID images.
 
-**Contamination rule**: a clip track joins the ID side only when its mean margin under the
-filter being adapted is >= `id_margin` (0: the filter keeps it on average), the outlier side only
-when it is < `outlier_margin` (-1: flagged clearly); the tracks between are left out. Its failure
-modes: a hallucination the filter already keeps (a bench taken for a car on the demo's street)
-joins the ID side and is then kept for good; under a strong shift real tracks fall below
-`outlier_margin` and are taught as outliers (more real objects flagged). Both are measured per
-street in docs/benchmarks/streets.md.
+**Contamination rule**: a clip track moves the thresholds only when its median margin under the
+filter's (shaped) thresholds is >= `TRIM_MARGIN`, or when a person answered it is real (`answers`,
+from `review_list`); a track answered as a hallucination never does. Failure modes, measured per
+street in docs/benchmarks/streets.md: a hallucination the filter already keeps (a bench taken for a
+car) stays in and lowers the thresholds (fewer hallucinations caught); under a strong shift real
+tracks fall below the line and the offset comes out too tight (more real objects flagged).
 
 **The choice** (`mode="auto"`): the drift of the clip's tracked boxes against the filter's
 calibration (PSI of margins over the calibration's deciles, `drift.psi`) above `refit_psi`
-re-fits when the data for it is given, else the thresholds move. `refit_psi` was chosen on
-the development streets only.
+re-fits when the data for it is given, else the thresholds move.
 
-**Too few tracks**: fewer than `enough_tracks` tracks cannot place a 95% threshold (the
-conformal rank needs >= 19 independent objects for one to fall below it): the filter gets
-the conservative offset (never above the lowest clip track's mean margin, never above the
-filter's own thresholds) and a warning that says how many tracks would be enough.
+**Too few tracks**: fewer than `enough_tracks` kept tracks cannot place a 95% threshold (the
+conformal rank needs >= 19 independent objects for one to fall below it): the filter gets a
+conservative offset (never above the lowest kept track's median margin, never above the filter's
+own thresholds) and a warning that says how many tracks would be enough.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.calibrate import Calibration, calibrate, offset_calibration
+from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, offset_calibration
 from pipeline.filter.drift import psi
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.registry import create
@@ -58,8 +58,17 @@ MODES = ("auto", "thresholds", "refit")
 # drift above which "auto" re-fits: on development streets 0-3 (PSI 0.28-1.13) re-fitting never won
 # by both figures (seed 1, PSI 1.13: 22.9% of real objects flagged against 7.5%), so above them all
 REFIT_PSI = 1.5
-ID_MARGIN = 0.0        # a clip track joins the ID side at this mean margin or above
+ID_MARGIN = 0.0        # refit: a clip track joins the ID side at this median margin or above
 OUTLIER_MARGIN = -1.0  # ... and the outlier side below this one
+Shape = Literal["overall", "per-bin"]
+SHAPES = ("overall", "per-bin")
+# Chosen on development streets 0-3 (docs/benchmarks/streets.md): one overall threshold moved by the
+# clip separates real objects from hallucinations better than thresholds per class and confidence bin
+# (median caught 52% against 39%, ID flag rate within 5 +- 2 points on 4 of 4 streets against 2 of 4),
+# with tracks kept for the offset when their median margin is >= -1 (at 0 the kept tracks are the
+# clip's best real ones only, and the offset comes out too tight: 7.2% flagged).
+THRESHOLD_SHAPE: Shape = "overall"
+TRIM_MARGIN = -1.0
 
 
 def enough_tracks(tpr: float) -> int:
@@ -109,6 +118,7 @@ class Adaptation:
     reason: str
     id_side: dict[str, int] = field(default_factory=dict)       # refit: clip tracks and boxes taken as ID
     outlier_side: dict[str, int] = field(default_factory=dict)  # ... and as outliers
+    thresholds: str = ""                                         # the threshold shape moved ("overall", "per-bin")
 
     def to_json(self) -> dict[str, Any]:
         return {k: ((None if math.isnan(v) else round(v, 4)) if isinstance(v, float) else v)
@@ -135,35 +145,111 @@ def clip_tracks(frames: Sequence[Detections], min_track_frames: int = MIN_TRACK_
                       f"frames in {len(frames)} frames of {what}")
 
 
-def track_mean_margins(filt: HallucinationFilter, clip: ClipTracks) -> tuple[np.ndarray, np.ndarray]:
-    """(margin per box, its track's mean margin per box) under `filt`."""
-    scores, thresholds, _ = filt.judge(clip.boxes)
-    margins = scores - thresholds
-    _, inverse = np.unique(clip.track_ids, return_inverse=True)
-    means = np.bincount(inverse, weights=margins) / np.bincount(inverse)
-    return margins, means[inverse]
+def shaped_thresholds(filt: HallucinationFilter, shape: Shape) -> Calibration:
+    """The filter's thresholds in the shape the clip moves: one overall threshold (the global one, in
+    every class and confidence bin), or its thresholds per class and confidence bin."""
+    ref = filt.thresholds
+    if shape == "per-bin":
+        return ref.rebinned(ref.conf_edges or CONF_EDGES)
+    if shape != "overall":
+        raise GhostboxError(f"adapt: thresholds must be one of {', '.join(SHAPES)}, got {shape!r}")
+    edges = ref.conf_edges or CONF_EDGES
+    flat = np.full((len(ref.per_class), len(edges) + 1), ref.global_threshold)
+    return Calibration(np.full(len(ref.per_class), ref.global_threshold), ref.global_threshold, ref.target_tpr,
+                       ref.min_boxes, ref.num_boxes, ref.classes, edges, flat, ref.held_out, ref.margin_deciles)
+
+
+def track_margins(scores: np.ndarray, thresholds: np.ndarray, track_ids: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(margin per box, its track's median margin per box): the median, so a few odd frames of a long
+    track do not decide on which side the whole track falls."""
+    margins = np.asarray(scores, np.float64) - np.asarray(thresholds, np.float64)
+    tracks, inverse = np.unique(track_ids, return_inverse=True)
+    medians = np.array([np.median(margins[inverse == i]) for i in range(len(tracks))])
+    return margins, medians[inverse] if len(tracks) else margins
+
+
+def _clip_margins(filt: HallucinationFilter, clip: ClipTracks, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+    reference = shaped_thresholds(filt, shape)
+    thresholds = reference.thresholds_for(clip.boxes.class_id, clip.boxes.class_confidence())
+    return track_margins(filt.scorer.score(clip.boxes), thresholds, clip.track_ids)
 
 
 def clip_drift(filt: HallucinationFilter, clip: ClipTracks) -> float:
-    """PSI of the clip's tracked boxes' margins against the filter's calibration deciles (nan without them)."""
+    """PSI of the clip's tracked boxes' margins (against the filter's own thresholds) over its calibration's
+    deciles (nan for a filter without them)."""
     deciles = filt.thresholds.margin_deciles
     if not deciles:
         return float("nan")
-    margins, _ = track_mean_margins(filt, clip)
-    return psi(margins, np.asarray(deciles, np.float64))
+    scores, thresholds, _ = filt.judge(clip.boxes)
+    return psi(scores - thresholds, np.asarray(deciles, np.float64))
 
 
-def _conservative(filt: HallucinationFilter, clip: ClipTracks, moved: HallucinationFilter,
-                  margins_mean: np.ndarray) -> HallucinationFilter:
-    """Thresholds no tighter than the filter's own nor than what keeps the lowest clip track."""
-    lowest = float(margins_mean.min())
-    offset = min(0.0, lowest, float(moved.thresholds.offset or 0.0))
-    ref = filt.thresholds
-    thresholds = Calibration(ref.per_class + offset, ref.global_threshold + offset, ref.target_tpr, ref.min_boxes,
-                             len(clip.boxes), moved.thresholds.classes, ref.conf_edges, ref.per_bin + offset,
-                             moved.thresholds.held_out, moved.thresholds.margin_deciles, offset=offset)
+def review_list(filt: HallucinationFilter, clip: ClipTracks, count: int,
+                shape: Shape = THRESHOLD_SHAPE) -> list[dict[str, Any]]:
+    """The `count` clip tracks whose answers move the thresholds most, most useful first.
+
+    A track's answer matters when the filter is unsure of it (its median margin near the trimming
+    line, where a wrong side costs most) and when it weighs much in the calibration (many boxes):
+    priority = boxes / (1 + |median margin - TRIM_MARGIN|). Each entry names the track, its frames,
+    its class and its margin.
+    """
+    _, medians = _clip_margins(filt, clip, shape)
+    rows: list[dict[str, Any]] = []
+    names = filt.class_names
+    for track in np.unique(clip.track_ids):
+        mine = clip.track_ids == track
+        median = float(medians[mine][0])
+        cls = int(np.bincount(clip.boxes.class_id[mine]).argmax())
+        rows.append({"track": int(track), "boxes": int(mine.sum()), "first_frame": int(clip.frames[mine].min()),
+                     "last_frame": int(clip.frames[mine].max()), "class": names[cls] if cls < len(names) else str(cls),
+                     "median_margin": round(median, 3),
+                     "priority": round(float(mine.sum()) / (1.0 + abs(median - TRIM_MARGIN)), 3)})
+    rows.sort(key=lambda r: -r["priority"])
+    return rows[:max(0, count)]
+
+
+def moved_thresholds(filt: HallucinationFilter, clip: ClipTracks, shape: Shape = THRESHOLD_SHAPE,
+                     answers: dict[int, bool] | None = None, seed: int = 0,
+                     metadata: dict[str, Any] | None = None) -> tuple[HallucinationFilter, bool]:
+    """The filter's score with its thresholds (in `shape`) moved by one offset that keeps `tpr` of the
+    clip's ID tracks: a track answered real is kept, one answered a hallucination left out, the rest kept
+    when their median margin is >= TRIM_MARGIN. Too few tracks: the conservative offset (the module doc).
+    Returns (filter, conservative)."""
+    answers = answers or {}
+    known = set(np.unique(clip.track_ids).tolist())
+    unknown = sorted(set(answers) - known)
+    if unknown:
+        raise GhostboxError(f"adapt: answers for tracks {unknown[:10]} that the clip does not have ({len(known)} "
+                            "tracks; answer the list `ghostbox adapt CLIP --ask N` printed for the same clip and "
+                            "settings)")
+    reference = shaped_thresholds(filt, shape)
+    margins, medians = _clip_margins(filt, clip, shape)
+    real = np.isin(clip.track_ids, [t for t, ok in answers.items() if ok])
+    ghost = np.isin(clip.track_ids, [t for t, ok in answers.items() if not ok])
+    keep = ((medians >= TRIM_MARGIN) | real) & ~ghost
+    if not keep.any():
+        raise GhostboxError(
+            f"adapt: every one of the clip's {clip.tracks} tracks scores like a hallucination (median margin below "
+            f"{TRIM_MARGIN:g}) against the filter's thresholds: this footage shows nothing the filter takes for ID "
+            "(wrong camera or classes?); answer a few tracks (--ask, --real) or re-fit (--mode refit)")
+    tpr = filt.thresholds.target_tpr
+    thresholds = offset_calibration(filt.scorer, clip.boxes[keep], reference, tpr, filt.class_names,
+                                    time_blocks(clip.frames[keep]), "time blocks", seed, units=clip.track_ids[keep])
+    kept_tracks = int(len(np.unique(clip.track_ids[keep])))
+    conservative = kept_tracks < enough_tracks(tpr)
+    if conservative:
+        # never tighter than the filter's own thresholds, nor than what keeps the lowest kept track
+        offset = min(0.0, float(medians[keep].min()), float(thresholds.offset or 0.0))
+        thresholds = replace(thresholds, per_class=reference.per_class + offset, per_bin=reference.per_bin + offset,
+                             global_threshold=reference.global_threshold + offset, offset=offset)
+    notes = {"calibration_trimmed": {"boxes": int((~keep).sum()), "of": len(clip.boxes),
+                                     "tracks": clip.tracks - kept_tracks, "of_tracks": clip.tracks},
+             "calibration_boxes": int(keep.sum()), "threshold_shape": shape,
+             **({"reviewed_tracks": {"real": int(sum(answers.values())),
+                                     "hallucination": int(sum(not v for v in answers.values()))}} if answers else {})}
     return HallucinationFilter(filt.scorer, thresholds, filt.class_names, filt.fingerprint, filt.policy,
-                               moved.metadata)
+                               {**filt.metadata, **notes, **(metadata or {})}), conservative
 
 
 def refit_filter(filt: HallucinationFilter, clip: ClipTracks, reference: ReferenceData, seed: int = 0,
@@ -173,8 +259,9 @@ def refit_filter(filt: HallucinationFilter, clip: ClipTracks, reference: Referen
     if not filt.scorer.needs_outliers:
         raise GhostboxError(f"adapt --mode refit: re-fits an outlier-trained score (oe); this filter's is "
                             f"{filt.method} (use --mode thresholds)")
-    _, means = track_mean_margins(filt, clip)
-    id_side, outlier_side = means >= id_margin, means < outlier_margin
+    scores, own, _ = filt.judge(clip.boxes)
+    _, medians = track_margins(scores, own, clip.track_ids)
+    id_side, outlier_side = medians >= id_margin, medians < outlier_margin
     fit_mask = split_mask(reference.id_boxes, 0.3, seed, reference.id_groups)
     members = [reference.id_boxes[fit_mask]] + ([clip.boxes[id_side]] if id_side.any() else [])
     outliers = [reference.outliers] + ([clip.boxes[outlier_side]] if outlier_side.any() else [])
@@ -197,22 +284,28 @@ def refit_filter(filt: HallucinationFilter, clip: ClipTracks, reference: Referen
 
 def adapt_filter(filt: HallucinationFilter, clip: ClipTracks, mode: Mode = "auto",
                  reference: ReferenceData | None = None, refit_psi: float = REFIT_PSI, seed: int = 0,
-                 metadata: dict[str, Any] | None = None) -> tuple[HallucinationFilter, Adaptation]:
-    """The filter adapted to the camera of `clip` (see the module doc); returns (filter, what was done)."""
+                 metadata: dict[str, Any] | None = None, answers: dict[int, bool] | None = None,
+                 shape: Shape = THRESHOLD_SHAPE) -> tuple[HallucinationFilter, Adaptation]:
+    """The filter adapted to the camera of `clip` (see the module doc); returns (filter, what was done).
+
+    `answers`: clip track -> True (a real object) or False (a hallucination), from a person who looked
+    at the tracks `review_list` chose; they decide which tracks move the thresholds."""
     if mode not in MODES:
         raise GhostboxError(f"adapt: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if shape not in SHAPES:
+        raise GhostboxError(f"adapt: thresholds must be one of {', '.join(SHAPES)}, got {shape!r}")
     if len(clip.boxes) == 0:
         raise GhostboxError("adapt: the clip has no tracked boxes; give a longer clip of the camera")
-    drift = clip_drift(filt, clip)
-    tpr = filt.thresholds.target_tpr
-    need = enough_tracks(tpr)
-    _, means = track_mean_margins(filt, clip)
     if mode == "refit" and reference is None:
         raise GhostboxError("adapt --mode refit: give the filter's labelled ID data (--id) and outliers (--outliers)")
+    drift = clip_drift(filt, clip)
+    tpr = filt.thresholds.target_tpr
     chosen = mode
     if mode == "auto":
-        if not drift > refit_psi:
-            chosen, reason = "thresholds", f"drift PSI {drift:.2f} <= {refit_psi:g}: the score still ranks this camera"
+        if answers:
+            chosen, reason = "thresholds", f"{len(answers)} reviewed tracks set the thresholds (drift PSI {drift:.2f})"
+        elif not drift > refit_psi:
+            chosen, reason = "thresholds", f"drift PSI {drift:.2f} <= {refit_psi:g}: the thresholds move"
         elif reference is None or not filt.scorer.needs_outliers:
             chosen, reason = "thresholds", (f"drift PSI {drift:.2f} > {refit_psi:g}, but a re-fit needs an oe filter "
                                             "and its ID data and outliers (--id, --outliers): thresholds moved only")
@@ -234,15 +327,14 @@ def adapt_filter(filt: HallucinationFilter, clip: ClipTracks, mode: Mode = "auto
         adapted = HallucinationFilter(adapted.scorer, thresholds, adapted.class_names, adapted.fingerprint,
                                       adapted.policy, {**adapted.metadata, **info})
     else:
-        adapted = filt.recalibrate(clip.calibration(), seed=seed, metadata=info)
-        if clip.tracks < need:
-            conservative = True
-            adapted = _conservative(filt, clip, adapted, means)
-            log.warning("adapt: the clip shows %d tracks; a %.0f%% threshold needs at least %d independent objects "
-                        "(at about one new object every few seconds, a clip of a few minutes): thresholds set "
-                        "conservatively (no tighter than the filter's own, keeping every clip track). Adapt again "
-                        "on a longer clip", clip.tracks, 100 * tpr, need)
-    report = Adaptation(chosen, mode, float(drift), clip.tracks, len(clip.boxes), need, conservative, reason,
-                        id_side, outlier_side)
+        adapted, conservative = moved_thresholds(filt, clip, shape, answers, seed, info)
+        if conservative:
+            log.warning("adapt: the clip shows %d usable tracks; a %.0f%% threshold needs at least %d independent "
+                        "objects (a clip a few times longer): thresholds set conservatively (no tighter than the "
+                        "filter's own, keeping every clip track). Adapt again on a longer clip",
+                        adapted.metadata["calibration_trimmed"]["of_tracks"]
+                        - adapted.metadata["calibration_trimmed"]["tracks"], 100 * tpr, enough_tracks(tpr))
+    report = Adaptation(chosen, mode, float(drift), clip.tracks, len(clip.boxes), enough_tracks(tpr), conservative,
+                        reason, id_side, outlier_side, shape if chosen == "thresholds" else "refit")
     adapted.metadata["adaptation"] = report.to_json()
     return adapted, report

@@ -16,6 +16,7 @@ from pipeline.filter.camera_adaptation import (
     adapt_filter,
     clip_drift,
     enough_tracks,
+    review_list,
 )
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, outlier_boxes
@@ -110,3 +111,41 @@ def test_a_clip_without_tracks_and_bad_modes_are_refused(reference) -> None:
         adapt_filter(filt, clip, "sometimes")  # type: ignore[arg-type]
     with pytest.raises(GhostboxError, match="--id"):
         adapt_filter(filt, clip, "refit", None)
+
+
+def test_the_review_list_asks_about_long_unsure_tracks_first_and_answers_decide_their_side(reference) -> None:
+    filt, _ = reference
+    real = WORLD.id_boxes(600, seed=71)
+    ghosts = WORLD.ood_boxes(200, seed=5, mode="hidden", distance=1.0, sample_seed=171)
+    clip = ClipTracks(Detections.merge([real, ghosts]), np.arange(800) // 8,
+                      np.r_[np.arange(600) // 20, 30 + np.arange(200) // 20], "real and ghost tracks")
+    asked = review_list(filt, clip, 5)
+    assert len(asked) == 5 and [a["priority"] for a in asked] == sorted((a["priority"] for a in asked), reverse=True)
+    everyone = review_list(filt, clip, 100)
+    assert len(everyone) == 40 and {a["track"] for a in asked} <= {a["track"] for a in everyone}
+    for entry in everyone:  # what each entry says matches the clip
+        mine = clip.track_ids == entry["track"]
+        assert entry["boxes"] == mine.sum() and entry["first_frame"] == clip.frames[mine].min()
+    plain, _ = adapt_filter(filt, clip, "thresholds")
+    # every ghost track answered as a hallucination: none of them moves the thresholds any more
+    answers = {t: False for t in range(30, 40)}
+    answered, done = adapt_filter(filt, clip, "auto", answers=answers)
+    assert "reviewed tracks" in done.reason
+    assert answered.metadata["reviewed_tracks"] == {"real": 0, "hallucination": 10}
+    assert answered.metadata["calibration_trimmed"]["tracks"] >= 10
+    assert answered.thresholds.offset >= plain.thresholds.offset - 1e-9  # ghosts only ever lowered it
+    with pytest.raises(GhostboxError, match=r"answers for tracks \[999\]"):
+        adapt_filter(filt, clip, "auto", answers={999: True})
+
+
+def test_thresholds_move_in_the_asked_shape(reference) -> None:
+    filt, _ = reference
+    clip = _clip(WORLD.id_boxes(900, seed=81), tracks=60)
+    overall, done = adapt_filter(filt, clip, "thresholds")
+    assert done.thresholds == "overall" and overall.metadata["threshold_shape"] == "overall"
+    assert np.ptp(overall.thresholds.per_bin) == 0  # one threshold for every class and bin
+    per_bin, done = adapt_filter(filt, clip, "thresholds", shape="per-bin")
+    moved = per_bin.thresholds.per_bin - filt.thresholds.rebinned(per_bin.thresholds.conf_edges).per_bin
+    np.testing.assert_allclose(moved, per_bin.thresholds.offset)  # the filter's own shape, one offset
+    with pytest.raises(GhostboxError, match="thresholds must be one of"):
+        adapt_filter(filt, clip, "thresholds", shape="per-class")  # type: ignore[arg-type]
