@@ -17,7 +17,8 @@ Recipes:
 - `adapt`: `ghostbox adapt` as the README runs it (one overall threshold moved, or a re-fit when the
   clip drifted far and the data for it is there);
 - `adapt + N answers`: the same after a simulated reviewer answered the N tracks `review_list` asks
-  about, from the ground truth (real when most of the track's boxes sit on an ID object);
+  about, from the ground truth (real when most of the track's boxes sit on an ID object); with every
+  clip track answered, the bound of what answers on this clip can do;
 - `confidence cut`: the baseline, a plain cut on the detector's confidence that flags as many of the
   street's ID detections as `adapt` does (set with the ground truth: an upper bound for the cut).
 
@@ -59,8 +60,9 @@ HELD_OUT_SEEDS = tuple(range(100, 112))
 FRAMES = 1800
 CALIBRATION_FRAMES = 600
 REVIEWED = (10, 30)  # answers of the simulated reviewer
+EVERY_TRACK = "adapt + every clip track answered"  # the bound of what answers can do on a clip
 RECIPES = ("bundled", "calibrate --from", "adapt, 5% in every bin", "refit", "adapt",
-           *(f"adapt + {n} answers" for n in REVIEWED), "confidence cut")
+           *(f"adapt + {n} answers" for n in REVIEWED), EVERY_TRACK, "confidence cut")
 VERDICTS = ("frame", "track")
 
 
@@ -151,13 +153,13 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
         chosen = attempt("adapt", lambda: adapt_filter(bundled, tracks, "auto", reference))
         if chosen is not None:
             row["adapt_chose"], row["adapt_reason"] = chosen.mode, chosen.reason
-        for n in REVIEWED:
-            answers = simulated_answers(bundled, tracks, n)
+        for n in (*REVIEWED, None):
+            answers = simulated_answers(bundled, tracks, tracks.tracks if n is None else n)
 
             def answered(given: dict[int, bool] = answers) -> tuple[HallucinationFilter, Any]:
                 return adapt_filter(bundled, tracks, "auto", reference, answers=given)
 
-            attempt(f"adapt + {n} answers", answered)
+            attempt(EVERY_TRACK if n is None else f"adapt + {n} answers", answered)
         row["adapt_s"] = round(time.perf_counter() - started, 1)
     row["refused"] = refused
     cuts = np.cumsum([len(d) for d in test.frames])[:-1]

@@ -38,6 +38,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: camera_adaptation.REFIT_PSI, chosen on the development streets)")
     parser.add_argument("--min-track-frames", type=int, help="frames a track must last for its boxes to count "
                         "(default: pipeline.tracks.MIN_TRACK_FRAMES)")
+    parser.add_argument("--thresholds", dest="shape", choices=["overall", "per-bin"],
+                        help="move one overall threshold (default: camera_adaptation.THRESHOLD_SHAPE, chosen on the "
+                        "development streets) or the filter's thresholds per class and confidence bin")
+    parser.add_argument("--ask", type=int, default=0, metavar="N",
+                        help="print the N clip tracks whose answers would move the thresholds most (a review list: "
+                        "track id, frames, class, margin); answer them with --real / --hallucination")
+    parser.add_argument("--real", default="", metavar="IDS", help="clip tracks a person saw are real objects "
+                        "(comma-separated track ids from --ask)")
+    parser.add_argument("--hallucination", default="", metavar="IDS",
+                        help="clip tracks a person saw are hallucinations (track ids from --ask)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out splits")
     add_detector_flags(parser)
     parser.set_defaults(handler=run)
@@ -46,7 +56,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # torch loads with the detector: only when a filter is adapted, not for --help
     from pipeline.detect.detector import Detector
-    from pipeline.filter.camera_adaptation import REFIT_PSI, ReferenceData, adapt_filter, clip_tracks
+    from pipeline.filter.camera_adaptation import (
+        REFIT_PSI,
+        THRESHOLD_SHAPE,
+        ReferenceData,
+        adapt_filter,
+        clip_tracks,
+        review_list,
+    )
     from pipeline.filter.filter_file import load_filter
     from pipeline.filter.id_collection import collect_id_boxes
     from pipeline.filter.outlier_collection import collect_outlier_boxes
@@ -58,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
                             "the thresholds only)")
     if args.mode == "refit" and not args.id_spec:
         raise GhostboxError("adapt --mode refit: give --id SPEC (the filter's labelled ID data) and --outliers SPEC")
+    answers = _answers(args.real, args.hallucination)
+    if args.ask < 0:
+        raise GhostboxError(f"--ask: a number of tracks >= 0, got {args.ask}")
     min_track_frames = MIN_TRACK_FRAMES if args.min_track_frames is None else args.min_track_frames
     if min_track_frames < 2:
         raise GhostboxError(f"--min-track-frames: a clip's tracks need >= 2 frames, got {min_track_frames}")
@@ -95,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
             outliers, _ = collect_outlier_boxes(detector, args.outliers, conf=detector.config.conf,
                                                 advance=bar.advance)
         reference = ReferenceData(ids.boxes, ids.groups, outliers)
+    shape = args.shape or THRESHOLD_SHAPE
     adapted, done = adapt_filter(
         filt, tracks, args.mode, reference, REFIT_PSI if args.refit_psi is None else args.refit_psi, args.seed,
+        answers=answers, shape=shape,
         metadata={"clip": args.clip, "clip_frames": report.read, "clip_input_complete": report.complete,
                   **({"clip_problems": report.problems()} if not report.complete else {})})
     out = save_filter(adapted, Path(args.out))
@@ -109,6 +131,28 @@ def run(args: argparse.Namespace) -> int:
     if done.conservative:
         print(f"warning: only {done.tracks} tracks; {done.enough_tracks} are needed for a 95% threshold: "
               "conservative thresholds written")
+    if args.ask:
+        print(f"review list: the {min(args.ask, tracks.tracks)} tracks whose answers move the thresholds most "
+              "(look at their frames; rerun with --real IDS --hallucination IDS)")
+        print(f"  {'track':>6} {'frames':>11} {'boxes':>6}  {'class':<16} median margin")
+        for entry in review_list(filt, tracks, args.ask, shape):
+            frames = f"{entry['first_frame']}-{entry['last_frame']}"
+            print(f"  {entry['track']:>6} {frames:>11} {entry['boxes']:>6}  {entry['class']:<16} "
+                  f"{entry['median_margin']:+.2f}")
     for problem in report.problems():
         print(f"problem: {problem}")
     return 0 if report.complete else 1
+
+
+def _answers(real: str, hallucination: str) -> dict[int, bool]:
+    """--real / --hallucination track ids as {track: is real}; a track in both or a bad id is refused."""
+    def ids(text: str, flag: str) -> set[int]:
+        try:
+            return {int(v) for v in text.split(",") if v.strip()}
+        except ValueError:
+            raise GhostboxError(f"{flag}: expected comma-separated track ids, got {text!r}") from None
+
+    yes, no = ids(real, "--real"), ids(hallucination, "--hallucination")
+    if yes & no:
+        raise GhostboxError(f"tracks {sorted(yes & no)} are given as both --real and --hallucination")
+    return {**{t: True for t in yes}, **{t: False for t in no}}

@@ -36,11 +36,28 @@ def test_adapt_moves_the_thresholds_on_a_new_street_and_records_what_it_did(
     info = adapted.metadata["adaptation"]
     assert info["mode"] == "thresholds" and info["asked"] == "auto" and info["tracks"] >= 1
     assert adapted.metadata["clip_frames"] == 150 and adapted.metadata["clip_input_complete"] is True
-    # the same score, thresholds moved by one offset
-    assert adapted.thresholds.offset is not None
-    np.testing.assert_allclose(adapted.thresholds.per_bin - original.thresholds.per_bin, adapted.thresholds.offset)
+    # the same score; its one overall threshold moved by one offset
+    assert adapted.thresholds.offset is not None and adapted.metadata["threshold_shape"] == "overall"
+    np.testing.assert_allclose(adapted.thresholds.per_bin,
+                               original.thresholds.global_threshold + adapted.thresholds.offset)
     if info["conservative"]:
         assert "conservative thresholds written" in printed
+    # the review list, then the answers to it: they decide which tracks move the thresholds
+    out2 = tmp_path / "answered.filter.safetensors"
+    assert main(["adapt", str(clip), "--from", bundled, "--out", str(out2), "--ask", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "review list:" in printed
+    listed = [line.split() for line in printed.split("review list:", 1)[1].splitlines()[2:] if line.strip()]
+    assert 1 <= len(listed) <= 3
+    first, *rest = (int(row[0]) for row in listed)
+    argv = ["adapt", str(clip), "--from", bundled, "--out", str(out2), "--hallucination", str(first)]
+    assert main(argv + (["--real", ",".join(map(str, rest))] if rest else [])) == 0
+    answered = load_filter(out2).metadata
+    assert answered["reviewed_tracks"] == {"real": len(rest), "hallucination": 1}
+    assert "reviewed tracks set the thresholds" in answered["adaptation"]["reason"]
+    assert main(["adapt", str(clip), "--from", bundled, "--out", str(out2), "--real", "1,2",
+                 "--hallucination", "2"]) == 2
+    assert "both --real and --hallucination" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(default_filter() is None, reason="no bundled filter")
