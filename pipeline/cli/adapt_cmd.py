@@ -136,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
               "(look at their frames; rerun with --real IDS --hallucination IDS)")
         print(f"  {'track':>6} {'frames':>11} {'boxes':>6}  {'class':<16} median margin")
         for entry in review_list(filt, tracks, args.ask, shape):
-            frames = f"{entry['first_frame']}-{entry['last_frame']}"
-            print(f"  {entry['track']:>6} {frames:>11} {entry['boxes']:>6}  {entry['class']:<16} "
+            span = f"{entry['first_frame']}-{entry['last_frame']}"
+            print(f"  {entry['track']:>6} {span:>11} {entry['boxes']:>6}  {entry['class']:<16} "
                   f"{entry['median_margin']:+.2f}")
     for problem in report.problems():
         print(f"problem: {problem}")
