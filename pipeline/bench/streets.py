@@ -9,9 +9,11 @@ object (caught when most of its boxes are flagged), with frame verdicts and with
 (ByteTrack over the judged frames, `TrackVerdicts` at its defaults, as `ghostbox run` does).
 
 Recipes:
-- `bundled`: the filter as shipped;
-- `calibrate --from`: the earlier recipe, `calibrate --from F --calibration-id CLIP`: thresholds per
-  class and confidence bin moved by one offset from the clip's tracks whose mean margin is >= 0;
+- `bundled`: the filter as shipped (one overall threshold); `bundled, 5% in every bin`: the same
+  score with its thresholds per class and confidence bin (as shipped before);
+- `calibrate --from, 5% in every bin`: the earlier recipe, `calibrate --from F --calibration-id CLIP`
+  on the per-bin filter: its thresholds moved by one offset from the clip's tracks whose mean margin
+  is >= 0;
 - `adapt, 5% in every bin`: `ghostbox adapt --thresholds per-bin` (the same shape, its track rule);
 - `refit`: the score fitted again with the clip's clear tracks (`adapt --mode refit`);
 - `adapt`: `ghostbox adapt` as the README runs it (one overall threshold moved, or a re-fit when the
@@ -43,13 +45,16 @@ from pipeline.bench.report import GENERATED, header_line, write_result
 from pipeline.bench.street_streams import ON_ID, ON_OOD, Street, street_stream
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.calibrate import Calibration
 from pipeline.filter.camera_adaptation import (
+    SHAPES,
     ClipTracks,
     ReferenceData,
     adapt_filter,
     clip_drift,
     clip_tracks,
     review_list,
+    shaped_thresholds,
 )
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.track_verdicts import TrackVerdicts
@@ -61,7 +66,8 @@ FRAMES = 1800
 CALIBRATION_FRAMES = 600
 REVIEWED = (10, 30)  # answers of the simulated reviewer
 EVERY_TRACK = "adapt + every clip track answered"  # the bound of what answers can do on a clip
-RECIPES = ("bundled", "calibrate --from", "adapt, 5% in every bin", "refit", "adapt",
+RECIPES = ("bundled", "bundled, 5% in every bin", "calibrate --from, 5% in every bin", "adapt, 5% in every bin",
+           "refit", "adapt",
            *(f"adapt + {n} answers" for n in REVIEWED), EVERY_TRACK, "confidence cut")
 VERDICTS = ("frame", "track")
 
@@ -128,7 +134,9 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
     label = test.concat("label")
     row: dict[str, Any] = {"seed": street.seed, "clip_tracks": tracks.tracks, "clip_boxes": len(tracks.boxes),
                            "recipes": {}}
-    filters: dict[str, HallucinationFilter | None] = {"bundled": bundled}
+    per_bin = HallucinationFilter(bundled.scorer, bundled.thresholds.with_shape("per-bin"), bundled.class_names,
+                                  bundled.fingerprint, bundled.policy, bundled.metadata)
+    filters: dict[str, HallucinationFilter | None] = {"bundled": bundled, "bundled, 5% in every bin": per_bin}
     refused: dict[str, str] = {}
 
     def attempt(recipe: str, make: Callable[[], tuple[HallucinationFilter, Any]]) -> Any:
@@ -144,7 +152,7 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
         started = time.perf_counter()
         row["psi"] = clip_drift(bundled, tracks)
         # today's README recipe: thresholds per class and bin moved after trimming tracks by their mean
-        attempt("calibrate --from", lambda: (bundled.recalibrate(tracks.calibration()), None))
+        attempt("calibrate --from, 5% in every bin", lambda: (per_bin.recalibrate(tracks.calibration()), None))
         attempt("adapt, 5% in every bin", lambda: adapt_filter(bundled, tracks, "thresholds", shape="per-bin"))
         if reference is not None:
             refit_report = attempt("refit", lambda: adapt_filter(bundled, tracks, "refit", reference))
@@ -171,7 +179,7 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
         entry: dict[str, Any] = {"frame": judge(test, flags),
                                  "track": judge(test, track_flags(test.frames, margins))}
         check = filt.thresholds.held_out
-        if check and name != "bundled":
+        if check and not name.startswith("bundled"):
             entry["interval"] = [check["low"], check["high"]]
             entry["stated"] = check["rate"]
             measured = entry["frame"]["id_flagged"]
@@ -202,6 +210,23 @@ def summarise(rows: Sequence[dict[str, Any]], recipe: str, verdict: str, target:
             "caught_worst": min(caught) if caught else None,
             "objects_caught_median": statistics.median(objects) if objects else None,
             "covered": sum(1 for c in covered if c) if any(c is not None for c in covered) else None}
+
+
+def images_by_shape(bundled: HallucinationFilter, id_boxes: Detections, near: Detections,
+                    far: Detections) -> dict[str, dict[str, float]]:
+    """The bundled filter's thresholds in each shape on a world's labelled images: ID true positives
+    flagged, near- and far-OoD hallucinations removed (no clip: the filter's own calibration)."""
+    out: dict[str, dict[str, float]] = {}
+    for shape in SHAPES:
+        thresholds = shaped_thresholds(bundled, shape)
+
+        def flagged(boxes: Detections, shaped: Calibration = thresholds) -> float:
+            scores = bundled.scorer.score(boxes)
+            return float(np.mean(scores < shaped.thresholds_for(boxes.class_id, boxes.class_confidence())))
+
+        out[shape] = {"id_tp_flagged": flagged(id_boxes), "near_removed": flagged(near), "far_removed": flagged(far),
+                      "id_boxes": len(id_boxes), "near_boxes": len(near), "far_boxes": len(far)}
+    return out
 
 
 def bench_streets(detector: Any, bundled: HallucinationFilter, development: Sequence[int], held_out: Sequence[int],
@@ -290,6 +315,17 @@ def markdown(result: dict[str, Any]) -> str:
             frame = row["recipes"].get("adapt", row["recipes"]["bundled"])["frame"]
             lines.append(f"| {row['seed']} | " + " | ".join(_pct(frame["per_class"].get(c)) for c in classes) + " | "
                          + " | ".join(_pct(frame["per_kind"].get(k)) for k in kinds) + " |")
+        lines.append("")
+    images = result.get("images")
+    if images:
+        lines += [f"## Thresholds' shape on labelled images ({images['world']})", "",
+                  "The bundled filter's own calibration, no clip: its one overall threshold against its thresholds "
+                  "per class and confidence bin, on the world the filter was fitted on (a development world: its "
+                  "id/val true positives and its near- and far-OoD test images' hallucinations).", "",
+                  "| thresholds | ID TPs flagged | near-OoD removed | far-OoD removed |", "|---|---|---|---|"]
+        for shape, row in images["shapes"].items():
+            lines.append(f"| {shape} | {_pct(row['id_tp_flagged'])} | {_pct(row['near_removed'])} | "
+                         f"{_pct(row['far_removed'])} |")
         lines.append("")
     lines.append(f"{result['seconds']:.0f} s in all (streams read from the cache where it had them).")
     return "\n".join(lines) + "\n"

@@ -340,7 +340,7 @@ def run_streets(args: argparse.Namespace) -> int:
     """Every adaptation recipe on every street, development and held-out apart."""
     # loaded here: the benchmark pulls the detector (torch, Ultralytics), the tracker and the renderer
     from pipeline.bench.street_streams import overlapping, parse_seeds
-    from pipeline.bench.streets import bench_streets, write_page
+    from pipeline.bench.streets import bench_streets, images_by_shape, write_page
     from pipeline.detect.config import DetectorConfig
     from pipeline.detect.detector import Detector
     from pipeline.filter.camera_adaptation import ReferenceData
@@ -370,6 +370,11 @@ def run_streets(args: argparse.Namespace) -> int:
         reference = ReferenceData(ids.boxes, ids.groups, outliers)
     result = bench_streets(detector, bundled, development, held_out, reference, Path(args.cache), args.frames,
                            args.calibration_frames, progress=print)
+    if not args.no_refit:
+        val = collect_id_boxes(detector, str(world / "id" / "val"), conf=detector.config.conf)
+        near, _ = collect_outlier_boxes(detector, [str(world / "ood" / "near_test")], conf=detector.config.conf)
+        far, _ = collect_outlier_boxes(detector, [str(world / "ood" / "far_test")], conf=detector.config.conf)
+        result["images"] = {"world": str(world), "shapes": images_by_shape(bundled, val.boxes, near, far)}
     for group, data in result["groups"].items():
         for recipe, by_verdict in data["summary"].items():
             s = by_verdict["frame"]

@@ -16,7 +16,7 @@ from pipeline.filter.filter_file import save_filter
 
 # The fit's settings and their defaults: `FitRequest` (its module loads torch, so it is read when needed).
 REQUEST = "pipeline.filter.fit_from_data:FitRequest"
-SETTINGS = ("tpr", "min_boxes", "calibration_fraction", "seed", "policy", "min_track_frames")
+SETTINGS = ("tpr", "min_boxes", "calibration_fraction", "seed", "policy", "min_track_frames", "thresholds")
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 help="ID boxes held out for the thresholds (the rest fit the score)")
     add_setting(parser, "--policy", model=REQUEST, field="policy", choices=["flag", "drop"],
                 help="what the filter does with a hallucination")
+    add_setting(parser, "--thresholds", model=REQUEST, field="thresholds", choices=["overall", "per-bin"],
+                help="one overall threshold at --tpr, or one per class and confidence bin (--tpr in every bin; "
+                "on new streets it flags fewer hallucinations: docs/filters.md)")
     parser.add_argument("--calibration-id", metavar="SPEC|DIR|VIDEO",
                         help="ID data that only sets the thresholds (labelled, or unlabelled footage of the camera: "
                         "its tracks that score like hallucinations against the reference thresholds are left out)")

@@ -11,6 +11,7 @@ from pipeline.cli import detector_flags, finetune_cmd, proxies_cmd, run_cmd
 DEFAULTS: dict[str, Callable[[], str]] = {
     "detect": detector_flags.default_config,
     "calibrate": detector_flags.default_config,
+    "adapt": detector_flags.default_config,
     "eval": detector_flags.default_config,
     "proxies": proxies_cmd.default_config,
     "finetune": finetune_cmd.default_config,

@@ -44,7 +44,15 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, offset_calibration
+from pipeline.filter.calibrate import (
+    CONF_EDGES,
+    SHAPES,
+    THRESHOLD_SHAPE,
+    Calibration,
+    Shape,
+    calibrate,
+    offset_calibration,
+)
 from pipeline.filter.drift import psi
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.registry import create
@@ -60,14 +68,9 @@ MODES = ("auto", "thresholds", "refit")
 REFIT_PSI = 1.5
 ID_MARGIN = 0.0        # refit: a clip track joins the ID side at this median margin or above
 OUTLIER_MARGIN = -1.0  # ... and the outlier side below this one
-Shape = Literal["overall", "per-bin"]
-SHAPES = ("overall", "per-bin")
-# Chosen on development streets 0-3 (docs/benchmarks/streets.md): one overall threshold moved by the
-# clip separates real objects from hallucinations better than thresholds per class and confidence bin
-# (median caught 52% against 39%, ID flag rate within 5 +- 2 points on 4 of 4 streets against 2 of 4),
-# with tracks kept for the offset when their median margin is >= -1 (at 0 the kept tracks are the
-# clip's best real ones only, and the offset comes out too tight: 7.2% flagged).
-THRESHOLD_SHAPE: Shape = "overall"
+# Chosen on development streets 0-3 (docs/benchmarks/streets.md), with one overall threshold
+# (`calibrate.THRESHOLD_SHAPE`): tracks move the offset when their median margin is >= -1 (at 0 the kept
+# tracks are the clip's best real ones only, and the offset comes out too tight: 7.2% flagged, median).
 TRIM_MARGIN = -1.0
 
 
@@ -146,17 +149,12 @@ def clip_tracks(frames: Sequence[Detections], min_track_frames: int = MIN_TRACK_
 
 
 def shaped_thresholds(filt: HallucinationFilter, shape: Shape) -> Calibration:
-    """The filter's thresholds in the shape the clip moves: one overall threshold (the global one, in
-    every class and confidence bin), or its thresholds per class and confidence bin."""
-    ref = filt.thresholds
-    if shape == "per-bin":
-        return ref.rebinned(ref.conf_edges or CONF_EDGES)
-    if shape != "overall":
+    """The filter's thresholds judged in `shape`: one overall threshold (its global one), or per class and
+    confidence bin (its cells)."""
+    if shape not in SHAPES:
         raise GhostboxError(f"adapt: thresholds must be one of {', '.join(SHAPES)}, got {shape!r}")
-    edges = ref.conf_edges or CONF_EDGES
-    flat = np.full((len(ref.per_class), len(edges) + 1), ref.global_threshold)
-    return Calibration(np.full(len(ref.per_class), ref.global_threshold), ref.global_threshold, ref.target_tpr,
-                       ref.min_boxes, ref.num_boxes, ref.classes, edges, flat, ref.held_out, ref.margin_deciles)
+    ref = filt.thresholds
+    return ref.rebinned(ref.conf_edges or CONF_EDGES).with_shape(shape)
 
 
 def track_margins(scores: np.ndarray, thresholds: np.ndarray, track_ids: np.ndarray,
@@ -268,7 +266,8 @@ def refit_filter(filt: HallucinationFilter, clip: ClipTracks, reference: Referen
     params = dict(filt.scorer.params)
     scorer = create(filt.method, **params).fit(Detections.merge(members), Detections.merge(outliers))
     held = ~fit_mask
-    thresholds = calibrate(scorer, reference.id_boxes[held], tpr=filt.thresholds.target_tpr,
+    thresholds = calibrate(scorer, reference.id_boxes[held], shape=filt.thresholds.shape,  # type: ignore[arg-type]
+                           tpr=filt.thresholds.target_tpr,
                            min_boxes=filt.thresholds.min_boxes, class_names=filt.class_names,
                            conf_edges=filt.thresholds.conf_edges, groups=reference.id_groups[held],
                            group_kind="images", seed=seed)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.calibrate import THRESHOLD_SHAPE, Shape
 from pipeline.filter.filter_file import load_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
@@ -67,6 +68,8 @@ class FitRequest(BaseModel):
     calibration_fraction: float = Field(0.3, description="ID boxes held out for the thresholds")
     seed: int = Field(0, description="seed of the held-out split")
     policy: Literal["flag", "drop"] = Field("flag", description="what the filter does with a hallucination")
+    thresholds: Shape = Field(THRESHOLD_SHAPE, description="one overall threshold, or one per class and "
+                              "confidence bin (95% kept in every bin)")
     unlabelled_conf: float | None = Field(
         None, description="unlabelled data: lowest confidence of ID boxes (None: the detector's, the range "
         "the filter will judge)")
@@ -170,6 +173,7 @@ def fit_filter(detector: Detector, request: FitRequest,
         tpr=request.tpr, min_boxes=request.min_boxes, calibration_fraction=request.calibration_fraction,
         seed=request.seed, policy=request.policy, outliers=outliers, groups=collected.split_groups,
         group_kind=collected.group_kind, track_ids=collected.track_ids, calibration=calibration,
+        shape=request.thresholds,
         metadata={"id_data": request.id_spec, "labelled": collected.labelled, "id_images": collected.images,
                   **_calibrated_at(detector, request.unlabelled_conf),
                   **({"calibration_data": request.calibration_id, "calibration_labelled": calibration.track_ids is None}

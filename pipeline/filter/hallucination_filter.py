@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.calibrate import CONF_EDGES, Calibration, calibrate, offset_calibration
+from pipeline.filter.calibrate import CONF_EDGES, THRESHOLD_SHAPE, Calibration, Shape, calibrate, offset_calibration
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
 from pipeline.filter.splits import CalibrationBoxes, split_mask
@@ -29,7 +29,7 @@ POLICIES = ("flag", "drop")
 
 def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Sequence[str], tpr: float,
                   min_boxes: int, conf_edges: Sequence[float], seed: int, reference: Calibration | None,
-                  fallback: Calibration | None) -> tuple[Calibration, dict[str, Any]]:
+                  fallback: Calibration | None, shape: Shape = THRESHOLD_SHAPE) -> tuple[Calibration, dict[str, Any]]:
     """Thresholds from calibration boxes. Unlabelled footage is first trimmed of the tracks that
     score below `reference` on average (`track_trimming`), then moves the reference's thresholds
     by one offset (`calibrate.offset_calibration`); labelled boxes set a threshold per class and
@@ -58,7 +58,7 @@ def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Se
     else:
         thresholds = calibrate(scorer, boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
                                conf_edges=conf_edges, groups=groups, group_kind=calibration.group_kind, seed=seed,
-                               fallback=fallback)
+                               fallback=fallback, shape=shape)
     notes["calibration_boxes"] = len(boxes)
     return thresholds, notes
 
@@ -124,7 +124,7 @@ class HallucinationFilter:
             metadata: dict[str, Any] | None = None, outliers: Detections | None = None,
             groups: np.ndarray | None = None, group_kind: str = "images", track_ids: np.ndarray | None = None,
             calibration: CalibrationBoxes | None = None, conf_edges: Sequence[float] = CONF_EDGES,
-            ) -> HallucinationFilter:
+            shape: Shape = THRESHOLD_SHAPE) -> HallucinationFilter:
         """Fit `method` on ID boxes and set thresholds on calibration boxes the fit never saw.
 
         Without `calibration`, the ID boxes are split: whole `groups` (images, time blocks) on
@@ -157,7 +157,8 @@ class HallucinationFilter:
             assert held_out is not None  # split above: no calibration set was given
             thresholds = calibrate(scorer, held_out, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
                                    conf_edges=conf_edges, groups=held_out_groups,
-                                   group_kind=group_kind if split_groups is not None else "boxes", seed=seed)
+                                   group_kind=group_kind if split_groups is not None else "boxes", seed=seed,
+                                   shape=shape)
             info["calibration_boxes"] = len(held_out)
         else:
             reference = None
@@ -165,9 +166,9 @@ class HallucinationFilter:
                 # labelled held-out boxes, or (unlabelled ID data) the footage itself, as the reference
                 reference_boxes = calibration.boxes if track_ids is not None or held_out is None else held_out
                 reference = calibrate(scorer, reference_boxes, tpr=tpr,
-                                      min_boxes=min_boxes, conf_edges=conf_edges)
+                                      min_boxes=min_boxes, conf_edges=conf_edges, shape=shape)
             thresholds, notes = thresholds_on(scorer, calibration, class_names, tpr, min_boxes, conf_edges, seed,
-                                              reference, None)
+                                              reference, None, shape)
             info.update(notes)
         info.update(metadata or {})
         return cls(scorer, thresholds, class_names, fingerprint, policy=policy, metadata=info)
@@ -185,7 +186,8 @@ class HallucinationFilter:
         edges = old.conf_edges or CONF_EDGES
         reference = old.rebinned(edges)
         thresholds, notes = thresholds_on(self.scorer, calibration, self.class_names, tpr, min_boxes, edges, seed,
-                                          reference if calibration.track_ids is not None else None, reference)
+                                          reference if calibration.track_ids is not None else None, reference,
+                                          old.shape)  # type: ignore[arg-type]
         info = {**self.metadata, **notes, "recalibrated_from": {"num_boxes": old.num_boxes,
                                                                "global_threshold": old.global_threshold},
                 **(metadata or {})}

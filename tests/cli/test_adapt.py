@@ -38,8 +38,9 @@ def test_adapt_moves_the_thresholds_on_a_new_street_and_records_what_it_did(
     assert adapted.metadata["clip_frames"] == 150 and adapted.metadata["clip_input_complete"] is True
     # the same score; its one overall threshold moved by one offset
     assert adapted.thresholds.offset is not None and adapted.metadata["threshold_shape"] == "overall"
-    np.testing.assert_allclose(adapted.thresholds.per_bin,
+    np.testing.assert_allclose(adapted.thresholds.global_threshold,
                                original.thresholds.global_threshold + adapted.thresholds.offset)
+    assert adapted.thresholds.shape == "overall"
     if info["conservative"]:
         assert "conservative thresholds written" in printed
     # the review list, then the answers to it: they decide which tracks move the thresholds

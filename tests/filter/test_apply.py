@@ -16,7 +16,7 @@ FINGERPRINT = {"weights_sha256": "0123456789ab" + "c" * 52, "imgsz": 320, "featu
 
 def _filter(policy: str = "flag", name: str = "mahalanobis") -> HallucinationFilter:
     scorer = fitted(name)
-    cal = calibrate(scorer, WORLD.id_boxes(800, seed=50), class_names=CLASS_NAMES)
+    cal = calibrate(scorer, WORLD.id_boxes(800, seed=50), class_names=CLASS_NAMES, shape="per-bin")
     return HallucinationFilter(scorer, cal, CLASS_NAMES, FINGERPRINT, policy=policy)
 
 

@@ -23,7 +23,7 @@ def _calibration_boxes() -> Detections:
 def test_thresholds_flag_the_nominal_share_of_new_id_boxes_per_class(name, tpr):
     scorer = fitted(name)
     boxes = _calibration_boxes()
-    cal = calibrate(scorer, boxes, tpr=tpr, min_boxes=20, class_names=CLASS_NAMES, conf_edges=())
+    cal = calibrate(scorer, boxes, tpr=tpr, min_boxes=20, class_names=CLASS_NAMES, conf_edges=(), shape="per-bin")
     scores = scorer.score(boxes)
     fresh = WORLD.id_boxes(6000, seed=41)
     fresh_scores = scorer.score(fresh)

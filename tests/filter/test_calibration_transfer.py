@@ -59,8 +59,8 @@ def test_image_split_keeps_every_image_whole():
 def test_confidence_bins_keep_the_target_share_in_every_bin():
     scorer = _ConfScorer()
     cal_boxes, test_boxes = _boxes_with_conf(6000, 1), _boxes_with_conf(6000, 2)
-    binned = calibrate(scorer, cal_boxes, class_names=("a", "b"))
-    single = calibrate(scorer, cal_boxes, class_names=("a", "b"), conf_edges=())
+    binned = calibrate(scorer, cal_boxes, class_names=("a", "b"), shape="per-bin")
+    single = calibrate(scorer, cal_boxes, class_names=("a", "b"), conf_edges=(), shape="per-bin")
     scores, conf = scorer.score(test_boxes), test_boxes.confidence
     low = conf < 0.4
     binned_flags = scores < binned.thresholds_for(test_boxes.class_id, conf)

@@ -143,7 +143,8 @@ def test_thresholds_move_in_the_asked_shape(reference) -> None:
     clip = _clip(WORLD.id_boxes(900, seed=81), tracks=60)
     overall, done = adapt_filter(filt, clip, "thresholds")
     assert done.thresholds == "overall" and overall.metadata["threshold_shape"] == "overall"
-    assert np.ptp(overall.thresholds.per_bin) == 0  # one threshold for every class and bin
+    judged = overall.thresholds.thresholds_for(clip.boxes.class_id, clip.boxes.class_confidence())
+    assert np.ptp(judged) == 0 and judged[0] == overall.thresholds.global_threshold  # one for every box
     per_bin, done = adapt_filter(filt, clip, "thresholds", shape="per-bin")
     moved = per_bin.thresholds.per_bin - filt.thresholds.rebinned(per_bin.thresholds.conf_edges).per_bin
     np.testing.assert_allclose(moved, per_bin.thresholds.offset)  # the filter's own shape, one offset
