@@ -142,6 +142,9 @@ def _write_doc(path: Path, results: dict, seeds: str, seconds: int) -> None:
     lines = [
         "# Calibration transfer (synthetic, no labels)",
         "",
+        "Note: the three streets below (seeds 0, 1, 2) are the ones the rules were chosen on; the figures on streets",
+        "nobody tuned on, and `ghostbox adapt`, are in [benchmarks/streets.md](benchmarks/streets.md).",
+        "",
         "Written by `.venv/bin/python tools/calibration_transfer.py` "
         f"(seeds {seeds}, {seconds} s on the 2-core machine). Each seed is a street of its own (a camera). "
         "Every score is fitted on the seed-0 world's labelled id/train (oe with the ood/pool outliers); only the "
