@@ -11,6 +11,7 @@ import argparse
 import json
 import shlex
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME, default_model, sample_i
 from pipeline.cli import eval_cmd
 from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import FILTER_SUFFIX
-from pipeline.sources.media_files import iter_frames
+from pipeline.sources.media_files import MediaReport, iter_frames
 
 OUT_HELP = ("write the figures: PATH.md a markdown table headed by date, machine, commit and command; "
             "PATH.json JSON; anything else a folder for both")
@@ -42,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     det.add_argument("--imgsz", type=int, default=640)
     det.add_argument("--conf", type=float, default=0.25)
     det.add_argument("--rounds", type=int, default=5)
-    det.add_argument("--backends", default="pt,onnx")
+    det.add_argument("--backends", default="pt,onnx", help="comma-separated: pt, onnx")
     det.add_argument("--out", help=OUT_HELP)
     det.set_defaults(handler=run_detector, bench_parser=det)
     flt = which.add_parser("filter", help="OOD scoring cost per 50 boxes against the detector's time per frame")
@@ -136,7 +137,7 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _frames(source: str | None, count: int, size: str) -> list[np.ndarray]:
+def _frames(source: str | None, count: int, size: str, report: MediaReport | None = None) -> list[np.ndarray]:
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError as exc:
@@ -144,7 +145,7 @@ def _frames(source: str | None, count: int, size: str) -> list[np.ndarray]:
     specs = [source] if source else [str(p) for p in sample_images()]
     if not specs:
         raise GhostboxError("no frames: pass --source (no bundled sample images found)")
-    images = [f.image for _, f in zip(range(count), iter_frames(specs))]
+    images = [f.image for _, f in zip(range(count), iter_frames(specs, report))]
     frames = [cv2.resize(images[i % len(images)], (width, height)) for i in range(count)]
     return frames
 
@@ -158,10 +159,16 @@ def run_detector(args: argparse.Namespace) -> int:
     # loaded here, not at the top: it pulls Ultralytics and torch, which no other command needs at start
     from pipeline.bench.detector_speed import bench_detector
 
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    unknown = [b for b in backends if b not in ("pt", "onnx")]
+    if unknown or not backends:  # an unknown name timed nothing: an empty table that exited 0
+        raise GhostboxError(f"--backends: unknown {', '.join(unknown) or repr(args.backends)}; "
+                            "choose from pt, onnx (comma-separated)")
     model = args.model or str(default_model())
-    frames = _frames(args.source, args.frames, args.size)
-    result = bench_detector(model, frames, imgsz=args.imgsz, conf=args.conf, rounds=args.rounds,
-                            backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()))
+    report = MediaReport()
+    frames = _frames(args.source, args.frames, args.size, report)
+    result = bench_detector(model, frames, imgsz=args.imgsz, conf=args.conf, rounds=args.rounds, backends=backends)
+    result.update(inputs_complete=report.complete, input_problems=report.problems())
     print(f"model {result['model']}  imgsz {result['imgsz']}  {result['frames']} frames "
           f"{result['frame_size'][0]}x{result['frame_size'][1]}  median of {result['rounds']} rounds")
     print(f"{'runner':<18}{'frames/s':>10}{'ms/frame':>10}{'boxes':>8}")
@@ -171,7 +178,9 @@ def run_detector(args: argparse.Namespace) -> int:
         print(f"ghostbox/ultralytics ({backend}): {ratio:.3f}x  "
               f"feature overhead {result['feature_overhead_pct'][backend]:+.1f}%")
     _written(write_result(args.out, "detector", result, command_line(args)))
-    return 0
+    for line in report.problems():  # frames of a cut video are repeated to fill the rounds: say so, exit 1
+        print(f"ghostbox bench: {line}", file=sys.stderr)
+    return 0 if report.complete else 1
 
 
 def run_stream(args: argparse.Namespace) -> int:

@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
         out = save_filter(filt, Path(args.out))
         print(f"{filt.method} filter from {args.from_filter} re-calibrated on {notes[0]} in "
               f"{time.perf_counter() - started:.1f} s -> {out}")
-        _report(filt)
-        return 0
+        return _report(filt)
     if not args.id_spec or not args.method:
         raise GhostboxError("give --id SPEC and --method NAME (or --from FILTER --calibration-id DATA to re-calibrate)")
     method, params = parse_methods(args.method, parse_params(args.params))
@@ -121,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
     for note in notes[1:]:
         print(note)
     print(f"{method} filter fitted on {notes[0]} in {time.perf_counter() - started:.1f} s -> {out}")
-    _report(filt)
-    return 0
+    return _report(filt)
 
 
-def _report(filt: Any) -> None:
+def _report(filt: Any) -> int:
+    """Print the thresholds and checks; the exit code: 1 when an input was cut or skipped (the filter is
+    written and records it, `input_problems`), else 0."""
     print(filt.thresholds.summary())
     trimmed = filt.metadata.get("calibration_trimmed")
     if trimmed:
@@ -137,3 +137,7 @@ def _report(filt: Any) -> None:
                     "the thresholds may not hold on new data of this kind; calibrate on more of it (more images, a "
                     "longer clip with more objects), from where the filter will run (--calibration-id)",
                     100 * check["rate"], 100 * check["low"], 100 * check["high"], 100 * check["nominal"])
+    problems = filt.metadata.get("input_problems") or []
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 0 if filt.metadata.get("inputs_complete", True) else 1

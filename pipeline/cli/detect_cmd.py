@@ -15,6 +15,7 @@ from pipeline.cli.progress import progress_bar
 from pipeline.filter.filter_file import load_filter
 from pipeline.sinks.annotate import annotate
 from pipeline.sinks.jsonl import JsonlWriter
+from pipeline.sinks.out_folder import check_writable_folder
 from pipeline.sinks.source_names import safe_name
 from pipeline.sources.media_files import VIDEO_SUFFIXES, Frame, MediaReport, count_frames, iter_frames
 
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = detector_config(args, [args.filter] if args.filter else ())
     out = Path(args.out)
+    check_writable_folder(out)  # a read-only --out is refused now, not after the model has loaded
     total = count_frames(args.sources)  # also checks every source exists before loading the model
     detector = Detector(config)
     hallucination_filter = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from pipeline.errors import GhostboxError
 
@@ -27,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # zmq loads with the stream package: only when keys are made, not for every command's --help
     from pipeline.stream.config import ID_PATTERN
-    from pipeline.stream.security import ROLES, make_keypair, make_token
+    from pipeline.stream.security import ROLES, TOKEN_FILE, make_keypair, make_token, staged_key_set
 
     for name in args.names:
         if not ID_PATTERN.match(name):
@@ -36,9 +39,27 @@ def run(args: argparse.Namespace) -> int:
         args.names = list(dict.fromkeys([*args.names, "server", *ROLES]))
     if not args.names and not args.token:
         raise GhostboxError("keys: name at least one key pair (e.g. server client), or pass --roles or --token")
-    for name in args.names:
-        public, secret = make_keypair(args.out, name, force=args.force)
-        print(f"{public}  (public: give to peers)\n{secret}  (secret: keep on this machine, mode 600)")
-    if args.token:
-        print(f"{make_token(args.out, force=args.force)}  (secret: copy to every machine of the graph, mode 600)")
+    out = Path(args.out)
+    if not args.force:  # every file checked before any is made: a refusal leaves the folder as it was
+        taken = [out / f"{n}{suffix}" for n in args.names for suffix in (".key", ".key_secret")]
+        taken += [out / TOKEN_FILE] if args.token else []
+        for path in taken:
+            if path.exists():
+                raise GhostboxError(f"keys: '{path}' already exists (pass --force to replace it)")
+    lines = []
+    try:
+        with staged_key_set(out) as stage:  # the whole set, or nothing
+            for name in args.names:
+                public, secret = make_keypair(stage, name)
+                lines += [f"{out / public.name}  (public: give to peers)",
+                          f"{out / secret.name}  (secret: keep on this machine, mode 600)"]
+            if args.token:
+                lines.append(f"{out / make_token(stage).name}  (secret: copy to every machine of the graph, mode 600)")
+            # the list goes out before the set moves in: a reader that stops early (`| head -1`) leaves no keys
+            print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the unflushed rest goes nowhere
+        print(f"ghostbox keys: error: standard output closed before the list of keys was written (broken pipe); "
+              f"no keys written to '{out}'; run it again without `| head`", file=sys.stderr)
+        return 1
     return 0

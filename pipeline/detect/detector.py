@@ -67,6 +67,16 @@ def validate_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     return frames
 
 
+def _stride_multiple(imgsz: int, stride: int) -> int:
+    """`imgsz` rounded up to a multiple of the model's largest stride (its feature maps must tile the
+    input), with a warning naming the size used: the run's boxes and a filter's `imgsz` depend on it."""
+    size = max(stride, -(-int(imgsz) // stride) * stride)
+    if size != imgsz:
+        log.warning("imgsz %d is not a multiple of the model's stride %d: running at imgsz %d "
+                    "(pass --imgsz %d to say so)", imgsz, stride, size, size)
+    return size
+
+
 def cut_crops(frame: np.ndarray, xyxy: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(cut(frame, box)) for box in xyxy]
 
@@ -88,7 +98,6 @@ class Detector:
         # Ultralytics (here and in the methods below) only once a detector is built, and only after
         # import_ultralytics() has set up its offline environment; importing this module stays light
         import_ultralytics()
-        from ultralytics.utils.checks import check_imgsz
 
         source = resolve_model(config.model)
         device = select_device(config.device)
@@ -115,8 +124,7 @@ class Detector:
         self.device = device
         self.half = half
         self.info = self.backend.info
-        imgsz = config.imgsz or self.info.train_imgsz or 640
-        self.imgsz = int(check_imgsz(imgsz, stride=self.info.max_stride, min_dim=1, max_dim=1))
+        self.imgsz = _stride_multiple(config.imgsz or self.info.train_imgsz or 640, self.info.max_stride)
         self.roi = config.box_features == "head+roi"
         if self.roi and not self.info.roi_channels:
             raise GhostboxError(

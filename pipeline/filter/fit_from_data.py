@@ -27,6 +27,7 @@ from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
 from pipeline.filter.outlier_collection import collect_outlier_boxes
 from pipeline.filter.registry import create, names
 from pipeline.sinks.review_file import REVIEW_FILE, head_arrays, reviewed_gallery_rows, track_key
+from pipeline.sources.media_files import MediaReport
 from pipeline.tracks import MIN_TRACK_FRAMES
 
 
@@ -141,6 +142,13 @@ def _calibrated_at(detector: Detector, unlabelled_conf: float | None) -> dict[st
             "imgsz": detector.imgsz}
 
 
+def _inputs(*reports: MediaReport) -> dict[str, Any]:
+    """The read reports of the data a filter was made from, recorded in its file: a filter fitted on a
+    truncated clip says so, and the command that wrote it can exit 1 (`inputs_complete` false)."""
+    problems = [line for report in reports for line in report.problems()]
+    return {"inputs_complete": not problems, "input_problems": problems}
+
+
 def fit_filter(detector: Detector, request: FitRequest,
                progress: Callable[[str], Any] | None = None) -> tuple[HallucinationFilter, list[str]]:
     """Collect ID (and outlier) boxes with `detector`, fit and calibrate; returns (filter, notes)."""
@@ -158,15 +166,20 @@ def fit_filter(detector: Detector, request: FitRequest,
         collected = collected.with_reviewed(boxes, tracks)
     notes = [collected.description]
     calibration = None
+    reports = [collected.media]
     if request.calibration_id is not None:
-        calibration = collect(request.calibration_id, "calibration boxes").as_calibration()
+        held = collect(request.calibration_id, "calibration boxes")
+        reports.append(held.media)
+        calibration = held.as_calibration()
         notes.append(f"calibration set: {calibration.description}")
     outliers = None
     if request.needs_outliers:
         outlier_conf = detector.config.conf if request.outlier_conf is None else request.outlier_conf
+        reports.append(MediaReport())
         with bar("outlier boxes") as b:
             outliers, text = collect_outlier_boxes(detector, request.outliers, conf=outlier_conf,
-                                                   max_images=request.max_images, advance=b.advance)
+                                                   max_images=request.max_images, advance=b.advance,
+                                                   report=reports[-1])
         notes.append(text)
     filt = HallucinationFilter.fit(
         request.method, collected.boxes, detector.class_names, detector.fingerprint(), params=request.params,
@@ -175,7 +188,7 @@ def fit_filter(detector: Detector, request: FitRequest,
         group_kind=collected.group_kind, track_ids=collected.track_ids, calibration=calibration,
         shape=request.thresholds,
         metadata={"id_data": request.id_spec, "labelled": collected.labelled, "id_images": collected.images,
-                  **_calibrated_at(detector, request.unlabelled_conf),
+                  **_calibrated_at(detector, request.unlabelled_conf), **_inputs(*reports),
                   **({"calibration_data": request.calibration_id, "calibration_labelled": calibration.track_ids is None}
                      if calibration is not None else {}),
                   **({"outlier_data": list(request.outliers)} if outliers is not None else {})},
@@ -192,6 +205,9 @@ def recalibrate_filter(detector: Detector, path: str, spec: str, tpr: float | No
     old = load_filter(path)
     old.check_detector(detector.fingerprint())
     held = _collect(detector, spec, "calibration boxes", progress, unlabelled_conf, max_images, min_track_frames)
+    # `inputs_complete` is about this command's data; problems of the data the score was fitted on stay listed
+    fitted = {"fit_input_problems": old.metadata["input_problems"]} if old.metadata.get("input_problems") else {}
     filt = old.recalibrate(held.as_calibration(), tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
-        "calibration_data": spec, "calibration_labelled": held.labelled, **_calibrated_at(detector, unlabelled_conf)})
+        "calibration_data": spec, "calibration_labelled": held.labelled, **_calibrated_at(detector, unlabelled_conf),
+        **_inputs(held.media), **fitted})
     return filt, [held.description]

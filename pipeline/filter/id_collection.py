@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.splits import CalibrationBoxes, time_blocks
 from pipeline.matching import match_true_positives, model_class_ids
-from pipeline.sources.media_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, iter_frames
+from pipeline.sources.media_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaReport, iter_frames
 from pipeline.tracks import MIN_TRACK_FRAMES, track_sequence
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class IdBoxes:
     description: str
     groups: np.ndarray | None = None     # (N,) image index (labelled) or frame index (unlabelled)
     track_ids: np.ndarray | None = None  # (N,) unlabelled only: the box's track
+    # what reading the frames skipped or cut (unlabelled data; a labelled set refuses a bad image)
+    media: MediaReport = field(default_factory=MediaReport)
 
     @property
     def group_kind(self) -> str:
@@ -73,7 +75,7 @@ class IdBoxes:
             track_ids = np.concatenate([self.track_ids, self.track_ids.max(initial=-1) + 1 + track_index])
         return IdBoxes(Detections.merge([self.boxes, reviewed]), self.images, self.labelled,
                        f"{self.description} + {len(reviewed)} reviewed boxes of {track_index.max() + 1} tracks "
-                       "confirmed real", groups, track_ids)
+                       "confirmed real", groups, track_ids, self.media)
 
     def as_calibration(self) -> CalibrationBoxes:
         """These boxes as a calibration set of their own (`--calibration-id`)."""
@@ -133,13 +135,15 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
 
 
 def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-                      advance: Callable[[int], None]) -> tuple[list[Detections], int]:
-    """(detections per frame, frames read) for a video, image, glob or folder of images."""
+                      advance: Callable[[int], None], report: MediaReport | None = None
+                      ) -> tuple[list[Detections], int]:
+    """(detections per frame, frames read) for a video, image, glob or folder of images; what the
+    read skipped or cut (a truncated video, unreadable files in a folder) goes to `report`."""
 
     found: list[Detections] = []
     frames: list[np.ndarray] = []
     seen = 0
-    for frame in iter_frames([spec]):
+    for frame in iter_frames([spec], report):
         frames.append(frame.image)
         seen += 1
         if len(frames) >= detector.config.batch:
@@ -156,8 +160,10 @@ def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: in
 
 def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
                 advance: Callable[[int], None], min_track_frames: int) -> IdBoxes:
-    found, seen = detect_unlabelled(detector, spec, conf, max_images, advance)
-    return tracked_id_boxes(found, detector, f"ID data '{spec}'", conf, min_track_frames)
+    report = MediaReport()
+    found, seen = detect_unlabelled(detector, spec, conf, max_images, advance, report)
+    # a cut clip still gives boxes: the caller records the report instead of fitting on it silently
+    return replace(tracked_id_boxes(found, detector, f"ID data '{spec}'", conf, min_track_frames), media=report)
 
 
 def tracked_id_boxes(found: list[Detections], detector: Detector, what: str, conf: float,

@@ -21,19 +21,23 @@ from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.id_collection import detect_unlabelled, is_unlabelled_source
 from pipeline.matching import best_match, model_class_ids
+from pipeline.sources.media_files import MediaReport
 
 log = logging.getLogger(__name__)
 
 
 def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float = 0.25,
-                          max_images: int | None = None, advance: Callable[[int], None] = lambda n: None
-                          ) -> tuple[Detections, str]:
-    """(boxes, description) from every spec; raises when none of them yields a box."""
+                          max_images: int | None = None, advance: Callable[[int], None] = lambda n: None,
+                          report: MediaReport | None = None) -> tuple[Detections, str]:
+    """(boxes, description) from every spec; raises when none of them yields a box. What reading
+    unlabelled specs skipped or cut goes to `report`."""
     found: list[Detections] = []
     parts = []
     for spec in specs:
-        dets, images = (detect_unlabelled if is_unlabelled_source(spec) else _labelled)(
-            detector, spec, conf, max_images, advance)
+        if is_unlabelled_source(spec):
+            dets, images = detect_unlabelled(detector, spec, conf, max_images, advance, report)
+        else:
+            dets, images = _labelled(detector, spec, conf, max_images, advance)
         n = sum(len(d) for d in dets)
         parts.append(f"{n} in {images} images of {spec}")
         found += [d for d in dets if len(d)]

@@ -22,6 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,8 +78,49 @@ def make_token(out_dir: str | Path, force: bool = False) -> Path:
     return path
 
 
+@contextmanager
+def staged_key_set(out_dir: str | Path) -> Iterator[Path]:
+    """A temporary folder to write a key set in, moved into `out_dir` when the block ends without an
+    error and removed when it raises: a killed or failed `ghostbox keys` leaves no half of a set.
+
+    A new `out_dir` is the temporary folder renamed (one step); into an existing one (a mount point,
+    --force) each file is renamed from a temporary folder inside it (same filesystem, whole files only).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GhostboxError(f"keys: --out '{out}' is a file, not a folder")
+    new = not out.is_dir()
+    parent = out.parent if new else out
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))  # mode 700
+    try:
+        yield stage
+        if new:
+            stage.rename(out)
+        else:
+            for made in sorted(stage.iterdir()):
+                made.replace(out / made.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_private(path: Path, what: str = "secret key file") -> None:
+    """Refuse a secret file that another user can reach: group/other permission bits on the file, in a
+    folder they can enter (x). A 600 file, or any file in a 700 folder, passes."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        folder = stat.S_IMODE(path.resolve().parent.stat().st_mode)
+    except OSError:
+        return  # missing or unreadable: the read that follows names it
+    if mode & 0o077 and folder & 0o011:
+        raise GhostboxError(f"security: {what} '{path}' has mode {mode:03o} in folder '{path.parent}' (mode "
+                            f"{folder:03o}): other users can read or overwrite it; `chmod 600 {path}` (or `chmod 700 "
+                            f"{path.parent}`), and make new keys if it may have been copied")
+
+
 def load_token(keys_dir: str | Path) -> bytes:
     path = Path(keys_dir) / TOKEN_FILE
+    check_private(path, "token file")
     try:
         token = path.read_text().strip().encode()
     except FileNotFoundError:
@@ -92,6 +136,8 @@ def load_token(keys_dir: str | Path) -> bytes:
 def _load(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
     if not path.is_file():
         raise GhostboxError(f"security: key file '{path}' not found (make it with `ghostbox keys`)")
+    if need_secret:
+        check_private(path)
     try:
         public, secret = zmq.auth.load_certificate(str(path))
     except Exception as exc:  # malformed certificate files raise assorted errors

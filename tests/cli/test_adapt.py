@@ -75,3 +75,27 @@ def test_adapt_refuses_a_clip_without_tracks_and_a_half_given_refit(tmp_path: Pa
     assert "no track of >= 5 frames" in err and str(blank) in err and not out.exists()
     assert main(["adapt", str(blank), "--from", bundled, "--out", str(out), "--id", "somewhere"]) == 2
     assert "needs both --id SPEC and --outliers SPEC" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(default_filter() is None, reason="no bundled filter")
+def test_a_truncated_clip_writes_the_filter_but_exits_1_for_calibrate_and_adapt(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.synth import WorldConfig, render_stream_frame
+
+    clip = tmp_path / "cut.avi"
+    world = WorldConfig(seed=2, stream_frames=160)
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (320, 320))
+    for i in range(160):
+        writer.write(render_stream_frame(world, i)[0])
+    writer.release()
+    data = clip.read_bytes()
+    clip.write_bytes(data[:len(data) // 2])  # the header still announces 160 frames
+    bundled = str(default_filter())
+    for argv in (["calibrate", "--from", bundled, "--calibration-id", str(clip)], ["adapt", str(clip), "--from",
+                                                                                   bundled]):
+        out = tmp_path / f"{argv[0]}.filter.safetensors"
+        assert main([*argv, "--out", str(out)]) == 1
+        printed = capsys.readouterr().out
+        assert "problem: " in printed and "of 160 frames read" in printed and str(clip) in printed
+        written = load_filter(out).metadata
+        assert written.get("inputs_complete", written.get("clip_input_complete")) is False

@@ -83,3 +83,62 @@ def test_config_file_sets_detector(media, checkpoints, tmp_path):
     proc = run_detect(media / "img0.png", "--config", config, "--conf", "0.01", "--out", out)  # flags win
     loose = json.loads((out / "detections.jsonl").read_text())
     assert len(loose["boxes"]) > len(strict["boxes"])
+
+
+# -- an unwritable --out is refused up front (issue 25, item 7) ----------------------------------------
+
+def test_out_under_a_regular_file_is_refused_in_one_line(media, tmp_path):
+    from tests.helpers.stream_helpers import tiny_model
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    proc = run_detect(media / "img0.png", "--model", tiny_model(), "--imgsz", 160, "--out", blocker / "out")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"ghostbox detect: error: --out '{blocker / 'out'}': '{blocker}' is a file, "
+                                        "not a folder; choose another output folder"]
+
+
+def test_out_on_a_read_only_filesystem_is_refused_before_any_work(media, tmp_path):
+    """A read-only tmpfs in a private mount namespace (gone with the process): root's writes fail there too."""
+    from tests.helpers.stream_helpers import REPO, env, tiny_model
+
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    detect = [sys.executable, "-m", "pipeline", "detect", str(media / "img0.png"), "--model", str(tiny_model()),
+              "--imgsz", "160", "--out", str(readonly / "out")]
+    script = f'mount -t tmpfs -o ro,size=1m tmpfs "{readonly}" || exit 99; exec "$@"'
+    try:
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *detect], capture_output=True, text=True,
+                              timeout=300, env=env(), cwd=REPO)
+    except FileNotFoundError:
+        pytest.skip("no unshare(1)")
+    if proc.returncode == 99 or "unshare:" in proc.stderr:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line == (f"ghostbox detect: error: --out '{readonly / 'out'}': cannot write in '{readonly}' "
+                    "(Read-only file system); choose a writable output folder")
+    assert list(readonly.iterdir()) == []  # the real folder under the mount: nothing was written
+
+
+def test_writable_folder_check(tmp_path):
+    import os
+
+    from pipeline.errors import GhostboxError
+    from pipeline.sinks.out_folder import check_writable_folder
+
+    check_writable_folder(tmp_path / "new" / "deeper")  # made later by the writers: not made by the check
+    check_writable_folder(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "out"):
+        with pytest.raises(GhostboxError, match=f"--out '{out}': '{tmp_path / 'file'}' is a file"):
+            check_writable_folder(out)
+    if os.geteuid() != 0:  # root writes through mode bits: the read-only mount test covers it
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        try:
+            with pytest.raises(GhostboxError, match="cannot write in .*Permission denied"):
+                check_writable_folder(locked / "out", "--out")
+        finally:
+            locked.chmod(0o755)
