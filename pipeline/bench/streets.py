@@ -48,15 +48,14 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import Calibration
 from pipeline.filter.camera_adaptation import (
     SHAPES,
-    ClipTracks,
     ReferenceData,
     adapt_filter,
     clip_drift,
-    clip_tracks,
     review_list,
     shaped_thresholds,
 )
 from pipeline.filter.hallucination_filter import HallucinationFilter
+from pipeline.filter.id_collection import IdBoxes, tracked_id_boxes
 from pipeline.filter.track_verdicts import TrackVerdicts
 from pipeline.tracks import track_sequence
 
@@ -72,10 +71,11 @@ RECIPES = ("bundled", "bundled, 5% in every bin", "calibrate --from, 5% in every
 VERDICTS = ("frame", "track")
 
 
-def simulated_answers(filt: HallucinationFilter, tracks: ClipTracks, count: int) -> dict[int, bool]:
+def simulated_answers(filt: HallucinationFilter, tracks: IdBoxes, count: int) -> dict[int, bool]:
     """A reviewer who answers the `count` tracks `review_list` asks about from the ground truth: real when
     most of the track's boxes sit on an ID object."""
     truth = np.asarray(tracks.boxes.data["truth"])
+    assert tracks.track_ids is not None  # a clip's tracked boxes
     answers = {}
     for entry in review_list(filt, tracks, count):
         mine = tracks.track_ids == entry["track"]
@@ -83,9 +83,9 @@ def simulated_answers(filt: HallucinationFilter, tracks: ClipTracks, count: int)
     return answers
 
 
-def track_flags(frames: Sequence[Detections], margins: Sequence[np.ndarray]) -> np.ndarray:
-    """Track verdicts (ByteTrack + TrackVerdicts at their defaults) of every box of `frames`, in order."""
-    ids = track_sequence(list(frames))
+def track_flags(ids: Sequence[np.ndarray], margins: Sequence[np.ndarray]) -> np.ndarray:
+    """Track verdicts (TrackVerdicts at its defaults) of every box, frames in order; `ids`: each frame's
+    ByteTrack ids (`track_sequence`), the same for every filter judged on these frames."""
     verdicts = TrackVerdicts()
     out = [verdicts.update(i, t, m)[1] for i, (t, m) in enumerate(zip(ids, margins))]
     return np.concatenate(out) if out else np.zeros(0, bool)
@@ -123,21 +123,25 @@ def confidence_cut(test: Street, id_rate: float) -> np.ndarray:
     return conf < cut
 
 
-def street_row(street: Street, bundled: HallucinationFilter, reference: ReferenceData | None,
+def street_row(street: Street, detector: Any, bundled: HallucinationFilter, reference: ReferenceData | None,
                calibration_frames: int = CALIBRATION_FRAMES) -> dict[str, Any]:
     """Every recipe on one street: figures per verdict kind, what adapt chose, the interval and its coverage."""
     clip, test = street.part(0, calibration_frames), street.part(calibration_frames, len(street.frames))
     # each box carries what it sits on, for the simulated reviewer only (no recipe reads it otherwise)
     labelled = [d.with_data(truth=lab) for d, lab in zip(clip.frames, clip.label)]
-    tracks = clip_tracks(labelled, what=f"street {street.seed} frames 0-{calibration_frames - 1}")
+    refused: dict[str, str] = {}
+    try:
+        tracks: IdBoxes | None = tracked_id_boxes(labelled, detector, f"street {street.seed} frames 0-"
+                                                  f"{calibration_frames - 1}", detector.config.conf)
+    except GhostboxError as exc:  # a clip without tracks: only the filter as shipped is judged
+        tracks, refused["every adaptation"] = None, str(exc)
     test_boxes = test.boxes()
     label = test.concat("label")
-    row: dict[str, Any] = {"seed": street.seed, "clip_tracks": tracks.tracks, "clip_boxes": len(tracks.boxes),
-                           "recipes": {}}
+    row: dict[str, Any] = {"seed": street.seed, "clip_tracks": tracks.tracks if tracks else 0,
+                           "clip_boxes": len(tracks.boxes) if tracks else 0, "recipes": {}}
     per_bin = HallucinationFilter(bundled.scorer, bundled.thresholds.with_shape("per-bin"), bundled.class_names,
                                   bundled.fingerprint, bundled.policy, bundled.metadata)
     filters: dict[str, HallucinationFilter | None] = {"bundled": bundled, "bundled, 5% in every bin": per_bin}
-    refused: dict[str, str] = {}
 
     def attempt(recipe: str, make: Callable[[], tuple[HallucinationFilter, Any]]) -> Any:
         # a recipe that refuses a street (every clip track scores like a hallucination) is reported, not fatal
@@ -148,11 +152,11 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
             return None
         return report
 
-    if len(tracks.boxes):
+    if tracks is not None:
         started = time.perf_counter()
         row["psi"] = clip_drift(bundled, tracks)
         # today's README recipe: thresholds per class and bin moved after trimming tracks by their mean
-        attempt("calibrate --from, 5% in every bin", lambda: (per_bin.recalibrate(tracks.calibration()), None))
+        attempt("calibrate --from, 5% in every bin", lambda: (per_bin.recalibrate(tracks.as_calibration()), None))
         attempt("adapt, 5% in every bin", lambda: adapt_filter(bundled, tracks, "thresholds", shape="per-bin"))
         if reference is not None:
             refit_report = attempt("refit", lambda: adapt_filter(bundled, tracks, "refit", reference))
@@ -171,13 +175,14 @@ def street_row(street: Street, bundled: HallucinationFilter, reference: Referenc
         row["adapt_s"] = round(time.perf_counter() - started, 1)
     row["refused"] = refused
     cuts = np.cumsum([len(d) for d in test.frames])[:-1]
+    test_tracks = track_sequence(test.frames)  # the same tracks under every filter: tracked once
     for name, filt in filters.items():
         if filt is None:
             continue
         scores, thresholds, flags = filt.judge(test_boxes)
         margins = np.split(scores - thresholds, cuts)
         entry: dict[str, Any] = {"frame": judge(test, flags),
-                                 "track": judge(test, track_flags(test.frames, margins))}
+                                 "track": judge(test, track_flags(test_tracks, margins))}
         check = filt.thresholds.held_out
         if check and not name.startswith("bundled"):
             entry["interval"] = [check["low"], check["high"]]
@@ -242,7 +247,7 @@ def bench_streets(detector: Any, bundled: HallucinationFilter, development: Sequ
         rows = []
         for seed in seeds:
             street = street_stream(detector, seed, frames, cache)
-            row = street_row(street, bundled, reference, calibration_frames)
+            row = street_row(street, detector, bundled, reference, calibration_frames)
             rows.append(row)
             adapt = row["recipes"].get("adapt", row["recipes"]["bundled"])
             progress(f"{group} street {seed}: {row['clip_tracks']} clip tracks, adapt chose "

@@ -61,13 +61,12 @@ def run(args: argparse.Namespace) -> int:
         THRESHOLD_SHAPE,
         ReferenceData,
         adapt_filter,
-        clip_tracks,
         review_list,
     )
     from pipeline.filter.filter_file import load_filter
-    from pipeline.filter.id_collection import collect_id_boxes
+    from pipeline.filter.id_collection import collect_id_boxes, detect_unlabelled, tracked_id_boxes
     from pipeline.filter.outlier_collection import collect_outlier_boxes
-    from pipeline.sources.media_files import MediaReport, iter_frames
+    from pipeline.sources.media_files import MediaReport
     from pipeline.tracks import MIN_TRACK_FRAMES
 
     if bool(args.id_spec) != bool(args.outliers):
@@ -87,24 +86,11 @@ def run(args: argparse.Namespace) -> int:
     filt.check_conf(detector.config.conf)
     started = time.perf_counter()
     report = MediaReport()
-    frames, found = [], []
     with progress_bar("clip frames", None) as bar:
-        for frame in iter_frames([args.clip], report):
-            frames.append(frame.image)
-            if len(frames) >= detector.config.batch:
-                found += detector.detect(frames)
-                bar.advance(len(frames))
-                frames = []
-        if frames:
-            found += detector.detect(frames)
-            bar.advance(len(frames))
+        found, _ = detect_unlabelled(detector, args.clip, detector.config.conf, None, bar.advance, report)
     if not found:
         raise GhostboxError(f"adapt: no frames read from '{args.clip}'")
-    tracks = clip_tracks(found, min_track_frames, what=f"'{args.clip}'")
-    if len(tracks.boxes) == 0:
-        raise GhostboxError(f"adapt: '{args.clip}' has no track of >= {min_track_frames} frames in {len(found)} "
-                            f"frames ({sum(len(d) for d in found)} detections at conf {detector.config.conf:g}); "
-                            "give a longer clip of the camera, in frame order")
+    tracks = tracked_id_boxes(found, detector, f"adapt: '{args.clip}'", detector.config.conf, min_track_frames)
     reference = None
     if args.id_spec:
         with progress_bar("reference ID boxes", None) as bar:

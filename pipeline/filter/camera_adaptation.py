@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -55,9 +54,9 @@ from pipeline.filter.calibrate import (
 )
 from pipeline.filter.drift import psi
 from pipeline.filter.hallucination_filter import HallucinationFilter
+from pipeline.filter.id_collection import IdBoxes
 from pipeline.filter.registry import create
-from pipeline.filter.splits import CalibrationBoxes, split_mask, time_blocks
-from pipeline.tracks import MIN_TRACK_FRAMES, track_sequence
+from pipeline.filter.splits import split_mask, time_blocks
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +77,6 @@ def enough_tracks(tpr: float) -> int:
     """Independent objects a threshold at `tpr` needs: the smallest n whose lowest one bounds (1 - tpr) of
     new ones (1 / (n + 1) <= 1 - tpr, the conformal rank argument): 19 at 95%."""
     return max(1, math.ceil(round(1.0 / max(1.0 - tpr, 1e-9), 6)) - 1)
-
-
-@dataclass
-class ClipTracks:
-    """A clip's tracked boxes (ByteTrack, >= min_track_frames frames): what adaptation learns from."""
-
-    boxes: Detections
-    frames: np.ndarray     # (N,) frame index of every box
-    track_ids: np.ndarray  # (N,) its track
-    description: str = ""
-
-    @property
-    def tracks(self) -> int:
-        return int(len(np.unique(self.track_ids)))
-
-    def calibration(self) -> CalibrationBoxes:
-        return CalibrationBoxes(self.boxes, time_blocks(self.frames), "time blocks", self.track_ids,
-                                self.description)
 
 
 @dataclass
@@ -128,31 +109,17 @@ class Adaptation:
                 for k, v in vars(self).items()}
 
 
-def clip_tracks(frames: Sequence[Detections], min_track_frames: int = MIN_TRACK_FRAMES,
-                what: str = "clip") -> ClipTracks:
-    """The boxes of a clip's frames (in order) on ByteTrack tracks of >= `min_track_frames` frames."""
-    ids = track_sequence(list(frames))
-    flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    index = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(frames)]) if frames else flat
-    tracked, lengths = np.unique(flat[flat >= 0], return_counts=True)
-    keep = np.isin(flat, tracked[lengths >= min_track_frames])
-    parts = [d for d in frames if len(d)]
-    if not keep.any() or not parts:
-        return ClipTracks(Detections.empty(frames[0].num_classes if frames else 0,
-                                           frames[0].feature_dim if frames else 0),
-                          np.zeros(0, np.int64), np.zeros(0, np.int64), f"{what}: no tracks")
-    boxes = Detections.merge(parts)[keep]
-    n_tracks = int(np.sum(lengths >= min_track_frames))
-    return ClipTracks(boxes, index[keep], flat[keep],
-                      f"{int(keep.sum())} of {len(flat)} detections on {n_tracks} tracks of >= {min_track_frames} "
-                      f"frames in {len(frames)} frames of {what}")
+def _tracked(clip: IdBoxes) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, track) of every box of an unlabelled clip's tracked boxes (`id_collection.tracked_id_boxes`)."""
+    if clip.labelled or clip.groups is None or clip.track_ids is None:
+        raise GhostboxError("adapt: needs the tracked boxes of an unlabelled clip (frames and tracks), "
+                            f"got {clip.description or 'labelled boxes'}")
+    return clip.groups, clip.track_ids
 
 
 def shaped_thresholds(filt: HallucinationFilter, shape: Shape) -> Calibration:
     """The filter's thresholds judged in `shape`: one overall threshold (its global one), or per class and
     confidence bin (its cells)."""
-    if shape not in SHAPES:
-        raise GhostboxError(f"adapt: thresholds must be one of {', '.join(SHAPES)}, got {shape!r}")
     ref = filt.thresholds
     return ref.rebinned(ref.conf_edges or CONF_EDGES).with_shape(shape)
 
@@ -162,18 +129,19 @@ def track_margins(scores: np.ndarray, thresholds: np.ndarray, track_ids: np.ndar
     """(margin per box, its track's median margin per box): the median, so a few odd frames of a long
     track do not decide on which side the whole track falls."""
     margins = np.asarray(scores, np.float64) - np.asarray(thresholds, np.float64)
-    tracks, inverse = np.unique(track_ids, return_inverse=True)
-    medians = np.array([np.median(margins[inverse == i]) for i in range(len(tracks))])
-    return margins, medians[inverse] if len(tracks) else margins
+    _, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    medians = np.array([np.median(part) for part in np.split(margins[order], np.cumsum(counts)[:-1])])
+    return margins, medians[inverse] if len(counts) else margins
 
 
-def _clip_margins(filt: HallucinationFilter, clip: ClipTracks, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+def _clip_margins(filt: HallucinationFilter, clip: IdBoxes, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     reference = shaped_thresholds(filt, shape)
     thresholds = reference.thresholds_for(clip.boxes.class_id, clip.boxes.class_confidence())
-    return track_margins(filt.scorer.score(clip.boxes), thresholds, clip.track_ids)
+    return track_margins(filt.scorer.score(clip.boxes), thresholds, _tracked(clip)[1])
 
 
-def clip_drift(filt: HallucinationFilter, clip: ClipTracks) -> float:
+def clip_drift(filt: HallucinationFilter, clip: IdBoxes) -> float:
     """PSI of the clip's tracked boxes' margins (against the filter's own thresholds) over its calibration's
     deciles (nan for a filter without them)."""
     deciles = filt.thresholds.margin_deciles
@@ -183,7 +151,7 @@ def clip_drift(filt: HallucinationFilter, clip: ClipTracks) -> float:
     return psi(scores - thresholds, np.asarray(deciles, np.float64))
 
 
-def review_list(filt: HallucinationFilter, clip: ClipTracks, count: int,
+def review_list(filt: HallucinationFilter, clip: IdBoxes, count: int,
                 shape: Shape = THRESHOLD_SHAPE) -> list[dict[str, Any]]:
     """The `count` clip tracks whose answers move the thresholds most, most useful first.
 
@@ -193,21 +161,22 @@ def review_list(filt: HallucinationFilter, clip: ClipTracks, count: int,
     its class and its margin.
     """
     _, medians = _clip_margins(filt, clip, shape)
+    frames, track_ids = _tracked(clip)
     rows: list[dict[str, Any]] = []
     names = filt.class_names
-    for track in np.unique(clip.track_ids):
-        mine = clip.track_ids == track
+    for track in np.unique(track_ids):
+        mine = track_ids == track
         median = float(medians[mine][0])
         cls = int(np.bincount(clip.boxes.class_id[mine]).argmax())
-        rows.append({"track": int(track), "boxes": int(mine.sum()), "first_frame": int(clip.frames[mine].min()),
-                     "last_frame": int(clip.frames[mine].max()), "class": names[cls] if cls < len(names) else str(cls),
+        rows.append({"track": int(track), "boxes": int(mine.sum()), "first_frame": int(frames[mine].min()),
+                     "last_frame": int(frames[mine].max()), "class": names[cls] if cls < len(names) else str(cls),
                      "median_margin": round(median, 3),
                      "priority": round(float(mine.sum()) / (1.0 + abs(median - TRIM_MARGIN)), 3)})
     rows.sort(key=lambda r: -r["priority"])
     return rows[:max(0, count)]
 
 
-def moved_thresholds(filt: HallucinationFilter, clip: ClipTracks, shape: Shape = THRESHOLD_SHAPE,
+def moved_thresholds(filt: HallucinationFilter, clip: IdBoxes, shape: Shape = THRESHOLD_SHAPE,
                      answers: dict[int, bool] | None = None, seed: int = 0,
                      metadata: dict[str, Any] | None = None) -> tuple[HallucinationFilter, bool]:
     """The filter's score with its thresholds (in `shape`) moved by one offset that keeps `tpr` of the
@@ -215,7 +184,8 @@ def moved_thresholds(filt: HallucinationFilter, clip: ClipTracks, shape: Shape =
     when their median margin is >= TRIM_MARGIN. Too few tracks: the conservative offset (the module doc).
     Returns (filter, conservative)."""
     answers = answers or {}
-    known = set(np.unique(clip.track_ids).tolist())
+    frames, track_ids = _tracked(clip)
+    known = set(np.unique(track_ids).tolist())
     unknown = sorted(set(answers) - known)
     if unknown:
         raise GhostboxError(f"adapt: answers for tracks {unknown[:10]} that the clip does not have ({len(known)} "
@@ -223,18 +193,18 @@ def moved_thresholds(filt: HallucinationFilter, clip: ClipTracks, shape: Shape =
                             "settings)")
     reference = shaped_thresholds(filt, shape)
     margins, medians = _clip_margins(filt, clip, shape)
-    real = np.isin(clip.track_ids, [t for t, ok in answers.items() if ok])
-    ghost = np.isin(clip.track_ids, [t for t, ok in answers.items() if not ok])
+    real = np.isin(track_ids, [t for t, ok in answers.items() if ok])
+    ghost = np.isin(track_ids, [t for t, ok in answers.items() if not ok])
     keep = ((medians >= TRIM_MARGIN) | real) & ~ghost
     if not keep.any():
         raise GhostboxError(
-            f"adapt: every one of the clip's {clip.tracks} tracks scores like a hallucination (median margin below "
+            f"adapt: every one of the clip's {len(known)} tracks scores like a hallucination (median margin below "
             f"{TRIM_MARGIN:g}) against the filter's thresholds: this footage shows nothing the filter takes for ID "
             "(wrong camera or classes?); answer a few tracks (--ask, --real) or re-fit (--mode refit)")
     tpr = filt.thresholds.target_tpr
     thresholds = offset_calibration(filt.scorer, clip.boxes[keep], reference, tpr, filt.class_names,
-                                    time_blocks(clip.frames[keep]), "time blocks", seed, units=clip.track_ids[keep])
-    kept_tracks = int(len(np.unique(clip.track_ids[keep])))
+                                    time_blocks(frames[keep]), "time blocks", seed, units=track_ids[keep])
+    kept_tracks = int(len(np.unique(track_ids[keep])))
     conservative = kept_tracks < enough_tracks(tpr)
     if conservative:
         # never tighter than the filter's own thresholds, nor than what keeps the lowest kept track
@@ -242,7 +212,7 @@ def moved_thresholds(filt: HallucinationFilter, clip: ClipTracks, shape: Shape =
         thresholds = replace(thresholds, per_class=reference.per_class + offset, per_bin=reference.per_bin + offset,
                              global_threshold=reference.global_threshold + offset, offset=offset)
     notes = {"calibration_trimmed": {"boxes": int((~keep).sum()), "of": len(clip.boxes),
-                                     "tracks": clip.tracks - kept_tracks, "of_tracks": clip.tracks},
+                                     "tracks": len(known) - kept_tracks, "of_tracks": len(known)},
              "calibration_boxes": int(keep.sum()), "threshold_shape": shape,
              **({"reviewed_tracks": {"real": int(sum(answers.values())),
                                      "hallucination": int(sum(not v for v in answers.values()))}} if answers else {})}
@@ -250,15 +220,16 @@ def moved_thresholds(filt: HallucinationFilter, clip: ClipTracks, shape: Shape =
                                {**filt.metadata, **notes, **(metadata or {})}), conservative
 
 
-def refit_filter(filt: HallucinationFilter, clip: ClipTracks, reference: ReferenceData, seed: int = 0,
+def refit_filter(filt: HallucinationFilter, clip: IdBoxes, reference: ReferenceData, seed: int = 0,
                  id_margin: float = ID_MARGIN, outlier_margin: float = OUTLIER_MARGIN,
                  ) -> tuple[HallucinationFilter, dict[str, int], dict[str, int]]:
     """The score fitted again with the clip's clear tracks on each side (the module doc's rule)."""
     if not filt.scorer.needs_outliers:
         raise GhostboxError(f"adapt --mode refit: re-fits an outlier-trained score (oe); this filter's is "
                             f"{filt.method} (use --mode thresholds)")
+    _, track_ids = _tracked(clip)
     scores, own, _ = filt.judge(clip.boxes)
-    _, medians = track_margins(scores, own, clip.track_ids)
+    _, medians = track_margins(scores, own, track_ids)
     id_side, outlier_side = medians >= id_margin, medians < outlier_margin
     fit_mask = split_mask(reference.id_boxes, 0.3, seed, reference.id_groups)
     members = [reference.id_boxes[fit_mask]] + ([clip.boxes[id_side]] if id_side.any() else [])
@@ -273,7 +244,7 @@ def refit_filter(filt: HallucinationFilter, clip: ClipTracks, reference: Referen
                            group_kind="images", seed=seed)
 
     def side(mask: np.ndarray) -> dict[str, int]:
-        return {"tracks": int(len(np.unique(clip.track_ids[mask]))), "boxes": int(mask.sum())}
+        return {"tracks": int(len(np.unique(track_ids[mask]))), "boxes": int(mask.sum())}
 
     refit = HallucinationFilter(scorer, thresholds, filt.class_names, filt.fingerprint, filt.policy,
                                 {**filt.metadata, "fit_boxes": int(sum(len(m) for m in members)),
@@ -281,7 +252,7 @@ def refit_filter(filt: HallucinationFilter, clip: ClipTracks, reference: Referen
     return refit, side(id_side), side(outlier_side)
 
 
-def adapt_filter(filt: HallucinationFilter, clip: ClipTracks, mode: Mode = "auto",
+def adapt_filter(filt: HallucinationFilter, clip: IdBoxes, mode: Mode = "auto",
                  reference: ReferenceData | None = None, refit_psi: float = REFIT_PSI, seed: int = 0,
                  metadata: dict[str, Any] | None = None, answers: dict[int, bool] | None = None,
                  shape: Shape = THRESHOLD_SHAPE) -> tuple[HallucinationFilter, Adaptation]:
@@ -295,6 +266,8 @@ def adapt_filter(filt: HallucinationFilter, clip: ClipTracks, mode: Mode = "auto
         raise GhostboxError(f"adapt: thresholds must be one of {', '.join(SHAPES)}, got {shape!r}")
     if len(clip.boxes) == 0:
         raise GhostboxError("adapt: the clip has no tracked boxes; give a longer clip of the camera")
+    frames, track_ids = _tracked(clip)
+    tracks = int(len(np.unique(track_ids)))
     if mode == "refit" and reference is None:
         raise GhostboxError("adapt --mode refit: give the filter's labelled ID data (--id) and outliers (--outliers)")
     drift = clip_drift(filt, clip)
@@ -321,7 +294,7 @@ def adapt_filter(filt: HallucinationFilter, clip: ClipTracks, mode: Mode = "auto
         adapted, id_side, outlier_side = refit_filter(filt, clip, reference, seed)
         # the clip's own held-out check, counted over tracks, says how well its thresholds hold here
         check = offset_calibration(adapted.scorer, clip.boxes, adapted.thresholds, tpr, adapted.class_names,
-                                   time_blocks(clip.frames), "time blocks", seed, units=clip.track_ids).held_out
+                                   time_blocks(frames), "time blocks", seed, units=track_ids).held_out
         thresholds = replace(adapted.thresholds, held_out=check)
         adapted = HallucinationFilter(adapted.scorer, thresholds, adapted.class_names, adapted.fingerprint,
                                       adapted.policy, {**adapted.metadata, **info})
@@ -333,7 +306,7 @@ def adapt_filter(filt: HallucinationFilter, clip: ClipTracks, mode: Mode = "auto
                         "filter's own, keeping every clip track). Adapt again on a longer clip",
                         adapted.metadata["calibration_trimmed"]["of_tracks"]
                         - adapted.metadata["calibration_trimmed"]["tracks"], 100 * tpr, enough_tracks(tpr))
-    report = Adaptation(chosen, mode, float(drift), clip.tracks, len(clip.boxes), enough_tracks(tpr), conservative,
+    report = Adaptation(chosen, mode, float(drift), tracks, len(clip.boxes), enough_tracks(tpr), conservative,
                         reason, id_side, outlier_side, shape if chosen == "thresholds" else "refit")
     adapted.metadata["adaptation"] = report.to_json()
     return adapted, report

@@ -47,6 +47,11 @@ class IdBoxes:
     media: MediaReport = field(default_factory=MediaReport)
 
     @property
+    def tracks(self) -> int:
+        """Tracks of unlabelled footage (0 for labelled boxes)."""
+        return 0 if self.track_ids is None else int(len(np.unique(self.track_ids)))
+
+    @property
     def group_kind(self) -> str:
         return "images" if self.labelled else "time blocks"
 
@@ -173,8 +178,8 @@ def tracked_id_boxes(found: list[Detections], detector: Detector, what: str, con
     seen = len(found)
     total = sum(len(d) for d in found)
     if total == 0:
-        raise GhostboxError(f"{what}: no detections at conf {conf} in {seen} frames; "
-                            f"is this footage of the classes {list(detector.class_names)}?")
+        raise GhostboxError(f"{what}: no detections at conf {conf} in {seen} frames, so no track of >= "
+                            f"{min_track_frames} frames; is this footage of the classes {list(detector.class_names)}?")
     frames = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(found)])
     # one frame is enough: unrelated photos, every box its own "track" (trimmed alone)
     track_ids = np.arange(total) if min_track_frames <= 1 else np.concatenate(track_sequence(found))

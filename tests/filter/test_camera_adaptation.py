@@ -11,7 +11,6 @@ import pytest
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.camera_adaptation import (
-    ClipTracks,
     ReferenceData,
     adapt_filter,
     clip_drift,
@@ -19,6 +18,7 @@ from pipeline.filter.camera_adaptation import (
     review_list,
 )
 from pipeline.filter.hallucination_filter import HallucinationFilter
+from pipeline.filter.id_collection import IdBoxes
 from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, outlier_boxes
 
 FINGERPRINT = {"weights_sha256": "toy"}
@@ -33,11 +33,16 @@ def _reference() -> tuple[HallucinationFilter, ReferenceData]:
     return filt, ReferenceData(ids, groups, outliers)
 
 
-def _clip(boxes: Detections, tracks: int) -> ClipTracks:
+def _tracked(boxes: Detections, frames: np.ndarray, track_ids: np.ndarray, what: str) -> IdBoxes:
+    """A clip's tracked boxes, as `id_collection.tracked_id_boxes` gives them."""
+    return IdBoxes(boxes, int(frames.max(initial=-1)) + 1, False, what, groups=frames, track_ids=track_ids)
+
+
+def _clip(boxes: Detections, tracks: int) -> IdBoxes:
     n = len(boxes)
     track_ids = np.arange(n) * tracks // n          # equal runs of boxes, one run a track
     frames = np.arange(n) // max(1, tracks // 3)  # a few boxes a frame
-    return ClipTracks(boxes, frames, track_ids, f"{n} toy boxes on {tracks} tracks")
+    return _tracked(boxes, frames, track_ids, f"{n} toy boxes on {tracks} tracks")
 
 
 def _shifted(boxes: Detections, by: float) -> Detections:
@@ -79,7 +84,7 @@ def test_the_contamination_rule_keeps_clearly_flagged_tracks_out_of_the_id_side(
     filt, data = reference
     real = WORLD.id_boxes(600, seed=41)
     ghosts = WORLD.ood_boxes(400, seed=4, mode="far", sample_seed=141)
-    clip = ClipTracks(Detections.merge([real, ghosts]), np.arange(1000) // 10,
+    clip = _tracked(Detections.merge([real, ghosts]), np.arange(1000) // 10,
                       np.r_[np.arange(600) // 20, 30 + np.arange(400) // 20], "real and ghost tracks")
     _, done = adapt_filter(filt, clip, "refit", data)
     # 30 real tracks and 20 ghost tracks: ghosts score far below the thresholds and go to the outlier side
@@ -103,7 +108,7 @@ def test_a_clip_with_three_tracks_gets_conservative_thresholds_and_a_warning(ref
 
 def test_a_clip_without_tracks_and_bad_modes_are_refused(reference) -> None:
     filt, _ = reference
-    empty = ClipTracks(Detections.empty(4, WORLD.feature_dim), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    empty = _tracked(Detections.empty(4, WORLD.feature_dim), np.zeros(0, np.int64), np.zeros(0, np.int64), "none")
     with pytest.raises(GhostboxError, match="no tracked boxes"):
         adapt_filter(filt, empty)
     clip = _clip(WORLD.id_boxes(300, seed=61), tracks=30)
@@ -117,7 +122,7 @@ def test_the_review_list_asks_about_long_unsure_tracks_first_and_answers_decide_
     filt, _ = reference
     real = WORLD.id_boxes(600, seed=71)
     ghosts = WORLD.ood_boxes(200, seed=5, mode="hidden", distance=1.0, sample_seed=171)
-    clip = ClipTracks(Detections.merge([real, ghosts]), np.arange(800) // 8,
+    clip = _tracked(Detections.merge([real, ghosts]), np.arange(800) // 8,
                       np.r_[np.arange(600) // 20, 30 + np.arange(200) // 20], "real and ghost tracks")
     asked = review_list(filt, clip, 5)
     assert len(asked) == 5 and [a["priority"] for a in asked] == sorted((a["priority"] for a in asked), reverse=True)
@@ -125,7 +130,7 @@ def test_the_review_list_asks_about_long_unsure_tracks_first_and_answers_decide_
     assert len(everyone) == 40 and {a["track"] for a in asked} <= {a["track"] for a in everyone}
     for entry in everyone:  # what each entry says matches the clip
         mine = clip.track_ids == entry["track"]
-        assert entry["boxes"] == mine.sum() and entry["first_frame"] == clip.frames[mine].min()
+        assert entry["boxes"] == mine.sum() and entry["first_frame"] == clip.groups[mine].min()
     plain, _ = adapt_filter(filt, clip, "thresholds")
     # every ghost track answered as a hallucination: none of them moves the thresholds any more
     answers = {t: False for t in range(30, 40)}
