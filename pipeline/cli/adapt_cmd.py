@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         review_list,
     )
     from pipeline.filter.filter_file import load_filter
+    from pipeline.filter.fit_from_data import input_report
     from pipeline.filter.id_collection import collect_id_boxes, detect_unlabelled, tracked_id_boxes
     from pipeline.filter.outlier_collection import collect_outlier_boxes
     from pipeline.sources.media_files import MediaReport
@@ -105,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     adapted, done = adapt_filter(
         filt, tracks, args.mode, reference, REFIT_PSI if args.refit_psi is None else args.refit_psi, args.seed,
         answers=answers, shape=shape,
-        metadata={"clip": args.clip, "clip_frames": report.read, "clip_input_complete": report.complete,
-                  **({"clip_problems": report.problems()} if not report.complete else {})})
+        metadata={"clip": args.clip, "clip_frames": report.read, **input_report(report, fitted=filt.metadata)})
     out = save_filter(adapted, Path(args.out))
     print(f"{filt.method} filter from {args.from_filter} adapted to '{args.clip}' ({done.mode}: {done.reason}) "
           f"in {time.perf_counter() - started:.1f} s -> {out}")

@@ -142,11 +142,15 @@ def _calibrated_at(detector: Detector, unlabelled_conf: float | None) -> dict[st
             "imgsz": detector.imgsz}
 
 
-def _inputs(*reports: MediaReport) -> dict[str, Any]:
+def input_report(*reports: MediaReport, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
     """The read reports of the data a filter was made from, recorded in its file: a filter fitted on a
-    truncated clip says so, and the command that wrote it can exit 1 (`inputs_complete` false)."""
+    truncated clip says so, and the command that wrote it can exit 1 (`inputs_complete` false).
+    `fitted`: the metadata of the filter this one was re-calibrated or adapted from; the problems of
+    the data its score was fitted on stay listed (`fit_input_problems`)."""
     problems = [line for report in reports for line in report.problems()]
-    return {"inputs_complete": not problems, "input_problems": problems}
+    earlier = (fitted or {}).get("fit_input_problems") or (fitted or {}).get("input_problems")
+    return {"inputs_complete": not problems, "input_problems": problems,
+            **({"fit_input_problems": earlier} if earlier else {})}
 
 
 def fit_filter(detector: Detector, request: FitRequest,
@@ -188,7 +192,7 @@ def fit_filter(detector: Detector, request: FitRequest,
         group_kind=collected.group_kind, track_ids=collected.track_ids, calibration=calibration,
         shape=request.thresholds,
         metadata={"id_data": request.id_spec, "labelled": collected.labelled, "id_images": collected.images,
-                  **_calibrated_at(detector, request.unlabelled_conf), **_inputs(*reports),
+                  **_calibrated_at(detector, request.unlabelled_conf), **input_report(*reports),
                   **({"calibration_data": request.calibration_id, "calibration_labelled": calibration.track_ids is None}
                      if calibration is not None else {}),
                   **({"outlier_data": list(request.outliers)} if outliers is not None else {})},
@@ -205,9 +209,7 @@ def recalibrate_filter(detector: Detector, path: str, spec: str, tpr: float | No
     old = load_filter(path)
     old.check_detector(detector.fingerprint())
     held = _collect(detector, spec, "calibration boxes", progress, unlabelled_conf, max_images, min_track_frames)
-    # `inputs_complete` is about this command's data; problems of the data the score was fitted on stay listed
-    fitted = {"fit_input_problems": old.metadata["input_problems"]} if old.metadata.get("input_problems") else {}
     filt = old.recalibrate(held.as_calibration(), tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
         "calibration_data": spec, "calibration_labelled": held.labelled, **_calibrated_at(detector, unlabelled_conf),
-        **_inputs(held.media), **fitted})
+        **input_report(held.media, fitted=old.metadata)})
     return filt, [held.description]

@@ -35,7 +35,7 @@ def test_adapt_moves_the_thresholds_on_a_new_street_and_records_what_it_did(
     adapted, original = load_filter(out), load_filter(bundled)
     info = adapted.metadata["adaptation"]
     assert info["mode"] == "thresholds" and info["asked"] == "auto" and info["tracks"] >= 1
-    assert adapted.metadata["clip_frames"] == 150 and adapted.metadata["clip_input_complete"] is True
+    assert adapted.metadata["clip_frames"] == 150 and adapted.metadata["inputs_complete"] is True
     # the same score; its one overall threshold moved by one offset
     assert adapted.thresholds.offset is not None and adapted.metadata["threshold_shape"] == "overall"
     np.testing.assert_allclose(adapted.thresholds.global_threshold,
@@ -98,4 +98,4 @@ def test_a_truncated_clip_writes_the_filter_but_exits_1_for_calibrate_and_adapt(
         printed = capsys.readouterr().out
         assert "problem: " in printed and "of 160 frames read" in printed and str(clip) in printed
         written = load_filter(out).metadata
-        assert written.get("inputs_complete", written.get("clip_input_complete")) is False
+        assert written["inputs_complete"] is False
