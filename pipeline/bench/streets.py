@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.bench.report import GENERATED, header_line, write_result
-from pipeline.bench.street_streams import ON_ID, ON_OOD, Street, street_stream
+from pipeline.bench.street_streams import CALIBRATION_FRAMES, FRAMES, ON_ID, ON_OOD, Street, street_stream
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import Calibration
@@ -59,10 +59,6 @@ from pipeline.filter.id_collection import IdBoxes, tracked_id_boxes
 from pipeline.filter.track_verdicts import TrackVerdicts
 from pipeline.tracks import track_sequence
 
-DEVELOPMENT_SEEDS = (0, 1, 2, 3)
-HELD_OUT_SEEDS = tuple(range(100, 112))
-FRAMES = 1800
-CALIBRATION_FRAMES = 600
 REVIEWED = (10, 30)  # answers of the simulated reviewer
 EVERY_TRACK = "adapt + every clip track answered"  # the bound of what answers can do on a clip
 RECIPES = ("bundled", "bundled, 5% in every bin", "calibrate --from, 5% in every bin", "adapt, 5% in every bin",

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.bench import street_streams
 from pipeline.bench.report import write_result
 from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME, default_model, sample_images
 from pipeline.cli import eval_cmd
@@ -106,10 +107,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "--cache); each recipe adapts the bundled filter on the first --calibration-frames frames without "
                     "their ground truth and is judged on the rest with it. Development and held-out seeds are "
                     "reported apart (pipeline/bench/streets.py).")
-    streets.add_argument("--development", default="0-3", help="development seeds: rules are chosen on these")
-    streets.add_argument("--held-out", default="100-111", help="held-out seeds: only reported")
-    streets.add_argument("--frames", type=int, default=1800, help="frames per street")
-    streets.add_argument("--calibration-frames", type=int, default=600, help="frames the recipes adapt on")
+    streets.add_argument("--development", default=street_streams.DEVELOPMENT_SEEDS,
+                         help="development seeds: rules are chosen on these")
+    streets.add_argument("--held-out", default=street_streams.HELD_OUT_SEEDS, help="held-out seeds: only reported")
+    streets.add_argument("--frames", type=int, default=street_streams.FRAMES, help="frames per street")
+    streets.add_argument("--calibration-frames", type=int, default=street_streams.CALIBRATION_FRAMES,
+                         help="frames the recipes adapt on")
     streets.add_argument("--world", default=".ghostbox/worlds/seed0",
                          help="the bundled filter's world (its id/train and ood/pool re-fit the score; written "
                               "unless there)")
