@@ -106,11 +106,10 @@ def judge(test: Street, flags: np.ndarray) -> dict[str, Any]:
             "per_class": per_class, "per_kind": per_kind}
 
 
-def confidence_cut(test: Street, id_rate: float) -> np.ndarray:
-    """Flags of a confidence cut that flags `id_rate` of the street's ID detections (ground truth sets it)."""
-    boxes = test.boxes()
-    label = test.concat("label")
-    conf = boxes.confidence.astype(np.float64)
+def confidence_cut(confidence: np.ndarray, label: np.ndarray, id_rate: float) -> np.ndarray:
+    """Flags of a confidence cut that flags `id_rate` of the boxes on ID objects (`label`: what each box
+    sits on; the ground truth sets the cut)."""
+    conf = np.asarray(confidence, np.float64)
     id_conf = np.sort(conf[label == ON_ID])
     if not len(id_conf) or id_rate <= 0:
         return np.zeros(len(conf), bool)
@@ -189,7 +188,8 @@ def street_row(street: Street, detector: Any, bundled: HallucinationFilter, refe
     base = row["recipes"].get("adapt")
     if base is not None:
         row["recipes"]["confidence cut"] = {
-            v: judge(test, confidence_cut(test, base[v]["id_flagged"] or 0.0)) for v in VERDICTS}
+            v: judge(test, confidence_cut(test_boxes.confidence, label, base[v]["id_flagged"] or 0.0))
+            for v in VERDICTS}
     row["test_id_detections"] = int((label == ON_ID).sum())
     row["test_hallucinations"] = int((label == ON_OOD).sum())
     return row
