@@ -23,3 +23,8 @@ def cut(image: np.ndarray, xyxy: Sequence[float] | np.ndarray) -> np.ndarray:
     """The pixels of `image` under the float box `xyxy` (a view; see `pixel_box`)."""
     left, top, right, bottom = pixel_box(xyxy, image.shape[1], image.shape[0])
     return image[top:bottom, left:right]
+
+
+def cut_crops(frame: np.ndarray, xyxy: np.ndarray) -> list[np.ndarray]:
+    """A contiguous copy of the pixels under each box (a crop outlives the frame it was cut from)."""
+    return [np.ascontiguousarray(cut(frame, box)) for box in xyxy]

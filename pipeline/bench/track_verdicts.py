@@ -81,7 +81,7 @@ def bench_stream_quality(detector: Any, filter_path: str | Path, frames: int, se
         t0 = time.perf_counter()
         image, truth = synth.render_stream_frame(world, index)
         t1 = time.perf_counter()
-        [dets] = detector.detect([image])
+        [dets] = detector.detect([image], crops=flt.needs_crops)
         t2 = time.perf_counter()
         dets = flt.apply(dets)
         t3 = time.perf_counter()

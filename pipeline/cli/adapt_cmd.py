@@ -88,19 +88,21 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     report = MediaReport()
     with progress_bar("clip frames", None) as bar:
-        found, _ = detect_unlabelled(detector, args.clip, detector.config.conf, None, bar.advance, report)
+        found, _ = detect_unlabelled(detector, args.clip, detector.config.conf, None, bar.advance, report,
+                                     filt.needs_crops)
     if not found:
         raise GhostboxError(f"adapt: no frames read from '{args.clip}'")
     tracks = tracked_id_boxes(found, detector, f"adapt: '{args.clip}'", detector.config.conf, min_track_frames)
     reference = None
     if args.id_spec:
         with progress_bar("reference ID boxes", None) as bar:
-            ids = collect_id_boxes(detector, args.id_spec, conf=detector.config.conf, advance=bar.advance)
+            ids = collect_id_boxes(detector, args.id_spec, conf=detector.config.conf, advance=bar.advance,
+                                   crops=filt.needs_crops)
         if not ids.labelled or ids.groups is None:
             raise GhostboxError(f"--id {args.id_spec}: a re-fit needs labelled ID data (a dataset with ground truth)")
         with progress_bar("outlier boxes", None) as bar:
             outliers, _ = collect_outlier_boxes(detector, args.outliers, conf=detector.config.conf,
-                                                advance=bar.advance)
+                                                advance=bar.advance, crops=filt.needs_crops)
         reference = ReferenceData(ids.boxes, ids.groups, outliers)
     shape = args.shape or THRESHOLD_SHAPE
     adapted, done = adapt_filter(

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     def flush(writer: JsonlWriter) -> None:
         nonlocal frames_done, boxes, flagged
-        results = detector.detect([f.image for f in pending])
+        results = detector.detect([f.image for f in pending],
+                                  crops=hallucination_filter is not None and hallucination_filter.needs_crops)
         for frame, dets in zip(pending, results):
             dets = dets.with_meta(source=frame.source, frame=frame.index)
             if hallucination_filter is not None:

@@ -11,6 +11,7 @@ from pipeline.cli.progress import progress_bar
 from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
 from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import load_filter
+from pipeline.kind_tally import describe_kinds
 
 # The evaluation's settings and their defaults: `EvalSettings` (its module loads torch: read when needed).
 EVAL = "pipeline.evaluate.evaluation:EvalSettings"
@@ -76,4 +77,9 @@ def _summary(report: dict, out: Path) -> None:
             line += f" -> {after['hallucinations']} after filter ({after['per_image']:.3f}/image)"
         scores = "  ".join(f"{s} FPR95 {m['fpr95']:.3f}" for s, m in part["scores"].items() if m["fpr95"] is not None)
         print(line + ("  | " + scores if scores else ""))
+        caught, cut = part.get("caught"), part.get("confidence_cut") or {}
+        if caught:
+            print(f"  caught per kind: {describe_kinds(caught['per_kind'])}; objects {caught['objects_caught']} of "
+                  f"{caught['objects']}" + (f"; confidence cut at the same ID loss catches {100 * cut['caught']:.1f}%"
+                                            if cut.get("caught") is not None else ""))
     print(f"report: {out / 'report.json'}  {out / 'report.md'}")

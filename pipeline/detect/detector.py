@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline.box_geometry import cut
+from pipeline.box_geometry import cut_crops
 from pipeline.detect.config import DetectorConfig, box_features_for  # noqa: F401 - re-exported
 from pipeline.detect.model_source import resolve_model
 from pipeline.detect.torch_backend import TorchBackend
@@ -75,10 +75,6 @@ def _stride_multiple(imgsz: int, stride: int) -> int:
         log.warning("imgsz %d is not a multiple of the model's stride %d: running at imgsz %d "
                     "(pass --imgsz %d to say so)", imgsz, stride, size, size)
     return size
-
-
-def cut_crops(frame: np.ndarray, xyxy: np.ndarray) -> list[np.ndarray]:
-    return [np.ascontiguousarray(cut(frame, box)) for box in xyxy]
 
 
 class Detector:

@@ -92,9 +92,11 @@ def run_evaluation(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     advance = progress.advance if progress is not None else (lambda n: None)
-    id_result = evaluate_id(detector, id_set, settings.conf, loaded, advance=advance)
+    crops = any(getattr(f, "needs_crops", False) for f in loaded)
+    id_result = evaluate_id(detector, id_set, settings.conf, loaded, advance=advance, crops=crops)
     ood_results = [
-        evaluate_ood(detector, dataset, settings.conf, loaded, settings.audit_conf, settings.worst_k, advance=advance)
+        evaluate_ood(detector, dataset, settings.conf, loaded, settings.audit_conf, settings.worst_k, advance=advance,
+                     crops=crops)
         for dataset in ood_sets
     ]
     id_boxes = id_result.tp

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.evaluate.runner import IdResult, OodResult
 from pipeline.filter.ood_metrics import aupr_in, aupr_out, auroc, fpr_at_tpr
+from pipeline.kind_tally import KindTally, confidence_cut
 
 ScoreFn = Callable[[Any], np.ndarray]  # Detections -> scores, higher = more ID
 
@@ -87,6 +88,16 @@ def build_report(
                 objects = result.objects_per_kind[kind]
                 kinds[kind] = {"objects": objects, "hallucinations": n,
                                "per_object": _round(n / objects) if objects else None}
+        caught_by_kind: dict[str, Any] = {}
+        baseline = None
+        if result.flagged is not None and len(result.flagged) == len(result.kind_of_hallucination):
+            on_object = result.kind_of_hallucination >= 0
+            tally = KindTally()
+            tally.add([result.kinds[k] for k in result.kind_of_hallucination[on_object]],
+                      result.object_of_hallucination[on_object].tolist(), result.flagged[on_object])
+            caught_by_kind = {"per_kind": tally.rows(), **tally.totals()}
+            if id_result.tp_flagged is not None:
+                baseline = confidence_cut(id_boxes.confidence, id_result.tp_flagged, boxes.confidence)
         report["ood"][result.name] = {
             "images": result.images,
             "hallucinations": result.hallucination_count,
@@ -97,6 +108,8 @@ def build_report(
             "after_filter": after,
             "scores": scores,
             "per_kind": kinds,
+            "caught": caught_by_kind or None,
+            "confidence_cut": baseline,
             "audit": result.audit,
         }
     return report, raw
@@ -161,6 +174,20 @@ def write_markdown(report: dict[str, Any], path: Path, plots: list[str]) -> None
             for kind, values in sorted(part["per_kind"].items()):
                 lines.append(f"| {kind} | {values['objects']} | {values['hallucinations']} | "
                              f"{_fmt(values['per_object'])} |")
+    for name, part in report["ood"].items():
+        caught = part.get("caught")
+        if caught:
+            cut = part.get("confidence_cut") or {}
+            lines += ["", f"### {name}: caught by the filter, per OoD kind", "",
+                      f"{caught['objects_caught']} of {caught['objects']} hallucinated objects caught (most of "
+                      f"their boxes flagged)"
+                      + (f"; a confidence cut flagging as many ID true positives ({_fmt(cut.get('id_flagged'), True)}, "
+                         f"conf < {cut['cut']}) catches {_fmt(cut.get('caught'), True)} of the boxes"
+                         if cut.get("caught") is not None else "") + ".", "",
+                      "| kind | boxes | caught | objects | objects caught |", "|---|---|---|---|---|"]
+            for kind, row in caught["per_kind"].items():
+                lines.append(f"| {kind} | {row['boxes']} | {_fmt(row['caught'] / row['boxes'], True)} | "
+                             f"{row['objects']} | {row['objects_caught']} |")
     audits = [(name, part["audit"]) for name, part in report["ood"].items() if part["audit"]]
     if audits:
         lines += ["", "## Contamination audit", "",

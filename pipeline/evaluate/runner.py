@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.box_geometry import cut_crops
 from pipeline.data import Dataset, image_batches, to_coco_dict
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
@@ -31,10 +32,11 @@ if TYPE_CHECKING:  # the runner only calls it: importing it (torch) is the calle
 log = logging.getLogger(__name__)
 
 MAP_CONF = 0.001  # as COCO/Ultralytics validation: the whole precision-recall curve
+MAX_OBJECTS = 100_000  # object numbers: image * MAX_OBJECTS + the object's index among the image's OoD boxes
 
 
 def stacked(parts: Sequence[Detections], feature_dim: int, num_classes: int) -> Detections:
-    """The boxes of many images as one `Detections` (callers leave the crops out as they collect)."""
+    """The boxes of many images as one `Detections` (crops kept only where a filter reads them)."""
     parts = [p for p in parts if len(p)]
     return Detections.merge(parts) if parts else Detections.empty(num_classes, feature_dim)
 
@@ -61,6 +63,7 @@ class IdResult:
     fp_boxes: int
     tp_lost: int | None  # ID true positives the filter flagged
     gt_boxes: int
+    tp_flagged: np.ndarray | None = None  # (tp_boxes,) the filter's verdict on each true positive
 
 
 @dataclass
@@ -79,6 +82,8 @@ class OodResult:
     kind_of_hallucination: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no object
     objects_per_kind: dict[str, int] = field(default_factory=dict)
     unknown_boxes: int | None = None  # boxes an open-set model called "unknown" (dropped); None: no such class
+    object_of_hallucination: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no object
+    flagged: np.ndarray | None = None  # the filter's verdict on each hallucination
 
 
 def ood_category_flags(dataset: Dataset) -> np.ndarray:
@@ -91,8 +96,9 @@ def ood_category_flags(dataset: Dataset) -> np.ndarray:
 
 def evaluate_id(
     detector: Detector, dataset: Dataset, conf: float, filters: Sequence[Any],
-    advance: Callable[[int], None] = lambda n: None,
+    advance: Callable[[int], None] = lambda n: None, crops: bool = False,
 ) -> IdResult:
+    """`crops`: the true positives keep their crops (for filters with a crop model)."""
     to_model = model_class_ids(dataset.class_names, detector.class_names)
     if (to_model < 0).all():
         raise GhostboxError(
@@ -109,13 +115,14 @@ def evaluate_id(
     category_ids = list(range(1, len(model_categories) + 1))
     rows: list[dict[str, Any]] = []
     tp_parts: list[Detections] = []
+    tp_flags: list[np.ndarray] = []
     dims = (detector.feature_dim, len(detector.class_names))
     tp_total = fp_total = 0
     lost = 0
     gt_boxes = 0
     for chunk in image_batches(dataset, detector.config.batch):
         results = detector.detect([image for _, image in chunk], conf=MAP_CONF)
-        for (record, _), dets in zip(chunk, results):
+        for (record, image), dets in zip(chunk, results):
             rows += detections_to_coco(record.image_id, dets.xyxy, dets.confidence, dets.class_id, category_ids)
             kept = dets[dets.confidence >= conf]
             known = to_model[record.class_ids] >= 0
@@ -126,22 +133,26 @@ def evaluate_id(
             tp_total += int(tp.sum())
             fp_total += int((~tp & ~ignored).sum())
             tp_dets = kept[tp]
-            tp_parts.append(tp_dets)  # detected without crops
+            if crops:  # cut here, not for the thousands of boxes at MAP_CONF
+                tp_dets = tp_dets.with_meta(crops=cut_crops(image, tp_dets.xyxy))
+            tp_parts.append(tp_dets)
             if filters:
-                flagged = filters[0].apply(tp_dets).data["hallucination"]
-                lost += int(np.asarray(flagged).sum())
+                flagged = np.asarray(filters[0].apply(tp_dets).data["hallucination"], bool)
+                tp_flags.append(flagged)
+                lost += int(flagged.sum())
         advance(len(chunk))
     return IdResult(
         name=dataset.name, images=len(dataset), map=coco_map(gt, rows, list(detector.class_names)),
         tp=stacked(tp_parts, *dims), tp_boxes=tp_total, fp_boxes=fp_total, tp_lost=lost if filters else None,
-        gt_boxes=gt_boxes,
+        gt_boxes=gt_boxes, tp_flagged=np.concatenate(tp_flags) if filters and tp_flags else None,
     )
 
 
 def evaluate_ood(
     detector: Detector, dataset: Dataset, conf: float, filters: Sequence[Any], audit_conf: float = 0.5,
-    worst_k: int = 24, advance: Callable[[int], None] = lambda n: None,
+    worst_k: int = 24, advance: Callable[[int], None] = lambda n: None, crops: bool = False,
 ) -> OodResult:
+    """`crops`: the hallucinations keep their crops (for filters with a crop model)."""
     ood_flags = ood_category_flags(dataset)
     to_model = model_class_ids(dataset.class_names, detector.class_names)
     hallucination_parts: list[Detections] = []
@@ -152,6 +163,9 @@ def evaluate_ood(
     serial = 0
     kind_names = list(dataset.class_names)
     kind_of: list[np.ndarray] = []
+    object_of: list[np.ndarray] = []  # one number per OoD object in the set: (image, its OoD box)
+    flags: list[np.ndarray] = []
+    images_seen = 0
     objects_per_kind = dict.fromkeys((n for n, o in zip(kind_names, ood_flags) if o), 0)
     unknown_before = getattr(detector, "unknown_boxes", 0)
     for chunk in image_batches(dataset, detector.config.batch):
@@ -173,7 +187,7 @@ def evaluate_ood(
             else:
                 ghost = np.ones(len(dets), bool)
             ghosts = dets[ghost]
-            hallucination_parts.append(ghosts.with_meta(crops=None))
+            hallucination_parts.append(ghosts if crops else ghosts.with_meta(crops=None))
             for cls in record.class_ids[is_ood]:
                 objects_per_kind[kind_names[cls]] += 1
             # which OoD object (kind) each hallucination sits on, for per-kind figures; a looser
@@ -181,11 +195,14 @@ def evaluate_ood(
             on = best_match(ghosts.xyxy, ood_boxes, iou=0.3) if len(ood_boxes) else np.full(len(ghosts), -1)
             ood_cls = record.class_ids[is_ood]
             kind_of.append(np.where(on >= 0, ood_cls[np.maximum(on, 0)] if len(ood_cls) else -1, -1))
+            object_of.append(np.where(on >= 0, images_seen * MAX_OBJECTS + on, -1))
+            images_seen += 1
             count += len(ghosts)
             scores = None
             if filters and len(ghosts):
                 filtered = filters[0].apply(ghosts)
-                after += int((~np.asarray(filtered.data["hallucination"])).sum())
+                flags.append(np.asarray(filtered.data["hallucination"], bool))
+                after += int((~flags[-1]).sum())
                 scores = np.asarray(filtered.data["score"])
             high = dets[dets.confidence >= audit_conf]
             if len(high) and not len(id_boxes):
@@ -195,11 +212,11 @@ def evaluate_ood(
                     "boxes": [{"xyxy": [round(float(v), 1) for v in box], "label": label, "conf": round(float(c), 4)}
                               for box, label, c in zip(high.xyxy, high.labels, high.confidence)],
                 })
-            crops = ghosts.crops or []  # detected with crops=True: one per box
+            ghost_crops = ghosts.crops or []  # detected with crops=True: one per box
             for i in range(len(ghosts)):
                 serial += 1
                 item = Worst(float(ghosts.confidence[i]), dataset.name, record.file_name, ghosts.labels[i],
-                             crops[i], None if scores is None else float(scores[i]))
+                             ghost_crops[i], None if scores is None else float(scores[i]))
                 entry = (item.conf, serial, item)
                 if len(worst) < worst_k:
                     heapq.heappush(worst, entry)
@@ -214,6 +231,8 @@ def evaluate_ood(
         id_tp_lost=lost if filters else None, audit=audit, worst=[w for _, _, w in sorted(worst, reverse=True)],
         kinds=kind_names, kind_of_hallucination=np.concatenate(kind_of) if kind_of else np.zeros(0, np.int64),
         objects_per_kind=objects_per_kind,
+        object_of_hallucination=np.concatenate(object_of) if object_of else np.zeros(0, np.int64),
+        flagged=(np.concatenate(flags) if flags else np.zeros(0, bool)) if filters else None,
         unknown_boxes=(detector.unknown_boxes - unknown_before
                        if getattr(detector, "unknown_class", None) is not None else None),
     )

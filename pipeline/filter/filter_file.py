@@ -92,6 +92,15 @@ def read_filter_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
+def header_needs_crops(header: dict[str, Any]) -> bool:
+    """Whether the filter a header describes has a crop model (a score that reads each box's pixels),
+    told without loading its arrays: a worker decides from it whether to send crops."""
+    method = header.get("method")
+    members = ((header.get("scorer") or {}).get("params") or {}).get("members") or [] if method == "fusion" else []
+    names = [m.get("name") if isinstance(m, dict) else m for m in members] or [method]
+    return any(scorer_class(str(name)).uses_crops for name in names)
+
+
 def box_features_needed(paths: Sequence[str | Path]) -> str | None:
     """The detector's `box_features` the filters were fitted with; None without filters.
 

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +27,14 @@ from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
 from pipeline.filter.outlier_collection import collect_outlier_boxes
 from pipeline.filter.registry import create, names
-from pipeline.sinks.review_file import REVIEW_FILE, head_arrays, reviewed_gallery_rows, track_key
+from pipeline.sinks.review_file import (
+    GALLERY_INDEX,
+    REVIEW_FILE,
+    head_arrays,
+    reviewed_gallery_rows,
+    run_folder,
+    track_key,
+)
 from pipeline.sources.media_files import MediaReport
 from pipeline.tracks import MIN_TRACK_FRAMES
 
@@ -86,6 +94,11 @@ class FitRequest(BaseModel):
     def needs_outliers(self) -> bool:
         return create(self.method, **self.params).needs_outliers
 
+    @cached_property
+    def needs_crops(self) -> bool:
+        """The score reads each box's pixels (a crop model): collect the boxes with their crops."""
+        return create(self.method, **self.params).uses_crops
+
     def check(self) -> None:
         if self.min_track_frames < 1:
             raise GhostboxError(f"--min-track-frames: must be >= 1, got {self.min_track_frames}")
@@ -107,16 +120,33 @@ class _NoBar:
 
 
 def _collect(detector: Detector, spec: str, label: str, progress: Callable[[str], Any] | None,
-             unlabelled_conf: float | None, max_images: int | None, min_track_frames: int) -> IdBoxes:
+             unlabelled_conf: float | None, max_images: int | None, min_track_frames: int,
+             crops: bool = False) -> IdBoxes:
     bar = progress or (lambda label: nullcontext(_NoBar()))
     with bar(label) as b:
         return collect_id_boxes(detector, spec, conf=detector.config.conf, unlabelled_conf=unlabelled_conf,
-                                max_images=max_images, advance=b.advance, min_track_frames=min_track_frames)
+                                max_images=max_images, advance=b.advance, min_track_frames=min_track_frames,
+                                crops=crops)
 
 
-def reviewed_real_boxes(run: str, detector: Detector) -> tuple[Detections, np.ndarray]:
-    """The gallery boxes (logits, box features) of the tracks a person confirmed real in `run`'s
-    review, and their track (one number per stream and track); refused when another detector made them."""
+def _gallery_crops(run: str, rows: list[dict[str, Any]]) -> list[np.ndarray]:
+    """The crop image of each gallery line (OUT/tracks/FILE), or GhostboxError naming the file."""
+    folder = run_folder(run) / GALLERY_INDEX.parent
+    crops = []
+    for row in rows:
+        path = folder / str(row.get("file", ""))
+        image = cv2.imread(str(path)) if path.is_file() else None
+        if image is None:
+            raise GhostboxError(f"--reviewed {run}: gallery crop {path} is missing or unreadable; the crop model "
+                                f"fits on the crops themselves")
+        crops.append(image)
+    return crops
+
+
+def reviewed_real_boxes(run: str, detector: Detector, crops: bool = False) -> tuple[Detections, np.ndarray]:
+    """The gallery boxes (logits, box features; their crops with `crops`) of the tracks a person confirmed
+    real in `run`'s review, and their track (one number per stream and track); refused when another
+    detector made them."""
     rows = list(reviewed_gallery_rows(run, "real"))
     if not rows:
         raise GhostboxError(f"--reviewed {run}: no track confirmed real in {Path(run) / REVIEW_FILE} (answer "
@@ -132,7 +162,8 @@ def reviewed_real_boxes(run: str, detector: Detector) -> tuple[Detections, np.nd
                             f"gives {detector.feature_dim} (set --box-features as in the run's graph)")
     keys = [track_key(str(r["stream"]), int(r["track_id"])) for r in rows]
     tracks = np.unique(keys, return_inverse=True)[1]
-    return Detections.from_head(features, logits, cls, level, detector.class_names), tracks
+    boxes = Detections.from_head(features, logits, cls, level, detector.class_names)
+    return (boxes.with_meta(crops=_gallery_crops(run, rows)) if crops else boxes), tracks
 
 
 def _calibrated_at(detector: Detector, unlabelled_conf: float | None) -> dict[str, Any]:
@@ -162,11 +193,11 @@ def fit_filter(detector: Detector, request: FitRequest,
 
     def collect(spec: str, label: str) -> IdBoxes:
         return _collect(detector, spec, label, progress, request.unlabelled_conf, request.max_images,
-                        request.min_track_frames)
+                        request.min_track_frames, request.needs_crops)
 
     collected = collect(request.id_spec, "ID boxes")
     for run in request.reviewed:
-        boxes, tracks = reviewed_real_boxes(run, detector)
+        boxes, tracks = reviewed_real_boxes(run, detector, request.needs_crops)
         collected = collected.with_reviewed(boxes, tracks)
     notes = [collected.description]
     calibration = None
@@ -183,7 +214,7 @@ def fit_filter(detector: Detector, request: FitRequest,
         with bar("outlier boxes") as b:
             outliers, text = collect_outlier_boxes(detector, request.outliers, conf=outlier_conf,
                                                    max_images=request.max_images, advance=b.advance,
-                                                   report=reports[-1])
+                                                   report=reports[-1], crops=request.needs_crops)
         notes.append(text)
     filt = HallucinationFilter.fit(
         request.method, collected.boxes, detector.class_names, detector.fingerprint(), params=request.params,
@@ -208,7 +239,8 @@ def recalibrate_filter(detector: Detector, path: str, spec: str, tpr: float | No
 
     old = load_filter(path)
     old.check_detector(detector.fingerprint())
-    held = _collect(detector, spec, "calibration boxes", progress, unlabelled_conf, max_images, min_track_frames)
+    held = _collect(detector, spec, "calibration boxes", progress, unlabelled_conf, max_images, min_track_frames,
+                    old.needs_crops)
     filt = old.recalibrate(held.as_calibration(), tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
         "calibration_data": spec, "calibration_labelled": held.labelled, **_calibrated_at(detector, unlabelled_conf),
         **input_report(held.media, fitted=old.metadata)})

@@ -199,6 +199,11 @@ class HallucinationFilter:
         return self.scorer.name
 
     @property
+    def needs_crops(self) -> bool:
+        """The filter reads each box's pixels (a crop model): the boxes it judges must carry their crops."""
+        return bool(self.scorer.uses_crops)
+
+    @property
     def feature_dim(self) -> int:
         return int(self.scorer.feature_dim or 0)
 
@@ -223,6 +228,11 @@ class HallucinationFilter:
             raise GhostboxError(
                 f"detections have {dets.num_classes} classes and D={dets.feature_dim} box features; "
                 f"the filter was fitted on {self.num_classes} classes and D={self.feature_dim}") from None
+        if self.needs_crops and dets.crops is None and len(dets):
+            raise GhostboxError(
+                "this filter has a crop model, which reads each box's pixels, but the detections carry no crops: "
+                "let the workers send them (workers.crops: auto, raw or jpeg in the graph; not none), or detect "
+                "with crops=True")
         if dets.class_names and self.class_names and tuple(dets.class_names) != self.class_names:
             raise GhostboxError(f"detections' class names {list(dets.class_names)} differ from the filter's "
                                 f"{list(self.class_names)}")

@@ -103,17 +103,18 @@ def is_unlabelled_source(spec: str) -> bool:
 def collect_id_boxes(
     detector: Detector, spec: str, conf: float = 0.25, unlabelled_conf: float | None = None,
     max_images: int | None = None, advance: Callable[[int], None] = lambda n: None,
-    min_track_frames: int = MIN_TRACK_FRAMES,
+    min_track_frames: int = MIN_TRACK_FRAMES, crops: bool = False,
 ) -> IdBoxes:
-    """`unlabelled_conf`: None = `conf`; a higher value leaves the boxes below it without calibration."""
+    """`unlabelled_conf`: None = `conf`; a higher value leaves the boxes below it without calibration.
+    `crops`: keep each box's crop (for scores that read pixels, `Scorer.uses_crops`)."""
     if is_unlabelled_source(spec):
         return _unlabelled(detector, spec, conf if unlabelled_conf is None else unlabelled_conf, max_images,
-                           advance, min_track_frames)
-    return _labelled(detector, spec, conf, max_images, advance)
+                           advance, min_track_frames, crops)
+    return _labelled(detector, spec, conf, max_images, advance, crops)
 
 
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-              advance: Callable[[int], None]) -> IdBoxes:
+              advance: Callable[[int], None], crops: bool = False) -> IdBoxes:
     dataset = parse_dataset_spec(spec, class_names=list(detector.class_names))
     if max_images is not None and len(dataset) > max_images:
         dataset = dataset.select(np.arange(max_images))
@@ -121,7 +122,7 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
     found: list[Detections] = []
     groups: list[np.ndarray] = []
     for chunk in image_batches(dataset, detector.config.batch):
-        results = detector.detect([image for _, image in chunk], conf=conf)
+        results = detector.detect([image for _, image in chunk], conf=conf, crops=crops)
         for (record, _), dets in zip(chunk, results):
             known = to_model[record.class_ids] >= 0
             tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, record.boxes_xyxy[known],
@@ -140,7 +141,7 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
 
 
 def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-                      advance: Callable[[int], None], report: MediaReport | None = None
+                      advance: Callable[[int], None], report: MediaReport | None = None, crops: bool = False
                       ) -> tuple[list[Detections], int]:
     """(detections per frame, frames read) for a video, image, glob or folder of images; what the
     read skipped or cut (a truncated video, unreadable files in a folder) goes to `report`."""
@@ -152,21 +153,21 @@ def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: in
         frames.append(frame.image)
         seen += 1
         if len(frames) >= detector.config.batch:
-            found += detector.detect(frames, conf=conf)
+            found += detector.detect(frames, conf=conf, crops=crops)
             advance(len(frames))
             frames = []
         if max_images is not None and seen >= max_images:
             break
     if frames:
-        found += detector.detect(frames, conf=conf)
+        found += detector.detect(frames, conf=conf, crops=crops)
         advance(len(frames))
     return found, seen
 
 
 def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-                advance: Callable[[int], None], min_track_frames: int) -> IdBoxes:
+                advance: Callable[[int], None], min_track_frames: int, crops: bool = False) -> IdBoxes:
     report = MediaReport()
-    found, seen = detect_unlabelled(detector, spec, conf, max_images, advance, report)
+    found, seen = detect_unlabelled(detector, spec, conf, max_images, advance, report, crops)
     # a cut clip still gives boxes: the caller records the report instead of fitting on it silently
     return replace(tracked_id_boxes(found, detector, f"ID data '{spec}'", conf, min_track_frames), media=report)
 

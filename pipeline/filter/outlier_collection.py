@@ -28,16 +28,16 @@ log = logging.getLogger(__name__)
 
 def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float = 0.25,
                           max_images: int | None = None, advance: Callable[[int], None] = lambda n: None,
-                          report: MediaReport | None = None) -> tuple[Detections, str]:
+                          report: MediaReport | None = None, crops: bool = False) -> tuple[Detections, str]:
     """(boxes, description) from every spec; raises when none of them yields a box. What reading
-    unlabelled specs skipped or cut goes to `report`."""
+    unlabelled specs skipped or cut goes to `report`; `crops`: keep each box's crop."""
     found: list[Detections] = []
     parts = []
     for spec in specs:
         if is_unlabelled_source(spec):
-            dets, images = detect_unlabelled(detector, spec, conf, max_images, advance, report)
+            dets, images = detect_unlabelled(detector, spec, conf, max_images, advance, report, crops)
         else:
-            dets, images = _labelled(detector, spec, conf, max_images, advance)
+            dets, images = _labelled(detector, spec, conf, max_images, advance, crops)
         n = sum(len(d) for d in dets)
         parts.append(f"{n} in {images} images of {spec}")
         found += [d for d in dets if len(d)]
@@ -48,7 +48,7 @@ def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float 
 
 
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-              advance: Callable[[int], None]) -> tuple[list[Detections], int]:
+              advance: Callable[[int], None], crops: bool = False) -> tuple[list[Detections], int]:
     dataset = parse_dataset_spec(spec)
     if len(dataset) == 0:
         raise GhostboxError(f"outliers '{spec}': no images")
@@ -57,7 +57,7 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
     is_id_class = model_class_ids(dataset.class_names, detector.class_names) >= 0
     kept = []
     for chunk in image_batches(dataset, detector.config.batch):
-        results = detector.detect([image for _, image in chunk], conf=conf)
+        results = detector.detect([image for _, image in chunk], conf=conf, crops=crops)
         for (record, _), dets in zip(chunk, results):
             id_boxes = record.boxes_xyxy[is_id_class[record.class_ids]] if len(record.class_ids) else record.boxes_xyxy
             kept.append(dets[best_match(dets.xyxy, id_boxes) < 0])

@@ -43,6 +43,8 @@ class Scorer(ABC):
     uses_features: ClassVar[bool] = True
     #: True for scores learnt from ID boxes *and* outlier boxes (outlier exposure).
     needs_outliers: ClassVar[bool] = False
+    #: True for scores that read each box's pixels (`Detections.crops`), not only the head's arrays.
+    uses_crops: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = params

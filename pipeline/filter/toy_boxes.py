@@ -15,6 +15,8 @@ import numpy as np
 
 from pipeline.detections import Detections
 
+CROP_PX = 12  # side of a toy box's crop
+
 
 @dataclass
 class ToyBoxWorld:
@@ -27,6 +29,7 @@ class ToyBoxWorld:
     seed: int = 0
     centres: np.ndarray = field(init=False)
     mixing: np.ndarray = field(init=False)
+    palette: np.ndarray = field(init=False)  # (D, 6) features -> the two colours of a toy crop
     weights: np.ndarray = field(init=False)  # (L, nc, D)
     biases: np.ndarray = field(init=False)   # (L, nc)
 
@@ -36,6 +39,8 @@ class ToyBoxWorld:
         self.offset = rng.normal(size=d) * 2.0  # features are not centred at 0
         self.centres = self.offset + rng.normal(size=(nc, d)) * self.separation / np.sqrt(d) * 2
         self.mixing = rng.normal(size=(self.latent_rank, d)) / np.sqrt(self.latent_rank)
+        # drawn from its own stream: adding crops leaves every feature and logit as before
+        self.palette = np.random.default_rng([self.seed, 1]).normal(size=(d, 6)) / np.sqrt(d) / self.separation * 2
         direction = self.centres - self.centres.mean(axis=0)
         base = direction / np.square(np.linalg.norm(direction, axis=1, keepdims=True)) * 6.0
         self.weights = np.stack([base + rng.normal(size=(nc, d)) * 0.02 for _ in range(self.num_levels)])
@@ -54,7 +59,20 @@ class ToyBoxWorld:
         logits = np.einsum("ncd,nd->nc", self.weights[level], feats32.astype(np.float64)) + self.biases[level]
         if class_id is None:
             class_id = logits.argmax(axis=1)
-        return Detections.from_head(feats32, logits.astype(np.float32), class_id, level.astype(np.int8))
+        boxes = Detections.from_head(feats32, logits.astype(np.float32), class_id, level.astype(np.int8))
+        return boxes.with_meta(crops=self._crops(feats, rng))
+
+    def _crops(self, feats: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """A CROP_PX square BGR crop per box: a two-colour pattern read off the box's features, so a
+        crop model can tell the clusters apart from pixels alone (scores that read crops)."""
+        colours = np.tanh((feats - self.offset) @ self.palette)  # (n, 6) in (-1, 1)
+        top, bottom = (127.5 * (1 + colours[:, :3])), (127.5 * (1 + colours[:, 3:]))
+        half = CROP_PX // 2
+        crops = np.empty((len(feats), CROP_PX, CROP_PX, 3), np.float64)
+        crops[:, :half] = top[:, None, None, :]
+        crops[:, half:] = bottom[:, None, None, :]
+        crops += rng.normal(0, 6, crops.shape)
+        return list(np.clip(crops, 0, 255).astype(np.uint8))
 
     def id_boxes(self, n: int, seed: int = 1) -> Detections:
         """n ID boxes; class_id is the true class."""

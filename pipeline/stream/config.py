@@ -374,6 +374,21 @@ class GraphConfig(_Model):
     def all_live(self) -> bool:
         return all(self.source_mode(s) == "live" for s in self.sources)
 
+    def filter_needs_crops(self) -> bool:
+        """The filter has a crop model: the workers must send each box's crop (read from its file's header)."""
+        if not self.filter.path:
+            return False
+        from pipeline.filter.filter_file import header_needs_crops, read_filter_header  # the filter's, not the graph's
+
+        return header_needs_crops(read_filter_header(self.filter.path))
+
+    def check_filter_crops(self) -> None:
+        """Refuse, before any frame, a graph whose workers would not send the crops its filter reads."""
+        if self.workers.crops == "none" and self.filter_needs_crops():
+            raise GhostboxError(
+                f"filter '{self.filter.path}' has a crop model, which reads each box's pixels, but workers.crops is "
+                f"'none': set workers.crops to auto (or raw/jpeg), or use a filter without a crop model")
+
 
 def load_graph(path: str | Path) -> GraphConfig:
     return graph_from_dict(read_yaml(path), f"config '{path}'")

@@ -12,6 +12,10 @@ area) inside the object's whole box.
 - a detection on a part of an ID object is a partial detection (reported, not judged: it is
   neither a hallucination nor a true positive);
 - a detection on no object is a background false positive (reported, not judged).
+
+Beside the totals: caught per OoD kind and per hallucinated object (`pipeline.kind_tally`: an
+object is caught when most of its boxes are flagged), and the confidence cut that flags the
+same share of ID detections as the filter, with what it would have caught.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pipeline import synth
 from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME, default_model
 from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import FILTER_SUFFIX
+from pipeline.kind_tally import KindTally, confidence_cut, describe_kinds
 from pipeline.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
 from pipeline.stream.sources import parse_synth_uri
 
@@ -87,12 +92,15 @@ def judge_against_truth(det: np.ndarray, truth: list[dict[str, Any]], iou: float
 def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[str, Any]:
     """Count caught hallucinations and wrongly flagged ID detections in a demo's JSONL."""
     world = synth.WorldConfig(**parse_synth_uri(uri))
-    counts = {"frames": 0, "detections": 0, "hallucinations": 0, "caught": 0, "id_detections": 0,
+    counts: dict[str, Any] = {"frames": 0, "detections": 0, "hallucinations": 0, "caught": 0, "id_detections": 0,
               "wrongly_flagged": 0, "id_partial": 0, "id_partial_flagged": 0, "background": 0,
               "background_flagged": 0, "flagged": 0}
     path = Path(jsonl)
     if not path.is_file():
         raise GhostboxError(f"demo: no detections written ({path} missing)")
+    tally = KindTally()
+    confidences: dict[str, list[float]] = {"id": [], "ood": []}
+    id_flags: list[bool] = []
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             record = json.loads(line)
@@ -103,6 +111,13 @@ def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[s
             flagged = np.array([bool(b.get("track_hallucination", b.get("hallucination", False))) for b in boxes],
                                bool)
             match, how, on_ood, on_id = judge_against_truth(det, truth, iou)
+            conf = np.array([float(b.get("conf", 0.0)) for b in boxes], np.float64)
+            on = [truth[m] for m in match[on_ood]]
+            tally.add([t.get("kind", t.get("label", "")) for t in on], [t.get("track_id", -1) for t in on],
+                      flagged[on_ood])
+            confidences["ood"] += conf[on_ood].tolist()
+            confidences["id"] += conf[on_id].tolist()
+            id_flags += flagged[on_id].tolist()
             id_part = (how == MATCH_INSIDE) & ~on_ood
             counts["frames"] += 1
             counts["detections"] += len(det)
@@ -115,6 +130,10 @@ def score_against_truth(jsonl: str | Path, uri: str, iou: float = 0.5) -> dict[s
             counts["id_partial_flagged"] += int((id_part & flagged).sum())
             counts["background"] += int((match < 0).sum())
             counts["background_flagged"] += int(((match < 0) & flagged).sum())
+    counts.update(tally.totals())
+    counts["per_kind"] = tally.rows()
+    counts["confidence_cut"] = confidence_cut(np.array(confidences["id"]), np.array(id_flags, bool),
+                                              np.array(confidences["ood"]))
     return counts
 
 
@@ -127,4 +146,10 @@ def describe(counts: dict[str, Any]) -> str:
             f"{counts['id_detections']} ID detections ({pct(counts['wrongly_flagged'], counts['id_detections'])}); "
             f"{counts['id_partial']} partial ID detections ({counts['id_partial_flagged']} flagged); "
             f"{counts['background']} background detections ({counts['background_flagged']} flagged) "
-            f"in {counts['frames']} frames")
+            f"in {counts['frames']} frames"
+            + (f"\nper object: caught {counts['objects_caught']} of {counts['objects']} hallucinated objects "
+               f"(most of its boxes flagged); per kind: {describe_kinds(counts['per_kind'])}"
+               if counts.get("per_kind") else "")
+            + (f"\nconfidence cut at the same ID loss (conf < {cut['cut']:.3f}): caught "
+               f"{pct(round(cut['caught'] * counts['hallucinations']), counts['hallucinations'])} of hallucinations"
+               if (cut := counts.get("confidence_cut") or {}).get("caught") is not None else ""))

@@ -162,8 +162,9 @@ class WorkerStage(StageShell):
             check_filter_matches(graph.filter.path, self.detector.fingerprint(), self.detector.config.conf)
         self.detector.warmup()
         crops = cfg.crops
+        graph.check_filter_crops()
         if crops == "auto":
-            wanted = any(s.crops for s in graph.sinks)
+            wanted = any(s.crops for s in graph.sinks) or graph.filter_needs_crops()
             crops = "none" if not wanted else "jpeg" if leaves_machine(graph.endpoints.workers.url or "") else "raw"
         self.core = DetectorCore(self.detector, crops)
         self.batch = graph.detector.batch

@@ -126,6 +126,7 @@ def preflight(graph: GraphConfig) -> None:
             raise GhostboxError(f"detector.model '{model}': not readable by this user")
     if graph.filter.path:
         read_filter_header(graph.filter.path)
+        graph.check_filter_crops()
     if graph.run_dir and graph.endpoints.sources.url and graph.endpoints.sources.url.startswith("ipc://"):
         _check_run_dir(Path(graph.run_dir))
     PeerAuth.from_graph(graph).check()

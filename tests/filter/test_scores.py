@@ -27,7 +27,7 @@ from tests.helpers.filter_fixtures import (
     outlier_boxes,
 )
 
-ALL = ["msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet", "oe", "fusion"]
+ALL = ["msp", "maxlogit", "energy", "mahalanobis", "knn", "vim", "bam", "abet", "oe", "crop", "fusion"]
 
 
 def test_registry_lists_every_method_and_rejects_unknown_names():
@@ -307,7 +307,9 @@ def test_mismatched_dims_name_both(name):
     with pytest.raises(GhostboxError, match="5 class logits, the scorer was fitted on 4"):
         scorer.score(wrong_nc)
     wrong_d = Detections.from_head(np.zeros((2, 48)), np.zeros((2, 4)), [0, 1], [0, 0])
-    if name in LOGIT_SCORES:
+    if name == "crop":  # reads the crops and the class, not the features
+        assert scorer.score(wrong_d.with_meta(crops=[np.zeros((4, 4, 3), np.uint8)] * 2)).shape == (2,)
+    elif name in LOGIT_SCORES:
         assert scorer.score(wrong_d).shape == (2,)  # logit-only scores ignore the features
     else:
         with pytest.raises(GhostboxError, match="feature dim D=48, the scorer was fitted on D=32"):

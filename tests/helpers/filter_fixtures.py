@@ -16,7 +16,7 @@ WORLD = ToyBoxWorld(num_classes=4, feature_dim=32, num_levels=3, seed=0)
 FEATURE_SCORES = ("mahalanobis", "knn", "vim", "bam", "oe", "fusion")  # see features the logits cannot
 LOGIT_SCORES = ("msp", "maxlogit", "energy")
 # Fast settings where the defaults are meant for real data sizes.
-TEST_PARAMS: dict[str, dict] = {"knn": {"k": 20}, "abet": {"epochs": 8}}
+TEST_PARAMS: dict[str, dict] = {"knn": {"k": 20}, "abet": {"epochs": 8}, "crop": {"epochs": 8, "width": 8, "size": 16}}
 
 
 @cache

@@ -10,13 +10,17 @@
     abet         ablated learned temperature energy   (LeVine et al., 2024)
     oe           ID-vs-outlier head on box features (outlier exposure; Hendrycks et al.,
                  ICLR 2019): needs outlier boxes, e.g. detections on proxy images
-    fusion       rank / z-score mean of several of the above
+    crop         a small CNN on the box's crop: log-odds that it shows the detector's class;
+                 needs outlier boxes with crops
+    fusion       rank / z-score mean of several of the above, or a logistic combiner fitted
+                 on held-out ID and outlier boxes
 
 All scores: higher = more in-distribution.
 """
 
 from pipeline.filter.scores.abet import AbeT
 from pipeline.filter.scores.bam import BoxAbstraction
+from pipeline.filter.scores.crop import CropModel
 from pipeline.filter.scores.energy import Energy
 from pipeline.filter.scores.fusion import Fusion
 from pipeline.filter.scores.knn import KNN
@@ -26,5 +30,5 @@ from pipeline.filter.scores.msp import MaxSoftmax
 from pipeline.filter.scores.oe import OutlierExposure
 from pipeline.filter.scores.vim import ViM
 
-__all__ = ["AbeT", "BoxAbstraction", "Energy", "Fusion", "KNN", "Mahalanobis", "MaxLogit", "MaxSoftmax",
+__all__ = ["AbeT", "BoxAbstraction", "CropModel", "Energy", "Fusion", "KNN", "Mahalanobis", "MaxLogit", "MaxSoftmax",
            "OutlierExposure", "ViM"]
