@@ -158,6 +158,18 @@ def street_stream(detector: Any, seed: int, frames: int, cache: Path | None,
     return street
 
 
+def with_crops(street: Street) -> Street:
+    """The street with every box's crop, cut from its frame rendered again (the renderer is deterministic;
+    the cache holds boxes, not pixels)."""
+    from pipeline.box_geometry import cut_crops
+    from pipeline.synth import WorldConfig, render_stream_frame
+
+    world = WorldConfig(seed=street.seed, stream_frames=len(street.frames))
+    frames = [d.with_meta(crops=cut_crops(render_stream_frame(world, i)[0], d.xyxy)) for i, d in
+              enumerate(street.frames)]
+    return Street(street.seed, frames, street.label, street.kind, street.obj, street.seconds)
+
+
 def parse_seeds(text: str, flag: str) -> tuple[int, ...]:
     """'0-3' / '0,1,2' / '100-111,120' -> seeds; GhostboxError naming the flag otherwise."""
     seeds: list[int] = []

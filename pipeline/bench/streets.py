@@ -42,7 +42,15 @@ from typing import Any
 import numpy as np
 
 from pipeline.bench.report import GENERATED, header_line, write_result
-from pipeline.bench.street_streams import CALIBRATION_FRAMES, FRAMES, ON_ID, ON_OOD, Street, street_stream
+from pipeline.bench.street_streams import (
+    CALIBRATION_FRAMES,
+    FRAMES,
+    ON_ID,
+    ON_OOD,
+    Street,
+    street_stream,
+    with_crops,
+)
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import Calibration
@@ -171,10 +179,13 @@ def street_row(street: Street, detector: Any, bundled: HallucinationFilter, refe
     row["refused"] = refused
     cuts = np.cumsum([len(d) for d in test.frames])[:-1]
     test_tracks = track_sequence(test.frames)  # the same tracks under every filter: tracked once
+    scored: dict[int, np.ndarray] = {}  # most recipes share the bundled scorer: score the boxes once per scorer
     for name, filt in filters.items():
         if filt is None:
             continue
-        scores, thresholds, flags = filt.judge(test_boxes)
+        if id(filt.scorer) not in scored:
+            scored[id(filt.scorer)] = filt.scorer.score(test_boxes)
+        scores, thresholds, flags = filt.judge(test_boxes, scored[id(filt.scorer)])
         margins = np.split(scores - thresholds, cuts)
         entry: dict[str, Any] = {"frame": judge(test, flags),
                                  "track": judge(test, track_flags(test_tracks, margins))}
@@ -243,6 +254,8 @@ def bench_streets(detector: Any, bundled: HallucinationFilter, development: Sequ
         rows = []
         for seed in seeds:
             street = street_stream(detector, seed, frames, cache)
+            if bundled.needs_crops:  # the cache keeps no pixels: the frames are rendered again
+                street = with_crops(street)
             row = street_row(street, detector, bundled, reference, calibration_frames)
             rows.append(row)
             adapt = row["recipes"].get("adapt", row["recipes"]["bundled"])

@@ -1,4 +1,4 @@
-"""`ghostbox bench detector|filter|stream|street|tracks`: figures measured side by side, written as tables.
+"""`ghostbox bench detector|filter|stream|street|tracks|streets|crop`: figures measured side by side, written as tables.
 
 `--out PATH.md` writes the figures as a markdown table headed by the date (UTC), the machine,
 the ghostbox commit and the exact command (`pipeline/bench/report.py`); `--out PATH.json` as
@@ -117,9 +117,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="the bundled filter's world (its id/train and ood/pool re-fit the score; written "
                               "unless there)")
     streets.add_argument("--no-refit", action="store_true", help="leave out the re-fit recipe (no world needed)")
+    streets.add_argument("--filter", dest="filter_path", help="the filter every recipe starts from (default: the "
+                         "bundled one); one with a crop model gets the crops re-cut from re-rendered frames")
     streets.add_argument("--cache", default=".ghostbox/streets", help="folder of the detected streams")
     streets.add_argument("--out", help=OUT_HELP)
     streets.set_defaults(handler=run_streets, bench_parser=streets)
+    crop = which.add_parser(
+        "crop", help="a crop model's cost: ms per box, and the demo pipeline's frames/s with it against without",
+        description="Times the filter's scorer (and each fusion member) on the demo stream's boxes in batches of 1, "
+                    "16 and 64 with --threads torch threads, then runs the demo graph with --filter and with "
+                    "--baseline, alternating --rounds times (pipeline/bench/crop_cost.py).")
+    crop.add_argument("--filter", dest="filter_path", required=True, help="the filter with a crop model")
+    crop.add_argument("--baseline", help="the filter to compare with (default: the bundled one)")
+    crop.add_argument("--frames", type=int, default=300, help="frames of the demo stream per run")
+    crop.add_argument("--workers", type=int, default=2, help="detector workers")
+    crop.add_argument("--rounds", type=int, default=2, help="runs of each filter, alternating")
+    crop.add_argument("--threads", type=int, default=2, help="torch threads for the per-box timing")
+    crop.add_argument("--out", help=OUT_HELP)
+    crop.set_defaults(handler=run_crop, bench_parser=crop)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -348,6 +363,26 @@ def run_tracks(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_crop(args: argparse.Namespace) -> int:
+    """A crop model's cost per box and in the demo pipeline, against a baseline filter."""
+    from pipeline.bench.crop_cost import bench_crop, write_page
+
+    baseline = args.baseline or str(ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}")
+    if min(args.frames, args.workers, args.rounds, args.threads) < 1:
+        raise GhostboxError("--frames, --workers, --rounds and --threads must be >= 1")
+    result = bench_crop(args.filter_path, baseline, args.frames, args.workers, args.rounds, args.threads)
+    for name, by_batch in result["per_box"]["rows"].items():
+        print(f"{name:<10} " + "  ".join(f"{b} boxes {v['ms_per_batch']:.2f} ms ({v['ms_per_box']:.3f}/box)"
+                                         for b, v in by_batch.items()))
+    for name, m in result["pipeline"]["median"].items():
+        print(f"pipeline with {name:<9} {m['fps']:.1f} frames/s, {m['wall_s']:.1f} s wall (median)")
+    codes = [r["code"] for runs in result["pipeline"]["runs"].values() for r in runs]
+    ratio = result["fps_ratio"]
+    print(f"frames/s with the crop filter: {'n/a' if ratio is None else f'{100 * ratio:.0f}%'} of the baseline's")
+    _written(write_page(args.out, result, command_line(args)))
+    return 0 if all(c == 0 for c in codes) else 1
+
+
 def run_streets(args: argparse.Namespace) -> int:
     """Every adaptation recipe on every street, development and held-out apart."""
     # loaded here: the benchmark pulls the detector (torch, Ultralytics), the tracker and the renderer
@@ -367,8 +402,10 @@ def run_streets(args: argparse.Namespace) -> int:
     if not 0 < args.calibration_frames < args.frames:
         raise GhostboxError(f"--calibration-frames must be between 1 and --frames - 1 ({args.frames - 1}), got "
                             f"{args.calibration_frames}")
-    filter_path = ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}"
+    default_path = ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}"
+    filter_path = Path(args.filter_path) if args.filter_path else default_path
     bundled = load_filter(filter_path)
+    crops = bundled.needs_crops
     config = with_filter_features(DetectorConfig(model=str(default_model()), batch=16), [str(filter_path)])
     detector = Detector(config)
     bundled.check_detector(detector.fingerprint())
@@ -376,16 +413,19 @@ def run_streets(args: argparse.Namespace) -> int:
     if not args.no_refit:
         world = Path(args.world)
         _world(world, 0)
-        ids = collect_id_boxes(detector, str(world / "id" / "train"), conf=detector.config.conf)
-        outliers, _ = collect_outlier_boxes(detector, [str(world / "ood" / "pool")], conf=detector.config.conf)
+        ids = collect_id_boxes(detector, str(world / "id" / "train"), conf=detector.config.conf, crops=crops)
+        outliers, _ = collect_outlier_boxes(detector, [str(world / "ood" / "pool")], conf=detector.config.conf,
+                                            crops=crops)
         assert ids.groups is not None  # labelled: one group per image
         reference = ReferenceData(ids.boxes, ids.groups, outliers)
     result = bench_streets(detector, bundled, development, held_out, reference, Path(args.cache), args.frames,
                            args.calibration_frames, progress=print)
     if not args.no_refit:
-        val = collect_id_boxes(detector, str(world / "id" / "val"), conf=detector.config.conf)
-        near, _ = collect_outlier_boxes(detector, [str(world / "ood" / "near_test")], conf=detector.config.conf)
-        far, _ = collect_outlier_boxes(detector, [str(world / "ood" / "far_test")], conf=detector.config.conf)
+        val = collect_id_boxes(detector, str(world / "id" / "val"), conf=detector.config.conf, crops=crops)
+        near, _ = collect_outlier_boxes(detector, [str(world / "ood" / "near_test")], conf=detector.config.conf,
+                                        crops=crops)
+        far, _ = collect_outlier_boxes(detector, [str(world / "ood" / "far_test")], conf=detector.config.conf,
+                                       crops=crops)
         result["images"] = {"world": str(world), "shapes": images_by_shape(bundled, val.boxes, near, far)}
     for group, data in result["groups"].items():
         for recipe, by_verdict in data["summary"].items():

@@ -51,14 +51,23 @@ def parse_params(text: str, flag: str = "--params") -> dict[str, Any]:
     return params
 
 
+FUSION_KEYS = ("method", "weights", "reference_fraction", "seed")  # fusion's own parameters in --params
+
+
 def parse_methods(text: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """'knn' -> ('knn', params); 'knn,mahalanobis' -> a rank fusion of both (params keyed by member)."""
+    """'knn' -> ('knn', params); 'knn,mahalanobis' -> a fusion of both: params keyed by member, plus the
+    fusion's own (`FUSION_KEYS`: '{"method": "logistic"}' learns the combination, e.g. for oe,crop)."""
     methods = [m.strip().lower() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in names()]
     if unknown or not methods:
         raise GhostboxError(f"--method: unknown {unknown or text!r}; available: {', '.join(names())}")
     if len(methods) > 1:
-        return "fusion", {"members": [{"name": m, "params": params.get(m, {})} for m in methods]}
+        stray = sorted(set(params) - set(methods) - set(FUSION_KEYS))
+        if stray:
+            raise GhostboxError(f"--params: {stray} is neither a member ({', '.join(methods)}) nor a fusion "
+                                f"parameter ({', '.join(FUSION_KEYS)})")
+        return "fusion", {"members": [{"name": m, "params": params.get(m, {})} for m in methods],
+                          **{k: params[k] for k in FUSION_KEYS if k in params}}
     return methods[0], params
 
 

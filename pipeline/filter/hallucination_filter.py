@@ -237,9 +237,10 @@ class HallucinationFilter:
             raise GhostboxError(f"detections' class names {list(dets.class_names)} differ from the filter's "
                                 f"{list(self.class_names)}")
 
-    def judge(self, boxes: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(score float64, threshold float64, hallucination bool) per box."""
-        scores = self.scorer.score(boxes)
+    def judge(self, boxes: Detections, scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(score float64, threshold float64, hallucination bool) per box; `scores`: this filter's scorer's
+        scores of `boxes`, when already computed (filters that share a scorer and differ in thresholds)."""
+        scores = self.scorer.score(boxes) if scores is None else np.asarray(scores, np.float64)
         thresholds = self.thresholds.thresholds_for(boxes.class_id, boxes.class_confidence())
         return scores, thresholds, scores < thresholds
 
