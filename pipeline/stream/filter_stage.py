@@ -51,7 +51,13 @@ class FilterCore:
     def from_path(cls, path: str | None) -> FilterCore:
         if not path:
             return cls(None)
-        return cls(load_filter(path))
+        filt = load_filter(path)
+        if filt.needs_crops:
+            import torch  # loaded with the crop model already
+
+            # one process among busy detector workers: more threads only fight them for the cores
+            torch.set_num_threads(1)
+        return cls(filt)
 
     def check_detector(self, fingerprint: dict[str, Any] | None) -> None:
         """Raise GhostboxError once per detector the filter was not fitted for."""

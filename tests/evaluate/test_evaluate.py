@@ -128,6 +128,12 @@ def test_oracle_counts_are_exact(world, tmp_path):
     # separable features: every score except the constant-logit ones separates perfectly
     assert near["scores"]["knn"]["fpr95"] == 0.0 and near["scores"]["knn"]["auroc"] == 1.0
     assert near["after_filter"]["hallucinations"] == 0 and near["after_filter"]["reduction"] == 1.0
+    # every hallucination caught: each kind and each object (one box per object here)
+    caught = near["caught"]
+    assert caught["objects"] == caught["objects_caught"] == near["hallucinations"]
+    assert all(row["caught"] == row["boxes"] for row in caught["per_kind"].values())
+    assert sum(row["boxes"] for row in caught["per_kind"].values()) == near["hallucinations"]
+    assert near["confidence_cut"]["caught"] is not None
     assert 0 <= report["id"]["tp_lost_fraction"] <= 0.2
     for part in report["ood"].values():
         for metrics in part["scores"].values():
@@ -138,6 +144,7 @@ def test_oracle_counts_are_exact(world, tmp_path):
     for picture in ("hallucinations.png", "roc.png", "scores_energy.png", "scores_knn.png", "worst_hallucinations.png"):
         assert (tmp_path / "out" / picture).stat().st_size > 1000
     assert "## Scores" in (tmp_path / "out" / "report.md").read_text()
+    assert "caught by the filter, per OoD kind" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_contamination_audit_finds_the_contaminated_images(world, tmp_path):

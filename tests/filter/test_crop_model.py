@@ -162,3 +162,14 @@ def test_demo_counts_caught_per_kind_and_object_beside_the_confidence_cut(tmp_pa
     assert counts["confidence_cut"]["id_flagged"] == 0.0  # the filter flagged no person: nor does the cut
     text = demo.describe(counts)
     assert "bench 67% of 3 (1/1 objects)" in text and "confidence cut" in text
+
+
+def test_calibrate_names_the_fusion_of_oe_and_crop_with_a_learnt_combiner():
+    from pipeline.filter.fit_from_data import parse_methods
+
+    method, params = parse_methods("oe,crop", {"method": "logistic", "crop": {"epochs": 3}})
+    assert method == "fusion" and params["method"] == "logistic"
+    assert params["members"] == [{"name": "oe", "params": {}}, {"name": "crop", "params": {"epochs": 3}}]
+    assert create(method, **params).uses_crops
+    with pytest.raises(GhostboxError, match="neither a member"):
+        parse_methods("oe,crop", {"k": 3})
