@@ -44,8 +44,10 @@ from typing import Any
 
 import zmq
 
+from pipeline.detect.model_source import sha256_file
 from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import read_filter_header
+from pipeline.filter.hallucination_filter import check_calibrated_conf
 from pipeline.json_files import write_json
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, dump_graph, progress_file
@@ -107,6 +109,23 @@ def _writable_target(path: Path) -> bool:
     return False
 
 
+def _check_filter_before_start(graph: GraphConfig, model: Path) -> None:
+    """What the workers would refuse after loading torch and the model (seconds in), refused now: a filter
+    calibrated above the detector's conf, fitted for other weights (a local .pt: its sha256), or needing
+    crops the workers are told not to send."""
+    path = str(graph.filter.path)
+    header = read_filter_header(path)
+    check_calibrated_conf((header.get("metadata") or {}).get("detector_conf"), graph.detector.conf,
+                          f"filter '{path}' was")
+    expected = (header.get("fingerprint") or {}).get("weights_sha256")
+    if expected and model.suffix == ".pt" and model.is_file():
+        actual = sha256_file(model)
+        if actual != expected:
+            raise GhostboxError(f"filter '{path}' was fitted for another detector (filter vs detector): "
+                                f"weights_sha256 {str(expected)[:12]} vs {actual[:12]} ({model})")
+    graph.check_filter_crops()
+
+
 def preflight(graph: GraphConfig) -> None:
     """Catch what would otherwise fail inside a stage process, as one-line errors, before starting."""
     for source in graph.sources:
@@ -125,8 +144,7 @@ def preflight(graph: GraphConfig) -> None:
         if not os.access(model, os.R_OK):
             raise GhostboxError(f"detector.model '{model}': not readable by this user")
     if graph.filter.path:
-        read_filter_header(graph.filter.path)
-        graph.check_filter_crops()
+        _check_filter_before_start(graph, model)
     if graph.run_dir and graph.endpoints.sources.url and graph.endpoints.sources.url.startswith("ipc://"):
         _check_run_dir(Path(graph.run_dir))
     PeerAuth.from_graph(graph).check()

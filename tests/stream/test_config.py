@@ -82,3 +82,19 @@ def test_hops_that_leave_the_machine() -> None:
     assert not leaves_machine("tcp://[::1]:5550")
     with pytest.raises(ValueError):
         parse_url("tcp://host")
+
+
+def test_a_filter_for_other_weights_or_a_lower_conf_is_refused_before_any_stage_starts(tmp_path: Path) -> None:
+    from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME
+    from pipeline.stream.supervisor import preflight
+
+    bundled_filter = str(ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}.filter.safetensors")
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not the weights the filter was fitted for")
+    base = {"sources": [{"id": "s", "uri": "synth:seed=0,frames=2"}], "filter": {"path": bundled_filter},
+            "sinks": [{"name": "out", "out": str(tmp_path / "out")}]}
+    with pytest.raises(GhostboxError, match="fitted for another detector.*weights_sha256"):
+        preflight(resolve(graph_from_dict({**base, "detector": {"model": str(other)}}, "test"), tmp_path / "run"))
+    with pytest.raises(GhostboxError, match="conf >= 0.25, but the detector runs at conf 0.1"):
+        preflight(resolve(graph_from_dict({**base, "detector": {"conf": 0.1}}, "test"), tmp_path / "run"))
+    preflight(resolve(graph_from_dict(base, "test"), tmp_path / "run"))  # the bundled pair starts
