@@ -519,6 +519,33 @@ class Supervisor:
             return 1
         return 0
 
+    def _count_rows_on_disk(self, sink: Any, summary: dict[str, Any]) -> None:
+        """A killed sink's summary from the rows it did write: its last periodic summary (or none) lags them."""
+        path = Path(sink.out) / "detections.jsonl"
+        if not sink.jsonl or not path.is_file():
+            return
+        ids = {s.uri: str(s.id or s.uri) for s in self.graph.sources}
+        per_source: dict[str, int] = {}
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line: not a row
+                if isinstance(row, dict) and isinstance(row.get("source"), str):
+                    sid = ids.get(row["source"], str(row["source"]))
+                    per_source[sid] = per_source.get(sid, 0) + 1
+        rows = sum(per_source.values())
+        if rows > int(summary.get("frames") or 0):
+            summary["frames"] = rows
+            known = summary.setdefault("per_source", {})
+            for sid, count in per_source.items():
+                entry = known.setdefault(sid, {})
+                entry["frames"] = max(int(entry.get("frames") or 0), count)
+            line = f"the sink was killed: frames and per_source count the {rows} rows in {path.name}"
+            if line not in summary.setdefault("problems", []):
+                summary["problems"].append(line)
+
     def annotate_summaries(self) -> list[dict[str, Any]]:
         """Add what only the supervisor knows (restarts, exit codes, killed stages) to each sink's summary.json;
         write one for a sink that could not (killed before it wrote any)."""
@@ -534,6 +561,13 @@ class Supervisor:
             child = self.children.get(f"sink:{sink.name}")
             if child is not None and child.name in self.killed:
                 summary["status"] = "incomplete"  # its last periodic summary is all it left
+                self._count_rows_on_disk(sink, summary)
+            if self.interrupted is None and summary.get("status") == "interrupted":
+                # nobody pressed Ctrl-C: the sink was stopped before every stream ended, so frames are missing
+                summary["status"] = "incomplete"
+                summary.setdefault("problems", []).append(
+                    "the sink was stopped before every source's stream ended (no Ctrl-C or SIGTERM was given): "
+                    "frames are missing")
             if self.interrupted is not None and summary.get("status") not in ("running", "incomplete"):
                 # the sink saw every stream end; it ended because it was asked to
                 summary["drained"] = summary.get("status") == "complete"

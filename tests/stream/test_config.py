@@ -98,3 +98,43 @@ def test_a_filter_for_other_weights_or_a_lower_conf_is_refused_before_any_stage_
     with pytest.raises(GhostboxError, match="conf >= 0.25, but the detector runs at conf 0.1"):
         preflight(resolve(graph_from_dict({**base, "detector": {"conf": 0.1}}, "test"), tmp_path / "run"))
     preflight(resolve(graph_from_dict(base, "test"), tmp_path / "run"))  # the bundled pair starts
+
+
+def _summary_after(tmp_path: Path, summary: dict | None, killed: bool, rows: list[dict] | None = None) -> dict:
+    """What the supervisor makes of a sink's summary.json (and rows) after the run, without running one."""
+    import json
+    import subprocess
+
+    from pipeline.stream.supervisor import Child, Supervisor
+
+    out = tmp_path / "out"
+    out.mkdir()
+    if summary is not None:
+        (out / "summary.json").write_text(json.dumps(summary))
+    if rows is not None:
+        (out / "detections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
+    graph = resolve(graph_from_dict({"sources": [{"id": "cam", "uri": "synth:seed=0,frames=9"}],
+                                     "sinks": [{"name": "out", "out": str(out)}]}, "test"), tmp_path / "run")
+    supervisor = Supervisor(graph)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    supervisor.children["sink:out"] = Child("sink:out", proc, exit_code=-9)
+    if killed:
+        supervisor.killed["sink:out"] = {"why": "test", "held": 0}
+    [annotated] = supervisor.annotate_summaries()
+    assert json.loads((out / "summary.json").read_text()) == annotated
+    return annotated
+
+
+def test_a_killed_sinks_summary_counts_the_rows_it_wrote(tmp_path: Path) -> None:
+    rows = [{"source": "synth:seed=0,frames=9", "frame": i, "boxes": []} for i in range(7)]
+    summary = _summary_after(tmp_path, None, killed=True, rows=rows)
+    assert summary["status"] == "incomplete" and summary["frames"] == 7
+    assert summary["per_source"]["cam"]["frames"] == 7
+    assert any("7 rows in detections.jsonl" in p for p in summary["problems"])
+
+
+def test_a_sink_stopped_without_a_signal_is_incomplete_not_interrupted(tmp_path: Path) -> None:
+    summary = _summary_after(tmp_path, {"status": "interrupted", "frames": 285, "problems": []}, killed=False)
+    assert summary["status"] == "incomplete"
+    assert any("no Ctrl-C or SIGTERM" in p for p in summary["problems"])
