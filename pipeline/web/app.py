@@ -1,7 +1,8 @@
 """The web view's HTTP side (Starlette): one page, server-sent events, frames, crops and answers.
 
     GET  /                    the page (pipeline/web/page.html; plain HTML and JS, no build step)
-    GET  /events              server-sent events: the live state every half second, or at once on a change
+    GET  /events              server-sent events: the live state when it changes (read every half second;
+                              a client that stops reading is dropped: pipeline/web/events.py)
     GET  /api/state           the same, once
     GET  /frame/{source}      the source's newest annotated frame (JPEG)
     GET  /api/tracks?which=   the gallery: flagged (default), kept or all, newest first
@@ -15,13 +16,11 @@ needs the token (`?token=` once, then a cookie; or `Authorization: Bearer`).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 from importlib import resources
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -31,12 +30,11 @@ from starlette.routing import Route
 
 from pipeline.errors import GhostboxError
 from pipeline.sinks.review_file import ANSWERS
+from pipeline.web.events import EventHub, Reset
 from pipeline.web.state import Gallery, LiveState
 
 MAX_BODY = 4096
 TOKEN_COOKIE = "ghostbox_token"
-EVENT_EVERY_S = 0.5
-SEND_TIMEOUT_S = 5.0  # a browser that stops reading is dropped, not waited for
 
 
 class _TokenCheck(BaseHTTPMiddleware):
@@ -56,8 +54,9 @@ class _TokenCheck(BaseHTTPMiddleware):
 
 
 def make_app(gallery: Gallery, live: LiveState | None = None, token: str | None = None,
-             title: str = "ghostbox") -> Starlette:
-    """`live`: None when there is no running stream (`ghostbox review`): the page shows the gallery only."""
+             title: str = "ghostbox", reset: Reset | None = None) -> Starlette:
+    """`live`: None when there is no running stream (`ghostbox review`): the page shows the gallery only.
+    `reset`: how to reset the connection of an `/events` client that stopped reading (the server's)."""
     page = resources.files("pipeline.web").joinpath("page.html").read_text(encoding="utf-8")
 
     def state() -> dict[str, Any]:
@@ -70,21 +69,10 @@ def make_app(gallery: Gallery, live: LiveState | None = None, token: str | None 
         return HTMLResponse(page.replace("{{title}}", json.dumps(title)[1:-1].replace("<", "")),
                             headers={"Cache-Control": "no-store"})
 
+    events = EventHub(state, lambda current: (current["version"], current["gallery_version"]), reset)
+
     async def api_state(request: Request) -> Response:
-        return JSONResponse(state())
-
-    async def events(request: Request) -> Response:
-        async def stream() -> Any:
-            seen = None
-            while True:
-                current = state()
-                key = (current["version"], current["gallery_version"])
-                if key != seen:  # sse-starlette's ping keeps a quiet connection alive
-                    seen = key
-                    yield {"event": "state", "data": json.dumps(current, separators=(",", ":"))}
-                await asyncio.sleep(EVENT_EVERY_S)
-
-        return EventSourceResponse(stream(), send_timeout=SEND_TIMEOUT_S, ping=15)
+        return JSONResponse({**state(), "event_clients": events.counts()})
 
     async def frame(request: Request) -> Response:
         found = live.frame(request.path_params["source"]) if live is not None else None
@@ -139,9 +127,11 @@ def make_app(gallery: Gallery, live: LiveState | None = None, token: str | None 
         return JSONResponse({"ok": True, "review": record})
 
     routes = [
-        Route("/", index), Route("/events", events), Route("/api/state", api_state),
+        Route("/", index), Route("/events", events, methods=["GET"]), Route("/api/state", api_state),
         Route("/frame/{source}", frame), Route("/api/tracks", tracks), Route("/crop/{file:path}", crop),
         Route("/api/review", review, methods=["POST"]),
     ]
     middleware = [Middleware(_TokenCheck, token=token)] if token else []
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.events = events  # its clients and counts
+    return app

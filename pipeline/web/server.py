@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import struct
 import threading
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import zmq
@@ -22,6 +24,8 @@ from pipeline.web.state import Gallery, LiveState
 
 log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
+UNSENT_BYTES = 16384  # what the kernel may hold unsent per connection (TCP_NOTSENT_LOWAT): a client that
+# stops reading stalls the server's writes after that much, instead of after megabytes of send buffer
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -44,6 +48,8 @@ class WebServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux and macOS; accepted connections inherit it
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_BYTES)
         try:
             self.sock.bind((host, port))  # here, so a taken port is one clear error before the run starts
         except OSError as exc:
@@ -51,8 +57,8 @@ class WebServer:
             raise GhostboxError(f"--web {address}: cannot listen there ({exc.strerror or exc})") from exc
         self.sock.listen(64)
         self.host, self.port = host, self.sock.getsockname()[1]
-        app = make_app(self.gallery, self.live, self.token, title or Path(out).name)
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+        self.app = make_app(self.gallery, self.live, self.token, title or Path(out).name, reset=self._reset)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off",
                                                    timeout_graceful_shutdown=2))
         self.feeds = list(feeds or [])
         self._stop = threading.Event()
@@ -73,6 +79,21 @@ class WebServer:
             thread.start()
         return self
 
+    def _reset(self, scope: Any) -> bool:
+        """Resets the connection of `scope`'s request (in the server's thread): closed at once, what the
+        transport and the kernel still buffer for it thrown away (a plain close would wait for a client
+        that reads nothing to read it). False when that connection is not (or no longer) open."""
+        client = tuple(scope.get("client") or ())
+        for conn in list(self.server.server_state.connections):
+            transport = getattr(conn, "transport", None)
+            if client and getattr(conn, "client", None) == client and transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+                transport.abort()
+                return True
+        return False
+
     def _take_feed(self) -> None:
         ctx: zmq.Context = zmq.Context.instance()
         sub = ctx.socket(zmq.SUB)
@@ -92,6 +113,7 @@ class WebServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self.app.state.events.close()  # the event streams end now, not at the shutdown's timeout
         self.server.should_exit = True
         for thread in self._threads:
             thread.join(timeout=5)
