@@ -444,6 +444,10 @@ def resolve(graph: GraphConfig, run_dir: str | Path) -> GraphConfig:
     return GraphConfig.model_validate(data)
 
 
+ORPHAN_REMOVES = "remove-when-orphaned"  # in a run folder the supervisor made for one run: its stages remove
+# the folder when they find the supervisor gone (killed with SIGKILL, it cannot)
+
+
 def progress_file(run_dir: str | Path, stage: str, suffix: str = ".json") -> Path:
     """Where a stage leaves its progress counters (.json) or its refusal (.error) for the supervisor."""
     return Path(run_dir) / "progress" / f"{stage.replace(':', '_')}{suffix}"

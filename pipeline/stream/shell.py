@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -22,7 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from pipeline.json_files import write_json
 from pipeline.stream import protocol as P
-from pipeline.stream.config import GraphConfig, progress_file
+from pipeline.stream.config import ORPHAN_REMOVES, GraphConfig, progress_file
 from pipeline.stream.endpoints import open_socket, parse_url
 from pipeline.stream.metrics import BadMessageLog, StageMetrics
 from pipeline.stream.security import PeerAuth
@@ -103,6 +105,10 @@ class StageShell:
         self._sockets.clear()
         self.auth.stop()
         self.ctx.term()
+        run_dir = Path(self.graph.run_dir) if self.graph.run_dir else None
+        if self.parent_gone() and run_dir is not None and (run_dir / ORPHAN_REMOVES).is_file():
+            # the supervisor died without cleaning up a run folder it made for this run alone
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     # -- sockets --------------------------------------------------------------------------------
 

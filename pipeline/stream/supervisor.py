@@ -50,7 +50,7 @@ from pipeline.filter.filter_file import read_filter_header
 from pipeline.filter.hallucination_filter import check_calibrated_conf
 from pipeline.json_files import write_json
 from pipeline.stream import protocol as P
-from pipeline.stream.config import GraphConfig, dump_graph, progress_file
+from pipeline.stream.config import ORPHAN_REMOVES, GraphConfig, dump_graph, progress_file
 from pipeline.stream.endpoints import open_socket
 from pipeline.stream.security import PeerAuth
 from pipeline.stream.sources import check_file_source, parse_synth_uri
@@ -192,6 +192,8 @@ class Supervisor:
             os.chmod(self.run_dir, 0o700)  # mkdir's mode is cut by the umask; the parents' are not ours
         dump_graph(self.graph, self.graph_path)
         os.chmod(self.graph_path, 0o600)
+        if self.remove_run_dir:  # a supervisor killed with SIGKILL cannot clean up: its stages do (shell.close)
+            (self.run_dir / ORPHAN_REMOVES).touch(mode=0o600)
         names = self.graph.stage_names()
         workers = [n for n in names if n.startswith("worker:")]
         for name in workers:

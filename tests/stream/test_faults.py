@@ -85,3 +85,30 @@ def test_killing_the_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
             proc.kill()
         leftovers = guard_leftovers(start, str(run_dir))
     assert gone and not leftovers, f"orphans: {leftovers}"
+
+
+def test_a_killed_supervisors_temporary_run_folder_is_removed_by_its_stages(tmp_path: Path) -> None:
+    """`ghostbox run` without a run_dir makes a folder for the run alone; SIGKILLed, it cannot remove it:
+    its stages, ending because their parent is gone, do."""
+    start = time.time()
+    out = tmp_path / "out"
+    config = base_config(out, [{"id": "street", "uri": "synth:frames=100000,fps=10"}], tmp_path, mode="live")
+    del config["run_dir"]
+    config_path = write_config(tmp_path / "graph.yaml", config)
+    proc = start_run(config_path)
+    try:
+        assert wait_for(lambda: len([p for p in stage_processes("pipeline.stream.stage_main")
+                                     if p.ppid() == proc.pid]) == 5, 60), "the stages did not start"
+        stages = [p for p in stage_processes("pipeline.stream.stage_main") if p.ppid() == proc.pid]
+        cmd = stages[0].cmdline()
+        run_dir = Path(cmd[cmd.index("--graph") + 1]).parent
+        assert run_dir.is_dir() and run_dir != tmp_path
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert wait_for(lambda: not any(alive(p) for p in stages), 20), "stages outlived the supervisor"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        leftovers = guard_leftovers(start)
+    assert not leftovers, f"orphans: {leftovers}"
+    assert wait_for(lambda: not run_dir.exists(), 10), f"{run_dir} left behind"
