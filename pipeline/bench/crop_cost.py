@@ -56,10 +56,10 @@ def per_box_ms(filter_path: str | Path, boxes: Detections, threads: int = 2, rep
     """Milliseconds per batch and per box of the filter's scorer (and of each fusion member)."""
     import torch
 
-    filt = load_filter(filter_path)
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # before loading: the crop model's ONNX session takes this count
     try:
+        filt = load_filter(filter_path)
         scorers = {"filter": filt.scorer}
         for member in getattr(filt.scorer, "members", []):
             scorers[member.name] = member

@@ -129,10 +129,38 @@ def train_net(x: np.ndarray, y: np.ndarray, num_outputs: int, width: int, epochs
     return {key: value.detach().numpy().astype(np.float32).copy() for key, value in net.state_dict().items()}
 
 
-class CropNet:
-    """A trained network from its arrays; `logits` runs it in batches without gradients."""
+def _onnx_session(net: Any, size: int) -> Any | None:
+    """An ONNX Runtime session of the network (about twice as fast as eager torch on a CPU for these small
+    convolutions), with as many threads as torch has; None where onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import tempfile
+    import warnings
+    from pathlib import Path
 
-    def __init__(self, arrays: dict[str, np.ndarray], num_outputs: int, width: int) -> None:
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="ghostbox-crop-") as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        path = Path(folder) / "crop.onnx"
+        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(path), input_names=["crops"],
+                          output_names=["logits"], dynamic_axes={"crops": {0: "boxes"}, "logits": {0: "boxes"}},
+                          dynamo=False)
+        model = path.read_bytes()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class CropNet:
+    """A trained network from its arrays; `logits` runs it in batches without gradients, with ONNX Runtime
+    when it is installed (the same network exported in memory: logits equal torch's to ~1e-6), else torch."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], num_outputs: int, width: int, size: int = CROP_SIZE) -> None:
         import torch
 
         self.net = build_net(num_outputs, width)
@@ -147,12 +175,18 @@ class CropNet:
         self.net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(arrays[k], np.float32)) for k in expected})
         self.net.eval()
         self.arrays = {k: np.ascontiguousarray(arrays[k], np.float32) for k in expected}
+        self.session = _onnx_session(self.net, size)
+        self.runtime = "onnxruntime" if self.session is not None else "torch"
 
     def logits(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        import torch
-
         out = []
-        with torch.inference_mode():
+        if self.session is not None:
             for start in range(0, len(x), batch):
-                out.append(self.net(torch.from_numpy(x[start:start + batch])).numpy())
+                out.append(self.session.run(None, {"crops": np.ascontiguousarray(x[start:start + batch])})[0])
+        else:
+            import torch
+
+            with torch.inference_mode():
+                for start in range(0, len(x), batch):
+                    out.append(self.net(torch.from_numpy(x[start:start + batch])).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0), np.float64)

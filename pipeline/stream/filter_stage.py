@@ -28,7 +28,7 @@ import zmq
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.drift import DriftMonitor, DriftState
-from pipeline.filter.filter_file import load_filter
+from pipeline.filter.filter_file import header_needs_crops, load_filter, read_filter_header
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig
 from pipeline.stream.shell import StageShell
@@ -51,13 +51,12 @@ class FilterCore:
     def from_path(cls, path: str | None) -> FilterCore:
         if not path:
             return cls(None)
-        filt = load_filter(path)
-        if filt.needs_crops:
-            import torch  # loaded with the crop model already
+        if header_needs_crops(read_filter_header(path)):
+            import torch  # the crop model's runtime: set before it loads, its ONNX session takes the count
 
             # one process among busy detector workers: more threads only fight them for the cores
             torch.set_num_threads(1)
-        return cls(filt)
+        return cls(load_filter(path))
 
     def check_detector(self, fingerprint: dict[str, Any] | None) -> None:
         """Raise GhostboxError once per detector the filter was not fitted for."""

@@ -69,7 +69,7 @@ class CropModel(Scorer):
         x = np.concatenate([x_id, x_out, x_synth])
         y = np.r_[y_id, np.full(len(x_out) + len(x_synth), nc)]
         self.arrays = train_net(x, y, nc + 1, self.params["width"], self.params["epochs"], self.params["seed"])
-        self.net = CropNet(self.arrays, nc + 1, self.params["width"])
+        self.net = CropNet(self.arrays, nc + 1, self.params["width"], size)
         self.fit_counts = {"id_crops": len(x_id), "outlier_crops": len(x_out), "synthetic_crops": len(x_synth)}
 
     def crop_logits(self, boxes: Detections) -> np.ndarray:
@@ -89,5 +89,5 @@ class CropModel(Scorer):
 
     def _load_state(self, arrays: dict[str, np.ndarray], fitted: dict[str, Any]) -> None:
         self.arrays = {k[len("net."):]: v for k, v in arrays.items() if k.startswith("net.")}
-        self.net = CropNet(self.arrays, int(self.num_classes or 0) + 1, self.params["width"])
+        self.net = CropNet(self.arrays, int(self.num_classes or 0) + 1, self.params["width"], self.params["size"])
         self.fit_counts = {k: int(v) for k, v in fitted.items()}
