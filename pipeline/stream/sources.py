@@ -526,6 +526,8 @@ class SourceStage(StageShell):
         self.metrics.inc_out(self.source.id)
         self.seq += 1
         self.credit -= 1
+        # what was really sent, for the supervisor to hold the sinks' counts against (not an EOS any peer could forge)
+        self.report_progress(sent=self.seq, dropped=self.buffer.dropped, done=self.seq)
         return True
 
     def _drain_socket(self) -> bool:
@@ -580,6 +582,7 @@ class SourceStage(StageShell):
         self.stop_event.set()
         status = "interrupted" if self.stopping or self.shutdown_now else "error" if self.buffer.error else "ok"
         status, acked = self._end(status)
+        self.report_progress(force=True, sent=self.seq, dropped=self.buffer.dropped, done=self.seq)
         self.grabber.join(timeout=2.0)
         log.info("%s: %d frames sent, %d dropped, EOS %s%s", self.source.id, self.seq, self.buffer.dropped, status,
                  "" if acked else " (not acknowledged)")

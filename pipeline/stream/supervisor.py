@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 RESTART_WINDOW_S = 60.0
 READY_TIMEOUT_S = 600.0  # a worker loading a large model on a slow disk
 TIERS = ("source", "broker", "worker", "filter", "sink")  # shutdown order
+SOURCE_AFTER_SINKS_S = 5.0  # a source still running this long after every sink ended is stopped
 
 
 @dataclass
@@ -171,6 +172,8 @@ class Supervisor:
         self.drain_deadline: float | None = None
         self.restarts: dict[str, int] = {}
         self.failed_sources: list[str] = []
+        self.orphaned_sources: list[str] = []  # stopped because every sink had ended before them
+        self.sinks_ended_at: float | None = None
         self.killed: dict[str, dict[str, Any]] = {}
         self._progress: dict[str, dict[str, Any]] = {}
         self._progress_at = 0.0
@@ -422,6 +425,17 @@ class Supervisor:
             if not child.alive:
                 continue
             if child.kind == "source":
+                sinks = [c for c in self.children.values() if c.kind == "sink"]
+                if sinks and not any(c.alive for c in sinks) and self.sinks_ended_at is None:
+                    self.sinks_ended_at = now
+                if (self.sinks_ended_at is not None and now > self.sinks_ended_at + SOURCE_AFTER_SINKS_S
+                        and not child.stopped):
+                    # still sending with nobody left to write: its frames are lost, and a run that never ends
+                    # is worse (a forged or early end of stream reached the sinks before the source finished)
+                    log.error("source stage %s is still running %.0f s after every sink ended; stopping it",
+                              child.name, SOURCE_AFTER_SINKS_S)
+                    self.orphaned_sources.append(child.name)
+                    self._signal(child, signal.SIGTERM)
                 if child.kill_at is not None and now > child.kill_at:
                     self._kill(child, f"did not end its stream within {self.graph.shutdown_grace_s:.0f} s of being "
                                       f"asked to stop")
@@ -514,12 +528,32 @@ class Supervisor:
             return self.failure_code
         if self.interrupted is not None:
             return 128 + int(self.interrupted)
-        if self.failed_sources:
-            log.error("source(s) failed: %s", ", ".join(self.failed_sources))
+        if self.failed_sources or self.orphaned_sources:
+            if self.failed_sources:
+                log.error("source(s) failed: %s", ", ".join(self.failed_sources))
             return 1
         if self.killed or not summaries or any(s.get("status") != "complete" for s in summaries):
             return 1
         return 0
+
+    def _check_sent_against_written(self, sink: str, summary: dict[str, Any]) -> None:
+        """Each source's frames as its own stage counted them, against what the sink wrote or knows was dropped:
+        a sink that stopped early (an end of stream that came too soon, forged or not) cannot say complete."""
+        per_source = summary.get("per_source") or {}
+        for source in self.graph.sources:
+            sent = self._progress.get(f"source:{source.id}", {}).get("sent")
+            if not isinstance(sent, int):
+                continue
+            entry = per_source.get(source.id) or {}
+            # error frames may or may not be rows: counting them here can hide a loss, never invent one
+            accounted = sum(int(entry.get(key) or 0) for key in ("frames", "dropped", "errors"))
+            if sent > accounted:
+                line = (f"source {source.id} sent {sent} frames; sink {sink} wrote or counted as dropped "
+                        f"{accounted}: {sent - accounted} missing")
+                if line not in summary.setdefault("problems", []):
+                    summary["problems"].append(line)
+                if summary.get("status") == "complete":
+                    summary["status"] = "incomplete"
 
     def _count_rows_on_disk(self, sink: Any, summary: dict[str, Any]) -> None:
         """A killed sink's summary from the rows it did write: its last periodic summary (or none) lags them."""
@@ -564,6 +598,13 @@ class Supervisor:
             if child is not None and child.name in self.killed:
                 summary["status"] = "incomplete"  # its last periodic summary is all it left
                 self._count_rows_on_disk(sink, summary)
+            for name in self.orphaned_sources:
+                line = f"{name} was still sending when every sink had ended: frames after the sink's end are missing"
+                if line not in summary.setdefault("problems", []):
+                    summary["problems"].append(line)
+                if summary.get("status") == "complete":
+                    summary["status"] = "incomplete"
+            self._check_sent_against_written(sink.name, summary)
             if self.interrupted is None and summary.get("status") == "interrupted":
                 # nobody pressed Ctrl-C: the sink was stopped before every stream ended, so frames are missing
                 summary["status"] = "incomplete"

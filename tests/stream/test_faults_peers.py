@@ -218,3 +218,55 @@ def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: P
         assert proc.returncode == 1, stderr[-3000:]
         assert summary["status"] == "incomplete" and summary["problems"], summary
     assert_exactly_once_in_order(rows, {"clip": FRAMES})
+
+
+def test_a_forged_end_of_stream_cannot_make_a_short_run_complete_or_hang_it(tmp_path: Path) -> None:
+    """Issue 25, failure 2: an insider (the graph token) tells the sink the stream ends 60 frames after what it
+    has: the sink stops early, but the source's own count says more was sent, so the run is incomplete
+    (exit 1, the missing frames named), and the source, left with no sink, is stopped: the run ends."""
+    import time
+
+    from pipeline.stream import protocol as P
+
+    run_dir = short_dir()
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    p_sources, p_workers, p_filter, p_sink = free_ports(4)
+    urls = {name: f"tcp://127.0.0.1:{port}" for name, port in
+            (("sources", p_sources), ("workers", p_workers), ("filter", p_filter), ("sink", p_sink))}
+    metrics = free_port_block(5)
+    frames = 300
+    config = base_config(out, [{"id": "clip", "uri": str(video(frames)), "fps": 20}], run_dir,
+                         metrics={"port": metrics},
+                         endpoints={"sources": {"url": urls["sources"]}, "workers": {"url": urls["workers"]},
+                                    "filter": {"url": urls["filter"]}},
+                         sinks=[{"name": "out", "out": str(out), "video": False, "endpoint": {"url": urls["sink"]}}],
+                         security={"keys": str(keys), "insecure": True})
+    proc = start_run(write_config(tmp_path / "graph.yaml", config))
+    sink_port = metrics + 2  # stage order: broker, filter, sink:out, ...
+    started = time.monotonic()
+    try:
+        assert wait_for(lambda: metric(sink_port, "ghostbox_frames_out_total") >= 40, 120), "no rows written"
+        written = int(metric(sink_port, "ghostbox_frames_out_total"))
+        ctx = zmq.Context()
+        try:
+            sock = ctx.socket(zmq.PUSH)
+            sock.linger = 1000
+            sock.plain_username, sock.plain_password = b"ghostbox", (keys / "graph.token").read_text().strip().encode()
+            sock.connect(urls["sink"])
+            sock.send_multipart(P.control(P.EOS, "clip", total=written + 60, status="ok", dropped=0))
+            time.sleep(0.5)
+        finally:
+            ctx.destroy(linger=1000)
+        _, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_run_stages(str(run_dir))
+    elapsed = time.monotonic() - started
+    summary = json.loads((out / "summary.json").read_text())
+    rows = records(out)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert summary["status"] == "incomplete", summary
+    if len(rows) < frames:  # the forged end was believed by the sink: the source's count must say so
+        assert any("source clip sent" in p and "missing" in p for p in summary["problems"]), summary["problems"]
+    assert elapsed < 120, f"the run took {elapsed:.0f} s to end"
