@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.report import GENERATED, header_line, write_result
+from pipeline.bench.report import GENERATED, header_line, short_path, write_result
 from pipeline.bench.street_streams import (
     CALIBRATION_FRAMES,
     FRAMES,
@@ -278,8 +278,10 @@ def _pct(value: float | None) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The benchmark page: summary per group and recipe, then per street, per class and per kind."""
     lines = ["# Streets nobody tuned on", "", GENERATED, "", header_line(result["made"]), "",
-             f"Each street is a world seed's stream of {result['frames']} frames. Every recipe adapts the bundled "
-             f"filter on frames 0-{result['calibration_frames'] - 1} without their ground truth and is judged on "
+             f"Each street is a world seed's stream of {result['frames']} frames. Every recipe adapts the "
+             + (f"filter `{short_path(result['filter'])}` (\"bundled\" below)" if result.get("filter")
+                else "bundled filter")
+             + f" on frames 0-{result['calibration_frames'] - 1} without their ground truth and is judged on "
              f"frames {result['calibration_frames']}-{result['frames'] - 1} with it (the demo's occlusion-aware "
              "matching). Development seeds "
              f"{', '.join(map(str, result['development_seeds'])) or '-'} are the only ones methods, rules and "

@@ -420,6 +420,8 @@ def run_streets(args: argparse.Namespace) -> int:
         reference = ReferenceData(ids.boxes, ids.groups, outliers)
     result = bench_streets(detector, bundled, development, held_out, reference, Path(args.cache), args.frames,
                            args.calibration_frames, progress=print)
+    if args.filter_path:
+        result["filter"] = str(filter_path)
     if not args.no_refit:
         val = collect_id_boxes(detector, str(world / "id" / "val"), conf=detector.config.conf, crops=crops)
         near, _ = collect_outlier_boxes(detector, [str(world / "ood" / "near_test")], conf=detector.config.conf,
