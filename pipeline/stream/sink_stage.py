@@ -117,6 +117,7 @@ class _SourceStats:
     unwritten_error: str = ""
     conflicts: int = 0
     conflict: str = ""
+    epoch: int | None = None  # a lossless stream's one epoch: its source process never restarts
     digests: OrderedDict[tuple[int | None, int], tuple[int, int, float] | None] = field(default_factory=OrderedDict)
 
 
@@ -387,6 +388,14 @@ class SinkCore:
         if eos is not None and eos["total"] is not None and seq >= eos["total"] and eos.get("epoch") in (None, epoch):
             self.conflict(source, f"frame {seq} arrived after the EOS said {eos['total']} frames")
             return
+        if not stats.live and isinstance(epoch, int):
+            if stats.epoch is None:
+                stats.epoch = epoch
+            elif epoch != stats.epoch:
+                # a lossless source runs as one process: a result of another epoch was never sent by it
+                self.conflict(source, f"frame {seq} came with epoch {epoch}, the stream's frames with epoch "
+                                      f"{stats.epoch}: a result for a frame this source never sent")
+                return
         digest = None if header.get("error") else _digest(dets)  # an error result has no boxes to compare
         key = (epoch, seq)
         if key not in stats.digests:

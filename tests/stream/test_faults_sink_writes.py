@@ -400,3 +400,20 @@ def test_run_with_a_full_video_disk_exits_1_and_names_the_video(tmp_path, tiny_f
     assert any(p.startswith("video annotated/clip.mp4") for p in summary["problems"]), summary["problems"]
     assert len(_lines(out / "detections.jsonl")) == 40 and summary["frames"] == 40
     assert proc.returncode == 1, stderr[-3000:]
+
+
+def test_a_result_of_another_epoch_on_a_lossless_stream_is_a_conflict(tmp_path: Path) -> None:
+    """Issue 25, failure 1: rows forged with another epoch replaced the real ones, counted as mere duplicates."""
+    core = SinkCore(SinkConfig(out=str(tmp_path), video=False, crops=False), ["cam"], "lossless")
+    core.check_frame("cam", 0, _delivered(0).dets, {"epoch": 99})  # the forger's, first
+    core.check_frame("cam", 0, _delivered(0).dets, {"epoch": 7})  # the source's own
+    core.check_frame("cam", 1, _delivered(1).dets, {"epoch": 7})
+    cam = core.summary("running")["per_source"]["cam"]
+    assert cam["conflicts"] == 2 and "epoch 7, the stream's frames with epoch 99" in cam["conflict"]
+    core.end_source("cam", {"status": "ok", "total": 0}, {})
+    assert core.close("complete")["status"] == "incomplete"
+    live = SinkCore(SinkConfig(out=str(tmp_path / "live"), video=False, crops=False), {"cam": True}, "live")
+    live.check_frame("cam", 0, _delivered(0).dets, {"epoch": 1})
+    live.check_frame("cam", 0, _delivered(0).dets, {"epoch": 2})  # a live camera restarted: a new epoch is normal
+    assert live.summary("running")["per_source"]["cam"]["conflicts"] == 0
+
