@@ -153,21 +153,29 @@ class _Attacker(threading.Thread):
             ctx.destroy(linger=0)
 
 
-@pytest.mark.parametrize("security", ["insecure", "curve", "roles"])
-def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: Path, security: str) -> None:
+def _tcp_graph(tmp_path: Path, frames: int, fps: float, security: dict) -> tuple[dict, dict[str, str], int, Path]:
+    """A graph whose every edge is tcp on loopback (so peers can reach each edge): (config, urls, metrics port,
+    run folder); outputs in tmp_path/out, keys in tmp_path/keys."""
     run_dir = short_dir()
-    out, keys = tmp_path / "out", tmp_path / "keys"
     p_sources, p_workers, p_filter, p_sink = free_ports(4)
     urls = {name: f"tcp://127.0.0.1:{port}" for name, port in
             (("sources", p_sources), ("workers", p_workers), ("filter", p_filter), ("sink", p_sink))}
     metrics = free_port_block(5)
-    config = base_config(out, [{"id": "clip", "uri": str(video(FRAMES)), "fps": 30}], run_dir,
+    out = tmp_path / "out"
+    config = base_config(out, [{"id": "clip", "uri": str(video(frames)), "fps": fps}], run_dir,
                          metrics={"port": metrics},
                          endpoints={"sources": {"url": urls["sources"]}, "workers": {"url": urls["workers"]},
                                     "filter": {"url": urls["filter"]}},
                          sinks=[{"name": "out", "out": str(out), "video": False, "endpoint": {"url": urls["sink"]}}],
-                         security={"keys": str(keys), **({"insecure": True} if security == "insecure" else {}),
-                                   **({"roles": True} if security == "roles" else {})})
+                         security={"keys": str(tmp_path / "keys"), **security})
+    return config, urls, metrics, run_dir
+
+
+@pytest.mark.parametrize("security", ["insecure", "curve", "roles"])
+def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: Path, security: str) -> None:
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    config, urls, metrics, run_dir = _tcp_graph(tmp_path, FRAMES, 30, {
+        **({"insecure": True} if security == "insecure" else {}), **({"roles": True} if security == "roles" else {})})
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
     strangers = insider = worker_key = None
     try:
@@ -228,19 +236,9 @@ def test_a_forged_end_of_stream_cannot_make_a_short_run_complete_or_hang_it(tmp_
 
     from pipeline.stream import protocol as P
 
-    run_dir = short_dir()
     out, keys = tmp_path / "out", tmp_path / "keys"
-    p_sources, p_workers, p_filter, p_sink = free_ports(4)
-    urls = {name: f"tcp://127.0.0.1:{port}" for name, port in
-            (("sources", p_sources), ("workers", p_workers), ("filter", p_filter), ("sink", p_sink))}
-    metrics = free_port_block(5)
     frames = 300
-    config = base_config(out, [{"id": "clip", "uri": str(video(frames)), "fps": 20}], run_dir,
-                         metrics={"port": metrics},
-                         endpoints={"sources": {"url": urls["sources"]}, "workers": {"url": urls["workers"]},
-                                    "filter": {"url": urls["filter"]}},
-                         sinks=[{"name": "out", "out": str(out), "video": False, "endpoint": {"url": urls["sink"]}}],
-                         security={"keys": str(keys), "insecure": True})
+    config, urls, metrics, run_dir = _tcp_graph(tmp_path, frames, 20, {"insecure": True})
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
     sink_port = metrics + 2  # stage order: broker, filter, sink:out, ...
     started = time.monotonic()

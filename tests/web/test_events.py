@@ -22,6 +22,7 @@ import pytest
 from pipeline.sinks.live_feed import decode
 from pipeline.web import events
 from pipeline.web.server import WebServer
+from tests.helpers.raw_http import raw_http
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads the kernel's send queues (TIOCOUTQ)")
 
@@ -188,11 +189,7 @@ def test_a_stream_starts_with_the_state_and_ends_cleanly_when_the_server_stops(t
     assert server.live is not None
     server.live.take(_stats(1.0))
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as head:
-            head.sendall(b"HEAD /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := head.recv(4096):
-                reply += chunk
+        reply = raw_http(server.port, b"HEAD /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 200") and b"text/event-stream" in reply and b"event:" not in reply
         reader = _Reader(server.port, None)
         reader.start()
@@ -200,11 +197,7 @@ def test_a_stream_starts_with_the_state_and_ends_cleanly_when_the_server_stops(t
         while not reader.got and time.monotonic() < deadline:
             time.sleep(0.01)
         assert reader.got and reader.got[0][1] == server.live.version  # at once, not after a tick
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := sock.recv(65536):
-                reply += chunk
+        reply = raw_http(server.port, b"GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b'"event_clients":{"clients":1,"dropped_slow":0,"lagged_events":0}' in reply
         started = time.monotonic()
     finally:

@@ -14,6 +14,7 @@ from pipeline.errors import GhostboxError
 from pipeline.sinks.live_feed import LiveFeed
 from pipeline.stream.endpoints import is_loopback_host
 from pipeline.web.server import WebServer, parse_address
+from tests.helpers.raw_http import raw_http
 
 
 def test_addresses() -> None:
@@ -41,11 +42,7 @@ def test_a_token_beyond_loopback_and_a_taken_port_is_one_clear_error(tmp_path: P
 def test_the_server_starts_serves_and_stops(tmp_path: Path) -> None:
     server = WebServer(tmp_path, "127.0.0.1:0").start()
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := sock.recv(4096):
-                reply += chunk
+        reply = raw_http(server.port, b"GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 200") and b'"live_view":false' in reply
     finally:
         server.stop()
