@@ -114,8 +114,9 @@ def test_a_filter_for_another_model_is_refused_before_the_graph_starts(tmp_path:
     finally:
         kill_run_stages(str(run_dir))
     assert proc.returncode == 2, stderr[-3000:]
-    assert "refused its configuration: filter" in stderr and "another detector" in stderr
-    assert "[broker]" not in stderr and "[sink:out]" not in stderr  # nothing else was started
+    # refused by the supervisor's preflight (the weights' sha256), before even a worker loads torch
+    assert "filter" in stderr and "was fitted for another detector" in stderr and "weights_sha256" in stderr
+    assert "[worker" not in stderr and "[broker]" not in stderr and "[sink:out]" not in stderr  # nothing started
     assert not run_dir.exists() and not (tmp_path / "out").exists()
 
 
