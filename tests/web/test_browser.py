@@ -47,6 +47,7 @@ def _stalled_reader(port: int) -> socket.socket:
 
 
 def test_the_page_shows_live_frames_and_a_click_writes_the_review(tmp_path: Path) -> None:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -63,7 +64,8 @@ def test_the_page_shows_live_frames_and_a_click_writes_the_review(tmp_path: Path
         assert wait_for(lambda: (tmp_path / "run.log").read_text().count("web view: http") == 1, 60)
         stalled = _stalled_reader(port)
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 60)
+        # the gallery re-renders as events arrive: an element found a moment ago may be gone; look again
+        wait = WebDriverWait(driver, 60, ignored_exceptions=[NoSuchElementException, StaleElementReferenceException])
         wait.until(lambda d: d.execute_script(
             "const i = document.querySelector('img.frame'); return i && i.complete && i.naturalWidth > 0"))
         first_seq = int(driver.find_element(By.CSS_SELECTOR, "img.frame").get_attribute("data-seq"))
