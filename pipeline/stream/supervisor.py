@@ -49,6 +49,7 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import read_filter_header
 from pipeline.filter.hallucination_filter import check_calibrated_conf
 from pipeline.json_files import write_json
+from pipeline.sinks.review_file import read_lines
 from pipeline.stream import protocol as P
 from pipeline.stream.config import ORPHAN_REMOVES, GraphConfig, dump_graph, progress_file
 from pipeline.stream.endpoints import open_socket
@@ -562,15 +563,15 @@ class Supervisor:
             return
         ids = {s.uri: str(s.id or s.uri) for s in self.graph.sources}
         per_source: dict[str, int] = {}
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a torn last line: not a row
-                if isinstance(row, dict) and isinstance(row.get("source"), str):
-                    sid = ids.get(row["source"], str(row["source"]))
-                    per_source[sid] = per_source.get(sid, 0) + 1
+        try:
+            lines, _ = read_lines(path)  # whole lines only: a torn last line is not a row
+        except GhostboxError as exc:
+            log.error("sink %s: %s", sink.name, exc)
+            return
+        for row in lines:
+            if isinstance(row.get("source"), str):
+                sid = ids.get(row["source"], str(row["source"]))
+                per_source[sid] = per_source.get(sid, 0) + 1
         rows = sum(per_source.values())
         if rows > int(summary.get("frames") or 0):
             summary["frames"] = rows
