@@ -54,6 +54,14 @@ class KindTally:
         return {"objects": len(objects), "objects_caught": sum(f > MOST * b for b, f in objects)}
 
 
+def cut_below(id_confidence: np.ndarray, id_rate: float) -> float:
+    """The confidence below which `id_rate` of the ID detections lie: the k-th lowest, k = round(rate n)
+    (-inf, flagging nothing, for a rate of 0 or no ID detections)."""
+    ranked = np.sort(np.asarray(id_confidence, np.float64))
+    k = int(round(id_rate * len(ranked)))
+    return float(ranked[min(k, len(ranked) - 1)]) if k > 0 and len(ranked) else -np.inf
+
+
 def confidence_cut(id_confidence: np.ndarray, id_flagged: np.ndarray, ood_confidence: np.ndarray
                    ) -> dict[str, Any]:
     """The confidence cut that flags the filter's share of ID detections, and the share of
@@ -62,9 +70,9 @@ def confidence_cut(id_confidence: np.ndarray, id_flagged: np.ndarray, ood_confid
     ood_confidence = np.asarray(ood_confidence, np.float64)
     if not len(id_confidence) or not len(ood_confidence):
         return {"cut": None, "id_flagged": None, "caught": None}
-    rate = float(np.mean(id_flagged))
-    cut = float(np.quantile(id_confidence, rate))
-    return {"cut": round(cut, 4), "id_flagged": round(float(np.mean(id_confidence < cut)), 4),
+    cut = cut_below(id_confidence, float(np.mean(id_flagged)))
+    return {"cut": round(cut, 4) if np.isfinite(cut) else None,
+            "id_flagged": round(float(np.mean(id_confidence < cut)), 4),
             "caught": round(float(np.mean(ood_confidence < cut)), 4)}
 
 

@@ -65,6 +65,7 @@ from pipeline.filter.camera_adaptation import (
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, tracked_id_boxes
 from pipeline.filter.track_verdicts import TrackVerdicts
+from pipeline.kind_tally import cut_below
 from pipeline.tracks import track_sequence
 
 REVIEWED = (10, 30)  # answers of the simulated reviewer
@@ -118,12 +119,7 @@ def confidence_cut(confidence: np.ndarray, label: np.ndarray, id_rate: float) ->
     """Flags of a confidence cut that flags `id_rate` of the boxes on ID objects (`label`: what each box
     sits on; the ground truth sets the cut)."""
     conf = np.asarray(confidence, np.float64)
-    id_conf = np.sort(conf[label == ON_ID])
-    if not len(id_conf) or id_rate <= 0:
-        return np.zeros(len(conf), bool)
-    k = int(round(id_rate * len(id_conf)))
-    cut = id_conf[min(k, len(id_conf) - 1)] if k > 0 else -np.inf
-    return conf < cut
+    return conf < cut_below(conf[label == ON_ID], id_rate)
 
 
 def street_row(street: Street, detector: Any, bundled: HallucinationFilter, reference: ReferenceData | None,

@@ -182,7 +182,7 @@ def write_markdown(report: dict[str, Any], path: Path, plots: list[str]) -> None
                       f"{caught['objects_caught']} of {caught['objects']} hallucinated objects caught (most of "
                       f"their boxes flagged)"
                       + (f"; a confidence cut flagging as many ID true positives ({_fmt(cut.get('id_flagged'), True)}, "
-                         f"conf < {cut['cut']}) catches {_fmt(cut.get('caught'), True)} of the boxes"
+                         f"conf < {_fmt(cut.get('cut'))}) catches {_fmt(cut.get('caught'), True)} of the boxes"
                          if cut.get("caught") is not None else "") + ".", "",
                       "| kind | boxes | caught | objects | objects caught |", "|---|---|---|---|---|"]
             for kind, row in caught["per_kind"].items():

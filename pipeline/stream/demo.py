@@ -150,6 +150,14 @@ def describe(counts: dict[str, Any]) -> str:
             + (f"\nper object: caught {counts['objects_caught']} of {counts['objects']} hallucinated objects "
                f"(most of its boxes flagged); per kind: {describe_kinds(counts['per_kind'])}"
                if counts.get("per_kind") else "")
-            + (f"\nconfidence cut at the same ID loss (conf < {cut['cut']:.3f}): caught "
-               f"{pct(round(cut['caught'] * counts['hallucinations']), counts['hallucinations'])} of hallucinations"
-               if (cut := counts.get("confidence_cut") or {}).get("caught") is not None else ""))
+            + _cut_line(counts))
+
+
+def _cut_line(counts: dict[str, Any]) -> str:
+    """The confidence-cut baseline's line of `describe`, or '' without one."""
+    cut = counts.get("confidence_cut") or {}
+    if cut.get("caught") is None:
+        return ""
+    below = "-" if cut["cut"] is None else f"{cut['cut']:.3f}"
+    return (f"\nconfidence cut at the same ID loss (conf < {below}): caught "
+            f"{100.0 * cut['caught']:.0f}% of hallucinations")
