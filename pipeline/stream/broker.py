@@ -48,6 +48,9 @@ from pipeline.stream.shell import StageShell
 
 log = logging.getLogger(__name__)
 
+# a frame's own fields, which its result takes from the frame (not from the worker); `seal` is its source's
+FRAME_FIELDS = ("frame", "origin", "epoch", "dropped", "fps", "seal")
+
 SOURCE, WORKER, DOWNSTREAM = "source", "worker", "downstream"
 Key = tuple[str, int]
 
@@ -220,6 +223,7 @@ class DispatchCore:
                 "total": state.next_seq if total is None else int(total), "status": header["status"],
                 "dropped": int(header.get("dropped", 0)), "epoch": int(header.get("epoch", state.epoch)),
                 "stats": dict(header.get("stats", {})), "detail": header.get("detail", ""),
+                **({"seal": header["seal"]} if "seal" in header else {}),
             }
             if total is not None and int(total) != state.next_seq and not state.live:
                 log.warning("source %s: EOS says %s frames, %d arrived", state.id, total, state.next_seq)
@@ -235,7 +239,7 @@ class DispatchCore:
                  "received": state.received}
         self.outputs.append(Out(DOWNSTREAM, None, P.control(
             P.EOS, state.id, total=eos["total"], status=eos["status"], dropped=eos["dropped"] + state.dropped,
-            epoch=eos["epoch"], stats=stats, detail=eos["detail"])))
+            epoch=eos["epoch"], stats=stats, detail=eos["detail"], **({"seal": eos["seal"]} if "seal" in eos else {}))))
 
     def _grant(self, state: SourceState) -> None:
         if state.eos is not None or state.routing is None:
@@ -325,7 +329,7 @@ class DispatchCore:
                 return
         header = dict(message.header)
         frame_header = pending.frame.header
-        for name in ("frame", "origin", "epoch", "dropped", "fps"):
+        for name in FRAME_FIELDS:
             if name in frame_header:
                 header[name] = frame_header[name]
         header["t"] = {**frame_header["t"], **message.header["t"], "broker_out": now}
@@ -472,7 +476,7 @@ def error_result(pending: Pending, error: str) -> list[Any]:
     size = frame.header.get("image_size") or [0, 0]
     # the wire's own encoding of an empty Detections: every part a detections message has, none forgotten
     boxes, empty = P.detections_parts(Detections.empty(0, 0, image_size=tuple(size)), crops="none")
-    fields = {name: frame.header[name] for name in ("frame", "origin", "epoch", "dropped", "fps")
+    fields = {name: frame.header[name] for name in FRAME_FIELDS
               if name in frame.header}
     return P.encode(P.DETECTIONS, pending.source, empty, seq=pending.seq, **boxes, error=error[:500],
                     attempts=pending.attempts, t={**frame.header["t"], "broker_out": time.time()}, **fields)

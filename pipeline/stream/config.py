@@ -30,6 +30,7 @@ from pipeline.sinks import live_feed
 from pipeline.sinks.source_names import safe_name
 from pipeline.sources.media_files import VIDEO_SUFFIXES
 from pipeline.stream.endpoints import parse_url
+from pipeline.stream.provenance import SEAL_FILE
 from pipeline.tracks import TRACKER_DEFAULTS
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -229,6 +230,10 @@ class SecurityConfig(_Model):
                         "sink; named so in `keys`): each bound endpoint accepts only the role that belongs on it, "
                         "so a machine holding a worker's key cannot write rows at a sink or speak for a source "
                         "(`client` and `authorized` are then unused)")
+    seal: str | None = Field(None, description="file holding the seal key that sources, the filter and sinks "
+                             "share: a row is written only for a frame its source sealed, with the filter's seal "
+                             "(docs/protocol.md); null: a new key per `ghostbox run`, `KEYS/seal.key` for "
+                             "`ghostbox stage`")
 
     @model_validator(mode="after")
     def _check(self) -> SecurityConfig:
@@ -364,6 +369,14 @@ class GraphConfig(_Model):
             edges[f"sink:{sink.name}"] = "filter" if (sink.endpoint.binder or "sink") == "sink" else "sink"
         return edges
 
+    def seal_path(self) -> Path:
+        """The seal key file of sources, the filter and sinks: `security.seal` (`ghostbox run` names its own, new
+        each run), else the keys folder's, which every machine of a tcp graph gets a copy of, else (one machine,
+        ipc only) the run folder's."""
+        if self.security.seal:
+            return Path(self.security.seal)
+        return (Path(self.security.keys) if self.uses_tcp() else Path(self.run_dir or ".")) / SEAL_FILE
+
     def token_on(self) -> bool:
         """The graph token (ZMQ PLAIN) on tcp endpoints: an insecure tcp graph still keeps strangers out."""
         return self.uses_tcp() and not self.curve_on()
@@ -437,6 +450,8 @@ def resolve(graph: GraphConfig, run_dir: str | Path) -> GraphConfig:
     if data["filter"]["path"]:
         data["filter"]["path"] = str(Path(data["filter"]["path"]).expanduser().resolve())
     data["security"]["keys"] = str(Path(data["security"]["keys"]).expanduser().resolve())
+    if data["security"]["seal"]:
+        data["security"]["seal"] = str(Path(data["security"]["seal"]).expanduser().resolve())
     urls = [data["endpoints"][n]["url"] for n in defaults] + [s["endpoint"]["url"] for s in data["sinks"]]
     dup = sorted({u for u in urls if urls.count(u) > 1})
     if dup:

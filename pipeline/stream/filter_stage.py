@@ -31,6 +31,7 @@ from pipeline.filter.drift import DriftMonitor, DriftState
 from pipeline.filter.filter_file import header_needs_crops, load_filter, read_filter_header
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig
+from pipeline.stream.provenance import Seal, part_specs
 from pipeline.stream.shell import StageShell
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class FilterStage(StageShell):
             sock.sndtimeo = 200  # blocking sends, but the loop still sees a stop request
             sock.linger = -1  # exiting never drops what a slow sink has not taken yet; the supervisor times us
             self.outputs.append(sock)
+        self.seal = self.load_seal()
         self.required = {s.id for s in graph.sources}
         self.ended: set[str] = set()
         self.exit_when_done = exit_when_done
@@ -132,6 +134,10 @@ class FilterStage(StageShell):
             self.bad("unknown-source", message.topic, "filter input")
             return None
         header = dict(message.header)
+        if not Seal.same(self.seal.frame(message.topic, header), header.get("seal")):
+            # only the source and the supervisor hold the key: a result for a frame that was never sent
+            self.forged(f"{message.topic} frame {message.seq}: a result without its frame's seal", "filter input")
+            return None
         t_in = time.time()
         stamps = {**message.stamps, "filter_in": t_in}
         self.metrics.inc_in(message.topic)
@@ -167,6 +173,9 @@ class FilterStage(StageShell):
         t_out = time.time()
         self.metrics.observe_stage(t_out - t_in)
         header["t"] = {**stamps, "filter_out": t_out}
+        header.pop("sealed", None)
+        specs = part_specs(message) + [spec for spec, _ in extra]
+        header["sealed"] = self.seal.result(message.topic, header, specs, [*message.parts, *(p for _, p in extra)])
         return P.reencode(message, header, extra)
 
     def run(self) -> int:
@@ -187,6 +196,9 @@ class FilterStage(StageShell):
             elif message.type == P.EOS:
                 if message.topic not in self.required:
                     self.bad("unknown-source", message.topic, "filter input")
+                    continue
+                if not Seal.same(self.seal.eos(message.topic, message.header), message.header.get("seal")):
+                    self.forged(f"{message.topic}: an end of stream without its source's seal", "filter input")
                     continue
                 self._fan_out(P.reencode(message))
                 self.sent += 1

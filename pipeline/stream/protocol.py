@@ -135,6 +135,12 @@ def _dict(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
+def _seal(value: Any, name: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) > 64:
+        raise ProtocolError("bad-field", f"{name}: not a seal")
+    return value
+
+
 def _stamps(value: Any) -> dict[str, float]:
     stamps = _dict(value, "t")
     return {k: _float(v, f"t.{k}") for k, v in stamps.items()}
@@ -168,10 +174,11 @@ _REQUIRED: dict[str, dict[str, Any]] = {
     SHUTDOWN: {},
 }
 _OPTIONAL: dict[str, dict[str, Any]] = {
-    FRAME: {"fps": _opt_float, "image_size": _size, "attempts": _int, "more": _int},
+    FRAME: {"fps": _opt_float, "image_size": _size, "attempts": _int, "more": _int, "seal": _seal},
     DETECTIONS: {**_FRAME_FIELDS, "fps": _opt_float, "crop_shapes": _shapes, "detector": _dict,
-                 "error": _str, "attempts": _int, "policy": _choice(("flag", "drop")), "drift": _dict},
-    EOS: {"total": _opt_int, "dropped": _int, "epoch": _int, "stats": _dict, "detail": _str},
+                 "error": _str, "attempts": _int, "policy": _choice(("flag", "drop")), "drift": _dict,
+                 "seal": _seal, "sealed": _seal},
+    EOS: {"total": _opt_int, "dropped": _int, "epoch": _int, "stats": _dict, "detail": _str, "seal": _seal},
     ACK: {},
     HELLO: {"mode": _choice(("live", "lossless")), "epoch": _int, "capacity": _int, "batch": _int, "pid": _int},
     CREDIT: {},

@@ -27,9 +27,12 @@ from pipeline.stream import protocol as P
 from pipeline.stream.config import ORPHAN_REMOVES, GraphConfig, progress_file
 from pipeline.stream.endpoints import open_socket, parse_url
 from pipeline.stream.metrics import BadMessageLog, StageMetrics
+from pipeline.stream.provenance import Seal, make_seal_key, peer_name
 from pipeline.stream.security import PeerAuth
 
 log = logging.getLogger(__name__)
+
+MAX_NAMED_PEERS = 20  # forgers named one by one; more are counted together
 
 
 class StageShell:
@@ -49,6 +52,8 @@ class StageShell:
         self.stopping: str | None = None
         self._sockets: list[zmq.Socket] = []
         self._progress_counts: dict[str, int] = {}
+        self.forgeries: dict[str, int] = {}  # peer -> messages refused for their seal
+        self._last_frame: Any = None
         self._progress_written_at = 0.0
         self._progress_path = (progress_file(graph.run_dir, name)
                                if graph.run_dir else None)
@@ -91,6 +96,7 @@ class StageShell:
         try:
             self._progress_path.parent.mkdir(mode=0o700, exist_ok=True)
             write_json(self._progress_path, {**self._progress_counts, "bad": self.bad.total, "refused": self.refused,
+                                             **({"forgers": dict(self.forgeries)} if self.forgeries else {}),
                                              "pid": os.getpid(), "t": time.time()}, indent=None, newline=False)
         except OSError as exc:  # the supervisor then only sees the process, not its counters
             log.debug("progress file %s: %s", self._progress_path, exc)
@@ -139,6 +145,26 @@ class StageShell:
                 self.metrics.event("refused_peer")
                 self.bad("refused-peer", f"{event.get('endpoint', b'')!r:.60} failed the handshake", target)
 
+    def load_seal(self) -> Seal:
+        """The seal key of sources, the filter and sinks (see provenance.py)."""
+        path = self.graph.seal_path()
+        if not self.graph.security.seal and not self.graph.uses_tcp():
+            make_seal_key(path, exist_ok=True)  # one machine, no supervisor: the first stage up makes it
+        return Seal.from_file(path)
+
+    def forged(self, detail: str, where: str) -> None:
+        """A message whose seal is missing or wrong: refused, counted per peer (progress `forged`, which the
+        supervisor puts in summary.json), logged; a run that saw one is not complete."""
+        peer = self.last_peer()
+        if peer not in self.forgeries and len(self.forgeries) >= MAX_NAMED_PEERS:
+            peer = "other peers"
+        self.forgeries[peer] = self.forgeries.get(peer, 0) + 1
+        self.bad("forged", f"{detail}; from {peer}", where)
+        self.report_progress(forged=sum(self.forgeries.values()))
+
+    def last_peer(self) -> str:
+        return peer_name(self._last_frame) if self._last_frame is not None else "unknown peer"
+
     def wake_socket(self, url: str) -> zmq.Socket:
         """The bound end of an inproc PAIR a helper thread pokes when it has something."""
         sock = self.ctx.socket(zmq.PAIR)
@@ -165,6 +191,7 @@ class StageShell:
         return frames[0].bytes, self._decode(frames[1:], where)
 
     def _decode(self, frames: list[Any], where: str) -> P.Message | None:
+        self._last_frame = frames[0] if frames else None  # who sent it, if it turns out forged
         try:
             return P.decode(frames, self.limits)
         except P.ProtocolError as exc:

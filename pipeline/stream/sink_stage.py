@@ -61,6 +61,7 @@ from pipeline.sinks.video_file import VideoFile
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SinkConfig, TracksConfig, feed_url
 from pipeline.stream.metrics import LatencyStats, StageMetrics
+from pipeline.stream.provenance import Seal, part_specs
 from pipeline.stream.resequencer import Resequencer
 from pipeline.stream.shell import StageShell
 from pipeline.stream.tracking import SourceTracks
@@ -117,6 +118,8 @@ class _SourceStats:
     unwritten_error: str = ""
     conflicts: int = 0
     conflict: str = ""
+    forged: int = 0  # messages refused for a missing or wrong seal
+    forged_first: str = ""
     epoch: int | None = None  # a lossless stream's one epoch: its source process never restarts
     digests: OrderedDict[tuple[int | None, int], tuple[int, int, float] | None] = field(default_factory=OrderedDict)
 
@@ -206,6 +209,7 @@ class SinkCore:
         self.detector: dict[str, Any] | None = None
         self.started = time.time()
         self.bad_messages = 0
+        self.forgers: dict[str, int] = {}  # peer -> messages refused for their seal
         # first: its reserve takes room before any other output can fill the disk
         self._summary = SummaryFile(self.out) if config.summary else None
         self._jsonl = LineFile(self.out / "detections.jsonl") if config.jsonl else None
@@ -380,6 +384,16 @@ class SinkCore:
             stats.conflict = detail[:300]
             log.warning("source %s: %s", source, detail)
 
+    def forged(self, source: str, detail: str, peer: str) -> None:
+        """A message refused for its seal (never written, never believed): named in problems with its peer."""
+        stats = self.stats[source]
+        stats.forged += 1
+        if not stats.forged_first:
+            stats.forged_first = f"{detail}, from {peer}"[:300]
+        if peer not in self.forgers and len(self.forgers) >= MAX_PROBLEMS:
+            peer = "other peers"
+        self.forgers[peer] = self.forgers.get(peer, 0) + 1
+
     def check_frame(self, source: str, seq: int, dets: Detections, header: dict[str, Any]) -> None:
         """A frame as it arrives (before reordering): past its stream's end, or a re-sent copy with other boxes."""
         stats = self.stats[source]
@@ -509,6 +523,9 @@ class SinkCore:
         lines += [line for archive in (self._crops, self._gallery) if (line := archive.problem(sid))]
         if s.conflicts:
             lines.append(f"source {sid}: {s.conflicts} conflicting message(s) (first: {s.conflict})")
+        if s.forged:
+            lines.append(f"source {sid}: {s.forged} forged message(s) refused, none written (first: "
+                         f"{s.forged_first})")
         return lines
 
     def _lines_problem(self, name: str, lines: LineFile | None, what: str) -> list[str]:
@@ -581,6 +598,7 @@ class SinkCore:
                 **reorder,
                 "rows_lost": rows_lost, "crops_written": crops.written, "crops_failed": crops.failed,
                 "conflicts": s.conflicts, **({"conflict": s.conflict} if s.conflict else {}),
+                **({"forged": s.forged} if s.forged else {}),
                 **({"drift": s.drift} if s.drift else {}),
                 **({"tracks": self._tracks[sid].summary()} if sid in self._tracks else {}),
             }
@@ -611,6 +629,7 @@ class SinkCore:
             "stages_ms": {name: stats.summary_ms() for name, stats in self.segments.items() if stats.count},
             "per_source": per_source, "outputs": outputs, "writes": self.writes(), "problems": problems,
             "detector": (self.detector or {}).get("weights_sha256"),
+            **({"forgers": dict(self.forgers)} if self.forgers else {}),
         }
 
     # -- summary.json ---------------------------------------------------------------------------
@@ -685,6 +704,7 @@ class SinkStage(StageShell):
         ep = self.config.endpoint
         self.input = self.socket(zmq.PULL, ep.url, bind=ep.binder == "sink", bind_url=ep.bind_url,
                                  hwm=graph.broker.hwm, edge=f"sink:{name}")
+        self.seal = self.load_seal()
         self.exit_when_done = exit_when_done
         self.done: set[str] = set()
         self.eos_count = 0  # EOS messages taken (progress)
@@ -718,6 +738,11 @@ class SinkStage(StageShell):
             self.bad("unknown-source", message.topic, "sink input")
             return
         if message.type == P.DETECTIONS:
+            expected = self.seal.result(message.topic, message.header, part_specs(message), message.parts)
+            if not Seal.same(expected, message.header.get("sealed")):
+                # only the filter seals results: a forged row, or a real one altered, is never written
+                self._forged(message.topic, f"a result for frame {message.seq} without the filter's seal")
+                return
             try:
                 dets = P.detections_from(message)
             except P.ProtocolError as exc:
@@ -732,12 +757,20 @@ class SinkStage(StageShell):
             self._write(self.reseq.push(message.topic, message.seq, item, now, header.get("epoch"),
                                         nbytes=_nbytes(message)))
         elif message.type == P.EOS:
+            if not Seal.same(self.seal.eos(message.topic, message.header), message.header.get("seal")):
+                self._forged(message.topic, f"an end of stream ({message.header.get('total')} frames) without its "
+                                            f"source's seal")
+                return
             self.eos_count += 1
             total = self.core.eos_received(message.topic, message.header, self.reseq.streams[message.topic].next_seq)
             if total is not None:
                 self._write(self.reseq.end(message.topic, total, now))
         else:  # shutdown included: only signals and EOS end this stage
             self.bad(f"unexpected-{message.type}", "", "sink input")
+
+    def _forged(self, source: str, detail: str) -> None:
+        self.forged(f"{source}: {detail}", "sink input")
+        self.core.forged(source, detail, self.last_peer())
 
     def _publish_metrics(self) -> None:
         for sid in self.core.stats:

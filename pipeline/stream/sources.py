@@ -484,6 +484,7 @@ class SourceStage(StageShell):
         self.sock = self.socket(zmq.DEALER, endpoint.url, bind=False, identity=source_id.encode(),
                                 hwm=2 * graph.broker.prefetch + 16, edge="sources")
         self.epoch = time.time_ns() // 1000 % (1 << 52)
+        self.seal = self.load_seal()
         self.stop_event = threading.Event()
         self.buffer = FrameBuffer(self.live, capacity=2)
         wake_url = f"inproc://wake-{id(self)}"
@@ -517,9 +518,10 @@ class SourceStage(StageShell):
         t_send = time.time()
         part = P.image_part("image", image, self.encoding, self.source.jpeg_quality)
         fps = self.source.fps or (self.grabber.reader.fps if self.grabber.reader else None)
-        message = P.encode(P.FRAME, self.source.id, [part], seq=self.seq, frame=item.frame, origin=item.origin,
-                           epoch=self.epoch, dropped=self.buffer.dropped, fps=fps,
-                           image_size=[image.shape[1], image.shape[0]], t={"capture": item.t_capture, "send": t_send})
+        fields = {"seq": self.seq, "frame": item.frame, "origin": item.origin, "epoch": self.epoch}
+        message = P.encode(P.FRAME, self.source.id, [part], **fields, seal=self.seal.frame(self.source.id, fields),
+                           dropped=self.buffer.dropped, fps=fps, image_size=[image.shape[1], image.shape[0]],
+                           t={"capture": item.t_capture, "send": t_send})
         if not self.send(self.sock, message):
             return False  # the queue to the broker is full: keep the frame, try again
         self._publish_drops()
@@ -596,8 +598,9 @@ class SourceStage(StageShell):
         status, detail, stats = self.grabber.end_fields(status)
         if status == "incomplete":
             log.warning("%s: incomplete: %s", self.source.id, detail)
-        message = P.control(P.EOS, self.source.id, total=self.seq, status=status, dropped=self.buffer.dropped,
-                            epoch=self.epoch, stats=stats, detail=detail)
+        fields = {"total": self.seq, "status": status, "epoch": self.epoch}
+        message = P.control(P.EOS, self.source.id, **fields, seal=self.seal.eos(self.source.id, fields),
+                            dropped=self.buffer.dropped, stats=stats, detail=detail)
         deadline = time.monotonic() + (5.0 if self.stopping else self.EOS_TIMEOUT_S)
         while time.monotonic() < deadline and not self.parent_gone():
             self.send(self.sock, message)

@@ -53,6 +53,7 @@ from pipeline.sinks.review_file import read_lines
 from pipeline.stream import protocol as P
 from pipeline.stream.config import ORPHAN_REMOVES, GraphConfig, dump_graph, progress_file
 from pipeline.stream.endpoints import open_socket
+from pipeline.stream.provenance import SEAL_FILE, Seal, make_seal_key
 from pipeline.stream.security import PeerAuth
 from pipeline.stream.sources import check_file_source, parse_synth_uri
 
@@ -194,6 +195,13 @@ class Supervisor:
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets: this user only
         if created:
             os.chmod(self.run_dir, 0o700)  # mkdir's mode is cut by the umask; the parents' are not ours
+        if not self.graph.security.seal:
+            # a new seal key each run, for this run's sources, filter and sinks only (provenance.py)
+            key = self.run_dir / SEAL_FILE
+            key.unlink(missing_ok=True)
+            make_seal_key(key)
+            security = self.graph.security.model_copy(update={"seal": str(key)})
+            self.graph = self.graph.model_copy(update={"security": security})
         dump_graph(self.graph, self.graph_path)
         os.chmod(self.graph_path, 0o600)
         if self.remove_run_dir:  # a supervisor killed with SIGKILL cannot clean up: its stages do (shell.close)
@@ -363,7 +371,9 @@ class Supervisor:
         try:
             sock = open_socket(ctx, zmq.DEALER, self.graph.endpoints.sources.url or "", bind=False, auth=auth,
                                identity=source_id.encode(), linger_ms=0, edge="sources")
-            message = P.control(P.EOS, source_id, total=None, status="failed", detail=why[:500])
+            fields = {"total": None, "status": "failed"}
+            seal = Seal.from_file(self.graph.seal_path()).eos(source_id, fields)
+            message = P.control(P.EOS, source_id, **fields, seal=seal, detail=why[:500])
             for _ in range(5):
                 sock.send_multipart(message, flags=zmq.NOBLOCK)
                 if sock.poll(1000):
@@ -583,6 +593,21 @@ class Supervisor:
             if line not in summary.setdefault("problems", []):
                 summary["problems"].append(line)
 
+    @staticmethod
+    def _name_forgers(peers: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
+        """Messages any stage refused for their seal: the run is not complete, and who sent them is named."""
+        for stage, counts in peers.items():
+            forgers = counts.get("forged") or {}
+            if not forgers:
+                continue
+            named = ", ".join(f"{peer} ({n})" for peer, n in list(forgers.items())[:5])
+            line = (f"{stage} refused {sum(int(n) for n in forgers.values())} forged message(s) (no valid seal; none "
+                    f"written or believed) from {named}")
+            if line not in summary.setdefault("problems", []):
+                summary["problems"].append(line)
+            if summary.get("status") == "complete":
+                summary["status"] = "incomplete"
+
     def annotate_summaries(self) -> list[dict[str, Any]]:
         """Add what only the supervisor knows (restarts, exit codes, killed stages) to each sink's summary.json;
         write one for a sink that could not (killed before it wrote any)."""
@@ -627,10 +652,12 @@ class Supervisor:
                         problems.append(line)
                 if summary.get("status") == "complete":
                     summary["status"] = "incomplete"
-            peers = {name: {"refused": int(p.get("refused", 0) or 0), "bad_messages": int(p.get("bad", 0) or 0)}
+            peers = {name: {"refused": int(p.get("refused", 0) or 0), "bad_messages": int(p.get("bad", 0) or 0),
+                            **({"forged": p["forgers"]} if isinstance(p.get("forgers"), dict) else {})}
                      for name, p in self._progress.items() if p.get("refused") or p.get("bad")}
             if peers:  # messages dropped and handshakes refused: the data is intact, but someone tried
                 summary["peers"] = peers
+            self._name_forgers(peers, summary)
             if self.failure:
                 summary["failure"] = self.failure
             try:

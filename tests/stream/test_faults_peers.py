@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -228,30 +230,115 @@ def test_strangers_are_refused_and_insiders_cannot_write_forged_rows(tmp_path: P
     assert_exactly_once_in_order(rows, {"clip": FRAMES})
 
 
-def test_a_forged_end_of_stream_cannot_make_a_short_run_complete_or_hang_it(tmp_path: Path) -> None:
-    """Issue 25, failure 2: an insider (the graph token) tells the sink the stream ends 60 frames after what it
-    has: the sink stops early, but the source's own count says more was sent, so the run is incomplete
-    (exit 1, the missing frames named), and the source, left with no sink, is stopped: the run ends."""
-    import time
+def _insider(ctx: zmq.Context, kind: int, url: str, keys: Path, identity: bytes | None = None) -> zmq.Socket:
+    """A socket holding the graph's shared CURVE client key: what any machine of the graph has."""
+    sock = ctx.socket(kind)
+    sock.linger = 1000
+    if identity is not None:
+        sock.identity = identity
+    sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(str(keys / "client.key_secret"))
+    sock.curve_serverkey = zmq.auth.load_certificate(str(keys / "server.key"))[0]
+    sock.connect(url)
+    return sock
 
+
+def _steal_a_frame(ctx: zmq.Context, url: str, keys: Path) -> dict:
+    """Join the workers endpoint as a worker with the client key and take one frame: its header (the stream's
+    real epoch, seq and its source's seal) is what a forger needs to pass for the real stream."""
+    from pipeline.stream import protocol as P
+
+    sock = _insider(ctx, zmq.DEALER, url, keys, identity=b"w9-rogue")
+    sock.send_multipart(P.control(P.HELLO, "w9-rogue", role="worker", capacity=1, batch=1))
+    sock.send_multipart(P.control(P.CREDIT, "w9-rogue", n=1))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if sock.poll(500):
+            message = P.decode(sock.recv_multipart())
+            if message.type == P.FRAME:
+                sock.close(0)  # gone without an answer: the broker gives the frame to a real worker
+                return message.header
+    raise AssertionError("the broker gave the rogue worker no frame")
+
+
+def _forged_result(header: dict, seq: int) -> list:
+    """A plausible result for `seq` of the real stream, with its epoch and the stolen frame's seal."""
+    from pipeline.stream import protocol as P
+
+    decoded = P.decode(_detections(seq))
+    fields = {**decoded.header, "epoch": header["epoch"], "origin": header["origin"], "frame": seq,
+              "seal": header.get("seal", b"")}
+    return P.reencode(decoded, fields)
+
+
+def _assert_refused_and_named(proc: subprocess.Popen, stderr: str, out: Path, frames: int) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    rows = records(out)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert summary["status"] == "incomplete", summary
+    assert not any(r.get("boxes") and r["boxes"][0].get("xyxy") == [1.0, 1.0, 5.0, 5.0] for r in rows), \
+        "a forged row was written"
+    assert_exactly_once_in_order(rows, {"clip": frames})  # every real frame, once, none replaced
+    forgers = summary["peers"]["sink:out"]["forged"]
+    assert any(peer.startswith("127.0.0.1 (CURVE key") for peer in forgers), forgers
+    assert any("forged message(s)" in line and "127.0.0.1" in line for line in summary["problems"]), \
+        summary["problems"]
+    return summary
+
+
+def test_forged_rows_with_the_real_epoch_or_another_are_refused_and_their_peer_named(tmp_path: Path) -> None:
+    """Issue 25, failure 1: a peer holding the shared client key takes a real frame as a rogue worker (so it knows
+    the stream's epoch and the frame's seal) and sends the sink results for frames ahead of the stream, with that
+    epoch, and for seq 300-309 with another epoch: none is written, every real frame is, the run is incomplete
+    and names the peer."""
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    frames = 150
+    config, urls, metrics, run_dir = _tcp_graph(tmp_path, frames, 30, {})
+    proc = start_run(write_config(tmp_path / "graph.yaml", config))
+    try:
+        assert wait_for(lambda: metric(metrics, "ghostbox_frames_in_total") > 0, 90), "no frame reached the broker"
+        ctx = zmq.Context()
+        try:
+            stolen = _steal_a_frame(ctx, urls["workers"], keys)
+            sink = _insider(ctx, zmq.PUSH, urls["sink"], keys)
+            ahead = stolen["seq"] + 30  # the real frames arrive later
+            for seq in range(ahead, ahead + 10):
+                sink.send_multipart(_forged_result(stolen, seq))
+            for seq in range(300, 310):
+                sink.send_multipart(_forged_result({**stolen, "epoch": stolen["epoch"] + 1}, seq))
+            time.sleep(0.5)
+        finally:
+            ctx.destroy(linger=1000)
+        _, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_run_stages(str(run_dir))
+    summary = _assert_refused_and_named(proc, stderr, out, frames)
+    assert summary["per_source"]["clip"]["forged"] == 20
+
+
+@pytest.mark.parametrize("offset", [60, -10])
+def test_a_forged_end_of_stream_is_refused_and_the_run_still_ends(tmp_path: Path, offset: int) -> None:
+    """Issue 25, failure 2: an insider (the shared client key) tells the sink (and the filter) the stream ends 60
+    frames after what it has, or 10 before: refused (no source's seal), the real stream is written whole, the
+    run ends by itself, incomplete, naming the peer."""
     from pipeline.stream import protocol as P
 
     out, keys = tmp_path / "out", tmp_path / "keys"
-    frames = 300
-    config, urls, metrics, run_dir = _tcp_graph(tmp_path, frames, 20, {"insecure": True})
+    frames = 150
+    config, urls, metrics, run_dir = _tcp_graph(tmp_path, frames, 30, {})
     proc = start_run(write_config(tmp_path / "graph.yaml", config))
     sink_port = metrics + 2  # stage order: broker, filter, sink:out, ...
     started = time.monotonic()
     try:
-        assert wait_for(lambda: metric(sink_port, "ghostbox_frames_out_total") >= 40, 120), "no rows written"
+        assert wait_for(lambda: metric(sink_port, "ghostbox_frames_out_total") >= 20, 120), "no rows written"
         written = int(metric(sink_port, "ghostbox_frames_out_total"))
         ctx = zmq.Context()
         try:
-            sock = ctx.socket(zmq.PUSH)
-            sock.linger = 1000
-            sock.plain_username, sock.plain_password = b"ghostbox", (keys / "graph.token").read_text().strip().encode()
-            sock.connect(urls["sink"])
-            sock.send_multipart(P.control(P.EOS, "clip", total=written + 60, status="ok", dropped=0))
+            sink = _insider(ctx, zmq.PUSH, urls["sink"], keys)
+            sink.send_multipart(P.control(P.EOS, "clip", total=written + offset, status="ok", dropped=0))
+            sink.send_multipart(P.control(P.EOS, "clip", total=written + offset, status="ok", dropped=0,
+                                          seal=b"\0" * 16))  # a made-up seal
             time.sleep(0.5)
         finally:
             ctx.destroy(linger=1000)
@@ -261,10 +348,6 @@ def test_a_forged_end_of_stream_cannot_make_a_short_run_complete_or_hang_it(tmp_
             proc.kill()
         kill_run_stages(str(run_dir))
     elapsed = time.monotonic() - started
-    summary = json.loads((out / "summary.json").read_text())
-    rows = records(out)
-    assert proc.returncode == 1, stderr[-3000:]
-    assert summary["status"] == "incomplete", summary
-    if len(rows) < frames:  # the forged end was believed by the sink: the source's count must say so
-        assert any("source clip sent" in p and "missing" in p for p in summary["problems"]), summary["problems"]
-    assert elapsed < 120, f"the run took {elapsed:.0f} s to end"
+    summary = _assert_refused_and_named(proc, stderr, out, frames)
+    assert summary["per_source"]["clip"]["forged"] == 2
+    assert elapsed < 90, f"the run took {elapsed:.0f} s to end"

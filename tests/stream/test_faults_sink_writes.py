@@ -25,6 +25,7 @@ from pipeline.sinks.jsonl import JsonlWriter, LineFile
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SinkConfig, resolve
 from pipeline.stream.sink_stage import Delivered, SinkCore, SinkStage
+from tests.helpers.stream_helpers import sealed
 
 RNG = np.random.default_rng(0)
 
@@ -325,13 +326,17 @@ def test_forged_messages_reach_the_stage_and_never_crash_it(tmp_path: Path) -> N
     graph, stage, ctx, push = _stage_with_a_pusher(tmp_path, ["cam", "gate"])
     try:
         for seq in (1, 0, 1):  # out of order, and a re-send
-            push.send_multipart(_message(seq, policy="drop"))
-        push.send_multipart(P.control(P.EOS, "cam", status="ok", total=2))
-        push.send_multipart(P.control(P.EOS, "cam", status="ok", total=9))
-        push.send_multipart(_message(0, source="gate"))
-        push.send_multipart(P.control(P.EOS, "gate", status="ok"))  # no total: not believed
-        push.send_multipart(P.control(P.EOS, "gate", status="ok", total=0))  # fewer than delivered: neither
-        push.send_multipart(P.control(P.EOS, "gate", status="ok", total=1))
+            push.send_multipart(sealed(graph, _message(seq, policy="drop")))
+        push.send_multipart(sealed(graph, P.control(P.EOS, "cam", status="ok", total=2)))
+        push.send_multipart(sealed(graph, P.control(P.EOS, "cam", status="ok", total=9)))
+        push.send_multipart(sealed(graph, _message(0, source="gate")))
+        push.send_multipart(sealed(graph, P.control(P.EOS, "gate", status="ok")))  # no total: not believed
+        # fewer than delivered: not believed either
+        push.send_multipart(sealed(graph, P.control(P.EOS, "gate", status="ok", total=0)))
+        push.send_multipart(sealed(graph, P.control(P.EOS, "gate", status="ok", total=1)))
+        # without the seal key: a row for a frame never sent, and an end of stream cutting cam short
+        push.send_multipart(_message(2))
+        push.send_multipart(P.control(P.EOS, "cam", status="ok", total=1))
         time.sleep(0.2)
         guard = threading.Timer(30, stage.stop, ["test timeout"])  # a sink that waits for ever fails, never hangs
         guard.start()
@@ -345,6 +350,9 @@ def test_forged_messages_reach_the_stage_and_never_crash_it(tmp_path: Path) -> N
     assert summary["policy"] is None and summary["frames"] == 3
     cam, gate = summary["per_source"]["cam"], summary["per_source"]["gate"]
     assert cam["duplicates"] == 1 and cam["conflicts"] == 1 and "second EOS" in cam["conflict"]
+    assert cam["forged"] == 2 and list(summary["forgers"].values()) == [2]
+    assert any("2 forged message(s) refused, none written" in line and "ipc peer pid" in line
+               for line in summary["problems"]), summary["problems"]
     assert gate["conflicts"] == 2 and gate["frames"] == 1 and "without a frame count" in gate["conflict"]
     assert summary["status"] == "incomplete"
     rows = _lines(tmp_path / "out" / "detections.jsonl")
@@ -357,8 +365,8 @@ def test_sigterm_takes_what_is_queued_then_closes_interrupted(tmp_path: Path) ->
     graph, stage, ctx, push = _stage_with_a_pusher(tmp_path, ["cam"])
     try:
         for seq in range(3):
-            push.send_multipart(_message(seq))
-        push.send_multipart(P.control(P.EOS, "cam", status="ok", total=5, dropped=0))
+            push.send_multipart(sealed(graph, _message(seq)))
+        push.send_multipart(sealed(graph, P.control(P.EOS, "cam", status="ok", total=5, dropped=0)))
         time.sleep(0.2)
         stage.stop("SIGTERM")  # before the loop even starts: only the drain takes the messages
         assert stage.run() == 0

@@ -164,7 +164,9 @@ def test_stages_on_two_hosts_over_tcp_with_curve(tmp_path: Path, hosts: Hosts) -
     host_a, host_b = tmp_path / "hostA", tmp_path / "hostB"
     logs.mkdir()
     assert main(["keys", "--out", str(made), "server", "client"]) == 0
-    for host, files in ((host_a, ["server.key_secret", "client.key"]), (host_b, ["client.key_secret", "server.key"])):
+    # seal.key on both: A runs the filter and the sink, B the source
+    for host, files in ((host_a, ["server.key_secret", "client.key", "seal.key"]),
+                        (host_b, ["client.key_secret", "server.key", "seal.key"])):
         (host / "keys").mkdir(parents=True)
         for name in files:
             shutil.copy2(made / name, host / "keys" / name)  # keeps the secret's mode 600

@@ -158,9 +158,9 @@ def test_stages_in_separate_processes_over_tcp(tmp_path: Path, curve: bool) -> N
         assert (keys / "server.key_secret").stat().st_mode & 0o077 == 0
         config["security"] = {"keys": str(keys)}  # tcp: CURVE by default
     else:
-        from pipeline.stream.security import make_token
+        from pipeline.cli.main import main
 
-        make_token(keys)
+        assert main(["keys", "--out", str(keys), "--token"]) == 0  # the token and the seal key
         config["security"] = {"insecure": True, "keys": str(keys)}
     path = write_config(tmp_path / "graph.yaml", config)
     names = ["sink:out", "filter", "broker", "worker:0", "source:clip"]
@@ -192,7 +192,9 @@ def test_stages_in_separate_processes_over_tcp(tmp_path: Path, curve: bool) -> N
         assert vandal.sent > 100
         assert "sources endpoint" in text["broker"] and "workers endpoint" in text["broker"]
         assert "bad message on filter input" in text["filter"] and "bad message on sink input" in text["sink:out"]
-        assert "filter-does-not-fit" in text["filter"] and "NaN" in text["filter"]
+        # results without a frame's seal (NaN boxes, a foreign detector) are refused before they are read
+        assert "forged" in text["filter"] and "without its frame's seal" in text["filter"]
+        assert "without the filter's seal" in text["sink:out"]
         assert "silent for" in text["broker"]  # the worker that never answered was declared dead
         assert "refused-peer" in text["broker"] and "refused-peer" in text["sink:out"]  # the strangers
 
