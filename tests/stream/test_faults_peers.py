@@ -248,8 +248,8 @@ def _steal_a_frame(ctx: zmq.Context, url: str, keys: Path) -> dict:
     from pipeline.stream import protocol as P
 
     sock = _insider(ctx, zmq.DEALER, url, keys, identity=b"w9-rogue")
-    sock.send_multipart(P.control(P.HELLO, "w9-rogue", role="worker", capacity=1, batch=1))
-    sock.send_multipart(P.control(P.CREDIT, "w9-rogue", n=1))
+    sock.send_multipart(P.control(P.HELLO, "w9-rogue", role="worker", capacity=64, batch=1))
+    sock.send_multipart(P.control(P.CREDIT, "w9-rogue", n=64))  # more room than the real worker: chosen first
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if sock.poll(500):
