@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 # bottom first; a name is a top-level module or sub-package of `pipeline`
 LAYERS = (
     {"errors", "config_files", "detections", "matching", "ultralytics_env", "bundled", "box_geometry", "json_files",
-     "kind_tally"},
+     "kind_tally", "page_stamp"},
     {"detect", "data", "synth", "sources", "sinks", "tracks"},
     {"filter", "proxies"},
     {"evaluate", "finetune", "stream", "bench", "web"},

@@ -135,7 +135,8 @@ def mean_sd(values: list[float]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], command: str, made: dict[str, Any]) -> str:
-    from pipeline.bench.report import header_line, table
+    from pipeline.bench.report import table
+    from pipeline.page_stamp import header_line
 
     lines = ["<!-- written by tools/crop_model_trials.py; re-run the command in the header line -->", "",
              "# The crop model: what was tried", "", header_line({**made, "command": command}), "",
@@ -189,8 +190,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "crop-model.md")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from pipeline.bench.report import made
     from pipeline.filter.hallucination_filter import HallucinationFilter
+    from pipeline.page_stamp import made
     from pipeline.synth import WorldConfig, generate_world
 
     if not (args.world / "world.json").is_file():

@@ -19,9 +19,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pipeline.bench.report import header_line  # noqa: E402
 from pipeline.finetune.seeds import spread  # noqa: E402
 from pipeline.json_files import replace_text  # noqa: E402
+from pipeline.page_stamp import header_line  # noqa: E402
 
 COLUMNS = (  # (heading, figure name, scale, unit)
     ("near-OoD removed, fine-tuning alone", "ood.near_test.reduction.finetuned", 100, "%"),

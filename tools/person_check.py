@@ -446,7 +446,8 @@ def measure(model: Path, filters: dict[str, Path], test_dir: Path, variants: Seq
 
 def markdown(made: dict[str, Any], rows: list[dict[str, Any]], photos: dict[str, Any], settings: dict[str, Any],
              minutes: float) -> str:
-    from pipeline.bench.report import header_line, table
+    from pipeline.bench.report import table
+    from pipeline.page_stamp import header_line
 
     lines = ["# Person check: a real person detector, filtered on photos it was not calibrated on", "",
              "<!-- written by tools/person_check.py; do not edit by hand: re-run the command in the header line -->",
@@ -513,8 +514,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from pipeline.bench.report import made
     from pipeline.detect.detector import Detector
+    from pipeline.page_stamp import made
 
     started = time.perf_counter()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

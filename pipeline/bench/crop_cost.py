@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.report import GENERATED, header_line, short_path, table, write_result
+from pipeline.bench.report import GENERATED, short_path, table, write_result
 from pipeline.detections import Detections
 from pipeline.filter.filter_file import load_filter, with_filter_features
+from pipeline.page_stamp import header_line
 
 BATCHES = (1, 16, 64)
 

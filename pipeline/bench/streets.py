@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.report import GENERATED, header_line, short_path, write_result
+from pipeline.bench.report import GENERATED, short_path, write_result
 from pipeline.bench.street_streams import (
     CALIBRATION_FRAMES,
     FRAMES,
@@ -66,6 +66,7 @@ from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, tracked_id_boxes
 from pipeline.filter.track_verdicts import TrackVerdicts
 from pipeline.kind_tally import cut_below
+from pipeline.page_stamp import header_line
 from pipeline.tracks import track_sequence
 
 REVIEWED = (10, 30)  # answers of the simulated reviewer

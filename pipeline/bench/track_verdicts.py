@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import synth
-from pipeline.bench.report import GENERATED, header_line, short_path, table, write_result
+from pipeline.bench.report import GENERATED, short_path, table, write_result
 from pipeline.bundled import default_model
 from pipeline.detect.config import DetectorConfig
 from pipeline.detections import Detections
@@ -38,6 +38,7 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import load_filter, with_filter_features
 from pipeline.filter.ood_metrics import auroc
 from pipeline.filter.track_verdicts import TrackVerdicts
+from pipeline.page_stamp import header_line
 from pipeline.stream.demo import default_filter, judge_against_truth
 from pipeline.stream.sources import parse_synth_uri
 from pipeline.tracks import Tracker

@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.report import header_line, made
 from pipeline.errors import GhostboxError
 from pipeline.finetune.mining_rounds import METHOD_FIELDS
 from pipeline.finetune.training_run import FinetuneJob
 from pipeline.json_files import replace_text, write_json
+from pipeline.page_stamp import header_line, made
 
 log = logging.getLogger(__name__)
 

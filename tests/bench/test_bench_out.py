@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.report import made, markdown, write_result
+from pipeline.bench.report import markdown, write_result
 from pipeline.cli.main import main
+from pipeline.page_stamp import made
 
 HEADER = re.compile(r"^Made (\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC) on (.+?) \((\d+) cores.*?\), (no GPU|.+?), "
                     r"([\d.]+) GiB RAM .*; ghostbox \S+ at commit (\S+).*; command: `(ghostbox bench [^`]+)`$",
