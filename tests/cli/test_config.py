@@ -146,3 +146,32 @@ def _subparsers() -> dict:
     parser = _parser()
     action = next(a for a in parser._actions if a.dest == "command")
     return dict(action.choices)
+
+
+def _differences(given: object, default: object, path: str = "") -> list[str]:
+    if isinstance(given, dict) and isinstance(default, dict):
+        return [d for key in given for d in _differences(given[key], default.get(key), f"{path}.{key}")]
+    return [] if given == default else [f"{path}: {given!r} (the model's default: {default!r})"]
+
+
+# the hand-written example configs name a model and its size; every other value they state is the model's default
+EXAMPLE_VALUES = {".detector.model", ".detector.imgsz"}
+
+
+def test_the_example_graph_config_states_the_models_defaults() -> None:
+    """configs/pipeline.yaml is documentation of the defaults: a default changed in the model must change there."""
+    path = Path(__file__).resolve().parents[2] / "configs" / "pipeline.yaml"
+    data = yaml.safe_load(path.read_text())
+    stated = load_graph(path).model_dump()
+    defaults = graph_from_dict({key: data[key] for key in ("sources", "sinks") if key in data}, "defaults").model_dump()
+    wrong = [d for d in _differences(stated, defaults) if d.split(":")[0] not in EXAMPLE_VALUES]
+    assert not wrong, "configs/pipeline.yaml states values that are not the defaults:\n" + "\n".join(wrong)
+
+
+def test_the_example_detect_config_states_the_models_defaults() -> None:
+    path = Path(__file__).resolve().parents[2] / "configs" / "detect.yaml"
+    stated = yaml.safe_load(path.read_text())
+    defaults = DetectorConfig(model=stated["detector"]["model"]).model_dump()
+    wrong = [d for d in _differences(stated, {"detector": defaults})
+             if d.split(":")[0] not in EXAMPLE_VALUES]
+    assert not wrong, "configs/detect.yaml states values that are not the defaults:\n" + "\n".join(wrong)
