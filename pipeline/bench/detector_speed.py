@@ -19,10 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from pipeline.bundled import sample_images
+from pipeline.detect.config import DEFAULT_CONF
 from pipeline.detect.detector import Detector
 from pipeline.detect.onnx_export import export_onnx
+from pipeline.errors import GhostboxError
+from pipeline.sources.media_files import MediaReport, iter_frames
 from pipeline.ultralytics_env import import_ultralytics
 
 
@@ -56,8 +61,23 @@ def _ghostbox_runner(weights: str, imgsz: int, conf: float, frames: list[np.ndar
     return run
 
 
+def sample_frames(source: str | None = None, count: int = 40, size: str = "1280x720",
+                  report: MediaReport | None = None) -> list[np.ndarray]:
+    """`count` frames of `size` (WxH) from an image, folder or video (default: the bundled samples), repeated
+    when there are fewer; what the read skipped or cut goes to `report`."""
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError as exc:
+        raise GhostboxError(f"--size: expected WxH like 1280x720, got '{size}'") from exc
+    specs = [source] if source else [str(p) for p in sample_images()]
+    if not specs:
+        raise GhostboxError("no frames: pass --source (no bundled sample images found)")
+    images = [f.image for _, f in zip(range(count), iter_frames(specs, report))]
+    return [cv2.resize(images[i % len(images)], (width, height)) for i in range(count)]
+
+
 def bench_detector(
-    model: str, frames: list[np.ndarray], imgsz: int = 640, conf: float = 0.25, rounds: int = 5,
+    model: str, frames: list[np.ndarray], imgsz: int = 640, conf: float = DEFAULT_CONF, rounds: int = 5,
     backends: tuple[str, ...] = ("pt", "onnx"), workdir: str | Path | None = None,
 ) -> dict[str, Any]:
     import_ultralytics()

@@ -39,6 +39,24 @@ def _timed_fit(scorer: Scorer, boxes: Detections, outliers: Detections | None = 
     return time.perf_counter() - start
 
 
+def detector_frame_ms(model: str, imgsz: int = 640, frames: int = 20) -> tuple[Any, float]:
+    """The yardstick scoring costs are held against: a detector (CPU, batch 1) and its median ms per 1280x720
+    frame of the bundled samples."""
+    # loaded here: the detector pulls torch
+    from pipeline.bench.detector_speed import sample_frames
+    from pipeline.detect.detector import Detector
+
+    detector = Detector(model=model, imgsz=imgsz, device="cpu", batch=1)
+    images = sample_frames(None, frames, "1280x720")
+    detector.detect(images[:2])  # warm-up
+    times = []
+    for image in images:
+        start = time.perf_counter()
+        detector.detect([image])
+        times.append(time.perf_counter() - start)
+    return detector, 1000 * statistics.median(times)
+
+
 def bench_scorers(feature_dim: int = 64, num_classes: int = 4, fit_boxes: int = 20_000, batch: int = 50,
                   repeats: int = 200, knn_bank: int = 100_000, abet_boxes: int = 50_000,
                   methods: Sequence[str] | None = None, seed: int = 0) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import numpy as np
 import psutil
 import zmq
 
+from pipeline.detect.config import DEFAULT_CONF
 from pipeline.detections import Detections
 from pipeline.stream import protocol as P
 from pipeline.stream.config import graph_from_dict, resolve
@@ -260,7 +261,7 @@ def rss_growth(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
 # -- the benchmark ----------------------------------------------------------------------------------
 
 def bench_stream(model: str, video: Path | None = None, video_frames: int = 300, imgsz: int = 320,
-                 conf: float = 0.25, rounds: int = 2, batch: int = 8, duration_s: float = 0.0,
+                 conf: float = DEFAULT_CONF, rounds: int = 2, batch: int = 8, duration_s: float = 0.0,
                  memory_frames: int = 0, workdir: Path | None = None) -> dict[str, Any]:
     work = Path(workdir or tempfile.mkdtemp(prefix="ghostbox-bench-stream-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -10,25 +10,40 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import cv2
-import numpy as np
+from typing import Any
 
 from pipeline.bench import street_streams
 from pipeline.bench.report import write_result
-from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME, default_model, sample_images
+from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME, default_model
 from pipeline.cli import eval_cmd
+from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting, field_default
 from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import FILTER_SUFFIX
-from pipeline.sources.media_files import MediaReport, iter_frames
+from pipeline.sources.media_files import MediaReport
+from pipeline.synth.config import WorldConfig
 
 OUT_HELP = ("write the figures: PATH.md a markdown table headed by date, machine, commit and command; "
             "PATH.json JSON; anything else a folder for both")
+
+
+# Each flag's default lives in the benchmark function it is passed to, read only when help is printed
+# (the functions' modules import torch): see cli/settings_args.py.
+DETECTOR = "pipeline.bench.detector_speed:bench_detector"
+FRAMES = "pipeline.bench.detector_speed:sample_frames"
+FILTER = "pipeline.bench.scorer_speed:bench_scorers"
+FRAME_TIME = "pipeline.bench.scorer_speed:detector_frame_ms"
+STREAM = "pipeline.bench.stream_speed:bench_stream"
+TRACKS = "pipeline.bench.track_verdicts:bench_tracks"
+CROP = "pipeline.bench.crop_cost:bench_crop"
+
+
+def _sub(which: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    return which.add_parser(name, formatter_class=SettingsHelpFormatter, **kwargs)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,50 +51,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             description="Each benchmark prints its figures; --out writes them as a markdown table "
                                         "(stamped with date, machine, commit and command) or JSON.")
     which = parser.add_subparsers(dest="bench", metavar="WHAT", required=True)
-    det = which.add_parser("detector", help="frames/s of ghostbox's detector vs Ultralytics predict, both backends")
+    det = _sub(which, "detector", help="frames/s of ghostbox's detector vs Ultralytics predict, both backends")
     det.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
     det.add_argument("--source", help="image, folder or video to take frames from (default: bundled samples)")
-    det.add_argument("--frames", type=int, default=40, help="frames per round")
-    det.add_argument("--size", default="1280x720", help="frame size WxH when frames are resized (default 1280x720)")
-    det.add_argument("--imgsz", type=int, default=640)
-    det.add_argument("--conf", type=float, default=0.25)
-    det.add_argument("--rounds", type=int, default=5)
-    det.add_argument("--backends", default="pt,onnx", help="comma-separated: pt, onnx")
+    add_setting(det, "--frames", model=FRAMES, field="count", type=int, help="frames per round")
+    add_setting(det, "--size", model=FRAMES, field="size", help="frame size WxH when frames are resized")
+    add_setting(det, "--imgsz", model=DETECTOR, field="imgsz", type=int, help="inference size")
+    add_setting(det, "--conf", model=DETECTOR, field="conf", type=float, help="confidence threshold")
+    add_setting(det, "--rounds", model=DETECTOR, field="rounds", type=int, help="timed rounds (the median is shown)")
+    add_setting(det, "--backends", model=DETECTOR, field="backends", help="comma-separated: pt, onnx")
     det.add_argument("--out", help=OUT_HELP)
     det.set_defaults(handler=run_detector, bench_parser=det)
-    flt = which.add_parser("filter", help="OOD scoring cost per 50 boxes against the detector's time per frame")
+    flt = _sub(which, "filter", help="OOD scoring cost per 50 boxes against the detector's time per frame")
     flt.add_argument("--model", "-m", help=".pt model whose frame time is the yardstick (default: bundled)")
-    flt.add_argument("--imgsz", type=int, default=640)
+    add_setting(flt, "--imgsz", model=FRAME_TIME, field="imgsz", type=int, help="the yardstick's inference size")
     flt.add_argument("--feature-dim", type=int, help="feature size (default: the model's)")
-    flt.add_argument("--boxes", type=int, default=50, help="boxes scored per call")
-    flt.add_argument("--fit-boxes", type=int, default=20_000, help="ID boxes each score is fitted on")
-    flt.add_argument("--knn-bank", type=int, default=100_000, help="knn bank size for the search timing (0: skip)")
-    flt.add_argument("--abet-boxes", type=int, default=50_000, help="boxes of the abet training timing (0: skip)")
+    add_setting(flt, "--boxes", model=FILTER, field="batch", type=int, help="boxes scored per call")
+    add_setting(flt, "--fit-boxes", model=FILTER, field="fit_boxes", type=int, help="ID boxes each score is "
+                "fitted on")
+    add_setting(flt, "--knn-bank", model=FILTER, field="knn_bank", type=int, help="knn bank size for the search "
+                "timing (0: skip)")
+    add_setting(flt, "--abet-boxes", model=FILTER, field="abet_boxes", type=int, help="boxes of the abet training "
+                "timing (0: skip)")
     flt.add_argument("--methods", help="comma-separated scores (default: every registered one)")
-    flt.add_argument("--repeats", type=int, default=200)
+    add_setting(flt, "--repeats", model=FILTER, field="repeats", type=int, help="timed calls per score")
     flt.add_argument("--out", help=OUT_HELP)
     flt.set_defaults(handler=run_filter, bench_parser=flt)
-    stream = which.add_parser(
-        "stream", help="`ghostbox run` vs Ultralytics predict(stream=True), transport per hop, live latency, memory")
+    stream = _sub(which, "stream",
+                  help="`ghostbox run` vs Ultralytics predict(stream=True), transport per hop, live latency, memory")
     stream.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
     stream.add_argument("--source", help="video to run on (default: the synthetic world's stream, written once)")
-    stream.add_argument("--video-frames", type=int, default=300, help="frames of the generated video")
-    stream.add_argument("--imgsz", type=int, default=320)
-    stream.add_argument("--conf", type=float, default=0.25)
-    stream.add_argument("--batch", type=int, default=8, help="ghostbox worker batch (frames per forward pass)")
-    stream.add_argument("--rounds", type=int, default=2, help="throughput rounds, alternating the two runners")
-    stream.add_argument("--duration", type=float, default=0.0,
-                        help="live run of this many seconds with a 30 fps source (300 for the acceptance figure)")
-    stream.add_argument("--frames", type=int, default=0,
-                        help="memory run of this many frames, lossless (10000 for the acceptance figure)")
+    add_setting(stream, "--video-frames", model=STREAM, field="video_frames", type=int,
+                help="frames of the generated video")
+    add_setting(stream, "--imgsz", model=STREAM, field="imgsz", type=int, help="inference size")
+    add_setting(stream, "--conf", model=STREAM, field="conf", type=float, help="confidence threshold")
+    add_setting(stream, "--batch", model=STREAM, field="batch", type=int,
+                help="ghostbox worker batch (frames per forward pass)")
+    add_setting(stream, "--rounds", model=STREAM, field="rounds", type=int,
+                help="throughput rounds, alternating the two runners")
+    add_setting(stream, "--duration", model=STREAM, field="duration_s", type=float,
+                help="live run of this many seconds with a 30 fps source (300 for the acceptance figure; 0: none)")
+    add_setting(stream, "--frames", model=STREAM, field="memory_frames", type=int,
+                help="memory run of this many frames, lossless (10000 for the acceptance figure; 0: none)")
     stream.add_argument("--out", help=OUT_HELP)
     stream.set_defaults(handler=run_stream, bench_parser=stream)
-    street = which.add_parser(
-        "street", help="the street world as a benchmark: `ghostbox eval` of the bundled model and filter",
+    street = _sub(
+        which, "street", help="the street world as a benchmark: `ghostbox eval` of the bundled model and filter",
         description="Writes the world of --seed into --world unless it is there already, runs `ghostbox eval` on "
                     "id/val against ood/near_test, ood/far_test and ood/contaminated with the bundled model and "
                     "filter, and writes its report.md under the header line.")
-    street.add_argument("--seed", type=int, default=0)
+    add_setting(street, "--seed", model=WorldConfig, field="seed", help="the world's seed")
     street.add_argument("--world", help="world folder (default .ghostbox/worlds/seed<SEED>)")
     street.add_argument("--model", "-m", help="detector (default: the bundled street-world model)")
     street.add_argument("--filter", dest="filter_path", help="filter file (default: the bundled filter)")
@@ -87,22 +108,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                            "temporary folder)")
     street.add_argument("--out", help=OUT_HELP)
     street.set_defaults(handler=run_street, bench_parser=street)
-    tracks = which.add_parser(
-        "tracks", help="per-track against per-frame verdicts on the street world's stream, and tracking's cost",
+    tracks = _sub(
+        which, "tracks", help="per-track against per-frame verdicts on the street world's stream, and tracking's cost",
         description="Renders synth:seed=SEED,frames=N for each N of --frames, detects with the bundled model at the "
                     "demo's settings, filters with the bundled filter, tracks (ByteTrack) and judges each box by its "
                     "frame's and its track's verdict (TrackVerdicts, each --hysteresis) against the ground truth; then "
                     "times tracking + track verdicts on --objects synthetic moving boxes against the detector.")
-    tracks.add_argument("--frames", default="300", help="comma-separated frame counts, one run each (default 300, "
-                                                        "the demo's)")
-    tracks.add_argument("--seed", type=int, default=0)
-    tracks.add_argument("--hysteresis", default="0,0.5,1,2", help="comma-separated TrackVerdicts hysteresis values")
-    tracks.add_argument("--objects", type=int, default=20, help="moving boxes of the synthetic cost sequence")
-    tracks.add_argument("--cost-frames", type=int, default=500, help="frames of the synthetic cost sequence")
+    add_setting(tracks, "--frames", model=TRACKS, field="frames", help="comma-separated frame counts, one run each")
+    add_setting(tracks, "--seed", model=TRACKS, field="seed", type=int, help="the world's seed")
+    add_setting(tracks, "--hysteresis", model=TRACKS, field="hysteresis",
+                help="comma-separated TrackVerdicts hysteresis values")
+    add_setting(tracks, "--objects", model=TRACKS, field="objects", type=int,
+                help="moving boxes of the synthetic cost sequence")
+    add_setting(tracks, "--cost-frames", model=TRACKS, field="cost_frames", type=int,
+                help="frames of the synthetic cost sequence")
     tracks.add_argument("--out", help=OUT_HELP)
     tracks.set_defaults(handler=run_tracks, bench_parser=tracks)
-    streets = which.add_parser(
-        "streets", help="does the filter hold on streets nobody tuned it on? every adaptation recipe per street",
+    streets = _sub(
+        which, "streets", help="does the filter hold on streets nobody tuned it on? every adaptation recipe per street",
         description="For each world seed: a stream of --frames frames (rendered, detected and judged once, cached in "
                     "--cache); each recipe adapts the bundled filter on the first --calibration-frames frames without "
                     "their ground truth and is judged on the rest with it. Development and held-out seeds are "
@@ -122,19 +145,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     streets.add_argument("--cache", default=".ghostbox/streets", help="folder of the detected streams")
     streets.add_argument("--out", help=OUT_HELP)
     streets.set_defaults(handler=run_streets, bench_parser=streets)
-    crop = which.add_parser(
-        "crop", help="a crop model's cost: ms per box, and the demo pipeline's frames/s with it against without",
+    crop = _sub(
+        which, "crop", help="a crop model's cost: ms per box, and the demo pipeline's frames/s with it against without",
         description="Times the filter's scorer (and each fusion member) on the demo stream's boxes in batches of 1, "
                     "16 and 64 with --threads torch threads, then runs the demo graph with --filter and with "
                     "--baseline, alternating --rounds times (pipeline/bench/crop_cost.py).")
     crop.add_argument("--filter", dest="filter_path", required=True, help="the filter with a crop model")
     crop.add_argument("--baseline", help="the filter to compare with (default: the bundled one)")
-    crop.add_argument("--frames", type=int, default=300, help="frames of the demo stream per run")
-    crop.add_argument("--workers", type=int, default=2, help="detector workers")
-    crop.add_argument("--rounds", type=int, default=2, help="runs of each filter, alternating")
-    crop.add_argument("--threads", type=int, default=2, help="torch threads for the per-box timing")
+    add_setting(crop, "--frames", model=CROP, field="frames", type=int, help="frames of the demo stream per run")
+    add_setting(crop, "--workers", model=CROP, field="workers", type=int, help="detector workers")
+    add_setting(crop, "--rounds", model=CROP, field="rounds", type=int, help="runs of each filter, alternating")
+    add_setting(crop, "--threads", model=CROP, field="threads", type=int,
+                help="torch threads for the per-box timing")
     crop.add_argument("--out", help=OUT_HELP)
     crop.set_defaults(handler=run_crop, bench_parser=crop)
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, by parameter name (the functions' defaults fill the rest)."""
+    return {action.lazy_default[1]: getattr(args, action.dest) for action in args.bench_parser._actions
+            if getattr(action, "lazy_default", None) and getattr(args, action.dest, None) is not None}
+
+
+def _setting(args: argparse.Namespace, dest: str) -> Any:
+    """A flag's value, or its function's default when it was not given."""
+    value = getattr(args, dest)
+    if value is not None:
+        return value
+    action = next(a for a in args.bench_parser._actions if a.dest == dest)
+    return field_default(*action.lazy_default)[0]
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -151,21 +190,8 @@ def command_line(args: argparse.Namespace) -> str:
         if isinstance(action, argparse._StoreTrueAction):
             words.append(flag)
         else:
-            words += [flag, str(value)]
+            words += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
     return shlex.join(words)
-
-
-def _frames(source: str | None, count: int, size: str, report: MediaReport | None = None) -> list[np.ndarray]:
-    try:
-        width, height = (int(v) for v in size.lower().split("x"))
-    except ValueError as exc:
-        raise GhostboxError(f"--size: expected WxH like 1280x720, got '{size}'") from exc
-    specs = [source] if source else [str(p) for p in sample_images()]
-    if not specs:
-        raise GhostboxError("no frames: pass --source (no bundled sample images found)")
-    images = [f.image for _, f in zip(range(count), iter_frames(specs, report))]
-    frames = [cv2.resize(images[i % len(images)], (width, height)) for i in range(count)]
-    return frames
 
 
 def _written(paths: list[Path]) -> None:
@@ -173,19 +199,26 @@ def _written(paths: list[Path]) -> None:
         print(f"wrote {path}")
 
 
+def _listed(value: str | tuple[Any, ...], cast: Callable[[str], Any] = str) -> tuple[Any, ...]:
+    """A comma-separated flag, or its function's default (already a tuple)."""
+    return tuple(cast(v.strip()) for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
+
+
 def run_detector(args: argparse.Namespace) -> int:
     # loaded here, not at the top: it pulls Ultralytics and torch, which no other command needs at start
-    from pipeline.bench.detector_speed import bench_detector
+    from pipeline.bench.detector_speed import bench_detector, sample_frames
 
-    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    backends = _listed(_setting(args, "backends"))
     unknown = [b for b in backends if b not in ("pt", "onnx")]
     if unknown or not backends:  # an unknown name timed nothing: an empty table that exited 0
         raise GhostboxError(f"--backends: unknown {', '.join(unknown) or repr(args.backends)}; "
                             "choose from pt, onnx (comma-separated)")
     model = args.model or str(default_model())
     report = MediaReport()
-    frames = _frames(args.source, args.frames, args.size, report)
-    result = bench_detector(model, frames, imgsz=args.imgsz, conf=args.conf, rounds=args.rounds, backends=backends)
+    frames = sample_frames(args.source, report=report, **{k: v for k, v in _given(args).items()
+                                                           if k in ("count", "size")})
+    settings = {k: v for k, v in _given(args).items() if k in ("imgsz", "conf", "rounds")}
+    result = bench_detector(model, frames, backends=backends, **settings)
     result.update(inputs_complete=report.complete, input_problems=report.problems())
     print(f"model {result['model']}  imgsz {result['imgsz']}  {result['frames']} frames "
           f"{result['frame_size'][0]}x{result['frame_size'][1]}  median of {result['rounds']} rounds")
@@ -206,9 +239,7 @@ def run_stream(args: argparse.Namespace) -> int:
     from pipeline.bench.stream_speed import bench_stream
 
     model = args.model or str(default_model())
-    result = bench_stream(model, Path(args.source) if args.source else None, video_frames=args.video_frames,
-                          imgsz=args.imgsz, conf=args.conf, rounds=args.rounds, batch=args.batch,
-                          duration_s=args.duration, memory_frames=args.frames)
+    result = bench_stream(model, Path(args.source) if args.source else None, **_given(args))
     tp = result["throughput"]
     print(f"model {result['model']}  imgsz {result['imgsz']}  video {result['frames']} frames")
     print(f"throughput: ghostbox run (lossless, 1 worker) {tp['ghostbox_fps']:.1f} frames/s, Ultralytics "
@@ -243,33 +274,25 @@ def run_stream(args: argparse.Namespace) -> int:
 def run_filter(args: argparse.Namespace) -> int:
     """Time the detector on frames, then each scorer on a frame's worth of boxes, in one run."""
     # loaded here: the detector pulls torch, the scores faiss and scipy
-    from pipeline.bench.scorer_speed import bench_scorers
-    from pipeline.detect.detector import Detector
+    from pipeline.bench.scorer_speed import bench_scorers, detector_frame_ms
 
     model = args.model or str(default_model())
-    detector = Detector(model=model, imgsz=args.imgsz, device="cpu", batch=1)
-    frames = _frames(None, 20, "1280x720")
-    detector.detect(frames[:2])
-    times = []
-    for frame in frames:
-        start = time.perf_counter()
-        detector.detect([frame])
-        times.append(time.perf_counter() - start)
-    frame_ms = 1000 * statistics.median(times)
+    imgsz = _setting(args, "imgsz")
+    detector, frame_ms = detector_frame_ms(model, imgsz)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    boxes = _setting(args, "batch")
     result = bench_scorers(feature_dim=args.feature_dim or detector.feature_dim, num_classes=len(detector.class_names),
-                           fit_boxes=args.fit_boxes, batch=args.boxes, repeats=args.repeats, knn_bank=args.knn_bank,
-                           abet_boxes=args.abet_boxes, methods=methods)
-    result.update({"model": model, "imgsz": args.imgsz, "detector_ms_per_frame": round(frame_ms, 2),
+                           methods=methods, **{k: v for k, v in _given(args).items() if k != "imgsz"})
+    result.update({"model": model, "imgsz": imgsz, "detector_ms_per_frame": round(frame_ms, 2),
                    "fraction_of_frame": {k: round(v / frame_ms, 4) for k, v in result["ms_per_batch"].items()}})
-    print(f"detector {model}: {frame_ms:.1f} ms/frame (imgsz {args.imgsz}, 1280x720, CPU)")
-    print(f"{'score':<14}{'ms/' + str(args.boxes) + ' boxes':>14}{'of a frame':>12}{'fit s':>8}")
+    print(f"detector {model}: {frame_ms:.1f} ms/frame (imgsz {imgsz}, 1280x720, CPU)")
+    print(f"{'score':<14}{'ms/' + str(boxes) + ' boxes':>14}{'of a frame':>12}{'fit s':>8}")
     for name, ms in result["ms_per_batch"].items():
         print(f"{name:<14}{ms:>14.3f}{100 * ms / frame_ms:>11.2f}%{result['fit_s'][name]:>8.2f}")
     knn = result.get("knn_bank") or {}
     if knn:
         shown = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in knn.items() if k.endswith("_ms"))
-        print(f"knn over a {knn['bank']:,}-feature bank, {args.boxes} boxes: {shown} "
+        print(f"knn over a {knn['bank']:,}-feature bank, {boxes} boxes: {shown} "
               f"(index {knn.get('faiss_auto_index')}, nprobe {knn.get('ivf_nprobe')})")
     if "abet_train_s" in result:
         abet = result["abet_train_s"]
@@ -299,8 +322,9 @@ def _world(folder: Path, seed: int) -> float | None:
 
 def run_street(args: argparse.Namespace) -> int:
     """The street-world evaluation of the bundled model and filter, as `ghostbox eval` writes it."""
-    world = Path(args.world or f".ghostbox/worlds/seed{args.seed}")
-    synth_s = _world(world, args.seed)
+    seed = _setting(args, "seed")
+    world = Path(args.world or f".ghostbox/worlds/seed{seed}")
+    synth_s = _world(world, seed)
     model = args.model or str(default_model())
     filter_path = args.filter_path or str(ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}")
     eval_out = Path(args.eval_out or tempfile.mkdtemp(prefix="ghostbox-bench-street-"))
@@ -317,7 +341,7 @@ def run_street(args: argparse.Namespace) -> int:
     eval_s = time.perf_counter() - start
     shown = ["ghostbox", *(str(Path(a).relative_to(Path.cwd())) if Path(a).is_absolute() and
                            Path(a).is_relative_to(Path.cwd()) else a for a in argv)]
-    result = {"seed": args.seed, "world": str(world), "synth_s": synth_s, "eval_s": round(eval_s, 1),
+    result = {"seed": seed, "world": str(world), "synth_s": synth_s, "eval_s": round(eval_s, 1),
               "eval_command": shlex.join(shown), "report_md": (eval_out / "report.md").read_text(),
               "report": json.loads((eval_out / "report.json").read_text())}
     _written(write_result(args.out, "street", result, command_line(args)))
@@ -329,14 +353,14 @@ def run_tracks(args: argparse.Namespace) -> int:
     # loaded here: the benchmark pulls the detector (torch, Ultralytics) and the tracker
     from pipeline.bench.track_verdicts import bench_tracks, write_page
 
+    given = _given(args)
     try:
-        frames = [int(v) for v in args.frames.split(",") if v.strip()]
-        hysteresis = [float(v) for v in args.hysteresis.split(",") if v.strip()]
+        frames = _listed(_setting(args, "frames"), int)
+        hysteresis = _listed(_setting(args, "hysteresis"), float)
     except ValueError as exc:
         raise GhostboxError(f"--frames, --hysteresis: expected comma-separated numbers, got '{args.frames}', "
                             f"'{args.hysteresis}'") from exc
-    result = bench_tracks(frames=frames, seed=args.seed, hysteresis=hysteresis, objects=args.objects,
-                          cost_frames=args.cost_frames)
+    result = bench_tracks(**{**given, "frames": frames, "hysteresis": hysteresis})
     for run in result["runs"]:
         print(f"{run['uri']}: {run['boxes']} boxes, {run['hallucinations']} on OoD objects, {run['id_detections']} "
               f"ID, {run['tracks']} tracks")
@@ -368,9 +392,10 @@ def run_crop(args: argparse.Namespace) -> int:
     from pipeline.bench.crop_cost import bench_crop, write_page
 
     baseline = args.baseline or str(ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}")
-    if min(args.frames, args.workers, args.rounds, args.threads) < 1:
+    given = _given(args)
+    if given and min(given.values()) < 1:
         raise GhostboxError("--frames, --workers, --rounds and --threads must be >= 1")
-    result = bench_crop(args.filter_path, baseline, args.frames, args.workers, args.rounds, args.threads)
+    result = bench_crop(args.filter_path, baseline, **given)
     for name, by_batch in result["per_box"]["rows"].items():
         print(f"{name:<10} " + "  ".join(f"{b} boxes {v['ms_per_batch']:.2f} ms ({v['ms_per_box']:.3f}/box)"
                                          for b, v in by_batch.items()))

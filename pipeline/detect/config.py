@@ -11,6 +11,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+DEFAULT_CONF = 0.25  # M-Hood's operating point: a box at or above it is reported (and counted by eval)
+FALLBACK_IMGSZ = 640  # for a model that records no training size (Ultralytics' own default)
+
+
 class DetectorConfig(BaseModel):
     """Detector settings; the same fields in YAML configs and on the command line."""
 
@@ -19,8 +23,9 @@ class DetectorConfig(BaseModel):
     model: str = Field(description=".pt, .onnx (from `ghostbox export`), an Ultralytics name or an architecture "
                        ".yaml (the commands' default: the bundled street-world model)")
     imgsz: int | None = Field(None, ge=32, le=8192,
-                              description="inference size in pixels (default: the model's training size, else 640)")
-    conf: float = Field(0.25, ge=0.0, le=1.0, description="confidence threshold")
+                              description="inference size in pixels (default: the model's training size, else "
+                              f"{FALLBACK_IMGSZ})")
+    conf: float = Field(DEFAULT_CONF, ge=0.0, le=1.0, description="confidence threshold")
     iou: float = Field(0.7, ge=0.0, le=1.0, description="NMS IoU threshold")
     max_det: int = Field(300, ge=1, description="maximum boxes per frame")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")

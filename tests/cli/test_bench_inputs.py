@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cli.bench_cmd import _frames
+from pipeline.bench.detector_speed import sample_frames
 from pipeline.cli.main import main
 from pipeline.sources.media_files import MediaReport
 
@@ -31,7 +31,7 @@ def test_a_truncated_source_is_named_and_marks_the_frames_incomplete(tmp_path: P
     data = clip.read_bytes()
     clip.write_bytes(data[:len(data) // 2])  # the header still announces 60 frames
     report = MediaReport()
-    frames = _frames(str(clip), 80, "32x24", report)
+    frames = sample_frames(str(clip), 80, "32x24", report)
     assert len(frames) == 80 and frames[0].shape == (24, 32, 3)  # repeated to fill the rounds
     assert not report.complete
     assert any(str(clip) in line and "of 60 frames" in line for line in report.problems()), report.problems()
