@@ -181,7 +181,7 @@ def _frames_once(out: Path, expected: int) -> dict:
 def _write_video(path: Path, frames: int, seed: int) -> None:
     import cv2
 
-    from pipeline.stream.sources import parse_synth_uri
+    from pipeline.sources.synth_reader import parse_synth_uri
     from pipeline.synth import WorldConfig, render_stream_frame
 
     world = WorldConfig(**parse_synth_uri(f"synth:seed={seed},frames={frames}"))

@@ -39,8 +39,8 @@ from pipeline.filter.filter_file import load_filter, with_filter_features
 from pipeline.filter.ood_metrics import auroc
 from pipeline.filter.track_verdicts import TrackVerdicts
 from pipeline.page_stamp import header_line
+from pipeline.sources.synth_reader import parse_synth_uri
 from pipeline.stream.demo import default_filter, judge_against_truth
-from pipeline.stream.sources import parse_synth_uri
 from pipeline.tracks import Tracker
 
 TITLE = "Track verdicts against frame verdicts"

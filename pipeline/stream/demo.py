@@ -33,7 +33,7 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.filter_file import FILTER_SUFFIX
 from pipeline.kind_tally import KindTally, confidence_cut, describe_kinds
 from pipeline.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
-from pipeline.stream.sources import parse_synth_uri
+from pipeline.sources.synth_reader import parse_synth_uri
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ def run_stage(graph: GraphConfig, name: str, parent_pid: int | None = None) -> i
         from pipeline.stream.detector_stage import WorkerStage
 
         return WorkerStage(graph, int(arg), parent_pid).run()
-    from pipeline.stream.sources import SourceStage
+    from pipeline.stream.source_stage import SourceStage
 
     return SourceStage(graph, arg, parent_pid).run()
 

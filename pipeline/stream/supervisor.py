@@ -50,12 +50,13 @@ from pipeline.filter.filter_file import read_filter_header
 from pipeline.filter.hallucination_filter import check_calibrated_conf
 from pipeline.json_files import write_json
 from pipeline.sinks.review_file import read_lines
+from pipeline.sources.file_reader import check_file_source
+from pipeline.sources.synth_reader import parse_synth_uri
 from pipeline.stream import protocol as P
 from pipeline.stream.config import ORPHAN_REMOVES, GraphConfig, dump_graph, progress_file
 from pipeline.stream.endpoints import open_socket
 from pipeline.stream.provenance import SEAL_FILE, Seal, make_seal_key
 from pipeline.stream.security import PeerAuth
-from pipeline.stream.sources import check_file_source, parse_synth_uri
 
 log = logging.getLogger(__name__)
 

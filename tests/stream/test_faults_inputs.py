@@ -14,9 +14,12 @@ import pytest
 import zmq
 
 from pipeline.errors import GhostboxError
+from pipeline.sources.file_reader import FileReader
+from pipeline.sources.frame_buffer import FrameBuffer
 from pipeline.sources.media_files import MediaReport, count_frames, iter_frames
+from pipeline.sources.synth_reader import SynthReader
 from pipeline.stream import protocol as P
-from pipeline.stream.sources import MAX_LISTED, FileReader, FrameBuffer, Grabber, SynthReader, eos_fields
+from pipeline.stream.source_stage import MAX_LISTED, Grabber, eos_fields
 
 FRAMES = 60
 EOS_KEYS = {"expected", "read", "unreadable", "unreadable_files", "truncated"}

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from pipeline.errors import GhostboxError
-from pipeline.stream.sources import Backoff, Captured, CaptureReader, FrameBuffer, SynthReader, parse_synth_uri, resize
+from pipeline.sources.capture_reader import Backoff, CaptureReader
+from pipeline.sources.frame_buffer import FrameBuffer
+from pipeline.sources.frame_reader import Captured
+from pipeline.sources.resize import resize
+from pipeline.sources.synth_reader import SynthReader, parse_synth_uri
 
 
 def test_backoff_doubles_up_to_max_and_resets() -> None:

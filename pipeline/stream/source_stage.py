@@ -1,18 +1,11 @@
-"""Frame sources: files, image folders and globs, webcams, RTSP/HTTP streams, the synthetic world.
+"""The stream's source stage: one process per stream that sends its frames to the broker.
 
-Pure parts (no sockets): `open_reader()` gives a `FrameReader` per kind; `Backoff` is the
-reconnect policy of live sources; `FrameBuffer` sits between the reading thread and the
-sending loop and is where the two modes differ:
-
-- lossless: a small blocking queue. When the broker gives no credit the buffer fills and
-  the reader blocks, so backpressure slows the source and no frame is ever skipped.
-- live: one slot, latest frame wins. A frame that is overwritten before it was sent is
-  counted as dropped, so the pipeline always works on the newest frame and latency cannot
-  build up behind a slow detector.
-
-The `SourceStage` shell owns a DEALER socket to the broker: it announces itself (HELLO),
-sends a frame for each credit the broker grants, and ends with an explicit EOS that the
-broker acknowledges.
+The frames come from a reader of `pipeline.sources` (files, synth world, cameras); here they are
+sent. A `Grabber` thread reads into a `FrameBuffer` (lossless: blocks under backpressure; live:
+latest frame wins) and wakes the sending loop over an inproc socket. The `SourceStage` shell owns
+a DEALER socket to the broker: it announces itself (HELLO), sends a frame for each credit the
+broker grants, and ends with an explicit EOS that the broker acknowledges, its stats built by
+`eos_fields` from what the reader skipped or cut.
 """
 
 from __future__ import annotations
@@ -21,23 +14,21 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import cv2
-import numpy as np
 import zmq
 
 from pipeline.errors import GhostboxError
-from pipeline.sources.media_files import VIDEO_SUFFIXES, MediaReport, count_frames, iter_frames
+from pipeline.sources.frame_buffer import FrameBuffer
+from pipeline.sources.frame_reader import Captured, FrameReader
+from pipeline.sources.media_files import MediaReport
+from pipeline.sources.open_reader import open_reader
+from pipeline.sources.resize import resize
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SourceConfig
 from pipeline.stream.endpoints import leaves_machine
 from pipeline.stream.shell import StageShell
-from pipeline.synth import WorldConfig, render_stream_frame
 
 log = logging.getLogger(__name__)
 
@@ -47,299 +38,7 @@ EXIT_STREAM_ERROR = 3
 MAX_LISTED = 20  # files named in an EOS's stats; the counts cover all of them
 
 
-@dataclass
-class Captured:
-    image: np.ndarray  # BGR uint8
-    origin: str  # the file, URL or device it came from
-    frame: int  # index within that origin
-    t_capture: float  # unix seconds
-
-
-class FrameReader(Protocol):
-    # read-only properties: a reader may narrow them (a plain attribute or a class attribute will do)
-    @property
-    def fps(self) -> float | None:  # native frame rate when known
-        ...
-
-    @property
-    def live(self) -> bool:  # a camera or network stream: frames arrive in real time, it may drop and come back
-        ...
-
-    @property
-    def report(self) -> MediaReport | None:  # what a file reader skipped or cut; None for readers without files
-        ...
-
-    def read(self) -> Captured | None:  # None: end of stream
-        ...
-
-    def close(self) -> None:
-        ...
-
-
-# -- readers ----------------------------------------------------------------------------------------
-
-def check_file_source(uri: str) -> None:
-    """Raise GhostboxError now if a file/folder/glob source names nothing readable."""
-    count_frames([uri])
-
-
-class FileReader:
-    """Video files, images, folders and globs, through ghostbox's media reader.
-
-    `report` records what the first pass skipped or cut (a looping source reads the same files
-    again; they are counted once); `expected` is what the inputs announce, counted up front.
-    """
-
-    live = False
-
-    def __init__(self, uri: str, loop: bool = False) -> None:
-        self.expected = count_frames([uri])  # raises GhostboxError if the source names nothing readable
-        self.report = MediaReport()
-        self._passes = 0
-        self.uri = uri
-        self.loop = loop
-        self.fps: float | None = None
-        if Path(uri).suffix.lower() in VIDEO_SUFFIXES and Path(uri).is_file():
-            capture = cv2.VideoCapture(uri)
-            self.fps = float(capture.get(cv2.CAP_PROP_FPS)) or None
-            capture.release()
-        self._frames = self._open()
-
-    def _open(self) -> Iterator[Any]:
-        self._passes += 1
-        return iter_frames([self.uri], self.report if self._passes == 1 else MediaReport())
-
-    def read(self) -> Captured | None:
-        frame = next(self._frames, None)
-        if frame is None and self.loop:
-            self._frames = self._open()
-            frame = next(self._frames, None)
-        if frame is None:
-            return None
-        return Captured(frame.image, frame.source, frame.index, time.time())
-
-    def close(self) -> None:
-        close = getattr(self._frames, "close", None)
-        if close is not None:
-            close()
-
-
-def parse_synth_uri(uri: str) -> dict[str, Any]:
-    """`synth` or `synth:seed=3,frames=600,width=320,height=320,fps=30,objects=5`."""
-    keys = {"seed": "seed", "frames": "stream_frames", "width": "width", "height": "height", "fps": "stream_fps",
-            "objects": "stream_objects_on_screen"}
-    params: dict[str, Any] = {}
-    body = uri[len("synth"):].lstrip(":")
-    for item in filter(None, (p.strip() for p in body.split(","))):
-        key, _, value = item.partition("=")
-        if key not in keys or not value:
-            raise GhostboxError(f"source '{uri}': expected synth:key=value,... with keys {sorted(keys)}, got '{item}'")
-        try:
-            params[keys[key]] = float(value) if key == "fps" else int(value)
-        except ValueError:
-            raise GhostboxError(f"source '{uri}': {key}={value!r} is not a number") from None
-    WorldConfig(**params)  # validates (raises GhostboxError naming the field)
-    return params
-
-
-class SynthReader:
-    """The synthetic world's stream (`pipeline.synth.render_stream_frame`), frame by frame."""
-
-    live = False
-    report = None
-
-    def __init__(self, uri: str) -> None:
-        self.config = WorldConfig(**parse_synth_uri(uri))
-        self.fps = float(self.config.stream_fps)
-        self.uri = uri
-        self._index = 0
-
-    def read(self) -> Captured | None:
-        if self._index >= self.config.stream_frames:
-            return None
-        image, _ = render_stream_frame(self.config, self._index)
-        self._index += 1
-        return Captured(image, self.uri, self._index - 1, time.time())
-
-    def close(self) -> None:
-        pass
-
-
-class Backoff:
-    """Reconnect delays: initial, doubling up to max; reset after a success; optional attempt limit."""
-
-    def __init__(self, initial_s: float, max_s: float, attempts: int | None = None) -> None:
-        self.initial_s, self.max_s, self.attempts = initial_s, max_s, attempts
-        self.failures = 0
-
-    def next_delay(self) -> float | None:
-        """Seconds to wait before the next try, or None when the attempts are used up."""
-        self.failures += 1
-        if self.attempts is not None and self.failures > self.attempts:
-            return None
-        return min(self.initial_s * 2 ** (self.failures - 1), self.max_s)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-class CaptureReader:
-    """A webcam (device index) or network stream through OpenCV/FFmpeg, reconnecting with back-off.
-
-    `read()` only returns None when the attempts are used up or `stop` is set; while the
-    camera is away it keeps retrying, and the other streams of the graph go on.
-    """
-
-    live = True
-    report = None
-
-    def __init__(self, uri: str, backoff: Backoff, stop: threading.Event,
-                 open_capture: Callable[[str], Any] | None = None) -> None:
-        self.uri = uri
-        self.backoff = backoff
-        self.stop = stop
-        self.fps: float | None = None
-        self.reconnects = 0
-        self._open_capture = open_capture or _open_cv_capture
-        self._capture: Any = None
-        self._index = 0
-
-    def _connect(self) -> bool:
-        while not self.stop.is_set():
-            capture = None
-            try:
-                capture = self._open_capture(self.uri)
-                if capture is not None and capture.isOpened():
-                    self._capture = capture
-                    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0)
-                    self.fps = fps if 0 < fps <= 240 else None
-                    return True
-            except Exception as exc:  # noqa: BLE001 - a backend error is one more failed attempt
-                log.debug("opening %s: %s", self.uri, exc)
-            if capture is not None:
-                capture.release()
-            if not self._wait("cannot open"):
-                return False
-        return False
-
-    def _wait(self, what: str) -> bool:
-        delay = self.backoff.next_delay()
-        if delay is None:
-            log.error("source %s: %s; giving up after %d attempts", self.uri, what, self.backoff.failures - 1)
-            return False
-        log.warning("source %s: %s; retrying in %.1f s", self.uri, what, delay)
-        return not self.stop.wait(delay)
-
-    def read(self) -> Captured | None:
-        while not self.stop.is_set():
-            if self._capture is None:
-                if not self._connect():
-                    return None
-                if self.backoff.failures:
-                    self.reconnects += 1
-                    log.info("source %s: connected again", self.uri)
-            ok, image = self._capture.read()
-            if ok and image is not None:
-                self.backoff.reset()
-                self._index += 1
-                return Captured(image, self.uri, self._index - 1, time.time())
-            self._capture.release()
-            self._capture = None
-            if not self._wait("stream lost"):
-                return None
-        return None
-
-    def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-
-
-def _open_cv_capture(uri: str) -> Any:
-    if uri.isdigit():
-        capture = cv2.VideoCapture(int(uri))
-    else:
-        # bounded open/read timeouts, so an unreachable camera never blocks the thread for minutes
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
-        capture = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
-    capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the backend honours it: fewer stale frames
-    return capture
-
-
-def open_reader(source: SourceConfig, stop: threading.Event) -> FrameReader:
-    kind = source.resolved_kind
-    if kind == "file":
-        return FileReader(source.uri, loop=source.loop)
-    if kind == "synth":
-        return SynthReader(source.uri)
-    backoff = Backoff(source.reconnect_initial_s, source.reconnect_max_s, source.reconnect_attempts)
-    return CaptureReader(source.uri, backoff, stop)
-
-
-def resize(image: np.ndarray, size: tuple[int, int] | int | None) -> np.ndarray:
-    if size is None:
-        return image
-    height, width = image.shape[:2]
-    if isinstance(size, int):
-        scale = size / max(height, width)
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    else:
-        target = (int(size[0]), int(size[1]))
-    if target == (width, height):
-        return image
-    interpolation = cv2.INTER_AREA if target[0] < width else cv2.INTER_LINEAR
-    return cv2.resize(image, target, interpolation=interpolation)
-
-
-# -- the buffer between reading and sending ---------------------------------------------------------
-
-class FrameBuffer:
-    """Lossless: a blocking queue of `capacity`. Live: latest wins, overwritten frames counted."""
-
-    def __init__(self, live: bool, capacity: int = 2) -> None:
-        self.live = live
-        self.capacity = 1 if live else max(1, capacity)
-        self._items: deque[Captured] = deque()
-        self._cond = threading.Condition()
-        self.dropped = 0
-        self.ended = False
-        self.error: str | None = None
-
-    def put(self, item: Captured, stop: threading.Event) -> bool:
-        """False when stopped before the frame could be placed (lossless only waits)."""
-        with self._cond:
-            if self.live:
-                if self._items:
-                    self._items.popleft()
-                    self.dropped += 1
-                self._items.append(item)
-                return True
-            while len(self._items) >= self.capacity:
-                if stop.is_set():
-                    return False
-                self._cond.wait(0.1)
-            self._items.append(item)
-            return True
-
-    def take(self) -> Captured | None:
-        with self._cond:
-            item = self._items.popleft() if self._items else None
-            self._cond.notify_all()
-            return item
-
-    def end(self, error: str | None = None) -> None:
-        with self._cond:
-            self.ended = True
-            self.error = error
-
-    def finished(self) -> bool:
-        with self._cond:
-            return self.ended and not self._items
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
+# -- reading into the buffer ------------------------------------------------------------------------
 
 class Grabber(threading.Thread):
     """Reads frames into the buffer: paced at `fps` for files and the synthetic world in live
@@ -462,6 +161,12 @@ def eos_fields(status: str, error: str | None, report: MediaReport | None, expec
     return status, detail[:1000], stats
 
 
+def _open_reader(source: SourceConfig, stop: threading.Event) -> FrameReader:
+    # the readers sit below the stream and know nothing of its config: hand them its fields
+    return open_reader(source.resolved_kind, source.uri, stop, loop=source.loop,
+                       reconnect=(source.reconnect_initial_s, source.reconnect_max_s, source.reconnect_attempts))
+
+
 # -- the stage shell --------------------------------------------------------------------------------
 
 class SourceStage(StageShell):
@@ -489,7 +194,7 @@ class SourceStage(StageShell):
         self.buffer = FrameBuffer(self.live, capacity=2)
         wake_url = f"inproc://wake-{id(self)}"
         self.wake = self.wake_socket(wake_url)
-        self.grabber = Grabber(self.ctx, wake_url, lambda: open_reader(self.source, self.stop_event), self.buffer,
+        self.grabber = Grabber(self.ctx, wake_url, lambda: _open_reader(self.source, self.stop_event), self.buffer,
                                self.live, self.source.fps, self.stop_event, self.source.max_frames)
         self.seq = 0
         self.credit = 0
