@@ -44,12 +44,12 @@ def test_box_straddling_two_objects_or_empty_ground_matches_nothing():
 def test_demo_counts_parts_of_ood_objects_as_hallucinations(tmp_path, monkeypatch):
     import json
 
-    import pipeline.synth as synth
-    from pipeline.stream import demo
+    from pipeline.synth import WorldConfig
+    from pipeline.synth import truth_judging as judging
 
     truth = [{"xyxy": [0, 100, 200, 160], "full_xyxy": [0, 100, 200, 160], "ood": True},   # a bench
              {"xyxy": [300, 0, 340, 80], "full_xyxy": [300, 0, 340, 120], "ood": False}]  # a half-hidden person
-    monkeypatch.setattr(synth, "render_stream_frame", lambda world, index: (None, truth))
+    monkeypatch.setattr(judging, "render_stream_frame", lambda world, index: (None, truth))
     boxes = [{"xyxy": [20, 100, 50, 160], "hallucination": True},     # on the bench's backrest: caught
              {"xyxy": [0, 100, 200, 160], "hallucination": False},    # the whole bench: missed
              {"xyxy": [300, 0, 340, 118], "hallucination": True},     # the person, whole box: wrongly flagged
@@ -57,7 +57,7 @@ def test_demo_counts_parts_of_ood_objects_as_hallucinations(tmp_path, monkeypatc
              {"xyxy": [500, 500, 540, 540], "hallucination": True}]   # nothing there: background
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"frame": 0, "boxes": boxes}) + "\n")
-    counts = demo.score_against_truth(path, "synth:seed=0,frames=10")
+    counts = judging.score_against_truth(path, WorldConfig(seed=0, stream_frames=10))
     assert (counts["hallucinations"], counts["caught"]) == (2, 1)
     assert (counts["id_detections"], counts["wrongly_flagged"]) == (1, 1)
     assert (counts["id_partial"], counts["background"], counts["background_flagged"]) == (1, 1, 1)

@@ -86,7 +86,7 @@ def collect(world: Path, demo_frames: int) -> dict[str, Any]:
 def demo_figures(filt: Any, demo: list[tuple[Any, list[dict[str, Any]]]]) -> dict[str, Any]:
     from pipeline.filter.track_verdicts import TrackVerdicts
     from pipeline.kind_tally import KindTally, confidence_cut
-    from pipeline.stream.demo import judge_against_truth
+    from pipeline.synth.truth_judging import judge_against_truth
     from pipeline.tracks import Tracker
 
     tracker, verdicts, tally = Tracker(), TrackVerdicts(), KindTally()

@@ -55,9 +55,8 @@ def main() -> int:
 
     from pipeline.bundled import default_model
     from pipeline.detect.detector import Detector
-    from pipeline.filter.filter_file import box_features_needed, load_filter
+    from pipeline.filter.filter_file import box_features_needed, default_filter, load_filter
     from pipeline.sinks.annotate import annotate
-    from pipeline.stream.demo import default_filter
 
     paths = args.filter or [str(default_filter())]
     images = photos()

@@ -6,7 +6,7 @@ Quality, for each frame count: `synth:seed=S,frames=N` is rendered frame by fram
 the bundled filter, in frame order. Each box's margin is its score minus its class's threshold;
 its frame verdict is the filter's flag; ByteTrack (`pipeline.tracks.Tracker`) gives it a track
 id and `TrackVerdicts(hysteresis=h)` a track verdict, for each h. Boxes are judged against the
-frame's ground truth as `ghostbox demo` judges them (`pipeline.stream.demo.score_against_truth`,
+frame's ground truth as `ghostbox demo` judges them (`pipeline.synth.truth_judging.score_against_truth`,
 `match_occluded`): a box on an OoD object or a part of one is a hallucination (flagged, it is
 caught); a box IoU-matched to an ID object and flagged is wrongly flagged. Flips per track:
 frame level, how often the flag changes along a track's boxes; track level, how often its
@@ -35,12 +35,12 @@ from pipeline.bundled import default_model
 from pipeline.detect.config import DetectorConfig
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.filter_file import load_filter, with_filter_features
+from pipeline.filter.filter_file import default_filter, load_filter, with_filter_features
 from pipeline.filter.ood_metrics import auroc
 from pipeline.filter.track_verdicts import TrackVerdicts
 from pipeline.page_stamp import header_line
 from pipeline.sources.synth_reader import parse_synth_uri
-from pipeline.stream.demo import default_filter, judge_against_truth
+from pipeline.synth.truth_judging import judge_against_truth
 from pipeline.tracks import Tracker
 
 TITLE = "Track verdicts against frame verdicts"

@@ -39,8 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # zmq loads with the stream package: only when the demo runs, not for every command's --help
+    from pipeline.sources.synth_reader import parse_synth_uri
     from pipeline.stream.config import graph_from_dict
-    from pipeline.stream.demo import demo_config, describe, score_against_truth
+    from pipeline.stream.demo import demo_config
+    from pipeline.synth import WorldConfig
+    from pipeline.synth.truth_judging import describe, score_against_truth
 
     given = {name: getattr(args, name) for name in ("frames", "seed", "workers", "mode", "video", "tracks")
              if getattr(args, name) is not None}
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if not summaries:
         return code or 1
     print_summary(summaries[0], args.out)
-    counts = score_against_truth(Path(args.out) / "detections.jsonl", graph.sources[0].uri)
+    world = WorldConfig(**parse_synth_uri(graph.sources[0].uri))
+    counts = score_against_truth(Path(args.out) / "detections.jsonl", world)
     summary_path = Path(args.out) / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary["demo"] = counts

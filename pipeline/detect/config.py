@@ -10,7 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
 DEFAULT_CONF = 0.25  # M-Hood's operating point: a box at or above it is reported (and counted by eval)
 FALLBACK_IMGSZ = 640  # for a model that records no training size (Ultralytics' own default)
 

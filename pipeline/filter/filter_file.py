@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import pipeline
+from pipeline.bundled import ASSETS, DEFAULT_MODEL_NAME
 from pipeline.detect.config import DetectorConfig, box_features_for
 from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import Calibration
@@ -171,3 +172,12 @@ def load_filter(path: str | Path) -> HallucinationFilter:
         raise GhostboxError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise GhostboxError(f"{path}: filter header is incomplete or invalid ({type(exc).__name__}: {exc})") from exc
+
+
+def default_filter() -> Path | None:
+    """The bundled filter for the bundled model, when the package ships one."""
+    named = ASSETS / "filters" / f"{DEFAULT_MODEL_NAME}{FILTER_SUFFIX}"
+    if named.is_file():
+        return named
+    found = sorted((ASSETS / "filters").glob(f"*{FILTER_SUFFIX}"))
+    return found[0] if found else None

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.filter.filter_file import load_filter
-from pipeline.stream.demo import default_filter
+from pipeline.filter.filter_file import default_filter, load_filter
 
 
 def _street_frames(folder: Path, seed: int, frames: int) -> Path:

@@ -146,21 +146,21 @@ def test_per_kind_and_per_object_counts_on_a_hand_built_frame():
 
 
 def test_demo_counts_caught_per_kind_and_object_beside_the_confidence_cut(tmp_path, monkeypatch):
-    import pipeline.synth as synth
-    from pipeline.stream import demo
+    from pipeline.synth import WorldConfig
+    from pipeline.synth import truth_judging as judging
 
     truth = [{"xyxy": [0, 100, 200, 160], "ood": True, "kind": "bench", "track_id": 4},
              {"xyxy": [300, 0, 340, 80], "ood": False, "label": "pedestrian", "track_id": 5}]
-    monkeypatch.setattr(synth, "render_stream_frame", lambda world, index: (None, truth))
+    monkeypatch.setattr(judging, "render_stream_frame", lambda world, index: (None, truth))
     frames = [[{"xyxy": [0, 100, 200, 160], "conf": 0.4, "hallucination": flag},
                {"xyxy": [300, 0, 340, 80], "conf": 0.9, "hallucination": False}] for flag in (True, True, False)]
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps({"frame": i, "boxes": b}) + "\n" for i, b in enumerate(frames)))
-    counts = demo.score_against_truth(path, "synth:seed=0,frames=10")
+    counts = judging.score_against_truth(path, WorldConfig(seed=0, stream_frames=10))
     assert counts["per_kind"] == {"bench": {"boxes": 3, "caught": 2, "objects": 1, "objects_caught": 1}}
     assert (counts["objects"], counts["objects_caught"]) == (1, 1)
     assert counts["confidence_cut"]["id_flagged"] == 0.0  # the filter flagged no person: nor does the cut
-    text = demo.describe(counts)
+    text = judging.describe(counts)
     assert "bench 67% of 3 (1/1 objects)" in text and "confidence cut" in text
 
 
