@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
+from pipeline.detect.config import FALLBACK_IMGSZ
 
 EXPORT = "pipeline.detect.onnx_export:export_onnx"  # its defaults; read when help is printed (loads torch)
 
@@ -19,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     parser.add_argument("--out", "-o", help="output file (default: beside the model, .onnx)")
     parser.add_argument("--imgsz", type=int,
-                        help="the size recorded as the model's default (default: its training size, else 640)")
+                        help=f"the size recorded as the model's default (default: its training size, else "
+                             f"{FALLBACK_IMGSZ})")
     parser.add_argument("--end2end", action="store_true", help="export the NMS-free one-to-one head")
     add_setting(parser, "--max-det", model=EXPORT, field="max_det", type=int, help="maximum boxes per image")
     parser.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")

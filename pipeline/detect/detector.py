@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.box_geometry import cut_crops
-from pipeline.detect.config import DetectorConfig, box_features_for  # noqa: F401 - re-exported
+from pipeline.detect.config import FALLBACK_IMGSZ, DetectorConfig, box_features_for  # noqa: F401 - re-exported
 from pipeline.detect.model_source import resolve_model
 from pipeline.detect.torch_backend import TorchBackend
 from pipeline.detect.unknown_class import split_unknown
@@ -120,7 +120,7 @@ class Detector:
         self.device = device
         self.half = half
         self.info = self.backend.info
-        self.imgsz = _stride_multiple(config.imgsz or self.info.train_imgsz or 640, self.info.max_stride)
+        self.imgsz = _stride_multiple(config.imgsz or self.info.train_imgsz or FALLBACK_IMGSZ, self.info.max_stride)
         self.roi = config.box_features == "head+roi"
         if self.roi and not self.info.roi_channels:
             raise GhostboxError(

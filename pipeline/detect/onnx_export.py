@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import pipeline
+from pipeline.detect.config import FALLBACK_IMGSZ
 from pipeline.detect.head_tap import detect_head
 from pipeline.detect.model_source import resolve_model
 from pipeline.detect.torch_backend import TorchBackend
@@ -61,7 +62,7 @@ def export_onnx(
     head.export = True
     head.format = "onnx"
     stride = backend.info.max_stride
-    imgsz = imgsz or backend.info.train_imgsz or 640
+    imgsz = imgsz or backend.info.train_imgsz or FALLBACK_IMGSZ
     size = max(stride, (int(imgsz) + stride - 1) // stride * stride)
     example = torch.zeros(1, 3, size, size)
     if out is None:

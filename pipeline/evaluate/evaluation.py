@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.data import Dataset, exclude_images, parse_dataset_spec
+from pipeline.detect.config import DEFAULT_CONF
 from pipeline.errors import GhostboxError
 from pipeline.evaluate import plots
 from pipeline.evaluate.report import build_report, write_markdown
@@ -30,7 +31,7 @@ class EvalSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    conf: float = Field(0.25, ge=0.0, le=1.0, description="a reported box: confidence at or above this "
+    conf: float = Field(DEFAULT_CONF, ge=0.0, le=1.0, description="a reported box: confidence at or above this "
                         "(M-Hood's operating point); hallucinations and ID true positives are counted here")
     audit_conf: float = Field(0.5, ge=0.0, le=1.0, description="contamination audit: OoD images with an ID-class "
                               "detection at or above this confidence are listed for a person to check")

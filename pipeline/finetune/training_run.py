@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.detect.config import FALLBACK_IMGSZ
 from pipeline.detect.unknown_class import UNKNOWN_CLASS
 from pipeline.errors import GhostboxError
 from pipeline.evaluate.evaluation import EvalSettings
@@ -147,7 +148,7 @@ def train_detector(model: str | Path, data_yaml: str | Path, out_dir: str | Path
             imgsz = settings.imgsz
             yolo = _with_threads(YOLO(str(model)), settings)
             if imgsz is None:
-                imgsz = int((getattr(yolo.model, "args", {}) or {}).get("imgsz", 640))
+                imgsz = int((getattr(yolo.model, "args", {}) or {}).get("imgsz", FALLBACK_IMGSZ))
             with _ultralytics_errors(model):
                 yolo.train(data=str(data_yaml), imgsz=imgsz, project=str(out), name="train", **args)
     finally:
