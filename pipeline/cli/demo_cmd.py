@@ -9,8 +9,9 @@ from pathlib import Path
 from pipeline.cli.run_cmd import log_level, print_summary, run_graph
 from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
 from pipeline.json_files import write_json
+from pipeline.synth.config import WorldConfig
 
-DEMO = "pipeline.stream.demo:demo_config"  # its defaults are the demo's; read when help is printed (loads zmq)
+GRAPH = "pipeline.stream.config"  # the graph's defaults, read when help is printed (importing it loads zmq)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,18 +23,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=SettingsHelpFormatter,
     )
     parser.add_argument("--out", "-o", default="runs/demo", help="output folder (default runs/demo)")
-    add_setting(parser, "--frames", model=DEMO, field="frames", type=int, help="frames of the world's stream")
-    add_setting(parser, "--seed", model=DEMO, field="seed", type=int, help="the world's seed")
-    add_setting(parser, "--workers", "-w", model=DEMO, field="workers", type=int, help="detector worker processes")
-    add_setting(parser, "--mode", model=DEMO, field="mode", choices=("lossless", "live"), help="lossless or live")
+    add_setting(parser, "--frames", model=WorldConfig, field="stream_frames", dest="frames", type=int,
+                help="frames of the world's stream")
+    add_setting(parser, "--seed", model=WorldConfig, field="seed", type=int, help="the world's seed")
+    add_setting(parser, "--workers", "-w", model=f"{GRAPH}:WorkersConfig", field="count", dest="workers", type=int,
+                help="detector worker processes")
+    add_setting(parser, "--mode", model=f"{GRAPH}:GraphConfig", field="mode", choices=("lossless", "live"),
+                help="lossless or live")
     parser.add_argument("--model", "-m", help="detector (default: the bundled street-world model)")
     parser.add_argument("--filter", dest="filter_path", help="filter file (default: the bundled filter)")
     parser.add_argument("--imgsz", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--no-video", dest="video", action="store_false", default=None, help="no annotated video")
     parser.add_argument("--metrics-port", type=int)
-    add_setting(parser, "--tracks", model=DEMO, field="tracks", action=argparse.BooleanOptionalAction,
-                help="verdicts per track (ByteTrack + hysteresis); --no-tracks: per frame")
+    parser.add_argument("--tracks", action=argparse.BooleanOptionalAction, default=None,
+                        help="verdicts per track (ByteTrack + hysteresis; the default for the world's stream); "
+                             "--no-tracks: per frame")
     parser.set_defaults(handler=run)
 
 
