@@ -10,7 +10,7 @@ from pipeline.data.bdd import BDD10, load_bdd
 from pipeline.data.coco import load_coco, to_coco_dict
 from pipeline.data.convert import convert_bdd_to_yolo, write_yolo_dataset
 from pipeline.data.dataset import Dataset
-from pipeline.data.images import image_batches, load_image, read_image_size
+from pipeline.data.images import load_image, read_image_size
 from pipeline.data.records import ImageRecord, LoadWarnings
 from pipeline.data.spec import exclude_images, parse_dataset_spec, split_dataset_spec
 from pipeline.data.yolo import load_yolo
@@ -22,7 +22,6 @@ __all__ = [
     "LoadWarnings",
     "convert_bdd_to_yolo",
     "exclude_images",
-    "image_batches",
     "load_bdd",
     "load_coco",
     "load_image",

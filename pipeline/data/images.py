@@ -8,7 +8,6 @@ The header size honours the EXIF orientation because ``cv2.imread`` rotates such
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -119,15 +118,3 @@ def _exif_orientation(segment: bytes) -> int:
     except struct.error:
         return 1
     return 1
-
-
-def image_batches(records: Iterable[ImageRecord], size: int) -> Iterator[list[tuple[ImageRecord, np.ndarray]]]:
-    """Records with their pixels, `size` at a time: one batch of images in memory."""
-    chunk: list[tuple[ImageRecord, np.ndarray]] = []
-    for record in records:
-        chunk.append((record, load_image(record)))
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

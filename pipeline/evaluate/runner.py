@@ -1,6 +1,6 @@
 """Run detector (+ filter) over an ID set and OoD sets and collect what the report needs.
 
-ID set: the detector runs at conf 0.001 as COCO mAP wants; boxes at `conf` (0.25) are
+ID set: the detector runs at conf 0.001 as COCO mAP wants; boxes at `conf` (DEFAULT_CONF) are
 matched to ground truth, and the true positives are the ID boxes of the OOD metrics.
 OoD sets: every detection at `conf` on an image without ID objects is a hallucination; in
 a mixed scene (ID and OoD objects both labelled) a detection whose best IoU >= 0.5 match
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.box_geometry import cut_crops
-from pipeline.data import Dataset, image_batches, to_coco_dict
+from pipeline.data import Dataset, load_image, to_coco_dict
+from pipeline.detect.frame_loop import detect_frames
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.evaluate.coco_map import MapResult, coco_map, detections_to_coco
@@ -120,27 +121,26 @@ def evaluate_id(
     tp_total = fp_total = 0
     lost = 0
     gt_boxes = 0
-    for chunk in image_batches(dataset, detector.config.batch):
-        results = detector.detect([image for _, image in chunk], conf=MAP_CONF)
-        for (record, image), dets in zip(chunk, results):
-            rows += detections_to_coco(record.image_id, dets.xyxy, dets.confidence, dets.class_id, category_ids)
-            kept = dets[dets.confidence >= conf]
-            known = to_model[record.class_ids] >= 0
-            gt_cls = to_model[record.class_ids][known]
-            gt_boxes += int((~record.crowd[known]).sum())
-            tp, ignored = match_true_positives(kept.xyxy, kept.confidence, kept.class_id,
-                                               record.boxes_xyxy[known], gt_cls, record.crowd[known])
-            tp_total += int(tp.sum())
-            fp_total += int((~tp & ~ignored).sum())
-            tp_dets = kept[tp]
-            if crops:  # cut here, not for the thousands of boxes at MAP_CONF
-                tp_dets = tp_dets.with_meta(crops=cut_crops(image, tp_dets.xyxy))
-            tp_parts.append(tp_dets)
-            if filters:
-                flagged = np.asarray(filters[0].apply(tp_dets).data["hallucination"], bool)
-                tp_flags.append(flagged)
-                lost += int(flagged.sum())
-        advance(len(chunk))
+    with_images = ((record, load_image(record)) for record in dataset)  # the crops are cut from the image
+    for (record, image), dets in detect_frames(detector, with_images, image=lambda pair: pair[1], conf=MAP_CONF,
+                                               advance=advance):
+        rows += detections_to_coco(record.image_id, dets.xyxy, dets.confidence, dets.class_id, category_ids)
+        kept = dets[dets.confidence >= conf]
+        known = to_model[record.class_ids] >= 0
+        gt_cls = to_model[record.class_ids][known]
+        gt_boxes += int((~record.crowd[known]).sum())
+        tp, ignored = match_true_positives(kept.xyxy, kept.confidence, kept.class_id,
+                                           record.boxes_xyxy[known], gt_cls, record.crowd[known])
+        tp_total += int(tp.sum())
+        fp_total += int((~tp & ~ignored).sum())
+        tp_dets = kept[tp]
+        if crops:  # cut here, not for the thousands of boxes at MAP_CONF
+            tp_dets = tp_dets.with_meta(crops=cut_crops(image, tp_dets.xyxy))
+        tp_parts.append(tp_dets)
+        if filters:
+            flagged = np.asarray(filters[0].apply(tp_dets).data["hallucination"], bool)
+            tp_flags.append(flagged)
+            lost += int(flagged.sum())
     return IdResult(
         name=dataset.name, images=len(dataset), map=coco_map(gt, rows, list(detector.class_names)),
         tp=stacked(tp_parts, *dims), tp_boxes=tp_total, fp_boxes=fp_total, tp_lost=lost if filters else None,
@@ -168,61 +168,58 @@ def evaluate_ood(
     images_seen = 0
     objects_per_kind = dict.fromkeys((n for n, o in zip(kind_names, ood_flags) if o), 0)
     unknown_before = getattr(detector, "unknown_boxes", 0)
-    for chunk in image_batches(dataset, detector.config.batch):
-        results = detector.detect([image for _, image in chunk], conf=conf, crops=True)
-        for (record, _), dets in zip(chunk, results):
-            is_ood = ood_flags[record.class_ids] if len(record) else np.zeros(0, bool)
-            ood_boxes = record.boxes_xyxy[is_ood]
-            id_boxes = record.boxes_xyxy[~is_ood]
-            if len(id_boxes):
-                # Mixed scene: ID objects may be found correctly; only OoD matches are hallucinations.
-                id_cls = to_model[record.class_ids[~is_ood]]
-                tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, id_boxes, id_cls)
-                on_ood = best_match(dets.xyxy, ood_boxes) >= 0 if len(ood_boxes) else np.zeros(len(dets), bool)
-                ghost = ~tp & on_ood
-                background += int((~tp & ~on_ood).sum())
-                id_tp += int(tp.sum())
-                if filters and tp.any():
-                    lost += int(np.asarray(filters[0].apply(dets[tp]).data["hallucination"]).sum())
-            else:
-                ghost = np.ones(len(dets), bool)
-            ghosts = dets[ghost]
-            hallucination_parts.append(ghosts if crops else ghosts.with_meta(crops=None))
-            for cls in record.class_ids[is_ood]:
-                objects_per_kind[kind_names[cls]] += 1
-            # which OoD object (kind) each hallucination sits on, for per-kind figures; a looser
-            # IoU than for matching, since a hallucinated box often covers only part of the object
-            on = best_match(ghosts.xyxy, ood_boxes, iou=0.3) if len(ood_boxes) else np.full(len(ghosts), -1)
-            ood_cls = record.class_ids[is_ood]
-            kind_of.append(np.where(on >= 0, ood_cls[np.maximum(on, 0)] if len(ood_cls) else -1, -1))
-            object_of.append(np.where(on >= 0, images_seen * MAX_OBJECTS + on, -1))
-            images_seen += 1
-            count += len(ghosts)
-            scores = None
-            if filters and len(ghosts):
-                filtered = filters[0].apply(ghosts)
-                flags.append(np.asarray(filtered.data["hallucination"], bool))
-                after += int((~flags[-1]).sum())
-                scores = np.asarray(filtered.data["score"])
-            high = dets[dets.confidence >= audit_conf]
-            if len(high) and not len(id_boxes):
-                audit.append({
-                    "file_name": record.file_name,
-                    "max_conf": round(float(high.confidence.max()), 4),
-                    "boxes": [{"xyxy": [round(float(v), 1) for v in box], "label": label, "conf": round(float(c), 4)}
-                              for box, label, c in zip(high.xyxy, high.labels, high.confidence)],
-                })
-            ghost_crops = ghosts.crops or []  # detected with crops=True: one per box
-            for i in range(len(ghosts)):
-                serial += 1
-                item = Worst(float(ghosts.confidence[i]), dataset.name, record.file_name, ghosts.labels[i],
-                             ghost_crops[i], None if scores is None else float(scores[i]))
-                entry = (item.conf, serial, item)
-                if len(worst) < worst_k:
-                    heapq.heappush(worst, entry)
-                elif entry[0] > worst[0][0]:
-                    heapq.heapreplace(worst, entry)
-        advance(len(chunk))
+    for record, dets in detect_frames(detector, dataset, image=load_image, conf=conf, crops=True, advance=advance):
+        is_ood = ood_flags[record.class_ids] if len(record) else np.zeros(0, bool)
+        ood_boxes = record.boxes_xyxy[is_ood]
+        id_boxes = record.boxes_xyxy[~is_ood]
+        if len(id_boxes):
+            # Mixed scene: ID objects may be found correctly; only OoD matches are hallucinations.
+            id_cls = to_model[record.class_ids[~is_ood]]
+            tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, id_boxes, id_cls)
+            on_ood = best_match(dets.xyxy, ood_boxes) >= 0 if len(ood_boxes) else np.zeros(len(dets), bool)
+            ghost = ~tp & on_ood
+            background += int((~tp & ~on_ood).sum())
+            id_tp += int(tp.sum())
+            if filters and tp.any():
+                lost += int(np.asarray(filters[0].apply(dets[tp]).data["hallucination"]).sum())
+        else:
+            ghost = np.ones(len(dets), bool)
+        ghosts = dets[ghost]
+        hallucination_parts.append(ghosts if crops else ghosts.with_meta(crops=None))
+        for cls in record.class_ids[is_ood]:
+            objects_per_kind[kind_names[cls]] += 1
+        # which OoD object (kind) each hallucination sits on, for per-kind figures; a looser
+        # IoU than for matching, since a hallucinated box often covers only part of the object
+        on = best_match(ghosts.xyxy, ood_boxes, iou=0.3) if len(ood_boxes) else np.full(len(ghosts), -1)
+        ood_cls = record.class_ids[is_ood]
+        kind_of.append(np.where(on >= 0, ood_cls[np.maximum(on, 0)] if len(ood_cls) else -1, -1))
+        object_of.append(np.where(on >= 0, images_seen * MAX_OBJECTS + on, -1))
+        images_seen += 1
+        count += len(ghosts)
+        scores = None
+        if filters and len(ghosts):
+            filtered = filters[0].apply(ghosts)
+            flags.append(np.asarray(filtered.data["hallucination"], bool))
+            after += int((~flags[-1]).sum())
+            scores = np.asarray(filtered.data["score"])
+        high = dets[dets.confidence >= audit_conf]
+        if len(high) and not len(id_boxes):
+            audit.append({
+                "file_name": record.file_name,
+                "max_conf": round(float(high.confidence.max()), 4),
+                "boxes": [{"xyxy": [round(float(v), 1) for v in box], "label": label, "conf": round(float(c), 4)}
+                          for box, label, c in zip(high.xyxy, high.labels, high.confidence)],
+            })
+        ghost_crops = ghosts.crops or []  # detected with crops=True: one per box
+        for i in range(len(ghosts)):
+            serial += 1
+            item = Worst(float(ghosts.confidence[i]), dataset.name, record.file_name, ghosts.labels[i],
+                         ghost_crops[i], None if scores is None else float(scores[i]))
+            entry = (item.conf, serial, item)
+            if len(worst) < worst_k:
+                heapq.heappush(worst, entry)
+            elif entry[0] > worst[0][0]:
+                heapq.heapreplace(worst, entry)
     audit.sort(key=lambda a: -a["max_conf"])
     return OodResult(
         name=dataset.name, images=len(dataset),

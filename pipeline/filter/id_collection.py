@@ -15,19 +15,21 @@ persists too: those tracks are trimmed later against the filter's reference thre
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import image_batches, parse_dataset_spec
+from pipeline.data import load_image, parse_dataset_spec
 from pipeline.detect.detector import Detector
+from pipeline.detect.frame_loop import detect_frames
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.splits import CalibrationBoxes, time_blocks
 from pipeline.matching import match_true_positives, model_class_ids
-from pipeline.sources.media_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaReport, iter_frames
+from pipeline.sources.media_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, MediaReport, iter_frames
 from pipeline.tracks import MIN_TRACK_FRAMES, track_sequence
 
 log = logging.getLogger(__name__)
@@ -121,15 +123,12 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
     to_model = model_class_ids(dataset.class_names, detector.class_names)
     found: list[Detections] = []
     groups: list[np.ndarray] = []
-    for chunk in image_batches(dataset, detector.config.batch):
-        results = detector.detect([image for _, image in chunk], conf=conf, crops=crops)
-        for (record, _), dets in zip(chunk, results):
-            known = to_model[record.class_ids] >= 0
-            tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, record.boxes_xyxy[known],
-                                         to_model[record.class_ids][known], record.crowd[known])
-            groups.append(np.full(int(tp.sum()), len(groups), np.int64))
-            found.append(dets[tp])
-        advance(len(chunk))
+    for record, dets in detect_frames(detector, dataset, image=load_image, conf=conf, crops=crops, advance=advance):
+        known = to_model[record.class_ids] >= 0
+        tp, _ = match_true_positives(dets.xyxy, dets.confidence, dets.class_id, record.boxes_xyxy[known],
+                                     to_model[record.class_ids][known], record.crowd[known])
+        groups.append(np.full(int(tp.sum()), len(groups), np.int64))
+        found.append(dets[tp])
     boxes = _box_set(found, detector)
     if len(boxes) == 0:
         raise GhostboxError(
@@ -146,22 +145,12 @@ def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: in
     """(detections per frame, frames read) for a video, image, glob or folder of images; what the
     read skipped or cut (a truncated video, unreadable files in a folder) goes to `report`."""
 
-    found: list[Detections] = []
-    frames: list[np.ndarray] = []
-    seen = 0
-    for frame in iter_frames([spec], report):
-        frames.append(frame.image)
-        seen += 1
-        if len(frames) >= detector.config.batch:
-            found += detector.detect(frames, conf=conf, crops=crops)
-            advance(len(frames))
-            frames = []
-        if max_images is not None and seen >= max_images:
-            break
-    if frames:
-        found += detector.detect(frames, conf=conf, crops=crops)
-        advance(len(frames))
-    return found, seen
+    frames: Iterator[Frame] = iter_frames([spec], report)
+    if max_images is not None:  # read no frame past the limit (one below 1 reads one frame, as ever)
+        frames = islice(frames, max(1, max_images))
+    found = [dets for _, dets in detect_frames(detector, frames, image=lambda frame: frame.image, conf=conf,
+                                               crops=crops, advance=advance)]
+    return found, len(found)
 
 
 def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,

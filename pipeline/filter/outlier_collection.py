@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pipeline.data import image_batches, parse_dataset_spec
+from pipeline.data import load_image, parse_dataset_spec
 from pipeline.detect.detector import Detector
+from pipeline.detect.frame_loop import detect_frames
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.id_collection import detect_unlabelled, is_unlabelled_source
@@ -56,10 +57,7 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
         dataset = dataset.select(np.arange(max_images))
     is_id_class = model_class_ids(dataset.class_names, detector.class_names) >= 0
     kept = []
-    for chunk in image_batches(dataset, detector.config.batch):
-        results = detector.detect([image for _, image in chunk], conf=conf, crops=crops)
-        for (record, _), dets in zip(chunk, results):
-            id_boxes = record.boxes_xyxy[is_id_class[record.class_ids]] if len(record.class_ids) else record.boxes_xyxy
-            kept.append(dets[best_match(dets.xyxy, id_boxes) < 0])
-        advance(len(chunk))
+    for record, dets in detect_frames(detector, dataset, image=load_image, conf=conf, crops=crops, advance=advance):
+        id_boxes = record.boxes_xyxy[is_id_class[record.class_ids]] if len(record.class_ids) else record.boxes_xyxy
+        kept.append(dets[best_match(dets.xyxy, id_boxes) < 0])
     return kept, len(dataset)

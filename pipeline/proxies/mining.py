@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 
 from pipeline.box_geometry import pixel_box
+from pipeline.detect.frame_loop import detect_frames
 from pipeline.errors import GhostboxError
-from pipeline.proxies.outlier_sources import MIN_CROP_SIDE, BoxCrop, BoxCrops, OutlierPool
+from pipeline.proxies.outlier_sources import MIN_CROP_SIDE, BoxCrop, BoxCrops, OutlierPool, PoolImage
 from pipeline.proxies.placement import box_overlaps
 
 MATCH_IOU = 0.5
@@ -53,29 +54,28 @@ def mine_hard_negatives(detector: Any, pool: OutlierPool, *, conf: float, max_im
     chosen = sample_pool(pool, max_images, seed)
     crops: list[BoxCrop] = []
     detections = matched = too_small = 0
-    step = max(1, int(detector.config.batch))
-    for start in range(0, len(chosen), step):
-        entries = [pool.images[i] for i in chosen[start:start + step]]
-        frames = []
-        for entry in entries:
-            frame = cv2.imread(str(entry.path), cv2.IMREAD_COLOR)
-            if frame is None:
-                raise GhostboxError(f"{entry.path}: cannot read pool image {entry.file!r}")
-            frames.append(frame)
-        for entry, frame, dets in zip(entries, frames, detector.detect(frames, conf=conf)):
-            detections += len(dets)
-            labels = dets.labels
-            for k in range(len(dets)):
-                if len(entry.id_boxes) and box_overlaps(dets.xyxy[k], entry.id_boxes)[0].max() >= MATCH_IOU:
-                    matched += 1
-                    continue
-                box = pixel_box(dets.xyxy[k], frame.shape[1], frame.shape[0])
-                if min(box[2] - box[0], box[3] - box[1]) < MIN_CROP_SIDE:
-                    too_small += 1
-                    continue
-                crops.append(BoxCrop(entry.path, box, {
-                    "kind": "mined", "file": entry.file, "box": list(box), "label": labels[k],
-                    "conf": round(float(dets.confidence[k]), 4)}))
-        if advance is not None:
-            advance(len(entries))
+    entries = (pool.images[i] for i in chosen)
+    with_frames = ((entry, _read_pool_image(entry)) for entry in entries)  # read lazily: one batch in memory
+    for (entry, frame), dets in detect_frames(detector, with_frames, image=lambda pair: pair[1], conf=conf,
+                                              advance=advance):
+        detections += len(dets)
+        labels = dets.labels
+        for k in range(len(dets)):
+            if len(entry.id_boxes) and box_overlaps(dets.xyxy[k], entry.id_boxes)[0].max() >= MATCH_IOU:
+                matched += 1
+                continue
+            box = pixel_box(dets.xyxy[k], frame.shape[1], frame.shape[0])
+            if min(box[2] - box[0], box[3] - box[1]) < MIN_CROP_SIDE:
+                too_small += 1
+                continue
+            crops.append(BoxCrop(entry.path, box, {
+                "kind": "mined", "file": entry.file, "box": list(box), "label": labels[k],
+                "conf": round(float(dets.confidence[k]), 4)}))
     return MiningResult(BoxCrops("mined", crops), len(chosen), detections, matched, too_small)
+
+
+def _read_pool_image(entry: PoolImage) -> np.ndarray:
+    frame = cv2.imread(str(entry.path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise GhostboxError(f"{entry.path}: cannot read pool image {entry.file!r}")
+    return frame

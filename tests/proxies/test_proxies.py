@@ -399,7 +399,7 @@ class _FakeDetector:
         self.pool = pool
         self.calls = 0
 
-    def detect(self, frames, conf=None):
+    def detect(self, frames, conf=None, crops=False):
         out = []
         for frame in frames:
             entry = self.pool.images[self.calls]
