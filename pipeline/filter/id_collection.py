@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data import load_image, parse_dataset_spec
+from pipeline.detect.config import DEFAULT_CONF
 from pipeline.detect.detector import Detector
 from pipeline.detect.frame_loop import detect_frames
 from pipeline.detections import Detections
@@ -103,7 +104,7 @@ def is_unlabelled_source(spec: str) -> bool:
 
 
 def collect_id_boxes(
-    detector: Detector, spec: str, conf: float = 0.25, unlabelled_conf: float | None = None,
+    detector: Detector, spec: str, conf: float = DEFAULT_CONF, unlabelled_conf: float | None = None,
     max_images: int | None = None, advance: Callable[[int], None] = lambda n: None,
     min_track_frames: int = MIN_TRACK_FRAMES, crops: bool = False,
 ) -> IdBoxes:

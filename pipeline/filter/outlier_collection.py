@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pipeline.data import load_image, parse_dataset_spec
+from pipeline.detect.config import DEFAULT_CONF
 from pipeline.detect.detector import Detector
 from pipeline.detect.frame_loop import detect_frames
 from pipeline.detections import Detections
@@ -27,7 +28,7 @@ from pipeline.sources.media_files import MediaReport
 log = logging.getLogger(__name__)
 
 
-def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float = 0.25,
+def collect_outlier_boxes(detector: Detector, specs: Sequence[str], conf: float = DEFAULT_CONF,
                           max_images: int | None = None, advance: Callable[[int], None] = lambda n: None,
                           report: MediaReport | None = None, crops: bool = False) -> tuple[Detections, str]:
     """(boxes, description) from every spec; raises when none of them yields a box. What reading
