@@ -7,10 +7,12 @@
     filt.check_detector(detector.fingerprint())
     dets    = filt.apply(dets)                               # + score, threshold, hallucination
 
-Every score: higher = more in-distribution. Methods: `names()`; one module each in
-`pipeline.filter.scores`.
+Every score: higher = more in-distribution. Methods: `names()`, defined in
+`pipeline.filter.scores`; importing that package here registers them all, before any
+module of this package can look one up.
 """
 
+from pipeline.filter import scores  # noqa: F401  -- registers the built-in scores
 from pipeline.filter.calibrate import Calibration, ClassCalibration, calibrate
 from pipeline.filter.filter_file import FILTER_SUFFIX, load_filter, read_filter_header, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter

@@ -6,11 +6,15 @@
 
     create("energy", temperature=2.0)   # a new, unfitted scorer
     names()                             # ['abet', 'bam', 'energy', ...]
+
+Dependencies point one way: the score modules import this one (to register, and fusion to
+build its members by name); this module never imports them. The built-ins are registered
+because the package `pipeline.filter`, which Python runs before any of its modules, imports
+`pipeline.filter.scores`.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, TypeVar
 
 from pipeline.errors import GhostboxError
@@ -31,18 +35,11 @@ def register(cls: S) -> S:
     return cls
 
 
-def _load_builtin() -> None:
-    # The built-in scorers register themselves on import; import lazily to avoid a cycle.
-    importlib.import_module("pipeline.filter.scores")
-
-
 def names() -> list[str]:
-    _load_builtin()
     return sorted(_SCORERS)
 
 
 def scorer_class(name: str) -> type[Scorer]:
-    _load_builtin()
     try:
         return _SCORERS[name]
     except KeyError:

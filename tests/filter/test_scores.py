@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +80,45 @@ def test_logit_scores_match_their_formulas():
     # large logits stay finite
     big = Detections.from_head(np.zeros((1, 3)), [[1000.0, 999.0, 0.0, 0.0]], [0], [0])
     assert np.isfinite(create("energy").fit(big).score(big)).all()
+
+
+def test_logit_scores_check_their_parameters():
+    for name in ("msp", "energy"):
+        with pytest.raises(GhostboxError, match=f"{name}: temperature must be > 0, got 0"):
+            create(name, temperature=0)
+    with pytest.raises(GhostboxError, match="maxlogit: bad parameters"):
+        create("maxlogit", temperature=2.0)
+    assert create("msp", temperature=2).params == {"temperature": 2.0} and create("maxlogit").params == {}
+
+
+def test_filter_modules_import_one_another_without_cycles():
+    # The scores import the registry (to register; fusion to build its members); it must never import them back.
+    package = Path(__file__).resolve().parents[2] / "pipeline" / "filter"
+    modules = {".".join(("pipeline", "filter", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+               : p for p in package.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                            for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args:
+                targets.add(getattr(node.args[0], "value", ""))  # importlib.import_module("pipeline.filter...")
+        graph[name] = sorted(t for t in targets if t in modules and t != name)
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join(path[path.index(name):] + [name])}"
+        if name not in done:
+            for target in graph[name]:
+                visit(target, [*path, name])
+            done.add(name)
+
+    for name in graph:
+        visit(name, [])
 
 
 def test_mahalanobis_matches_direct_formula():

@@ -1,4 +1,10 @@
-"""Built-in box-level OOD scores, one flat module per method; importing registers them.
+"""Built-in box-level OOD scores; importing this package registers them all.
+
+One module per method, except the three that read only the class logits (msp, maxlogit,
+energy), which share `logit_scores`. Each module registers its class with
+`pipeline.filter.registry.register`; the registry never imports this package (fusion looks
+its members up there, so the registry must sit below the scores). The package
+`pipeline.filter` imports this one, so the built-ins are registered before any lookup.
 
     msp          max softmax probability          (Hendrycks & Gimpel, ICLR 2017)
     maxlogit     max logit                        (Hendrycks et al., ICML 2022)
@@ -21,12 +27,10 @@ All scores: higher = more in-distribution.
 from pipeline.filter.scores.abet import AbeT
 from pipeline.filter.scores.bam import BoxAbstraction
 from pipeline.filter.scores.crop import CropModel
-from pipeline.filter.scores.energy import Energy
 from pipeline.filter.scores.fusion import Fusion
 from pipeline.filter.scores.knn import KNN
+from pipeline.filter.scores.logit_scores import Energy, MaxLogit, MaxSoftmax
 from pipeline.filter.scores.mahalanobis import Mahalanobis
-from pipeline.filter.scores.maxlogit import MaxLogit
-from pipeline.filter.scores.msp import MaxSoftmax
 from pipeline.filter.scores.oe import OutlierExposure
 from pipeline.filter.scores.vim import ViM
 
