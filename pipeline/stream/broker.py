@@ -28,6 +28,11 @@ Paranoid Pirate's heartbeats):
 A result is accepted once, from a worker the frame was given to; a second result for the
 same frame (a worker declared dead that was only slow) is dropped here, and the sink's
 resequencer drops duplicates again by (source, seq).
+
+The core (`DispatchCore`, no sockets) is in parts: `source_admission.py` admits each source's
+messages and paces it with credit, `worker_pool.py` keeps the workers' room, heartbeats and what
+each holds, `broker_ledger.py` the frames held and the messages to send; here is each frame's way
+from its source's queue to a worker and on downstream (or back, when its worker is lost).
 """
 
 from __future__ import annotations
@@ -36,295 +41,125 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from pipeline.detections import Detections
 from pipeline.stream import protocol as P
+from pipeline.stream.broker_ledger import DOWNSTREAM, SOURCE, WORKER, Key, Ledger, Out, Pending
 from pipeline.stream.config import GraphConfig
 from pipeline.stream.shell import StageShell
+from pipeline.stream.source_admission import SourceAdmission, SourceState
+from pipeline.stream.worker_pool import WorkerPool, WorkerState
 
 log = logging.getLogger(__name__)
 
 # a frame's own fields, which its result takes from the frame (not from the worker); `seal` is its source's
 FRAME_FIELDS = ("frame", "origin", "epoch", "dropped", "fps", "seal")
 
-SOURCE, WORKER, DOWNSTREAM = "source", "worker", "downstream"
-Key = tuple[str, int]
-
-
-@dataclass
-class Pending:
-    source: str
-    seq: int
-    frame: P.Message
-    t_in: float
-    attempts: int = 0
-    worker: bytes | None = None
-    tried: set[bytes] = field(default_factory=set)
-
-
-@dataclass
-class SourceState:
-    id: str
-    live: bool
-    routing: bytes | None = None
-    epoch: int = 0
-    queue: deque[Pending] = field(default_factory=deque)
-    outstanding: int = 0  # credit granted, frame not yet here
-    in_flight: int = 0  # at workers
-    next_seq: int = 0
-    received: int = 0
-    forwarded: int = 0
-    eos: dict[str, Any] | None = None
-    ended: bool = False
-    dropped: int = 0  # dropped at the broker (live: worker died, stale replaced)
-    resent: int = 0
-    gave_up: int = 0
-
-
-@dataclass
-class WorkerState:
-    id: bytes
-    last_seen: float
-    credit: int = 0
-    batch: int = 1
-    in_flight: dict[Key, Pending] = field(default_factory=dict)
-
-
-@dataclass
-class Out:
-    to: str  # SOURCE | WORKER | DOWNSTREAM
-    routing: bytes | None
-    frames: list[Any]
-
 
 class DispatchCore:
-    """The broker's logic without sockets: messages in (with the sender's routing id), `Out`s out."""
+    """The broker's logic without sockets: messages in (with the sender's routing id), `Out`s out.
+
+    Its parts keep the books: `admission` the sources and their credit, `pool` the workers, `ledger` the
+    frames held and the messages to send. What is here is each frame's way: to a worker, its result
+    downstream, back to its source's queue when the worker is lost, or given up."""
 
     def __init__(self, sources: dict[str, bool], prefetch: int = 4, heartbeat_s: float = 1.0, liveness: int = 3,
                  max_attempts: int = 3, forward_frames: bool = True,
                  reachable: Callable[[bytes], bool] | None = None) -> None:
+        self.ledger = Ledger()
+        self.pool = WorkerPool(self.ledger, heartbeat_s, liveness)
         # reachable(routing): is that source connection still open? (the shell asks ZeroMQ)
-        self.reachable = reachable or (lambda routing: False)
-        self.sources = {sid: SourceState(sid, live) for sid, live in sources.items()}
-        self.workers: dict[bytes, WorkerState] = {}
-        self.pending: dict[Key, Pending] = {}
-        self.prefetch = prefetch
-        self.heartbeat_s = heartbeat_s
-        self.liveness = liveness
+        self.admission = SourceAdmission(sources, self.ledger, self.pool, prefetch,
+                                         reachable or (lambda routing: False))
         self.max_attempts = max_attempts
         self.forward_frames = forward_frames
         self.downstream_ready = True
-        self.outputs: list[Out] = []
-        self.events: dict[str, int] = {}
-        self.rejected: dict[str, int] = {}
-        self._rr: deque[str] = deque(sources)
-        self._live_rr: deque[str] = deque(sid for sid, live in sources.items() if live)
-        self._last_beat = 0.0
 
-    # -- bookkeeping --------------------------------------------------------------------------
+    # -- what the shell reads -----------------------------------------------------------------
 
-    def _event(self, name: str, n: int = 1) -> None:
-        self.events[name] = self.events.get(name, 0) + n
+    @property
+    def sources(self) -> dict[str, SourceState]:
+        return self.admission.sources
 
-    def _reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+    @property
+    def workers(self) -> dict[bytes, WorkerState]:
+        return self.pool.workers
 
-    def take_outputs(self) -> list[Out]:
-        outputs, self.outputs = self.outputs, []
-        return outputs
+    @property
+    def pending(self) -> dict[Key, Pending]:
+        return self.ledger.pending
+
+    @property
+    def events(self) -> dict[str, int]:
+        return self.ledger.events
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return self.ledger.rejected
 
     @property
     def finished(self) -> bool:
-        return all(s.ended for s in self.sources.values())
+        return self.admission.finished
 
-    def queued(self) -> int:
-        return sum(len(s.queue) for s in self.sources.values())
+    def take_outputs(self) -> list[Out]:
+        return self.ledger.take_outputs()
 
-    # -- sources ------------------------------------------------------------------------------
+    # -- messages in --------------------------------------------------------------------------
 
     def source_message(self, routing: bytes, message: P.Message, now: float) -> None:
-        state = self.sources.get(message.topic)
-        if state is None:
-            self._reject("unknown-source")
-            return
-        kind = message.type
-        if routing != state.routing:
-            # only a HELLO binds a connection to a stream, and only when no other open connection holds it:
-            # a restarted source once the old one is gone, never a second peer speaking for a live one
-            if kind != P.HELLO or message.header["role"] != "source":
-                self._reject("not-the-stream's-source")
-                return
-            if state.routing is not None and self.reachable(state.routing):
-                self._reject("identity-takeover")
-                return
-            if state.routing is not None:
-                log.info("source %s: a new connection took over from one that is gone", state.id)
-            state.routing = routing
-        if kind == P.HELLO:
-            epoch = int(message.header.get("epoch", 0))
-            if state.epoch and epoch != state.epoch:
-                self._restart_source(state)
-            state.epoch = epoch
-            state.outstanding = 0
-            self._grant(state)
-        elif kind == P.FRAME:
-            self._frame(state, message, now)
-        elif kind == P.EOS:
-            self._eos(state, message)
-        else:
-            self._reject(f"unexpected-{kind}-from-source")
-        self._dispatch()
-
-    def _restart_source(self, state: SourceState) -> None:
-        # A live camera process restarted: its queued frames are stale; its seq starts again.
-        if not state.live:
-            log.warning("lossless source %s restarted: its frames may repeat", state.id)
-        for pending in list(state.queue):
-            self.pending.pop((state.id, pending.seq), None)
-            state.dropped += 1
-        state.queue.clear()
-        state.next_seq = 0
-        state.eos = None
-        state.ended = False
-
-    def _frame(self, state: SourceState, message: P.Message, now: float) -> None:
-        if state.eos is not None:
-            self._reject("frame-after-eos")
-            return
-        if not message.has("image"):
-            self._reject("frame-without-image")
-            return
-        seq = message.seq
-        state.outstanding = max(0, state.outstanding - 1)
-        if (state.id, seq) in self.pending or (seq < state.next_seq and not state.live):
-            self._reject("duplicate-frame")
-            return
-        state.next_seq = max(state.next_seq, seq + 1)
-        state.received += 1
-        message.stamps["broker_in"] = now
-        pending = Pending(state.id, seq, message, now)
-        if state.live and state.queue:
-            # latest wins here too (it only happens when a worker vanished after the credit)
-            old = state.queue.popleft()
-            self.pending.pop((state.id, old.seq), None)
-            state.dropped += 1
-        self.pending[(state.id, seq)] = pending
-        state.queue.append(pending)
-
-    def _eos(self, state: SourceState, message: P.Message) -> None:
-        header = message.header
-        if state.eos is None:
-            total = header.get("total")
-            state.eos = {
-                "total": state.next_seq if total is None else int(total), "status": header["status"],
-                "dropped": int(header.get("dropped", 0)), "epoch": int(header.get("epoch", state.epoch)),
-                "stats": dict(header.get("stats", {})), "detail": header.get("detail", ""),
-                **({"seal": header["seal"]} if "seal" in header else {}),
-            }
-            if total is not None and int(total) != state.next_seq and not state.live:
-                log.warning("source %s: EOS says %s frames, %d arrived", state.id, total, state.next_seq)
-        self.outputs.append(Out(SOURCE, state.routing, P.control(P.ACK, state.id, of=P.EOS, seq=state.next_seq)))
-        self._maybe_end(state)
-
-    def _maybe_end(self, state: SourceState) -> None:
-        if state.eos is None or state.ended or state.queue or state.in_flight:
-            return
-        state.ended = True
-        eos = state.eos
-        stats = {**eos["stats"], "broker_dropped": state.dropped, "resent": state.resent, "gave_up": state.gave_up,
-                 "received": state.received}
-        self.outputs.append(Out(DOWNSTREAM, None, P.control(
-            P.EOS, state.id, total=eos["total"], status=eos["status"], dropped=eos["dropped"] + state.dropped,
-            epoch=eos["epoch"], stats=stats, detail=eos["detail"], **({"seal": eos["seal"]} if "seal" in eos else {}))))
-
-    def _grant(self, state: SourceState) -> None:
-        if state.eos is not None or state.routing is None:
-            return
-        if state.live:
-            return self._grant_live()
-        n = self.prefetch - len(state.queue) - state.outstanding
-        if n > 0:
-            state.outstanding += n
-            self.outputs.append(Out(SOURCE, state.routing, P.control(P.CREDIT, state.id, n=n)))
-
-    def _grant_live(self) -> None:
-        """A live source gets one credit when a worker has room for it and nothing of it waits."""
-        room = sum(w.credit for w in self.workers.values()) - self.queued()
-        room -= sum(s.outstanding for s in self.sources.values() if s.live)
-        cap = max(1, len(self.workers))  # frames of one camera in flight: one per worker
-        for _ in range(len(self._live_rr)):
-            if room <= 0:
-                return
-            sid = self._live_rr[0]
-            self._live_rr.rotate(-1)
-            state = self.sources[sid]
-            if (state.routing is None or state.eos is not None or state.outstanding or state.queue
-                    or state.in_flight >= cap):
-                continue
-            state.outstanding = 1
-            room -= 1
-            self.outputs.append(Out(SOURCE, state.routing, P.control(P.CREDIT, sid, n=1)))
-
-    # -- workers ------------------------------------------------------------------------------
+        if self.admission.admit(routing, message, now):
+            self._dispatch()
 
     def worker_message(self, routing: bytes, message: P.Message, now: float) -> None:
         kind = message.type
         worker = self.workers.get(routing)
         if kind == P.HELLO and message.header["role"] != "worker":
-            self._reject("hello-with-wrong-role")
+            self.ledger.reject("hello-with-wrong-role")
             return
         if kind == P.HELLO:
             if worker is not None:
                 self._worker_lost(worker, "re-announced itself")
-            self.workers[routing] = WorkerState(routing, now, batch=int(message.header.get("batch", 1)))
-            self._event("worker_joined")
-            log.info("worker %s joined (%d now)", routing.hex()[:8], len(self.workers))
+            self.pool.join(routing, int(message.header.get("batch", 1)), now)
         elif kind == P.DETECTIONS:
             self._result(routing, message, now)
             if worker is None:
-                self._reset(routing)
+                self.pool.reset(routing)
         elif worker is None:
             # a worker this broker does not know (declared dead, or the broker restarted)
             if kind in (P.CREDIT, P.HEARTBEAT):
-                self._reset(routing)
+                self.pool.reset(routing)
             else:
-                self._reject(f"unexpected-{kind}-from-worker")
+                self.ledger.reject(f"unexpected-{kind}-from-worker")
             return
         elif kind == P.CREDIT:
             worker.credit += message.header["n"]
         elif kind == P.HEARTBEAT:
             pass
         else:
-            self._reject(f"unexpected-{kind}-from-worker")
+            self.ledger.reject(f"unexpected-{kind}-from-worker")
         if worker is not None:
             worker.last_seen = now
         elif routing in self.workers:
             self.workers[routing].last_seen = now
         self._dispatch()
 
-    def _reset(self, routing: bytes) -> None:
-        # HELLO from the broker means: start over with a new identity and full credit
-        self.outputs.append(Out(WORKER, routing, P.control(P.HELLO, "broker", role="broker")))
-        self._event("worker_reset")
-
     def _result(self, routing: bytes, message: P.Message, now: float) -> None:
         key = (message.topic, message.seq)
         pending = self.pending.get(key)
         if pending is None:
-            self._event("duplicate_result")
+            self.ledger.event("duplicate_result")
             return
         if routing not in pending.tried:
-            self._reject("result-from-wrong-worker")
+            self.ledger.reject("result-from-wrong-worker")
             return
         if message.header.get("error") is None:
             try:
                 P.detections_from(message)  # never pass on what the filter could not read
             except P.ProtocolError as exc:
-                self._reject(exc.reason)
+                self.ledger.reject(exc.reason)
                 self._requeue(pending, "bad result")
                 return
         header = dict(message.header)
@@ -340,71 +175,59 @@ class DispatchCore:
             spec = pending.frame.specs[i]
             extra.append(({"name": "image", "enc": spec.encoding, "dtype": spec.dtype, "shape": list(spec.shape)},
                           pending.frame.parts[i]))
-        self.outputs.append(Out(DOWNSTREAM, None, P.reencode(message, header, extra)))
+        self.ledger.send(DOWNSTREAM, None, P.reencode(message, header, extra))
         self.sources[pending.source].forwarded += 1
         self._complete(pending)  # after the result, so a following EOS goes out behind it
+
+    # -- a frame's end, or its way back -------------------------------------------------------
 
     def _complete(self, pending: Pending) -> None:
         self.pending.pop((pending.source, pending.seq), None)
         state = self.sources[pending.source]
         if pending.worker is not None:
-            worker = self.workers.get(pending.worker)
-            if worker is not None:
-                worker.in_flight.pop((pending.source, pending.seq), None)
+            self.pool.release(pending.worker, (pending.source, pending.seq))
             state.in_flight -= 1
             pending.worker = None
-        self._maybe_end(state)
-        self._grant(state)
+        self.admission.maybe_end(state)
+        self.admission.grant(state)
 
     def _requeue(self, pending: Pending, why: str) -> None:
         state = self.sources[pending.source]
         if pending.worker is not None:
             state.in_flight -= 1
-            worker = self.workers.get(pending.worker)
-            if worker is not None:
-                worker.in_flight.pop((pending.source, pending.seq), None)
+            self.pool.release(pending.worker, (pending.source, pending.seq))
             pending.worker = None
         if state.live:
             self.pending.pop((pending.source, pending.seq), None)
             state.dropped += 1
-            self._event("live_frame_lost")
-            self._maybe_end(state)
-            self._grant(state)
+            self.ledger.event("live_frame_lost")
+            self.admission.maybe_end(state)
+            self.admission.grant(state)
             return
         if pending.attempts >= self.max_attempts:
             log.error("source %s frame %d: given up after %d attempts (%s)", pending.source, pending.seq,
                       pending.attempts, why)
             self.pending.pop((pending.source, pending.seq), None)
             state.gave_up += 1
-            self._event("gave_up")
-            self.outputs.append(Out(DOWNSTREAM, None, error_result(pending, f"given up after {pending.attempts} "
-                                                                             f"attempts ({why})")))
+            self.ledger.event("gave_up")
+            self.ledger.send(DOWNSTREAM, None, error_result(pending, f"given up after {pending.attempts} "
+                                                                     f"attempts ({why})"))
             state.forwarded += 1
-            self._maybe_end(state)
-            self._grant(state)
+            self.admission.maybe_end(state)
+            self.admission.grant(state)
             return
         state.queue.appendleft(pending)  # ahead of newer frames: the resequencer is waiting for it
         state.resent += 1
-        self._event("resent")
+        self.ledger.event("resent")
 
     def _worker_lost(self, worker: WorkerState, why: str) -> None:
-        self.workers.pop(worker.id, None)
-        log.warning("worker %s %s; %d frame(s) it held %s", worker.id.hex()[:8], why, len(worker.in_flight),
-                    "go to other workers" if worker.in_flight else "")
-        self._event("worker_lost")
-        for pending in sorted(worker.in_flight.values(), key=lambda p: p.seq, reverse=True):
+        for pending in self.pool.lose(worker, why):
             self._requeue(pending, f"worker {why}")
-        worker.in_flight.clear()
 
     # -- time ---------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        if now - self._last_beat >= self.heartbeat_s:
-            self._last_beat = now
-            for routing in self.workers:
-                self.outputs.append(Out(WORKER, routing, P.control(P.HEARTBEAT, "broker")))
-        deadline = self.heartbeat_s * self.liveness
-        for worker in [w for w in self.workers.values() if now - w.last_seen > deadline]:
+        for worker in self.pool.beat(now):
             self._worker_lost(worker, f"silent for {now - worker.last_seen:.1f} s")
         self._dispatch()
 
@@ -416,49 +239,27 @@ class DispatchCore:
             self._dispatch()
 
     def shutdown_workers(self, reason: str) -> None:
-        for routing in self.workers:
-            self.outputs.append(Out(WORKER, routing, P.control(P.SHUTDOWN, "broker", reason=reason)))
+        self.pool.shutdown(reason)
 
     # -- dispatching --------------------------------------------------------------------------
-
-    def _next_worker(self) -> WorkerState | None:
-        best = None
-        for worker in self.workers.values():
-            if worker.credit <= 0:
-                continue
-            if best is None or (len(worker.in_flight), -worker.credit) < (len(best.in_flight), -best.credit):
-                best = worker
-        return best
-
-    def _next_frame(self) -> Pending | None:
-        for _ in range(len(self._rr)):
-            sid = self._rr[0]
-            self._rr.rotate(-1)
-            state = self.sources[sid]
-            if state.queue:
-                return state.queue.popleft()
-        return None
 
     def _dispatch(self) -> None:
         sent: list[tuple[WorkerState, Pending]] = []
         while self.downstream_ready:
-            worker = self._next_worker()
+            worker = self.pool.next_worker()
             if worker is None:
                 break
-            pending = self._next_frame()
+            pending = self.admission.next_frame()
             if pending is None:
                 break
             state = self.sources[pending.source]
             pending.attempts += 1
-            pending.worker = worker.id
-            pending.tried.add(worker.id)
-            worker.credit -= 1
-            worker.in_flight[(pending.source, pending.seq)] = pending
+            self.pool.assign(worker, pending)
             state.in_flight += 1
             sent.append((worker, pending))
-            self._grant(state)
+            self.admission.grant(state)
         now = time.time()
-        queued = self.queued()
+        queued = self.admission.queued()
         last = {worker.id: i for i, (worker, _) in enumerate(sent)}
         for i, (worker, pending) in enumerate(sent):
             pending.frame.stamps["dispatch"] = now  # the last dispatch counts, if it is sent again
@@ -466,8 +267,8 @@ class DispatchCore:
             header["attempts"] = pending.attempts
             # "more": frames still waiting here after this burst; 0 tells the worker not to wait for a fuller batch
             header["more"] = queued if last[worker.id] == i else queued + 1
-            self.outputs.append(Out(WORKER, worker.id, P.reencode(pending.frame, header)))
-        self._grant_live()
+            self.ledger.send(WORKER, worker.id, P.reencode(pending.frame, header))
+        self.admission.grant_live()
 
 
 def error_result(pending: Pending, error: str) -> list[Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.stream import protocol as P
-from pipeline.stream.broker import DOWNSTREAM, SOURCE, WORKER, DispatchCore
+from pipeline.stream.broker import DispatchCore
+from pipeline.stream.broker_ledger import DOWNSTREAM, SOURCE, WORKER
 from pipeline.stream.detector_stage import DetectorCore
 
 

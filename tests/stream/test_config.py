@@ -105,7 +105,8 @@ def _summary_after(tmp_path: Path, summary: dict | None, killed: bool, rows: lis
     import json
     import subprocess
 
-    from pipeline.stream.supervisor import Child, Supervisor
+    from pipeline.stream.stage_processes import Child
+    from pipeline.stream.supervisor import Supervisor
 
     out = tmp_path / "out"
     out.mkdir()
@@ -118,9 +119,9 @@ def _summary_after(tmp_path: Path, summary: dict | None, killed: bool, rows: lis
     supervisor = Supervisor(graph)
     proc = subprocess.Popen(["true"])
     proc.wait()
-    supervisor.children["sink:out"] = Child("sink:out", proc, exit_code=-9)
+    supervisor.stages.children["sink:out"] = Child("sink:out", proc, exit_code=-9)
     if killed:
-        supervisor.killed["sink:out"] = {"why": "test", "held": 0}
+        supervisor.stages.killed["sink:out"] = {"why": "test", "held": 0}
     [annotated] = supervisor.annotate_summaries()
     assert json.loads((out / "summary.json").read_text()) == annotated
     return annotated
