@@ -32,6 +32,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid over `base`, nested mappings merged key by key (a config file, then the flags given)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     """The mapping under `name` (empty when absent); anything else there is an error naming it."""
     value = data.get(name)

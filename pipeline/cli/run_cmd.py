@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli.detector_flags import detector_notes
-from pipeline.cli.settings_args import SettingsHelpFormatter, add_setting
+from pipeline.cli.settings_args import SettingsFlags, SettingsHelpFormatter, add_setting
 from pipeline.config_files import defaults_yaml, read_yaml
 from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
@@ -22,35 +22,38 @@ GRAPH = "pipeline.stream.config"  # read when help is printed: importing it load
 
 
 def add_graph_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags for the common case, shared by `ghostbox run` and `ghostbox bench stream`.
-
-    Defaults shown in the help are the graph config's (`SettingsHelpFormatter` on the parser).
-    """
+    """The flags for the common case. Each is written once, with where its value goes in the graph config;
+    defaults shown in the help are the graph config's (`SettingsHelpFormatter` on the parser)."""
+    flags = SettingsFlags("graph_flags")
+    flags.attach(parser)
     group = parser.add_argument_group("graph (flags win over the config file)")
     group.add_argument("--source", "-s", action="append", metavar="URI",
                        help="video, image, folder, glob, webcam index, rtsp/http URL or synth[:k=v,...]; repeatable")
-    group.add_argument("--model", "-m", help=".pt/.onnx model (default: the bundled street-world model)")
-    add_setting(group, "--filter", model=f"{GRAPH}:FilterConfig", field="path", dest="filter_path", metavar="FILE",
-                help="fitted filter file (default: none, boxes pass through)")
-    add_setting(group, "--workers", "-w", model=f"{GRAPH}:WorkersConfig", field="count", dest="workers", type=int,
-                help="detector worker processes")
-    add_setting(group, "--mode", model=f"{GRAPH}:GraphConfig", field="mode", choices=("lossless", "live"),
-                help="lossless (files) or live (cameras)")
-    add_setting(group, "--imgsz", model=DetectorConfig, field="imgsz", help="inference size in pixels")
-    add_setting(group, "--batch", model=DetectorConfig, field="batch", help="frames per forward pass, across streams")
-    add_setting(group, "--device", model=DetectorConfig, field="device", help="auto, cpu, cuda or cuda:N")
-    add_setting(group, "--conf", model=DetectorConfig, field="conf", help="confidence threshold")
+    flags.add(group, "--model", "-m", model=DetectorConfig, field="model", path=("detector", "model"),
+              help=".pt/.onnx model (default: the bundled street-world model)")
+    flags.add(group, "--filter", model=f"{GRAPH}:FilterConfig", field="path", path=("filter", "path"),
+              dest="filter_path", metavar="FILE", help="fitted filter file (default: none, boxes pass through)")
+    flags.add(group, "--workers", "-w", model=f"{GRAPH}:WorkersConfig", field="count", path=("workers", "count"),
+              dest="workers", type=int, help="detector worker processes")
+    flags.add(group, "--mode", model=f"{GRAPH}:GraphConfig", field="mode", choices=("lossless", "live"),
+              help="lossless (files) or live (cameras)")
+    for flag, field, text in (("--imgsz", "imgsz", "inference size in pixels"),
+                              ("--batch", "batch", "frames per forward pass, across streams"),
+                              ("--device", "device", "auto, cpu, cuda or cuda:N"),
+                              ("--conf", "conf", "confidence threshold")):
+        flags.add(group, flag, model=DetectorConfig, field=field, path=("detector", field), help=text)
     add_setting(group, "--fps", model=f"{GRAPH}:SourceConfig", field="fps", type=float,
                 help="frame-rate limit of every source")
     add_setting(group, "--out", "-o", model=f"{GRAPH}:SinkConfig", field="out", metavar="OUT",
                 help="output folder of the (first) sink")
     group.add_argument("--no-video", dest="video", action="store_false", default=None, help="no annotated video")
     group.add_argument("--no-crops", dest="crops", action="store_false", default=None, help="no flagged-crop archive")
-    add_setting(group, "--metrics-port", model=f"{GRAPH}:MetricsConfig", field="port", dest="metrics_port", type=int,
-                help="serve Prometheus metrics: stage k on PORT + k")
-    group.add_argument("--tracks", action=argparse.BooleanOptionalAction, default=None,
-                       help="verdicts per track (ByteTrack in the sink) for every source, or for none; default: "
-                       "the config's `tracks.enabled`")
+    flags.add(group, "--metrics-port", model=f"{GRAPH}:MetricsConfig", field="port", path=("metrics", "port"),
+              dest="metrics_port", type=int, help="serve Prometheus metrics: stage k on PORT + k")
+    flags.add(group, "--tracks", model=f"{GRAPH}:TracksConfig", field="enabled", path=("tracks", "enabled"),
+              dest="tracks", action=argparse.BooleanOptionalAction,
+              help="verdicts per track (ByteTrack in the sink) for every source, or for none; default: the config's "
+                   "`tracks.enabled`")
     group.add_argument("--save-calibration-clip", dest="calibration_clip_frames", type=int, metavar="FRAMES",
                        help="write each source's first FRAMES frames, as captured, to OUT/calibration/ (for "
                        "`ghostbox calibrate --from FILTER --calibration-id OUT/calibration/SOURCE.avi`)")
@@ -79,12 +82,16 @@ def graph_from_args(args: argparse.Namespace) -> Any:
     data = read_yaml(args.config) if args.config else {}
     if not args.config and not args.source:
         raise GhostboxError("give a graph config or at least one --source")
-    data = with_overrides(data, sources=args.source, model=args.model, filter_path=args.filter_path,
-                          workers=args.workers, mode=args.mode, imgsz=args.imgsz, out=args.out, batch=args.batch,
-                          device=args.device, conf=args.conf, metrics_port=args.metrics_port, fps=args.fps,
-                          video=args.video, crops=args.crops,
-                          calibration_clip_frames=getattr(args, "calibration_clip_frames", None),
-                          tracks=getattr(args, "tracks", None), web=bool(getattr(args, "web", None)))
+    flags: SettingsFlags | None = getattr(args, "graph_flags", None)
+    given = flags.given(args) if flags is not None else {}
+    if (given.get("filter") or {}).get("path") == "":
+        given["filter"]["path"] = None  # --filter "": no filter, whatever the file says
+    first_sink = {key: value for key, value in (("out", getattr(args, "out", None)),
+                                                ("calibration_clip_frames", getattr(args, "calibration_clip_frames",
+                                                                                    None))) if value is not None}
+    every_sink = {key: value for key in ("video", "crops") if (value := getattr(args, key, None)) is not None}
+    data = with_overrides(data, given, sources=args.source, fps=getattr(args, "fps", None), first_sink=first_sink,
+                          every_sink=every_sink, web=bool(getattr(args, "web", None)))
     where = f"config '{args.config}'" if args.config else "command line"
     return graph_from_dict(data, where)
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config_files import first_error
+from pipeline.config_files import first_error, merged
 from pipeline.errors import GhostboxError
 
 M = TypeVar("M", bound=BaseModel)
@@ -155,9 +155,9 @@ class SettingsFlags:
               config: str | None = None, section: str | None = None,
               extra: dict[str, Any] | None = None) -> M:
         """`model` from the config file's section, the given flags over it, and `extra` over both."""
-        data = _merged(file_data or {}, self.given(args))
+        data = merged(file_data or {}, self.given(args))
         if extra:
-            data = _merged(data, extra)
+            data = merged(data, extra)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -193,12 +193,3 @@ def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
         data = data.setdefault(key, {})
     data[path[-1]] = value
 
-
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.bundled import default_model
-from pipeline.config_files import read_yaml, validate
+from pipeline.config_files import merged, read_yaml, validate
 from pipeline.detect.config import DetectorConfig
 from pipeline.errors import GhostboxError
 from pipeline.filter import track_verdicts
@@ -507,15 +507,14 @@ def source_id_for(uri: str, taken: set[str]) -> str:
     return name
 
 
-def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, model: str | None = None,
-                   filter_path: str | None = None, workers: int | None = None, mode: str | None = None,
-                   imgsz: int | None = None, out: str | None = None, batch: int | None = None,
-                   device: str | None = None, conf: float | None = None, metrics_port: int | None = None,
-                   fps: float | None = None, video: bool | None = None, crops: bool | None = None,
-                   calibration_clip_frames: int | None = None, tracks: bool | None = None,
-                   web: bool = False) -> dict[str, Any]:
-    """A config mapping with `ghostbox run` flags applied (flags win over the file)."""
-    data = json.loads(json.dumps(data))  # a deep copy of plain YAML data
+def with_overrides(data: dict[str, Any], given: dict[str, Any], *, sources: list[str] | None = None,
+                   fps: float | None = None, first_sink: dict[str, Any] | None = None,
+                   every_sink: dict[str, Any] | None = None, web: bool = False) -> dict[str, Any]:
+    """A config mapping with `ghostbox run` flags applied (flags win over the file): `given`, a mapping of
+    settings by their place in the graph (`SettingsFlags.given`), merged over the file; the flags that
+    speak for list entries: `sources` (replacing the file's), `fps` (every source), `first_sink` and
+    `every_sink` (sink settings); `web`: the live feed on."""
+    data = merged(json.loads(json.dumps(data)), given)  # a deep copy of plain YAML data, flags over it
     if sources:
         taken: set[str] = set()
         data["sources"] = [{"id": source_id_for(uri, taken), "uri": uri} for uri in sources]
@@ -523,34 +522,15 @@ def with_overrides(data: dict[str, Any], *, sources: list[str] | None = None, mo
         for source in data.get("sources", []):
             if isinstance(source, dict):
                 source["fps"] = fps
-    detector = data.setdefault("detector", {}) or {}
-    data["detector"] = detector
-    for key, value in (("model", model), ("imgsz", imgsz), ("batch", batch), ("device", device), ("conf", conf)):
-        if value is not None:
-            detector[key] = value
-    detector.setdefault("model", "")
-    if filter_path is not None:
-        data.setdefault("filter", {})["path"] = filter_path or None
-    if workers is not None:
-        data.setdefault("workers", {})["count"] = workers
-    if mode is not None:
-        data["mode"] = mode
-    if metrics_port is not None:
-        data.setdefault("metrics", {})["port"] = metrics_port
-    if tracks is not None:
-        data.setdefault("tracks", {})["enabled"] = tracks
+    data["detector"] = data.get("detector") or {}
+    data["detector"].setdefault("model", "")
     if web:
         data.setdefault("web", {})["feed"] = True
-    if out is not None or video is not None or crops is not None or calibration_clip_frames is not None:
+    if first_sink or every_sink:
         sinks = data.get("sinks") or [{}]
         data["sinks"] = sinks
-        if out is not None:
-            sinks[0]["out"] = out
-        if calibration_clip_frames is not None:
-            sinks[0]["calibration_clip_frames"] = calibration_clip_frames
+        sinks[0].update(first_sink or {})
         for sink in sinks:
-            if video is not None:
-                sink["video"] = video
-            if crops is not None:
-                sink["crops"] = crops
+            sink.update(every_sink or {})
     return data
+

@@ -24,9 +24,17 @@ def test_documented_example_validates_and_resolves(tmp_path: Path) -> None:
 
 
 def test_flags_override_the_file() -> None:
-    data = with_overrides({"mode": "lossless", "sources": [{"id": "x", "uri": "a.mp4"}]},
-                          sources=["cam.mp4", "cam.mp4", "0", "rtsp://h/s", "synth:seed=1"], workers=3, mode="live",
-                          model="m.pt", imgsz=640, out="o", filter_path="f.filter.safetensors", metrics_port=9100)
+    from pipeline.cli.main import _parser
+    from pipeline.cli.run_cmd import graph_from_args
+
+    argv = ["run", "--workers", "3", "--mode", "live", "--model", "m.pt", "--imgsz", "640", "--out", "o", "--filter",
+            "f.filter.safetensors", "--metrics-port", "9100"]
+    for uri in ["cam.mp4", "cam.mp4", "0", "rtsp://h/s", "synth:seed=1"]:
+        argv += ["--source", uri]
+    args = _parser().parse_args(argv)
+    data = with_overrides({"mode": "lossless", "sources": [{"id": "x", "uri": "a.mp4"}]}, args.graph_flags.given(args),
+                          sources=args.source, first_sink={"out": args.out})
+    assert graph_from_args(args) == graph_from_dict(data, "command line")
     graph = graph_from_dict(data, "command line")
     assert [s.id for s in graph.sources] == ["cam", "cam_2", "webcam0", "rtsp0", "synth"]
     assert [s.resolved_kind for s in graph.sources] == ["file", "file", "webcam", "stream", "synth"]
