@@ -38,8 +38,10 @@ import numpy as np
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 from pipeline.filter.drift import decile_edges
+from pipeline.filter.ood_metrics import TARGET_TPR
 from pipeline.filter.scorer import Scorer
 
+MIN_BIN_BOXES = 20  # boxes a confidence bin needs before it has a threshold of its own
 CONF_EDGES = (0.4, 0.6, 0.8)  # inner edges of the confidence bins
 HELD_OUT_FOLDS = 5
 Shape = Literal["overall", "per-bin"]
@@ -220,7 +222,7 @@ def _thresholds(scores: np.ndarray, class_id: np.ndarray, confidence: np.ndarray
     return float(global_threshold), per_class, per_bin, counts
 
 
-def calibrate(scorer: Scorer, boxes: Detections, tpr: float = 0.95, min_boxes: int = 20,
+def calibrate(scorer: Scorer, boxes: Detections, tpr: float = TARGET_TPR, min_boxes: int = MIN_BIN_BOXES,
               class_names: Sequence[str] = (), conf_edges: Sequence[float] = CONF_EDGES,
               groups: np.ndarray | None = None, group_kind: str = "boxes", seed: int = 0,
               fallback: Calibration | None = None, shape: Shape = THRESHOLD_SHAPE) -> Calibration:
@@ -326,7 +328,7 @@ def held_out_check(n: int, flagged_in: Callable[[np.ndarray, np.ndarray], int], 
             "holds": bool(low <= nominal <= high)}
 
 
-def offset_calibration(scorer: Scorer, boxes: Detections, reference: Calibration, tpr: float = 0.95,
+def offset_calibration(scorer: Scorer, boxes: Detections, reference: Calibration, tpr: float = TARGET_TPR,
                        class_names: Sequence[str] = (), groups: np.ndarray | None = None,
                        group_kind: str = "time blocks", seed: int = 0, units: np.ndarray | None = None) -> Calibration:
     """The reference's thresholds moved by one offset, so that `tpr` of these boxes are kept.

@@ -21,12 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.calibrate import THRESHOLD_SHAPE, Shape
+from pipeline.filter.calibrate import MIN_BIN_BOXES, THRESHOLD_SHAPE, Shape
 from pipeline.filter.filter_file import load_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
+from pipeline.filter.ood_metrics import TARGET_TPR
 from pipeline.filter.outlier_collection import collect_outlier_boxes
 from pipeline.filter.registry import create, names
+from pipeline.filter.splits import CALIBRATION_FRACTION
 from pipeline.sinks.review_file import (
     GALLERY_INDEX,
     REVIEW_FILE,
@@ -81,9 +83,10 @@ class FitRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
     outliers: list[str] = Field(default_factory=list, description="outlier data, for scores that learn from it")
     outlier_conf: float | None = Field(None, description="confidence of outlier detections (None: the detector's)")
-    tpr: float = Field(0.95, description="ID true-positive rate the thresholds keep")
-    min_boxes: int = Field(20, description="boxes a confidence bin needs before it has a threshold of its own")
-    calibration_fraction: float = Field(0.3, description="ID boxes held out for the thresholds")
+    tpr: float = Field(TARGET_TPR, description="ID true-positive rate the thresholds keep")
+    min_boxes: int = Field(MIN_BIN_BOXES, description="boxes a confidence bin needs before it has a threshold of "
+                           "its own")
+    calibration_fraction: float = Field(CALIBRATION_FRACTION, description="ID boxes held out for the thresholds")
     seed: int = Field(0, description="seed of the held-out split")
     policy: Literal["flag", "drop"] = Field("flag", description="what the filter does with a hallucination")
     thresholds: Shape = Field(THRESHOLD_SHAPE, description="one overall threshold, or one per class and "

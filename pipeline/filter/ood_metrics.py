@@ -21,6 +21,8 @@ import numpy as np
 
 from pipeline.errors import GhostboxError
 
+TARGET_TPR = 0.95  # ID boxes kept: M-Hood's operating point, and the TPR of FPR95
+
 
 def _scores(values: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -31,7 +33,7 @@ def _scores(values: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def keep_threshold(id_scores: np.ndarray, tpr: float = 0.95) -> float:
+def keep_threshold(id_scores: np.ndarray, tpr: float = TARGET_TPR) -> float:
     """The largest threshold t that keeps (score >= t) at least a fraction `tpr` of the ID scores."""
     if not 0.0 < tpr <= 1.0:
         raise GhostboxError(f"tpr must be in (0, 1], got {tpr}")
@@ -41,7 +43,7 @@ def keep_threshold(id_scores: np.ndarray, tpr: float = 0.95) -> float:
     return float(np.partition(s, len(s) - keep)[len(s) - keep])
 
 
-def fpr_at_tpr(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
+def fpr_at_tpr(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = TARGET_TPR) -> float:
     """Fraction of OOD scores >= the threshold that keeps `tpr` of the ID scores (ID positive)."""
     threshold = keep_threshold(id_scores, tpr)
     return float(np.mean(_scores(ood_scores, "ood_scores") >= threshold))

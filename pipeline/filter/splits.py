@@ -20,6 +20,7 @@ from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
 
 TIME_BLOCKS = 10  # blocks a video is cut into; ~30% of them calibrate
+CALIBRATION_FRACTION = 0.3  # of the ID boxes (whole groups), held out to set the thresholds
 
 
 def time_blocks(frames: np.ndarray, blocks: int = TIME_BLOCKS) -> np.ndarray:
@@ -32,7 +33,7 @@ def time_blocks(frames: np.ndarray, blocks: int = TIME_BLOCKS) -> np.ndarray:
     return np.minimum((frames - lo) * blocks // (hi - lo), blocks - 1)
 
 
-def group_split(groups: np.ndarray, calibration_fraction: float = 0.3,
+def group_split(groups: np.ndarray, calibration_fraction: float = CALIBRATION_FRACTION,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit mask, calibration mask): a seeded choice of whole groups, about the given fraction of them."""
     if not 0.0 < calibration_fraction < 1.0:
@@ -59,14 +60,14 @@ class CalibrationBoxes:
     description: str = ""
 
 
-def split_fit_calibration(boxes: Detections, calibration_fraction: float = 0.3, seed: int = 0,
+def split_fit_calibration(boxes: Detections, calibration_fraction: float = CALIBRATION_FRACTION, seed: int = 0,
                           groups: np.ndarray | None = None) -> tuple[Detections, Detections]:
     """(fit, calibration) boxes (`split_mask`)."""
     fit = split_mask(boxes, calibration_fraction, seed, groups)
     return boxes[fit], boxes[~fit]
 
 
-def split_mask(boxes: Detections, calibration_fraction: float = 0.3, seed: int = 0,
+def split_mask(boxes: Detections, calibration_fraction: float = CALIBRATION_FRACTION, seed: int = 0,
                groups: np.ndarray | None = None) -> np.ndarray:
     """Fit mask; with `groups` whole groups go to one side, else a seeded per-class box split.
 
