@@ -5,8 +5,9 @@
     dets = filt.apply(dets)    # adds score, threshold, hallucination per box
 
 A box is a hallucination when its score (higher = more ID) is below the threshold of its
-predicted class. Policy "flag" keeps every box and marks it; "drop" returns only the boxes
-that pass.
+predicted class. The filter only scores and flags: `apply` returns every box, marked. Its
+`policy` ("flag" or "drop") is a setting stored in the filter file for the outputs, which
+leave flagged boxes out under "drop" (`pipeline.sinks.policy`, the one place boxes are dropped).
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ class HallucinationFilter:
         return scores, thresholds, scores < thresholds
 
     def apply(self, dets: Detections) -> Detections:
-        """Add `score`, `threshold`, `hallucination` per box; policy "drop" keeps only the passing boxes."""
+        """Every box with `score`, `threshold` and `hallucination` added (whatever the policy: the outputs drop)."""
         self._check_detections(dets)
         if len(dets) == 0:
             return dets.with_data(score=np.zeros(0, np.float32), threshold=np.zeros(0, np.float32),
@@ -254,6 +255,5 @@ class HallucinationFilter:
         if bad.any():
             raise GhostboxError(f"detections: class_id {int(dets.class_id[bad][0])} outside 0..{self.num_classes - 1}")
         scores, thresholds, flags = self.judge(dets)
-        out = dets.with_data(score=scores.astype(np.float32), threshold=thresholds.astype(np.float32),
-                             hallucination=flags)
-        return out[~flags] if self.policy == "drop" else out
+        return dets.with_data(score=scores.astype(np.float32), threshold=thresholds.astype(np.float32),
+                              hallucination=flags)

@@ -1,6 +1,9 @@
-"""Per-frame JSON lines (schema in docs/detect.md, "detections.jsonl"), written as whole lines only.
+"""Per-frame JSON lines (schema in docs/detect.md, "detections.jsonl"): the row, and whole lines only.
 
-`LineFile` is the one way JSONL gets written (`ghostbox detect` and the stream sinks): lines
+`frame_row` builds a frame's row, for `ghostbox detect` and the stream sinks alike (through
+`pipeline.sinks.detections_file.DetectionsFile`).
+
+`LineFile` is the one way JSONL gets written (detections.jsonl and the crop indexes): lines
 are batched in memory and written with `os.write` on an unbuffered descriptor, so the file
 never ends inside a line. A failed write (a full disk, a quota, an I/O error) is cut back to
 the end of the last line written whole, and the lines of that batch are counted as lost
@@ -15,13 +18,32 @@ import logging
 import os
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from pipeline.detections import Detections
 from pipeline.sinks.free_space import free_space_note
+from pipeline.sinks.output import FrameRecord
+from pipeline.sinks.policy import shown
 
 log = logging.getLogger(__name__)
+
+
+def frame_row(frame: FrameRecord, policy: str | None, count_dropped: bool = False) -> str:
+    """A frame's line: the record of the boxes `policy` shows (source, frame, width, height, boxes), then
+    what names the frame in a stream (`stream`, `seq`), the boxes the policy left out (`dropped_boxes`,
+    when `count_dropped`: a stream sink's rows), the frame's `error`, and a stream's per-stage
+    timestamps `t` with `latency_ms`, capture to `sink_out`."""
+    boxes, left_out = shown(frame.dets, frame.flagged, policy)
+    record = boxes.to_record()
+    record.update(frame.ident)
+    if count_dropped and policy == "drop":
+        record["dropped_boxes"] = left_out
+    if frame.error:
+        record["error"] = frame.error
+    if frame.stamps is not None:
+        t_out = frame.stamps.get("sink_out", time.time())
+        record["t"] = {k: round(v, 6) for k, v in frame.stamps.items()}
+        record["latency_ms"] = round((t_out - frame.stamps.get("capture", t_out)) * 1000, 3)
+    return json.dumps(record, separators=(",", ":"))
 
 
 class LineFile:
@@ -109,6 +131,20 @@ class LineFile:
     def closed(self) -> bool:
         return self._fd is None
 
+    def figures(self, out: Path) -> dict[str, Any]:
+        """Lines written and lost (summary.json `writes`), the file named relative to the run folder `out`."""
+        return {"file": str(self.path.relative_to(out)), "written": self.written, "lost": self.lost,
+                **({"error": self.error} if self.error else {})}
+
+    def problem(self, name: str, what: str) -> list[str]:
+        """The summary line for lines lost (naming how many per key) or a failed close; [] when neither."""
+        if not (self.lost or self.error):
+            return []
+        if not self.lost:
+            return [f"{name}: {self.reason}"]
+        by_key = ", ".join(f"{key} {n}" for key, n in self.lost_by.items())
+        return [f"{name}: {self.lost} {what} not written ({by_key}; {self.reason or 'write failed'})"]
+
     # -- internals ------------------------------------------------------------------------------
 
     def _roll_back(self, fd: int) -> None:
@@ -149,43 +185,3 @@ class LineFile:
             os.ftruncate(fd, pos)
             os.lseek(fd, pos, os.SEEK_SET)
             self._good = pos
-
-
-class JsonlWriter:
-    """One JSON object per frame (`ghostbox detect`); whole lines only.
-
-    After `close()`: `written` lines are in the file, `lost` were not (a failed write,
-    counted, the file cut back to whole lines), `error` names the file and the first failure.
-    """
-
-    def __init__(self, path: str | Path, flush_every: int = 50) -> None:
-        self.path = Path(path)
-        self._file = LineFile(self.path, max_lines=flush_every)
-        self.lines = 0  # lines handed to the writer
-
-    def write(self, detections: Detections, **extra: Any) -> None:
-        record = detections.to_record()
-        record.update(extra)
-        self._file.add(json.dumps(record, separators=(",", ":")))
-        self.lines += 1
-
-    @property
-    def written(self) -> int:
-        return self._file.written
-
-    @property
-    def lost(self) -> int:
-        return self._file.lost
-
-    @property
-    def error(self) -> str | None:
-        return self._file.error
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> JsonlWriter:
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.close()

@@ -1,10 +1,12 @@
 """What a sink shows the live web view: each source's newest annotated frame (a few a second) and
 the counters, as small msgpack messages.
 
-The sink hands them to a ZeroMQ PUB socket that drops a message rather than wait when nobody
-takes it (a closed or slow browser must never slow the pipeline), so a message here is a
-snapshot, never something that must arrive. `decode` is how the web view reads one back: it
-checks every field, since the feed is a socket like any other.
+`LiveFeed` is one of a stream sink's outputs (`pipeline.sinks.output.Output`): it takes every
+frame and sends a source's newest one when it is due. The sink hands the messages to a ZeroMQ
+PUB socket that drops a message rather than wait when nobody takes it (a closed or slow browser
+must never slow the pipeline), so a message here is a snapshot, never something that must arrive.
+`decode` is how the web view reads one back: it checks every field, since the feed is a socket
+like any other.
 
     {"kind": "frame", "source": str, "seq": int, "t": float, "jpeg": bytes}
     {"kind": "stats", "t": float, "sources": {source: {"frames": int, "boxes": int, "kept": int,
@@ -21,6 +23,8 @@ import cv2
 import msgpack
 import numpy as np
 
+from pipeline.sinks.output import FrameRecord, Output
+
 MAX_MESSAGE_BYTES = 8 << 20  # a 1080p JPEG is well under this
 # the defaults, here and in the graph config's `web` section
 FPS, MAX_WIDTH, QUALITY = 4.0, 960, 75
@@ -28,12 +32,14 @@ STAT_KEYS = ("frames", "boxes", "kept", "flagged", "dropped", "latency_p50_ms", 
              "flagged_tracks", "flag_rate_drift", "psi", "drift_alarm")
 
 
-class LiveFeed:
-    """Decides what the web view gets and hands it to `send` (which returns False when it dropped it)."""
+class LiveFeed(Output):
+    """Decides what the web view gets and hands it to `send` (which returns False when it dropped it).
+    As an output: a source's newest frame, annotated with the boxes `policy` shows, at most `fps` a second."""
 
     def __init__(self, send: Callable[[bytes], bool], fps: float = FPS, max_width: int = MAX_WIDTH,
-                 quality: int = QUALITY) -> None:
+                 quality: int = QUALITY, policy: str | None = None) -> None:
         self.send = send
+        self.policy = policy
         self.period = 1.0 / fps if fps > 0 else 0.0
         self.max_width, self.quality = int(max_width), int(quality)
         self._last: dict[str, float] = {}
@@ -43,6 +49,12 @@ class LiveFeed:
     def frame_due(self, source: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         return now - self._last.get(source, -1e9) >= self.period
+
+    def write(self, frame: FrameRecord) -> None:
+        if self.frame_due(frame.source):
+            annotated = frame.annotated(self.policy)
+            if annotated is not None:
+                self.frame(frame.source, frame.seq, annotated)
 
     def frame(self, source: str, seq: int, annotated: np.ndarray, now: float | None = None) -> None:
         self._last[source] = time.monotonic() if now is None else now

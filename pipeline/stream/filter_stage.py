@@ -1,10 +1,11 @@
 """The OOD filter stage: scores every box and marks hallucinations, between broker and sinks.
 
 Pure core: `FilterCore.process(dets) -> dets` (with no filter configured, detections pass
-through unchanged). The core always marks (`score`, `threshold`, `hallucination` per box);
-a filter with policy "drop" is honoured by the sinks, which leave flagged boxes out of the
-JSONL and the video but still archive their crops (the fine-tuning data); the policy goes
-downstream in the header.
+through unchanged). The filter only marks (`score`, `threshold`, `hallucination` per box);
+a filter with policy "drop" is honoured by the sinks' outputs (`pipeline.sinks.policy`),
+which leave flagged boxes out of the JSONL and the video but still archive their crops (the
+fine-tuning data). The sinks take the policy from the filter file; the header's copy is for
+whoever reads the messages.
 
 Shell: `FilterStage`
     input   PULL from the broker (the broker binds by default; `endpoints.filter.binder:
@@ -41,8 +42,6 @@ class FilterCore:
     def __init__(self, hallucination_filter: Any | None) -> None:
         self.filter = hallucination_filter
         self.policy = getattr(hallucination_filter, "policy", None)
-        if hallucination_filter is not None:
-            hallucination_filter.policy = "flag"  # keep every box here; sinks apply "drop"
         self._checked: set[str] = set()
         deciles = list(hallucination_filter.thresholds.margin_deciles) if hallucination_filter is not None else None
         self.drift = DriftMonitor(deciles)

@@ -39,15 +39,15 @@ def test_flag_policy_marks_boxes_below_their_class_threshold():
     assert {"score", "threshold", "hallucination"} <= set(record["boxes"][0])
 
 
-def test_drop_policy_returns_only_kept_boxes():
+def test_a_drop_filter_still_returns_every_box_flagged():
+    """The filter only scores and flags; dropping is the outputs' (pipeline/sinks/policy.py)."""
     dets = _mixed()
     flagged = _filter("flag").apply(dets)
-    kept = _filter("drop").apply(dets)
-    keep = ~flagged.data["hallucination"]
-    assert len(kept) == keep.sum()
-    np.testing.assert_array_equal(kept.xyxy, dets.xyxy[keep])
-    assert not kept.data["hallucination"].any()
-    assert (kept.source, kept.frame) == (dets.source, dets.frame)
+    under_drop = _filter("drop").apply(dets)
+    assert len(under_drop) == len(dets) and flagged.data["hallucination"].any()
+    np.testing.assert_array_equal(under_drop.xyxy, dets.xyxy)
+    np.testing.assert_array_equal(under_drop.data["hallucination"], flagged.data["hallucination"])
+    assert (under_drop.source, under_drop.frame) == (dets.source, dets.frame)
 
 
 def test_empty_frame_passes_through_with_empty_fields():

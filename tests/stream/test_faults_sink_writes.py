@@ -21,7 +21,10 @@ import numpy as np
 import pytest
 
 from pipeline.detections import Detections
-from pipeline.sinks.jsonl import JsonlWriter, LineFile
+from pipeline.sinks.detections_file import DetectionsFile
+from pipeline.sinks.jsonl import LineFile
+from pipeline.sinks.output import FrameRecord
+from pipeline.sinks.video_output import VideoOutput
 from pipeline.stream import protocol as P
 from pipeline.stream.config import GraphConfig, SinkConfig, resolve
 from pipeline.stream.sink_stage import Delivered, SinkCore, SinkStage
@@ -93,12 +96,12 @@ def _finish(core: SinkCore, frames: int, source: str = "cam") -> dict:
 
 # -- a full disk --------------------------------------------------------------------------------------
 
-def test_video_on_a_full_filesystem_is_an_error_and_the_run_incomplete(tmp_path, tiny_fs) -> None:
+def test_video_on_a_full_filesystem_is_an_error_and_the_run_incomplete(tmp_path, tiny_fs, monkeypatch) -> None:
     """mp4 hides the failure (every write() says True) until release: the check after it catches it."""
     out = tmp_path / "out"
     tiny_fs(out / "annotated", 192)
     core = SinkCore(SinkConfig(out=str(out), crops=False), ["cam"], "lossless")
-    core.VIDEO_MIN_FREE = 0  # no early stop: feed the dead writer, as before this check existed
+    monkeypatch.setattr(VideoOutput, "MIN_FREE", 0)  # no early stop: feed the dead writer, as before this check
     frames = 40
     for seq in range(frames):
         core.write(_delivered(seq, image=_noise()))
@@ -119,7 +122,7 @@ def test_video_stops_before_the_disk_is_full_and_stays_playable(tmp_path, tiny_f
     out = tmp_path / "out"
     tiny_fs(out / "annotated", 2048)
     core = SinkCore(SinkConfig(out=str(out), crops=False, jsonl=False), ["cam"], "lossless")
-    assert core.VIDEO_MIN_FREE == 1 << 20  # the default: stops with ~1.4 MB free here (~22 KB a frame)
+    assert VideoOutput.MIN_FREE == 1 << 20  # the default: stops with ~1.4 MB free here (~22 KB a frame)
     frames = 60
     for seq in range(frames):
         core.write(_delivered(seq, image=_noise(240, 320)))
@@ -135,12 +138,12 @@ def test_video_stops_before_the_disk_is_full_and_stays_playable(tmp_path, tiny_f
     capture.release()
 
 
-def test_calibration_clip_on_a_full_filesystem(tmp_path, tiny_fs) -> None:
+def test_calibration_clip_on_a_full_filesystem(tmp_path, tiny_fs, monkeypatch) -> None:
     out = tmp_path / "out"
     tiny_fs(out / "calibration", 128)
     core = SinkCore(SinkConfig(out=str(out), video=False, crops=False, calibration_clip_frames=30), ["cam"],
                     "lossless")
-    core.VIDEO_MIN_FREE = 0
+    monkeypatch.setattr(VideoOutput, "MIN_FREE", 0)
     for seq in range(30):
         core.write(_delivered(seq, image=_noise()))
     summary = _finish(core, 30)
@@ -154,7 +157,7 @@ def test_calibration_clip_on_a_full_filesystem(tmp_path, tiny_fs) -> None:
 def test_jsonl_on_a_full_filesystem_keeps_whole_lines_and_counts_the_rest(tmp_path, tiny_fs) -> None:
     out = tiny_fs(tmp_path / "out", 96)  # summary.json too: the 64 KB reserve leaves ~32 KB for rows
     core = SinkCore(SinkConfig(out=str(out), video=False, crops=False), ["cam", "other"], "lossless")
-    core._jsonl.flush_s = 0.0  # a write per row, so the disk fills mid-line
+    core.rows.lines.flush_s = 0.0  # a write per row, so the disk fills mid-line
     frames = 150
     for seq in range(frames):
         core.write(_delivered(seq))
@@ -178,7 +181,7 @@ def test_summary_that_cannot_be_written_is_an_error(tmp_path, tiny_fs) -> None:
     out = tiny_fs(tmp_path / "out", 16)  # too small even for the reserve
     core = SinkCore(SinkConfig(out=str(out), video=False, crops=False), ["cam"], "lossless")
     assert not (out / "summary.reserve").exists()
-    core._jsonl.flush_s = 0.0
+    core.rows.lines.flush_s = 0.0
     for seq in range(100):
         core.write(_delivered(seq))
     core.close("complete")
@@ -207,15 +210,18 @@ def test_crops_on_a_full_filesystem_get_no_index_line(tmp_path, tiny_fs) -> None
     assert any(p.startswith(f"flagged/cam: {crops['failed']} crops not written") for p in summary["problems"])
 
 
-def test_jsonl_writer_of_detect_keeps_whole_lines(tmp_path, tiny_fs) -> None:
+def test_detections_file_of_detect_keeps_whole_lines(tmp_path, tiny_fs) -> None:
     folder = tiny_fs(tmp_path / "out", 24)
     dets = _delivered(0).dets
-    with JsonlWriter(folder / "detections.jsonl", flush_every=1) as writer:
-        for i in range(200):
-            writer.write(dets, note="x" * (i % 37))
-    rows = _lines(folder / "detections.jsonl")
-    assert writer.written == len(rows) > 0 and writer.lost == 200 - len(rows) > 0
-    assert writer.error and "No space left" in writer.error and str(folder) in writer.error
+    rows = DetectionsFile(folder, max_lines=1)
+    for i in range(200):
+        named = dets.with_meta(source="x" * (i % 37))  # rows of different lengths
+        rows.write(FrameRecord.decoded(named.source, 0, named, np.zeros((2, 2, 3), np.uint8)))
+    rows.close()
+    report = rows.report([])
+    lines = _lines(folder / "detections.jsonl")
+    assert report.written == len(lines) > 0 and report.lost == 200 - len(lines) > 0
+    assert report.error and "No space left" in report.error and str(folder) in report.error
 
 
 def test_line_file_cuts_a_torn_tail_left_by_an_earlier_run(tmp_path: Path) -> None:

@@ -1,0 +1,96 @@
+"""`ghostbox detect`'s annotated output: OUT/annotated/<name>.jpg for each image and
+OUT/annotated/<name>.mp4 for each video, the boxes the policy shows drawn on every frame.
+
+Names come from the input files' stems (`safe_name`), made unique with a number (two folders may
+both hold img0.png). A video is a checked `VideoFile` like a stream sink's; an image that could not
+be written is counted and logged, as a crop is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.sinks.free_space import full_disk_note
+from pipeline.sinks.output import FrameRecord, Output, OutputReport
+from pipeline.sinks.source_names import safe_name
+from pipeline.sinks.video_file import VideoFile
+from pipeline.sources.media_files import VIDEO_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+
+class AnnotatedMedia(Output):
+    def __init__(self, folder: Path, policy: str | None = None) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.policy = policy
+        self._names: dict[str, str] = {}
+        self.videos: dict[str, VideoFile] = {}
+        self.images = 0  # images written
+        self.images_failed = 0
+        self.error = ""  # the first image that could not be written, and why
+
+    def _name(self, source: str) -> str:
+        if source not in self._names:
+            stem = safe_name(Path(source).stem, empty="frame")
+            name, n = stem, 1
+            while name in self._names.values():
+                n += 1
+                name = f"{stem}_{n}"
+            self._names[source] = name
+        return self._names[source]
+
+    def write(self, frame: FrameRecord) -> None:
+        name = self._name(frame.source)
+        image = frame.annotated(self.policy)
+        if image is None:
+            return
+        if Path(frame.source).suffix.lower() not in VIDEO_SUFFIXES:
+            self._image(self.folder / f"{name}.jpg", image)
+            return
+        video = self.videos.get(frame.source)
+        if video is None:
+            capture = cv2.VideoCapture(frame.source)
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            fps = fps if fps > 0 else 25.0  # a container without a rate (or an unreadable one) says 0 or -1
+            capture.release()
+            video = self.videos[frame.source] = VideoFile.open(
+                frame.source, f"{self.folder.name}/{name}.mp4", self.folder / f"{name}.mp4",
+                (image.shape[1], image.shape[0]), fps, "mp4v")
+        if video.writer is None:  # it failed to open, or stopped
+            video.missed += 1
+            return
+        if (image.shape[1], image.shape[0]) != video.size:
+            image = cv2.resize(image, video.size)
+        video.feed(image)
+
+    def _image(self, path: Path, image: np.ndarray) -> None:
+        try:
+            written, why = cv2.imwrite(str(path), image), "cv2.imwrite failed"
+        except (cv2.error, OSError) as exc:
+            written, why = False, str(exc).strip().splitlines()[-1][:200]
+        if written:
+            self.images += 1
+            return
+        self.images_failed += 1
+        if not self.error:
+            self.error = f"{path}: {why}{full_disk_note(self.folder)}"
+            log.error("annotated image %s", self.error)
+
+    def close(self) -> None:
+        for video in self.videos.values():
+            video.finish()
+
+    def report(self, sources: list[str]) -> OutputReport:
+        videos = self.videos.values()
+        problems = [video.problem() for video in videos if video.failed]
+        if self.images_failed:
+            problems.append(f"{self.folder.name}: {self.images_failed} images not written ({self.error})")
+        return OutputReport(written=self.images + sum(v.written for v in videos),
+                            lost=self.images_failed + sum(v.missed for v in videos), error=self.error or None,
+                            outputs={"annotated": str(self.folder)}, problems=problems,
+                            writes={"videos": {v.rel: v.report() for v in videos}} if self.videos else {})
