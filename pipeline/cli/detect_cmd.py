@@ -20,7 +20,7 @@ from pipeline.sinks.annotated_media import AnnotatedMedia
 from pipeline.sinks.detections_file import DetectionsFile
 from pipeline.sinks.out_folder import check_writable_folder
 from pipeline.sinks.output import FrameRecord, Output
-from pipeline.sources.media_files import Frame, MediaReport, count_frames, iter_frames
+from pipeline.sources.media_files import MediaReport, count_frames, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # torch loads with the detector (seconds): only when a command runs one, not for `ghostbox --help`
     from pipeline.detect.detector import Detector
+    from pipeline.detect.frame_loop import detect_frames
 
     config = detector_config(args, [args.filter] if args.filter else ())
     out = Path(args.out)
@@ -70,33 +71,21 @@ def run(args: argparse.Namespace) -> int:
     outputs: list[Output] = [rows, *([AnnotatedMedia(out / "annotated", policy)] if args.annotate else [])]
     frames_done = boxes = flagged = 0
     started = time.perf_counter()
-    pending: list[Frame] = []
-
-    def flush() -> None:
-        nonlocal frames_done, boxes, flagged
-        results = detector.detect([f.image for f in pending],
-                                  crops=hallucination_filter is not None and hallucination_filter.needs_crops)
-        for frame, dets in zip(pending, results):
-            dets = dets.with_meta(source=frame.source, frame=frame.index)
-            if hallucination_filter is not None:
-                dets = hallucination_filter.apply(dets)
-            record = FrameRecord.decoded(frame.source, frame.index, dets, frame.image)
-            flagged += int(record.flagged.sum())
-            for output in outputs:
-                output.write(record)
-            boxes += len(dets)
-            frames_done += 1
-            bar.advance(1)
-        pending.clear()
-
+    crops = hallucination_filter is not None and hallucination_filter.needs_crops
     try:
         with progress_bar("detect", total) as bar:
-            for frame in iter_frames(args.sources, report):
-                pending.append(frame)
-                if len(pending) >= config.batch:
-                    flush()
-            if pending:
-                flush()
+            for frame, dets in detect_frames(detector, iter_frames(args.sources, report), image=lambda f: f.image,
+                                             crops=crops):
+                dets = dets.with_meta(source=frame.source, frame=frame.index)
+                if hallucination_filter is not None:
+                    dets = hallucination_filter.apply(dets)
+                record = FrameRecord.decoded(frame.source, frame.index, dets, frame.image)
+                flagged += int(record.flagged.sum())
+                for output in outputs:
+                    output.write(record)
+                boxes += len(dets)
+                frames_done += 1
+                bar.advance(1)
     finally:
         for output in outputs:
             output.close()
