@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.sinks.review_file import GALLERY_INDEX
+    from pipeline.data.review_file import GALLERY_INDEX
     from pipeline.web.server import WebServer
 
     out = Path(args.out)

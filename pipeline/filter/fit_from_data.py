@@ -18,6 +18,14 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.data.review_file import (
+    GALLERY_INDEX,
+    REVIEW_FILE,
+    head_arrays,
+    reviewed_gallery_rows,
+    run_folder,
+    track_key,
+)
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
@@ -29,14 +37,6 @@ from pipeline.filter.ood_metrics import TARGET_TPR
 from pipeline.filter.outlier_collection import collect_outlier_boxes
 from pipeline.filter.registry import create, names
 from pipeline.filter.splits import CALIBRATION_FRACTION
-from pipeline.sinks.review_file import (
-    GALLERY_INDEX,
-    REVIEW_FILE,
-    head_arrays,
-    reviewed_gallery_rows,
-    run_folder,
-    track_key,
-)
 from pipeline.sources.media_files import MediaReport
 from pipeline.tracks import MIN_TRACK_FRAMES
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from pipeline.box_geometry import pixel_box
 from pipeline.data import Dataset, parse_dataset_spec
+from pipeline.data.review_file import GALLERY_INDEX, ReviewFile, track_key
 from pipeline.data.yolo import IMAGE_SUFFIXES
 from pipeline.errors import GhostboxError
 from pipeline.proxies.blend import silhouette
-from pipeline.sinks.review_file import GALLERY_INDEX, ReviewFile, track_key
 
 _LABEL_FILES = ("labels.json", "instances.json", "data.yaml")
 MIN_CROP_SIDE = 6  # smaller boxes hold too few pixels to look like anything once resized

@@ -15,9 +15,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.review_file import read_lines
 from pipeline.errors import GhostboxError
 from pipeline.json_files import write_json
-from pipeline.sinks.review_file import read_lines
 from pipeline.stream.config import GraphConfig, SinkConfig
 from pipeline.stream.stage_processes import StageProcesses
 

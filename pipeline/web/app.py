@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.data.review_file import ANSWERS
 from pipeline.errors import GhostboxError
-from pipeline.sinks.review_file import ANSWERS
 from pipeline.web.events import EventHub, Reset
 from pipeline.web.state import Gallery, LiveState
 

@@ -13,8 +13,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import GhostboxError
-from pipeline.sinks.review_file import (
+from pipeline.data.review_file import (
     GALLERY_INDEX,
     GalleryTrack,
     ReviewFile,
@@ -22,6 +21,7 @@ from pipeline.sinks.review_file import (
     read_lines,
     track_key,
 )
+from pipeline.errors import GhostboxError
 
 HISTORY = 300  # flag-rate points per source (one a second: five minutes)
 MAX_TRACKS = 2000

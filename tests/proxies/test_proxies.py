@@ -618,8 +618,8 @@ def test_a_reviewed_run_gives_confirmed_hallucinations_and_leaves_out_real_objec
         tmp_path: Path, id_spec: str, world: Path, flagged: Path) -> None:
     """`--flagged RUN` with OUT/review.jsonl: crops of a flagged track a person called real are left
     out; a kept track called a hallucination joins with its crops from OUT/tracks/."""
+    from pipeline.data.review_file import ReviewFile
     from pipeline.proxies.outlier_sources import load_flagged
-    from pipeline.sinks.review_file import ReviewFile
     from pipeline.web.state import Gallery
 
     run = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""A run's review: what a person said of its tracks on the review page, and the tracks' gallery.
+"""A run's review, a file format: what a person said of its tracks on the review page, and the gallery.
 
     OUT/tracks/index.jsonl   written by the sink (`CropArchive(out, "tracks", head=True)`): one
                              line per gallery crop: file, stream, seq, track_id, label, cls,
