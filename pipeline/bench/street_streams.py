@@ -127,6 +127,7 @@ def _load(path: Path, seed: int, key: dict[str, Any]) -> Street | None:
 def street_stream(detector: Any, seed: int, frames: int, cache: Path | None,
                   advance: Callable[[int], None] = lambda n: None) -> Street:
     """The stream of world `seed`, detected and judged; read from `cache` when it holds this one."""
+    from pipeline.detect.frame_loop import detect_frames
     from pipeline.synth import WorldConfig, render_stream_frame
 
     key = _key(detector, frames)
@@ -140,17 +141,13 @@ def street_stream(detector: Any, seed: int, frames: int, cache: Path | None,
     world = WorldConfig(seed=seed, stream_frames=frames)
     dets: list[Detections] = []
     labels, kinds, objs = [], [], []
-    batch = max(1, int(detector.config.batch))
-    for start in range(0, frames, batch):
-        rendered = [render_stream_frame(world, i) for i in range(start, min(frames, start + batch))]
-        found_batch = detector.detect([image for image, _ in rendered])
-        for offset, ((_, truth), d) in enumerate(zip(rendered, found_batch)):
-            lab, kind, obj = judge_boxes(d.xyxy, truth)
-            dets.append(d.with_meta(frame=start + offset))
-            labels.append(lab)
-            kinds.append(kind)
-            objs.append(obj)
-        advance(len(rendered))
+    rendered = ((i, *render_stream_frame(world, i)) for i in range(frames))
+    for (index, _, truth), d in detect_frames(detector, rendered, image=lambda frame: frame[1], advance=advance):
+        lab, kind, obj = judge_boxes(d.xyxy, truth)
+        dets.append(d.with_meta(frame=index))
+        labels.append(lab)
+        kinds.append(kind)
+        objs.append(obj)
     street = Street(seed, dets, labels, kinds, objs, seconds=time.perf_counter() - started)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
