@@ -96,7 +96,9 @@ def backbone_taps(model: nn.Module) -> list[tuple[int, int]]:
     sizes: dict[int, tuple[int, int]] = {}  # layer -> (width, channels)
     hooks = [layers[i].register_forward_hook(lambda m, a, out, i=i: sizes.__setitem__(i, tuple(out.shape[-3::2])[::-1]))
              for i in range(n_backbone)]
-    side = 64 * int(max(head.stride.tolist()))
+    # the smallest input whose maps still tell each stride apart (a width of 4 at the coarsest): only the
+    # shapes are read, and a forward pass costs seconds on a CPU at large sizes
+    side = 4 * int(max(head.stride.tolist()))
     param = next(model.parameters())
     try:
         with torch.inference_mode():

@@ -171,17 +171,16 @@ class Supervisor:
             (self.run_dir / ORPHAN_REMOVES).touch(mode=0o600)
         names = self.graph.stage_names()
         children = self.stages.children
-        workers = [n for n in names if n.startswith("worker:")]
-        for name in workers:
-            self.stages.start(name)
-        if not self._wait_ready(workers[0]):
-            return
+        # Everything but the sources starts at once: the workers' model loading (seconds) overlaps the other
+        # stages' start. Preflight already held the filter against the model, so nothing waits on that.
         for name in names:
-            if name not in children and not name.startswith("source:"):
+            if not name.startswith("source:"):
                 self.stages.start(name)
-        # a sink that loads its tracker takes seconds: frames sent meanwhile would wait, and count it as latency
-        for name in names:
-            if name.startswith("sink:") and not self._wait_ready(name):
+        # Sources wait for a worker with its model and for the sinks' outputs and trackers: frames sent before
+        # would wait in the broker and count that wait as latency.
+        workers = [n for n in names if n.startswith("worker:")]
+        for name in [workers[0], *(n for n in names if n.startswith("sink:"))]:
+            if not self._wait_ready(name):
                 return
         for name in names:
             if name not in children:
