@@ -141,10 +141,59 @@ def _street_md(r: dict[str, Any]) -> list[str]:
             f"{r['eval_s']:.0f} s by: `{r['eval_command']}`", "", *body, ""]
 
 
+def _gpu_md(r: dict[str, Any]) -> list[str]:
+    # the table itself comes from the bench module, so the page and the printed table are one table
+    from pipeline.bench.gpu_check import summary_rows
+
+    ort = r.get("onnxruntime") or {}
+    tf32 = r.get("tf32") or {}
+    tol = r["tolerances"]
+    lines = [f"Model `{short_path(r['model'])}`, imgsz {r['imgsz']}, on {r.get('gpu') or r.get('device')} (torch "
+             f"{r['torch']}, CUDA {r['cuda']}, cuDNN {r['cudnn']}; TF32 for cuDNN convolutions "
+             f"{'on' if tf32.get('cudnn') else 'off'}, for matmuls {'on' if tf32.get('matmul') else 'off'}; "
+             f"onnxruntime {ort.get('version', 'not installed')}"
+             + (f" with {', '.join(ort['providers'])}" if ort.get("providers") else "") + ").", "",
+             f"**Parity** against the CPU PyTorch backend on {r['parity_frames']} frames of the street world's "
+             f"stream ({r['imgsz']} px): logits and features of every anchor of the same letterboxed input, as max "
+             "|difference| over the CPU output's largest magnitude ('rel'); boxes as detections matched by class "
+             f"and IoU >= {tol['match_iou']:g}, the largest corner difference in pixels; 'unmatched' counts boxes "
+             "kept on one side only, over the CPU's boxes. "
+             f"**Throughput**: lossless `ghostbox run`, {r['workers']} worker(s) of batch {r['batch']}, no filter, "
+             f"no tracks, JSONL sink, on {r['frames']} frames a run split over 1 to "
+             f"{max(r['streams']) if r['streams'] else 0} looped copies of a generated {r['imgsz']}-px street video; "
+             "frames/s from the first detection to the last row written (process start-up apart). GPU MiB: the "
+             "largest `nvidia-smi` memory.used during the backend's runs above its value just before the run.", ""]
+    head, rows = summary_rows(r)
+    lines += table(head, rows)
+    lines += ["Tolerances (`pipeline/bench/gpu_check.py`, where each is argued): logits and features rel "
+              + ", ".join(f"{k} {v:g}" for k, v in tol["features_rel"].items()) + "; boxes "
+              + ", ".join(f"{k} {v:g} px" for k, v in tol["boxes_px"].items()) + "; unmatched "
+              + ", ".join(f"{k} {100 * v:g}%" for k, v in tol["unmatched"].items()) + ". "
+              + ("All checks passed." if r["passed"] else "**Some checks failed.**"), ""]
+    runs = r.get("runs") or []
+    if runs:
+        lines += ["Every run:", ""]
+        lines += table(["backend", "streams", "frames", "frames/s", "with start-up", "GPU MiB peak (above before)",
+                        "exit"],
+                       [[f"`{run['backend']}`", run["streams"], f"{run['rows']}/{run['frames']}",
+                         "" if run["fps"] is None else f"{run['fps']:.1f}",
+                         "" if run["wall_fps"] is None else f"{run['wall_fps']:.1f}",
+                         (f"{run['gpu_memory']['peak_used_mib']} (+{run['gpu_memory']['peak_above_baseline_mib']})"
+                          if run.get("gpu_memory") else "n/a"),
+                         run["code"] if run["error"] is None else f"{run['code']}: {run['error']}"] for run in runs])
+    peaks = {name: row["peak_allocated_mib"] for name, row in r["parity"].items()
+             if row.get("peak_allocated_mib") is not None}
+    if peaks:
+        lines += ["PyTorch's own peak allocation during the parity step (batch "
+                  f"{r['batch']}): " + ", ".join(f"`{k}` {v:g} MiB" for k, v in peaks.items()) + ".", ""]
+    return lines
+
+
 _MARKDOWN = {"detector": ("Detector speed: ghostbox against Ultralytics", _detector_md),
              "filter": ("Scoring cost per frame", _filter_md),
              "stream": ("Streaming: `ghostbox run` against Ultralytics", _stream_md),
-             "street": ("The street world as a benchmark", _street_md)}
+             "street": ("The street world as a benchmark", _street_md),
+             "gpu": ("The CUDA backends: parity with the CPU, `ghostbox run` frames/s, GPU memory", _gpu_md)}
 
 
 def markdown(what: str, result: dict[str, Any]) -> str:

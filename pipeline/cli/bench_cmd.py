@@ -1,4 +1,4 @@
-"""`ghostbox bench detector|filter|stream|street|tracks|streets|crop`: figures measured side by side, written as tables.
+"""`ghostbox bench detector|filter|stream|street|tracks|streets|crop|gpu`: figures measured side by side, as tables.
 
 `--out PATH.md` writes the figures as a markdown table headed by the date (UTC), the machine,
 the ghostbox commit and the exact command (`pipeline/bench/report.py`); `--out PATH.json` as
@@ -40,6 +40,7 @@ FRAME_TIME = "pipeline.bench.scorer_speed:detector_frame_ms"
 STREAM = "pipeline.bench.stream_speed:bench_stream"
 TRACKS = "pipeline.bench.track_verdicts:bench_tracks"
 CROP = "pipeline.bench.crop_cost:bench_crop"
+GPU = "pipeline.bench.gpu_check:bench_gpu"
 
 
 def _sub(which: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -159,6 +160,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 help="torch threads for the per-box timing")
     crop.add_argument("--out", help=OUT_HELP)
     crop.set_defaults(handler=run_crop, bench_parser=crop)
+    gpu = _sub(
+        which, "gpu", help="the CUDA backends: features against the CPU's, `ghostbox run` frames/s, GPU memory",
+        description="On a machine with CUDA: the same frames through the CPU PyTorch backend and through PyTorch "
+                    "CUDA fp32/fp16 and ONNX Runtime CUDA, logits, features and boxes against the CPU's within "
+                    "stated tolerances; then lossless `ghostbox run` on --streams copies of a 640-px video, "
+                    "frames/s and GPU memory (nvidia-smi) per backend (pipeline/bench/gpu_check.py). Without "
+                    "CUDA it says so and exits 0.")
+    gpu.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
+    add_setting(gpu, "--imgsz", model=GPU, field="imgsz", type=int, help="inference size and frame size")
+    add_setting(gpu, "--parity-frames", model=GPU, field="parity_frames", type=int,
+                help="frames compared against the CPU")
+    add_setting(gpu, "--frames", model=GPU, field="frames", type=int,
+                help="frames per throughput run, split over its streams")
+    add_setting(gpu, "--streams", model=GPU, field="streams", help="comma-separated stream counts, one run each")
+    add_setting(gpu, "--batch", model=GPU, field="batch", type=int, help="frames per forward pass")
+    add_setting(gpu, "--workers", model=GPU, field="workers", type=int, help="detector workers of each run")
+    gpu.add_argument("--out", help=OUT_HELP)
+    gpu.set_defaults(handler=run_gpu, bench_parser=gpu)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -464,3 +483,26 @@ def run_streets(args: argparse.Namespace) -> int:
                   f"{100 * (s['caught_median'] or 0):5.1f}%")
     _written(write_page(args.out, result, command_line(args)))
     return 0
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    """The CUDA backends against the CPU and in `ghostbox run`; without CUDA, one line and exit 0."""
+    # loaded here: the check pulls torch (and, on CUDA, the detector, ONNX export and the supervisor)
+    from pipeline.bench.gpu_check import bench_gpu, cuda_available, no_cuda_line, table_text
+
+    given = _given(args)
+    try:
+        streams = _listed(_setting(args, "streams"), int)
+    except ValueError as exc:
+        raise GhostboxError(f"--streams: expected comma-separated numbers, got '{args.streams}'") from exc
+    if not streams or min(streams) < 1 or any(v < 1 for k, v in given.items() if k != "streams"):
+        raise GhostboxError("--streams, --imgsz, --parity-frames, --frames, --batch and --workers must be >= 1")
+    if not cuda_available():  # CI and CPU machines: nothing to measure, and that is not a failure
+        print(no_cuda_line())
+        return 0
+    result = bench_gpu(args.model or str(default_model()), **{**given, "streams": streams},
+                       progress=lambda line: print(line, flush=True))  # progress shows as it goes, piped or not
+    print(table_text(result))
+    print("all checks passed" if result["passed"] else "some checks FAILED (see the table)")
+    _written(write_result(args.out, "gpu", result, command_line(args)))
+    return 0 if result["passed"] else 1
