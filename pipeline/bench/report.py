@@ -80,11 +80,18 @@ def _filter_md(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _workers_text(r: dict[str, Any]) -> str:
+    plan = r.get("workers")
+    if not isinstance(plan, dict):  # pages made before the workers were chosen for the machine: one worker
+        return "one worker"
+    return f"{plan['count']} worker(s) with {plan['threads']} torch thread(s) each ({plan['why']})"
+
+
 def _stream_md(r: dict[str, Any]) -> list[str]:
     tp = r["throughput"]
     lines = [f"Model `{short_path(r['model'])}`, imgsz {r['imgsz']}, worker batch {r['batch']}, "
              f"a {r['frames']}-frame video (`{Path(r['video']).name}`); CPU.", "",
-             "**Throughput** (lossless `ghostbox run`, one worker, JSONL sink, against "
+             f"**Throughput** (lossless `ghostbox run`, {_workers_text(r)}, JSONL sink, against "
              "`YOLO(model).predict(video, stream=True)`; rounds alternate, median):", ""]
     lines += table(["runner", "frames/s", "rounds"], [
         ["`ghostbox run`", f"{tp['ghostbox_fps']:.2f}", ", ".join(f"{v:.1f}" for v in tp["rounds"]["ghostbox"])],

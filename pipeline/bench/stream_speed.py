@@ -36,6 +36,7 @@ from pipeline.detections import Detections
 from pipeline.stream import protocol as P
 from pipeline.stream.config import graph_from_dict, resolve
 from pipeline.stream.supervisor import Supervisor
+from pipeline.stream.worker_plan import plan_workers
 from pipeline.synth import WorldConfig, render_stream_frame
 from pipeline.ultralytics_env import import_ultralytics
 
@@ -134,11 +135,11 @@ def ghostbox_run(data: dict[str, Any], workdir: Path, stop_after_s: float | None
 
 
 def _base_graph(video: Path, model: str, imgsz: int, conf: float, out: Path, mode: str = "lossless",
-                batch: int = 8, **source: Any) -> dict[str, Any]:
+                batch: int = 8, workers: int | str = "auto", **source: Any) -> dict[str, Any]:
     return {
         "mode": mode, "sources": [{"id": "video", "uri": str(video), **source}],
         "detector": {"model": model, "imgsz": imgsz, "conf": conf, "device": "cpu", "batch": batch},
-        "workers": {"count": 1},
+        "workers": {"count": workers},
         "sinks": [{"name": "out", "out": str(out), "video": False, "crops": False}],
     }
 
@@ -262,13 +263,15 @@ def rss_growth(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
 
 def bench_stream(model: str, video: Path | None = None, video_frames: int = 300, imgsz: int = 320,
                  conf: float = DEFAULT_CONF, rounds: int = 2, batch: int = 8, duration_s: float = 0.0,
-                 memory_frames: int = 0, workdir: Path | None = None) -> dict[str, Any]:
+                 memory_frames: int = 0, workers: int | str = "auto", workdir: Path | None = None) -> dict[str, Any]:
     work = Path(workdir or tempfile.mkdtemp(prefix="ghostbox-bench-stream-"))
     work.mkdir(parents=True, exist_ok=True)
     if video is None:
         video = write_synth_video(work / "street.mp4", video_frames)
     frames = _video_frames(video)
     result: dict[str, Any] = {"model": model, "video": str(video), "frames": frames, "imgsz": imgsz, "batch": batch}
+    plan = plan_workers(workers, None, "cpu")
+    result["workers"] = {"count": plan.count, "threads": plan.threads, "why": plan.why}
 
     # throughput, alternating so that machine noise hits both alike
     ours, theirs, walls = [], [], []
@@ -276,7 +279,8 @@ def bench_stream(model: str, video: Path | None = None, video_frames: int = 300,
     for r in range(rounds):
         fps, n = ultralytics_fps(model, video, imgsz, conf)
         theirs.append(fps)
-        run = ghostbox_run(_base_graph(video, model, imgsz, conf, work / f"run{r}", batch=batch), work)
+        run = ghostbox_run(_base_graph(video, model, imgsz, conf, work / f"run{r}", batch=batch, workers=workers),
+                           work)
         if run["code"] != 0 or len(run["records"]) != frames:
             raise RuntimeError(f"ghostbox run failed (code {run['code']}, {len(run['records'])}/{frames} frames)")
         ours.append(steady_fps(run["records"]))

@@ -88,6 +88,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_setting(stream, "--conf", model=STREAM, field="conf", type=float, help="confidence threshold")
     add_setting(stream, "--batch", model=STREAM, field="batch", type=int,
                 help="ghostbox worker batch (frames per forward pass)")
+    add_setting(stream, "--workers", model=STREAM, field="workers", type=int,
+                help="detector workers of the ghostbox runs (default: auto, chosen for this machine)")
     add_setting(stream, "--rounds", model=STREAM, field="rounds", type=int,
                 help="throughput rounds, alternating the two runners")
     add_setting(stream, "--duration", model=STREAM, field="duration_s", type=float,
@@ -261,7 +263,9 @@ def run_stream(args: argparse.Namespace) -> int:
     result = bench_stream(model, Path(args.source) if args.source else None, **_given(args))
     tp = result["throughput"]
     print(f"model {result['model']}  imgsz {result['imgsz']}  video {result['frames']} frames")
-    print(f"throughput: ghostbox run (lossless, 1 worker) {tp['ghostbox_fps']:.1f} frames/s, Ultralytics "
+    plan = result["workers"]
+    print(f"workers: {plan['count']} with {plan['threads']} torch thread(s) each ({plan['why']})")
+    print(f"throughput: ghostbox run (lossless) {tp['ghostbox_fps']:.1f} frames/s, Ultralytics "
           f"predict(stream=True) {tp['ultralytics_fps']:.1f} frames/s: {tp['ghostbox_over_ultralytics']:.2f}x "
           f"(with process start-up {tp['ghostbox_wall_fps_with_startup']:.1f} frames/s)")
     print("transport, one hop (round trip / 2, encode + validate):")

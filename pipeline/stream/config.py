@@ -31,6 +31,7 @@ from pipeline.sinks.source_names import safe_name
 from pipeline.sources.media_files import VIDEO_SUFFIXES
 from pipeline.stream.endpoints import parse_url
 from pipeline.stream.provenance import SEAL_FILE
+from pipeline.stream.worker_plan import WorkerPlan, plan_workers
 from pipeline.tracks import TRACKER_DEFAULTS
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -155,9 +156,17 @@ class GraphDetector(DetectorConfig):
 
 
 class WorkersConfig(_Model):
-    count: int = Field(1, ge=1, le=64, description="detector worker processes")
+    count: int | Literal["auto"] = Field("auto", description="detector worker processes; auto: one per core on a "
+                                         "CPU (at most 4), one on a GPU (stream/worker_plan.py)")
     batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="how long a worker waits to fill a batch")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker; null: cores / workers")
+
+    @field_validator("count")
+    @classmethod
+    def _count(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= int(value) <= 64:
+            raise ValueError(f"count must be 'auto' or 1..64, got {value}")
+        return value
     crops: Literal["auto", "raw", "jpeg", "none"] = Field("auto", description="how box crops travel to the filter")
     prefetch: int | None = Field(None, ge=0, le=8, description="batches held ready; null: 1 lossless, 0 live")
     max_restarts: int = Field(5, ge=0, description="crashes per minute before the supervisor gives up")
@@ -332,7 +341,11 @@ class GraphConfig(_Model):
     def stage_names(self) -> list[str]:
         """Every stage, in start order (binders first) and metrics-port order."""
         return (["broker", "filter"] + [f"sink:{s.name}" for s in self.sinks]
-                + [f"worker:{i}" for i in range(self.workers.count)] + [f"source:{s.id}" for s in self.sources])
+                + [f"worker:{i}" for i in range(self.worker_plan().count)] + [f"source:{s.id}" for s in self.sources])
+
+    def worker_plan(self) -> WorkerPlan:
+        """How many workers run, with how many threads each (`auto` chosen for this machine)."""
+        return plan_workers(self.workers.count, self.workers.threads, self.detector.device)
 
     def metrics_port(self, stage: str) -> int | None:
         if self.metrics.port is None:

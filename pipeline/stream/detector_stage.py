@@ -154,7 +154,7 @@ class WorkerStage(StageShell):
 
         cfg = graph.workers
         self.index = index
-        threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.count)
+        threads = graph.worker_plan().threads
 
         torch.set_num_threads(threads)
         self.detector = Detector(with_filter_features(graph.detector, [graph.filter.path] if graph.filter.path else []))

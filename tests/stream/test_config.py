@@ -20,7 +20,8 @@ def test_documented_example_validates_and_resolves(tmp_path: Path) -> None:
     assert resolved.endpoints.sources.url == f"ipc://{tmp_path.resolve()}/sources.sock"
     assert resolved.endpoints.filter.binder == "broker" and resolved.sinks[0].endpoint.binder == "sink"
     assert Path(resolved.sinks[0].out).is_absolute()
-    assert resolved.stage_names() == ["broker", "filter", "sink:out", "worker:0", "source:street"]
+    workers = [f"worker:{i}" for i in range(resolved.worker_plan().count)]  # auto: chosen for this machine
+    assert resolved.stage_names() == ["broker", "filter", "sink:out", *workers, "source:street"]
 
 
 def test_flags_override_the_file() -> None:

@@ -1,0 +1,57 @@
+"""How many detector workers a graph runs, and how many torch threads each: chosen for the machine.
+
+On a CPU, one single-threaded worker per core beats one worker with every core: convolutions
+in one process scale poorly past a thread or two, while separate processes do not share
+anything but memory bandwidth (measured in `ghostbox bench stream`, docs/benchmarks/stream.md).
+Each worker holds its own model and torch (a few hundred MB), so `auto` stops at
+MAX_CPU_WORKERS and gives further cores to the workers as threads. On a GPU one worker feeds
+the device; more would only queue for it. Settings given in the graph always win.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_CPU_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    count: int
+    threads: int  # torch threads per worker
+    why: str
+
+
+def machine_cores() -> int:
+    """The cores this process may use (a container's or taskset's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def on_gpu(device: str) -> bool:
+    """Whether the detector will run on a GPU, told without importing torch (which costs a second):
+    `auto` means a GPU when this machine has an NVIDIA driver."""
+    device = device.strip().lower()
+    if device == "cpu":
+        return False
+    if device.startswith("cuda") or device.isdigit():
+        return True
+    return Path("/dev/nvidiactl").exists()
+
+
+def plan_workers(count: int | str, threads: int | None, device: str, cores: int | None = None) -> WorkerPlan:
+    cores = max(1, cores or machine_cores())
+    if count == "auto":
+        if on_gpu(device):
+            chosen, why = 1, "auto: one worker feeds the GPU"
+        else:
+            chosen = min(cores, MAX_CPU_WORKERS)
+            why = f"auto: one worker per core of {cores}, at most {MAX_CPU_WORKERS}"
+    else:
+        chosen, why = int(count), "set in the graph"
+    per_worker = threads or max(1, cores // chosen)
+    return WorkerPlan(chosen, per_worker, why + ("" if threads is None else "; threads set in the graph"))

@@ -1,0 +1,36 @@
+"""Workers and threads chosen for the machine (pipeline/stream/worker_plan.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import GhostboxError
+from pipeline.stream.config import graph_from_dict
+from pipeline.stream.worker_plan import MAX_CPU_WORKERS, plan_workers
+
+
+@pytest.mark.parametrize(("cores", "count", "threads"), [(1, 1, 1), (2, 2, 1), (4, 4, 1), (16, MAX_CPU_WORKERS, 4)])
+def test_auto_on_a_cpu_runs_a_worker_per_core_up_to_the_cap(cores: int, count: int, threads: int) -> None:
+    plan = plan_workers("auto", None, "cpu", cores)
+    assert (plan.count, plan.threads) == (count, threads) and "auto" in plan.why
+
+
+def test_auto_on_a_gpu_runs_one_worker() -> None:
+    assert plan_workers("auto", None, "cuda:0", 16).count == 1
+    assert plan_workers("auto", None, "0", 16).count == 1
+
+
+def test_what_the_graph_sets_wins() -> None:
+    plan = plan_workers(3, 2, "cpu", 2)
+    assert (plan.count, plan.threads) == (3, 2) and "set in the graph" in plan.why
+    assert plan_workers(2, None, "cpu", 8).threads == 4  # the cores shared among the workers given
+
+
+def test_the_graph_names_a_stage_per_planned_worker() -> None:
+    graph = graph_from_dict({"sources": [{"id": "a", "uri": "x.mp4"}], "detector": {"model": "m.pt", "device": "cpu"}},
+                            "test")
+    assert graph.workers.count == "auto"
+    workers = [n for n in graph.stage_names() if n.startswith("worker:")]
+    assert len(workers) == graph.worker_plan().count >= 1
+    with pytest.raises(GhostboxError, match="'auto' or 1..64"):
+        graph_from_dict({"sources": [{"id": "a", "uri": "x"}], "workers": {"count": 0}}, "test")
