@@ -45,10 +45,10 @@ def main() -> int:
     from pipeline.bundled import default_model
     from pipeline.detect.detector import Detector
     from pipeline.detections import Detections
+    from pipeline.filter.box_set import BoxSet
     from pipeline.filter.hallucination_filter import HallucinationFilter
     from pipeline.filter.id_collection import collect_id_boxes, tracked_id_boxes
     from pipeline.filter.outlier_collection import collect_outlier_boxes
-    from pipeline.filter.splits import CalibrationBoxes, time_blocks
     from pipeline.synth import WorldConfig, generate_world, render_stream_frame
 
     started = time.perf_counter()
@@ -81,9 +81,8 @@ def main() -> int:
             every_frame = np.concatenate([np.full(len(d), i) for i, d in enumerate(clip)])
             calibrations = {
                 RULES[0]: None,
-                RULES[1]: CalibrationBoxes(Detections.merge(everything), time_blocks(every_frame),
-                                           "time blocks", None),
-                RULES[2]: tracked.as_calibration(),
+                RULES[1]: BoxSet.footage(Detections.merge(everything), every_frame),
+                RULES[2]: tracked,
             }
             test = dets[CALIBRATION_FRAMES:]
             test_boxes = Detections.merge(test)
@@ -91,8 +90,8 @@ def main() -> int:
             for rule, calibration in calibrations.items():
                 t0 = time.perf_counter()
                 filt = HallucinationFilter.fit(
-                    method, fit[kind].boxes, detectors[kind].class_names, detectors[kind].fingerprint(),
-                    groups=fit[kind].split_groups, calibration=calibration,
+                    method, fit[kind], detectors[kind].class_names, detectors[kind].fingerprint(),
+                    calibration=calibration,
                     outliers=outliers if method == "oe" else None)
                 _, _, flags = filt.judge(test_boxes)
                 _, _, val_flags = filt.judge(val[kind].boxes)

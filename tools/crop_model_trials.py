@@ -205,10 +205,9 @@ def main() -> int:
         runs = []
         for seed in (seeds if number < 3 else seeds[:args.more_seeds]) if is_seeded else [0]:
             started = time.perf_counter()
-            filt = HallucinationFilter.fit(method, ids.boxes, detector.class_names, detector.fingerprint(),
+            filt = HallucinationFilter.fit(method, ids, detector.class_names, detector.fingerprint(),
                                            params=seeded(method, params, seed) if is_seeded else params,
-                                           outliers=data["outliers"], groups=ids.split_groups,
-                                           group_kind=ids.group_kind)
+                                           outliers=data["outliers"])
             fit_s = time.perf_counter() - started
             run = {"seed": seed, "fit_s": fit_s, "images": image_figures(filt, data),
                    "demo": demo_figures(filt, data["demo"])}

@@ -63,8 +63,7 @@ def main() -> int:
     id_boxes = {kind: collect_id_boxes(d, str(args.world / "id" / "train")) for kind, d in detectors.items()}
     calibration = {}
     if args.calibration_id:
-        calibration = {kind: collect_id_boxes(d, args.calibration_id).as_calibration()
-                       for kind, d in detectors.items()}
+        calibration = {kind: collect_id_boxes(d, args.calibration_id) for kind, d in detectors.items()}
         print(f"calibration set: {calibration['head'].description}")
     outliers, outlier_text = collect_outlier_boxes(detectors["head+roi"], [str(args.world / "ood" / "pool")])
     print(f"ID boxes: {id_boxes['head'].description}; {outlier_text}")
@@ -80,9 +79,9 @@ def main() -> int:
             name, params = "fusion", {"members": method.split("+")}
         detector = detectors[kind]
         t0 = time.perf_counter()
-        flt = HallucinationFilter.fit(name, id_boxes[kind].boxes, detector.class_names, detector.fingerprint(),
+        flt = HallucinationFilter.fit(name, id_boxes[kind], detector.class_names, detector.fingerprint(),
                                       params=params, outliers=outliers if kind == "head+roi" else None,
-                                      groups=id_boxes[kind].split_groups, calibration=calibration.get(kind),
+                                      calibration=calibration.get(kind),
                                       metadata={"id_data": "street world seed 0 id/train",
                                                 "detector_conf": detector.config.conf, "imgsz": detector.imgsz,
                                                 **({"calibration_data": args.calibration_id}

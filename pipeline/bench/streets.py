@@ -53,6 +53,7 @@ from pipeline.bench.street_streams import (
 )
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.calibrate import Calibration
 from pipeline.filter.camera_adaptation import (
     SHAPES,
@@ -63,7 +64,7 @@ from pipeline.filter.camera_adaptation import (
     shaped_thresholds,
 )
 from pipeline.filter.hallucination_filter import HallucinationFilter
-from pipeline.filter.id_collection import IdBoxes, tracked_id_boxes
+from pipeline.filter.id_collection import tracked_id_boxes
 from pipeline.filter.track_verdicts import TrackVerdicts
 from pipeline.kind_tally import cut_below
 from pipeline.page_stamp import header_line
@@ -77,7 +78,7 @@ RECIPES = ("bundled", "bundled, 5% in every bin", "calibrate --from, 5% in every
 VERDICTS = ("frame", "track")
 
 
-def simulated_answers(filt: HallucinationFilter, tracks: IdBoxes, count: int) -> dict[int, bool]:
+def simulated_answers(filt: HallucinationFilter, tracks: BoxSet, count: int) -> dict[int, bool]:
     """A reviewer who answers the `count` tracks `review_list` asks about from the ground truth: real when
     most of the track's boxes sit on an ID object."""
     truth = np.asarray(tracks.boxes.data["truth"])
@@ -131,8 +132,8 @@ def street_row(street: Street, detector: Any, bundled: HallucinationFilter, refe
     labelled = [d.with_data(truth=lab) for d, lab in zip(clip.frames, clip.label)]
     refused: dict[str, str] = {}
     try:
-        tracks: IdBoxes | None = tracked_id_boxes(labelled, detector, f"street {street.seed} frames 0-"
-                                                  f"{calibration_frames - 1}", detector.config.conf)
+        tracks: BoxSet | None = tracked_id_boxes(labelled, detector, f"street {street.seed} frames 0-"
+                                                 f"{calibration_frames - 1}", detector.config.conf)
     except GhostboxError as exc:  # a clip without tracks: only the filter as shipped is judged
         tracks, refused["every adaptation"] = None, str(exc)
     test_boxes = test.boxes()
@@ -156,7 +157,7 @@ def street_row(street: Street, detector: Any, bundled: HallucinationFilter, refe
         started = time.perf_counter()
         row["psi"] = clip_drift(bundled, tracks)
         # today's README recipe: thresholds per class and bin moved after trimming tracks by their mean
-        attempt("calibrate --from, 5% in every bin", lambda: (per_bin.recalibrate(tracks.as_calibration()), None))
+        attempt("calibrate --from, 5% in every bin", lambda: (per_bin.recalibrate(tracks), None))
         attempt("adapt, 5% in every bin", lambda: adapt_filter(bundled, tracks, "thresholds", shape="per-bin"))
         if reference is not None:
             refit_report = attempt("refit", lambda: adapt_filter(bundled, tracks, "refit", reference))

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         with progress_bar("outlier boxes", None) as bar:
             outliers, _ = collect_outlier_boxes(detector, args.outliers, conf=detector.config.conf,
                                                 advance=bar.advance, crops=filt.needs_crops)
-        reference = ReferenceData(ids.boxes, ids.groups, outliers)
+        reference = ReferenceData(ids, outliers)
     shape = args.shape or THRESHOLD_SHAPE
     adapted, done = adapt_filter(
         filt, tracks, args.mode, reference, REFIT_PSI if args.refit_psi is None else args.refit_psi, args.seed,

@@ -464,8 +464,7 @@ def run_streets(args: argparse.Namespace) -> int:
         ids = collect_id_boxes(detector, str(world / "id" / "train"), conf=detector.config.conf, crops=crops)
         outliers, _ = collect_outlier_boxes(detector, [str(world / "ood" / "pool")], conf=detector.config.conf,
                                             crops=crops)
-        assert ids.groups is not None  # labelled: one group per image
-        reference = ReferenceData(ids.boxes, ids.groups, outliers)
+        reference = ReferenceData(ids, outliers)
     result = bench_streets(detector, bundled, development, held_out, reference, Path(args.cache), args.frames,
                            args.calibration_frames, progress=print)
     if args.filter_path:

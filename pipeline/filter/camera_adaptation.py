@@ -43,6 +43,7 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.calibrate import (
     CONF_EDGES,
     SHAPES,
@@ -54,9 +55,8 @@ from pipeline.filter.calibrate import (
 )
 from pipeline.filter.drift import psi
 from pipeline.filter.hallucination_filter import HallucinationFilter
-from pipeline.filter.id_collection import IdBoxes
 from pipeline.filter.registry import create
-from pipeline.filter.splits import split_mask, time_blocks
+from pipeline.filter.splits import CALIBRATION_FRACTION, time_blocks
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,9 @@ def enough_tracks(tpr: float) -> int:
 
 @dataclass
 class ReferenceData:
-    """What a re-fit needs besides the clip: the filter's labelled ID boxes (per image) and outliers."""
+    """What a re-fit needs besides the clip: the filter's labelled ID boxes (grouped by image) and outliers."""
 
-    id_boxes: Detections
-    id_groups: np.ndarray
+    ids: BoxSet
     outliers: Detections
 
 
@@ -109,12 +108,12 @@ class Adaptation:
                 for k, v in vars(self).items()}
 
 
-def _tracked(clip: IdBoxes) -> tuple[np.ndarray, np.ndarray]:
+def _tracked(clip: BoxSet) -> tuple[np.ndarray, np.ndarray]:
     """(frame, track) of every box of an unlabelled clip's tracked boxes (`id_collection.tracked_id_boxes`)."""
-    if clip.labelled or clip.groups is None or clip.track_ids is None:
+    if clip.labelled or clip.frames is None or clip.track_ids is None:
         raise GhostboxError("adapt: needs the tracked boxes of an unlabelled clip (frames and tracks), "
                             f"got {clip.description or 'labelled boxes'}")
-    return clip.groups, clip.track_ids
+    return clip.frames, clip.track_ids
 
 
 def shaped_thresholds(filt: HallucinationFilter, shape: Shape) -> Calibration:
@@ -135,13 +134,13 @@ def track_margins(scores: np.ndarray, thresholds: np.ndarray, track_ids: np.ndar
     return margins, medians[inverse] if len(counts) else margins
 
 
-def _clip_margins(filt: HallucinationFilter, clip: IdBoxes, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+def _clip_margins(filt: HallucinationFilter, clip: BoxSet, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     reference = shaped_thresholds(filt, shape)
     thresholds = reference.thresholds_for(clip.boxes.class_id, clip.boxes.class_confidence())
     return track_margins(filt.scorer.score(clip.boxes), thresholds, _tracked(clip)[1])
 
 
-def clip_drift(filt: HallucinationFilter, clip: IdBoxes) -> float:
+def clip_drift(filt: HallucinationFilter, clip: BoxSet) -> float:
     """PSI of the clip's tracked boxes' margins (against the filter's own thresholds) over its calibration's
     deciles (nan for a filter without them)."""
     deciles = filt.thresholds.margin_deciles
@@ -151,7 +150,7 @@ def clip_drift(filt: HallucinationFilter, clip: IdBoxes) -> float:
     return psi(scores - thresholds, np.asarray(deciles, np.float64))
 
 
-def review_list(filt: HallucinationFilter, clip: IdBoxes, count: int,
+def review_list(filt: HallucinationFilter, clip: BoxSet, count: int,
                 shape: Shape = THRESHOLD_SHAPE) -> list[dict[str, Any]]:
     """The `count` clip tracks whose answers move the thresholds most, most useful first.
 
@@ -176,7 +175,7 @@ def review_list(filt: HallucinationFilter, clip: IdBoxes, count: int,
     return rows[:max(0, count)]
 
 
-def moved_thresholds(filt: HallucinationFilter, clip: IdBoxes, shape: Shape = THRESHOLD_SHAPE,
+def moved_thresholds(filt: HallucinationFilter, clip: BoxSet, shape: Shape = THRESHOLD_SHAPE,
                      answers: dict[int, bool] | None = None, seed: int = 0,
                      metadata: dict[str, Any] | None = None) -> tuple[HallucinationFilter, bool]:
     """The filter's score with its thresholds (in `shape`) moved by one offset that keeps `tpr` of the
@@ -220,7 +219,7 @@ def moved_thresholds(filt: HallucinationFilter, clip: IdBoxes, shape: Shape = TH
                                {**filt.metadata, **notes, **(metadata or {})}), conservative
 
 
-def refit_filter(filt: HallucinationFilter, clip: IdBoxes, reference: ReferenceData, seed: int = 0,
+def refit_filter(filt: HallucinationFilter, clip: BoxSet, reference: ReferenceData, seed: int = 0,
                  id_margin: float = ID_MARGIN, outlier_margin: float = OUTLIER_MARGIN,
                  ) -> tuple[HallucinationFilter, dict[str, int], dict[str, int]]:
     """The score fitted again with the clip's clear tracks on each side (the module doc's rule)."""
@@ -231,17 +230,17 @@ def refit_filter(filt: HallucinationFilter, clip: IdBoxes, reference: ReferenceD
     scores, own, _ = filt.judge(clip.boxes)
     _, medians = track_margins(scores, own, track_ids)
     id_side, outlier_side = medians >= id_margin, medians < outlier_margin
-    fit_mask = split_mask(reference.id_boxes, 0.3, seed, reference.id_groups)
-    members = [reference.id_boxes[fit_mask]] + ([clip.boxes[id_side]] if id_side.any() else [])
+    fit_mask = reference.ids.fit_mask(CALIBRATION_FRACTION, seed)
+    held = reference.ids.select(~fit_mask)
+    members = [reference.ids.boxes[fit_mask]] + ([clip.boxes[id_side]] if id_side.any() else [])
     outliers = [reference.outliers] + ([clip.boxes[outlier_side]] if outlier_side.any() else [])
     params = dict(filt.scorer.params)
     scorer = create(filt.method, **params).fit(Detections.merge(members), Detections.merge(outliers))
-    held = ~fit_mask
-    thresholds = calibrate(scorer, reference.id_boxes[held], shape=filt.thresholds.shape,  # type: ignore[arg-type]
+    thresholds = calibrate(scorer, held.boxes, shape=filt.thresholds.shape,  # type: ignore[arg-type]
                            tpr=filt.thresholds.target_tpr,
                            min_boxes=filt.thresholds.min_boxes, class_names=filt.class_names,
-                           conf_edges=filt.thresholds.conf_edges, groups=reference.id_groups[held],
-                           group_kind="images", seed=seed)
+                           conf_edges=filt.thresholds.conf_edges, groups=held.groups,
+                           group_kind=held.group_kind, seed=seed)
 
     def side(mask: np.ndarray) -> dict[str, int]:
         return {"tracks": int(len(np.unique(track_ids[mask]))), "boxes": int(mask.sum())}
@@ -252,7 +251,7 @@ def refit_filter(filt: HallucinationFilter, clip: IdBoxes, reference: ReferenceD
     return refit, side(id_side), side(outlier_side)
 
 
-def adapt_filter(filt: HallucinationFilter, clip: IdBoxes, mode: Mode = "auto",
+def adapt_filter(filt: HallucinationFilter, clip: BoxSet, mode: Mode = "auto",
                  reference: ReferenceData | None = None, refit_psi: float = REFIT_PSI, seed: int = 0,
                  metadata: dict[str, Any] | None = None, answers: dict[int, bool] | None = None,
                  shape: Shape = THRESHOLD_SHAPE) -> tuple[HallucinationFilter, Adaptation]:
@@ -266,8 +265,8 @@ def adapt_filter(filt: HallucinationFilter, clip: IdBoxes, mode: Mode = "auto",
         raise GhostboxError(f"adapt: thresholds must be one of {', '.join(SHAPES)}, got {shape!r}")
     if len(clip.boxes) == 0:
         raise GhostboxError("adapt: the clip has no tracked boxes; give a longer clip of the camera")
-    frames, track_ids = _tracked(clip)
-    tracks = int(len(np.unique(track_ids)))
+    _, track_ids = _tracked(clip)
+    tracks = clip.tracks
     if mode == "refit" and reference is None:
         raise GhostboxError("adapt --mode refit: give the filter's labelled ID data (--id) and outliers (--outliers)")
     drift = clip_drift(filt, clip)
@@ -294,7 +293,7 @@ def adapt_filter(filt: HallucinationFilter, clip: IdBoxes, mode: Mode = "auto",
         adapted, id_side, outlier_side = refit_filter(filt, clip, reference, seed)
         # the clip's own held-out check, counted over tracks, says how well its thresholds hold here
         check = offset_calibration(adapted.scorer, clip.boxes, adapted.thresholds, tpr, adapted.class_names,
-                                   time_blocks(frames), "time blocks", seed, units=track_ids).held_out
+                                   clip.groups, clip.group_kind, seed, units=track_ids).held_out
         thresholds = replace(adapted.thresholds, held_out=check)
         adapted = HallucinationFilter(adapted.scorer, thresholds, adapted.class_names, adapted.fingerprint,
                                       adapted.policy, {**adapted.metadata, **info})

@@ -29,10 +29,11 @@ from pipeline.data.review_file import (
 from pipeline.detect.detector import Detector, DetectorConfig
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.calibrate import MIN_BIN_BOXES, THRESHOLD_SHAPE, Shape
 from pipeline.filter.filter_file import load_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
-from pipeline.filter.id_collection import IdBoxes, collect_id_boxes
+from pipeline.filter.id_collection import collect_id_boxes
 from pipeline.filter.ood_metrics import TARGET_TPR
 from pipeline.filter.outlier_collection import collect_outlier_boxes
 from pipeline.filter.registry import create, names
@@ -133,7 +134,7 @@ class _NoBar:
 
 def _collect(detector: Detector, spec: str, label: str, progress: Callable[[str], Any] | None,
              unlabelled_conf: float | None, max_images: int | None, min_track_frames: int,
-             crops: bool = False) -> IdBoxes:
+             crops: bool = False) -> BoxSet:
     bar = progress or (lambda label: nullcontext(_NoBar()))
     with bar(label) as b:
         return collect_id_boxes(detector, spec, conf=detector.config.conf, unlabelled_conf=unlabelled_conf,
@@ -203,7 +204,7 @@ def fit_filter(detector: Detector, request: FitRequest,
     request.check()
     bar = progress or (lambda label: nullcontext(_NoBar()))
 
-    def collect(spec: str, label: str) -> IdBoxes:
+    def collect(spec: str, label: str) -> BoxSet:
         return _collect(detector, spec, label, progress, request.unlabelled_conf, request.max_images,
                         request.min_track_frames, request.needs_crops)
 
@@ -212,12 +213,11 @@ def fit_filter(detector: Detector, request: FitRequest,
         boxes, tracks = reviewed_real_boxes(run, detector, request.needs_crops)
         collected = collected.with_reviewed(boxes, tracks)
     notes = [collected.description]
-    calibration = None
+    calibration: BoxSet | None = None
     reports = [collected.media]
     if request.calibration_id is not None:
-        held = collect(request.calibration_id, "calibration boxes")
-        reports.append(held.media)
-        calibration = held.as_calibration()
+        calibration = collect(request.calibration_id, "calibration boxes")
+        reports.append(calibration.media)
         notes.append(f"calibration set: {calibration.description}")
     outliers = None
     if request.needs_outliers:
@@ -229,14 +229,13 @@ def fit_filter(detector: Detector, request: FitRequest,
                                                    report=reports[-1], crops=request.needs_crops)
         notes.append(text)
     filt = HallucinationFilter.fit(
-        request.method, collected.boxes, detector.class_names, detector.fingerprint(), params=request.params,
+        request.method, collected, detector.class_names, detector.fingerprint(), params=request.params,
         tpr=request.tpr, min_boxes=request.min_boxes, calibration_fraction=request.calibration_fraction,
-        seed=request.seed, policy=request.policy, outliers=outliers, groups=collected.split_groups,
-        group_kind=collected.group_kind, track_ids=collected.track_ids, calibration=calibration,
+        seed=request.seed, policy=request.policy, outliers=outliers, calibration=calibration,
         shape=request.thresholds,
         metadata={"id_data": request.id_spec, "labelled": collected.labelled, "id_images": collected.images,
                   **_calibrated_at(detector, request.unlabelled_conf), **input_report(*reports),
-                  **({"calibration_data": request.calibration_id, "calibration_labelled": calibration.track_ids is None}
+                  **({"calibration_data": request.calibration_id, "calibration_labelled": calibration.labelled}
                      if calibration is not None else {}),
                   **({"outlier_data": list(request.outliers)} if outliers is not None else {})},
     )
@@ -253,7 +252,7 @@ def recalibrate_filter(detector: Detector, path: str, spec: str, tpr: float | No
     old.check_detector(detector.fingerprint())
     held = _collect(detector, spec, "calibration boxes", progress, unlabelled_conf, max_images, min_track_frames,
                     old.needs_crops)
-    filt = old.recalibrate(held.as_calibration(), tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
+    filt = old.recalibrate(held, tpr=tpr, min_boxes=min_boxes, seed=seed, metadata={
         "calibration_data": spec, "calibration_labelled": held.labelled, **_calibrated_at(detector, unlabelled_conf),
         **input_report(held.media, fitted=old.metadata)})
     return filt, [held.description]

@@ -1,6 +1,6 @@
 """`HallucinationFilter`: a fitted scorer plus per-class thresholds, applied to detections.
 
-    filt = HallucinationFilter.fit("knn", id_boxes, class_names, detector.fingerprint())
+    filt = HallucinationFilter.fit("knn", id_set, class_names, detector.fingerprint())   # id_set: a BoxSet
     filt.check_detector(detector.fingerprint())
     dets = filt.apply(dets)    # adds score, threshold, hallucination per box
 
@@ -19,48 +19,57 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.calibrate import CONF_EDGES, THRESHOLD_SHAPE, Calibration, Shape, calibrate, offset_calibration
+from pipeline.filter.box_set import BoxSet
+from pipeline.filter.calibrate import (
+    CONF_EDGES,
+    MIN_BIN_BOXES,
+    THRESHOLD_SHAPE,
+    Calibration,
+    Shape,
+    calibrate,
+    offset_calibration,
+)
+from pipeline.filter.ood_metrics import TARGET_TPR
 from pipeline.filter.registry import create
 from pipeline.filter.scorer import Scorer
-from pipeline.filter.splits import CalibrationBoxes, split_mask
+from pipeline.filter.splits import CALIBRATION_FRACTION
 from pipeline.filter.track_trimming import trim_tracks
 
 POLICIES = ("flag", "drop")
 
 
-def thresholds_on(scorer: Scorer, calibration: CalibrationBoxes, class_names: Sequence[str], tpr: float,
+def thresholds_on(scorer: Scorer, calibration: BoxSet, class_names: Sequence[str], tpr: float,
                   min_boxes: int, conf_edges: Sequence[float], seed: int, reference: Calibration | None,
                   fallback: Calibration | None, shape: Shape = THRESHOLD_SHAPE) -> tuple[Calibration, dict[str, Any]]:
     """Thresholds from calibration boxes. Unlabelled footage is first trimmed of the tracks that
     score below `reference` on average (`track_trimming`), then moves the reference's thresholds
     by one offset (`calibrate.offset_calibration`); labelled boxes set a threshold per class and
     confidence bin, `fallback` covering the classes they lack. Returns (calibration, metadata notes)."""
-    boxes, groups = calibration.boxes, calibration.groups
     notes: dict[str, Any] = {}
-    if calibration.track_ids is not None:
+    tracks = calibration.track_ids
+    if tracks is not None:
         if reference is None:
             raise GhostboxError("unlabelled calibration footage needs reference thresholds to trim hallucinations")
-        keep = trim_tracks(scorer.score(boxes), calibration.track_ids,
-                           reference.thresholds_for(boxes.class_id, boxes.class_confidence()))
+        boxes = calibration.boxes
+        keep = trim_tracks(scorer.score(boxes), tracks, reference.thresholds_for(boxes.class_id,
+                                                                                 boxes.class_confidence()))
         notes["calibration_trimmed"] = {
             "boxes": int((~keep).sum()), "of": len(boxes),
-            "tracks": int(len(np.unique(calibration.track_ids[~keep]))),
-            "of_tracks": int(len(np.unique(calibration.track_ids)))}
+            "tracks": int(len(np.unique(tracks[~keep]))), "of_tracks": int(len(np.unique(tracks)))}
         if not keep.any():
             raise GhostboxError(
                 f"calibration data: every one of the {len(boxes)} tracked boxes scores below the reference "
                 f"thresholds, as hallucinations would; this footage shows nothing the filter takes for ID "
                 f"(wrong camera or classes?)")
-        boxes, tracks = boxes[keep], calibration.track_ids[keep]
-        groups = None if groups is None else groups[keep]
+        calibration = calibration.select(keep)  # each kept box keeps its time block, cut over the whole clip
         # a clip's few objects set one offset to the reference, not a threshold per cell
-        thresholds = offset_calibration(scorer, boxes, reference, tpr, class_names, groups, calibration.group_kind,
-                                        seed, units=tracks)
+        thresholds = offset_calibration(scorer, calibration.boxes, reference, tpr, class_names, calibration.groups,
+                                        calibration.group_kind, seed, units=calibration.track_ids)
     else:
-        thresholds = calibrate(scorer, boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
-                               conf_edges=conf_edges, groups=groups, group_kind=calibration.group_kind, seed=seed,
-                               fallback=fallback, shape=shape)
-    notes["calibration_boxes"] = len(boxes)
+        thresholds = calibrate(scorer, calibration.boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
+                               conf_edges=conf_edges, groups=calibration.groups, group_kind=calibration.group_kind,
+                               seed=seed, fallback=fallback, shape=shape)
+    notes["calibration_boxes"] = len(calibration)
     return thresholds, notes
 
 
@@ -119,53 +128,48 @@ class HallucinationFilter:
                 f"D={self.feature_dim}, policy={self.policy!r})")
 
     @classmethod
-    def fit(cls, method: str, id_boxes: Detections, class_names: Sequence[str], fingerprint: dict[str, Any],
-            params: dict[str, Any] | None = None, tpr: float = 0.95, min_boxes: int = 20,
-            calibration_fraction: float = 0.3, seed: int = 0, policy: str = "flag",
+    def fit(cls, method: str, id_set: BoxSet, class_names: Sequence[str], fingerprint: dict[str, Any],
+            params: dict[str, Any] | None = None, tpr: float = TARGET_TPR, min_boxes: int = MIN_BIN_BOXES,
+            calibration_fraction: float = CALIBRATION_FRACTION, seed: int = 0, policy: str = "flag",
             metadata: dict[str, Any] | None = None, outliers: Detections | None = None,
-            groups: np.ndarray | None = None, group_kind: str = "images", track_ids: np.ndarray | None = None,
-            calibration: CalibrationBoxes | None = None, conf_edges: Sequence[float] = CONF_EDGES,
+            calibration: BoxSet | None = None, conf_edges: Sequence[float] = CONF_EDGES,
             shape: Shape = THRESHOLD_SHAPE) -> HallucinationFilter:
         """Fit `method` on ID boxes and set thresholds on calibration boxes the fit never saw.
 
-        Without `calibration`, the ID boxes are split: whole `groups` (images, time blocks) on
-        one side, else per box. With labelled `calibration` boxes, every ID box fits the score.
+        Without `calibration`, `id_set` is split: its whole groups (images, time blocks) on one
+        side, else per box. With labelled `calibration` boxes, every ID box fits the score.
         With unlabelled ones (`calibration.track_ids` set), the ID boxes are still split, so
         that their held-out part gives reference thresholds to trim hallucinated tracks with.
-        `track_ids`: the ID boxes are unlabelled footage; the held-out blocks are trimmed of
+        An `id_set` of unlabelled footage (`track_ids` set) has its held-out blocks trimmed of
         hallucinated tracks against thresholds set on those blocks themselves (a weaker
         reference than labelled boxes: see `track_trimming`).
         `outliers`: boxes on non-ID objects, for scores that learn from them (`oe`); all of
         them go to the fit, the thresholds come from ID boxes only.
         """
-        split_groups = None if groups is None else np.asarray(groups)
-        held_out = held_out_groups = None
+        held_out = None
         if calibration is None or calibration.track_ids is not None:
-            fit_mask = split_mask(id_boxes, calibration_fraction, seed, split_groups)
-            fit_boxes, held_out = id_boxes[fit_mask], id_boxes[~fit_mask]
-            held_out_groups = None if split_groups is None else split_groups[~fit_mask]
+            fit_mask = id_set.fit_mask(calibration_fraction, seed)
+            fit_boxes, held_out = id_set.boxes[fit_mask], id_set.select(~fit_mask)
         else:
-            fit_boxes = id_boxes
+            fit_boxes = id_set.boxes
         scorer = create(method, **(params or {})).fit(fit_boxes, outliers)
         info: dict[str, Any] = {"fit_boxes": len(fit_boxes), "split_seed": seed,
                                 **({"outlier_boxes": len(outliers)} if outliers is not None and scorer.needs_outliers
                                    else {})}
-        if calibration is None and track_ids is not None:
-            assert held_out is not None  # split above: no calibration set was given
-            calibration = CalibrationBoxes(held_out, held_out_groups, group_kind,
-                                           np.asarray(track_ids)[~fit_mask])
+        if calibration is None and id_set.track_ids is not None:
+            calibration = held_out  # footage: its held-out blocks, trimmed against themselves
         if calibration is None:
             assert held_out is not None  # split above: no calibration set was given
-            thresholds = calibrate(scorer, held_out, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
-                                   conf_edges=conf_edges, groups=held_out_groups,
-                                   group_kind=group_kind if split_groups is not None else "boxes", seed=seed,
-                                   shape=shape)
+            thresholds = calibrate(scorer, held_out.boxes, tpr=tpr, min_boxes=min_boxes, class_names=class_names,
+                                   conf_edges=conf_edges, groups=held_out.groups, group_kind=held_out.group_kind,
+                                   seed=seed, shape=shape)
             info["calibration_boxes"] = len(held_out)
         else:
             reference = None
             if calibration.track_ids is not None:
                 # labelled held-out boxes, or (unlabelled ID data) the footage itself, as the reference
-                reference_boxes = calibration.boxes if track_ids is not None or held_out is None else held_out
+                reference_boxes = (calibration if id_set.track_ids is not None or held_out is None
+                                   else held_out).boxes
                 reference = calibrate(scorer, reference_boxes, tpr=tpr,
                                       min_boxes=min_boxes, conf_edges=conf_edges, shape=shape)
             thresholds, notes = thresholds_on(scorer, calibration, class_names, tpr, min_boxes, conf_edges, seed,
@@ -174,7 +178,7 @@ class HallucinationFilter:
         info.update(metadata or {})
         return cls(scorer, thresholds, class_names, fingerprint, policy=policy, metadata=info)
 
-    def recalibrate(self, calibration: CalibrationBoxes, tpr: float | None = None, min_boxes: int | None = None,
+    def recalibrate(self, calibration: BoxSet, tpr: float | None = None, min_boxes: int | None = None,
                     seed: int = 0, metadata: dict[str, Any] | None = None) -> HallucinationFilter:
         """The same fitted score with thresholds set on other ID boxes, e.g. a camera's own frames.
 

@@ -4,19 +4,21 @@ Every box is collected at the confidence the filter will be deployed at (the det
 `conf`), so the thresholds cover the boxes the filter will judge.
 
 Labelled (a dataset spec with ground truth): the detector's boxes that match a ground-truth
-box of the same class with IoU >= 0.5, i.e. its ID true positives; `groups` is the image.
+box of the same class with IoU >= 0.5, i.e. its ID true positives, grouped by image.
 Unlabelled (a video, a folder of frames, a glob): the boxes that ByteTrack (Ultralytics')
-follows through at least `min_track_frames` frames; `groups` is the frame, `track_ids` the
-track. Persistence removes one-frame flickers, but a hallucination on a parked bench
-persists too: those tracks are trimmed later against the filter's reference thresholds
-(`unlabelled_calibration.trim_tracks`).
+follows through at least `min_track_frames` frames, with their frame and track, grouped in
+time blocks of the frames. Persistence removes one-frame flickers, but a hallucination on a
+parked bench persists too: those tracks are trimmed later against the filter's reference
+thresholds (`track_trimming.trim_tracks`).
+
+Both come as a `box_set.BoxSet`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from pipeline.detect.detector import Detector
 from pipeline.detect.frame_loop import detect_frames
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.filter.splits import CalibrationBoxes, time_blocks
+from pipeline.filter.box_set import BoxSet
 from pipeline.matching import match_true_positives, model_class_ids
 from pipeline.sources.media_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, MediaReport, iter_frames
 from pipeline.tracks import MIN_TRACK_FRAMES, track_sequence
@@ -36,58 +38,6 @@ from pipeline.tracks import MIN_TRACK_FRAMES, track_sequence
 log = logging.getLogger(__name__)
 
 _LABEL_FILES = ("labels.json", "instances.json", "data.yaml")
-
-
-@dataclass
-class IdBoxes:
-    boxes: Detections
-    images: int
-    labelled: bool
-    description: str
-    groups: np.ndarray | None = None     # (N,) image index (labelled) or frame index (unlabelled)
-    track_ids: np.ndarray | None = None  # (N,) unlabelled only: the box's track
-    # what reading the frames skipped or cut (unlabelled data; a labelled set refuses a bad image)
-    media: MediaReport = field(default_factory=MediaReport)
-
-    @property
-    def tracks(self) -> int:
-        """Tracks of unlabelled footage (0 for labelled boxes)."""
-        return 0 if self.track_ids is None else int(len(np.unique(self.track_ids)))
-
-    @property
-    def group_kind(self) -> str:
-        return "images" if self.labelled else "time blocks"
-
-    @property
-    def split_groups(self) -> np.ndarray | None:
-        """What a split keeps whole: an image, or a contiguous time block of a clip's frames."""
-        if self.groups is None:
-            return None
-        return self.groups if self.labelled else time_blocks(self.groups)
-
-    def with_reviewed(self, reviewed: Detections, tracks: np.ndarray) -> IdBoxes:
-        """These boxes and boxes a person confirmed real on a run's review page (`tracks`: their track,
-        one number per reviewed track): each track is a group of its own, so a split keeps it whole."""
-        if not len(reviewed):
-            return self
-        _, track_index = np.unique(tracks, return_inverse=True)
-        if self.groups is None:
-            groups = None
-        elif self.labelled:
-            groups = np.concatenate([self.groups, self.groups.max(initial=-1) + 1 + track_index])
-        else:  # frame numbers: each reviewed track far past the last frame, a time block of its own
-            spacing = 10 * max(len(reviewed), 1)
-            groups = np.concatenate([self.groups, self.groups.max(initial=-1) + spacing * (1 + track_index)])
-        track_ids = None
-        if self.track_ids is not None:
-            track_ids = np.concatenate([self.track_ids, self.track_ids.max(initial=-1) + 1 + track_index])
-        return IdBoxes(Detections.merge([self.boxes, reviewed]), self.images, self.labelled,
-                       f"{self.description} + {len(reviewed)} reviewed boxes of {track_index.max() + 1} tracks "
-                       "confirmed real", groups, track_ids, self.media)
-
-    def as_calibration(self) -> CalibrationBoxes:
-        """These boxes as a calibration set of their own (`--calibration-id`)."""
-        return CalibrationBoxes(self.boxes, self.split_groups, self.group_kind, self.track_ids, self.description)
 
 
 def is_unlabelled_source(spec: str) -> bool:
@@ -107,7 +57,7 @@ def collect_id_boxes(
     detector: Detector, spec: str, conf: float = DEFAULT_CONF, unlabelled_conf: float | None = None,
     max_images: int | None = None, advance: Callable[[int], None] = lambda n: None,
     min_track_frames: int = MIN_TRACK_FRAMES, crops: bool = False,
-) -> IdBoxes:
+) -> BoxSet:
     """`unlabelled_conf`: None = `conf`; a higher value leaves the boxes below it without calibration.
     `crops`: keep each box's crop (for scores that read pixels, `Scorer.uses_crops`)."""
     if is_unlabelled_source(spec):
@@ -117,7 +67,7 @@ def collect_id_boxes(
 
 
 def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-              advance: Callable[[int], None], crops: bool = False) -> IdBoxes:
+              advance: Callable[[int], None], crops: bool = False) -> BoxSet:
     dataset = parse_dataset_spec(spec, class_names=list(detector.class_names))
     if max_images is not None and len(dataset) > max_images:
         dataset = dataset.select(np.arange(max_images))
@@ -136,8 +86,9 @@ def _labelled(detector: Detector, spec: str, conf: float, max_images: int | None
             f"ID data '{spec}': the detector found no true positives at conf {conf} in {len(dataset)} images; "
             f"check that the labels' classes {list(dataset.class_names)} match the model's"
         )
-    return IdBoxes(boxes, len(dataset), True, f"{len(boxes)} ID true positives (IoU>=0.5) in {len(dataset)} images",
-                   groups=np.concatenate(groups))
+    return BoxSet(boxes, groups=np.concatenate(groups),
+                  description=f"{len(boxes)} ID true positives (IoU>=0.5) in {len(dataset)} images",
+                  images=len(dataset))
 
 
 def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
@@ -155,7 +106,7 @@ def detect_unlabelled(detector: Detector, spec: str, conf: float, max_images: in
 
 
 def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | None,
-                advance: Callable[[int], None], min_track_frames: int, crops: bool = False) -> IdBoxes:
+                advance: Callable[[int], None], min_track_frames: int, crops: bool = False) -> BoxSet:
     report = MediaReport()
     found, seen = detect_unlabelled(detector, spec, conf, max_images, advance, report, crops)
     # a cut clip still gives boxes: the caller records the report instead of fitting on it silently
@@ -163,7 +114,7 @@ def _unlabelled(detector: Detector, spec: str, conf: float, max_images: int | No
 
 
 def tracked_id_boxes(found: list[Detections], detector: Detector, what: str, conf: float,
-                     min_track_frames: int = MIN_TRACK_FRAMES) -> IdBoxes:
+                     min_track_frames: int = MIN_TRACK_FRAMES) -> BoxSet:
     """The boxes of one source's frames (in order) that ByteTrack follows for >= `min_track_frames` frames."""
 
     seen = len(found)
@@ -185,9 +136,9 @@ def tracked_id_boxes(found: list[Detections], detector: Detector, what: str, con
     n_tracks = int(np.sum(lengths >= min_track_frames))
     log.info("%s: %d of %d detections at conf >= %.2f lie on %d tracks of >= %d frames",
              what, len(boxes), total, conf, n_tracks, min_track_frames)
-    return IdBoxes(boxes, seen, False,
-                   f"{len(boxes)} of {total} detections at conf>={conf} on {n_tracks} tracks of >= {min_track_frames} "
-                   f"frames in {seen} unlabelled frames", groups=frames[long_enough], track_ids=track_ids[long_enough])
+    return BoxSet.footage(boxes, frames[long_enough], track_ids[long_enough],
+                          f"{len(boxes)} of {total} detections at conf>={conf} on {n_tracks} tracks of >= "
+                          f"{min_track_frames} frames in {seen} unlabelled frames", images=seen)
 
 
 def _box_set(found: list[Detections], detector: Detector) -> Detections:

@@ -12,8 +12,6 @@ for new footage. Here a split never cuts a group:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from pipeline.detections import Detections
@@ -47,17 +45,6 @@ def group_split(groups: np.ndarray, calibration_fraction: float = CALIBRATION_FR
     chosen = np.random.default_rng(seed).choice(unique, take, replace=False)
     calib = np.isin(groups, chosen)
     return ~calib, calib
-
-
-@dataclass
-class CalibrationBoxes:
-    """ID boxes that set the thresholds only, with the groups the held-out check keeps whole."""
-
-    boxes: Detections
-    groups: np.ndarray | None     # (N,) image index or time block; None: each box its own group
-    group_kind: str               # "images" or "time blocks"
-    track_ids: np.ndarray | None  # (N,) unlabelled footage: tracks, trimmed against reference thresholds
-    description: str = ""
 
 
 def split_fit_calibration(boxes: Detections, calibration_fraction: float = CALIBRATION_FRACTION, seed: int = 0,

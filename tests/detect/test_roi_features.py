@@ -14,6 +14,7 @@ from pipeline.detect.detector import ROI_GRID, Detector, box_features_for
 from pipeline.detect.onnx_export import export_onnx
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from tests.helpers.parity import conf_for, forward_with_hooks
 
@@ -72,7 +73,7 @@ def test_fingerprints_tell_the_feature_kinds_apart(checkpoints, frames):
     assert box_features_for(head.fingerprint()) == "head" and box_features_for(roi.fingerprint()) == "head+roi"
     dets = head.detect(frames)
     boxes = Detections.merge(dets)
-    filt = HallucinationFilter.fit("mahalanobis", boxes, head.class_names, head.fingerprint(), min_boxes=2)
+    filt = HallucinationFilter.fit("mahalanobis", BoxSet(boxes), head.class_names, head.fingerprint(), min_boxes=2)
     with pytest.raises(GhostboxError, match="feature_dim 32 vs|feature_dim .* vs"):
         filt.check_detector(roi.fingerprint())
 

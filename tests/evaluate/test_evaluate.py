@@ -98,12 +98,13 @@ class OracleDetector:
 
 def fit_knn_filter(detector, world, tmp_path):
     from pipeline.detections import Detections
+    from pipeline.filter.box_set import BoxSet
     from pipeline.filter.filter_file import load_filter, save_filter
     from pipeline.filter.hallucination_filter import HallucinationFilter
 
     dataset = parse_dataset_spec(str(world / "id/val"), class_names=list(CLASSES))
     boxes = Detections.merge(detector.detect([load_image(r) for r in dataset]))
-    flt = HallucinationFilter.fit("knn", boxes, CLASSES, detector.fingerprint(), params={"k": 3})
+    flt = HallucinationFilter.fit("knn", BoxSet(boxes), CLASSES, detector.fingerprint(), params={"k": 3})
     return load_filter(save_filter(flt, tmp_path / "knn.filter.safetensors"))
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.calibrate import calibrate
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, detections, fitted, id_test, ood_hidden
@@ -108,7 +109,7 @@ def test_constructor_validates():
 
 def test_fit_splits_fits_and_calibrates():
     boxes = WORLD.id_boxes(2000, seed=51)
-    filt = HallucinationFilter.fit("knn", boxes, CLASS_NAMES, FINGERPRINT, params={"k": 10}, seed=3)
+    filt = HallucinationFilter.fit("knn", BoxSet(boxes), CLASS_NAMES, FINGERPRINT, params={"k": 10}, seed=3)
     assert filt.metadata["fit_boxes"] + filt.metadata["calibration_boxes"] == 2000
     assert filt.thresholds.num_boxes == filt.metadata["calibration_boxes"]
     out = filt.apply(detections(WORLD.id_boxes(400, seed=52)))

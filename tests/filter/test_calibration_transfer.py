@@ -8,10 +8,11 @@ import pytest
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.calibrate import calibrate, clopper_pearson
 from pipeline.filter.filter_file import load_filter, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
-from pipeline.filter.splits import CalibrationBoxes, group_split, split_fit_calibration, time_blocks
+from pipeline.filter.splits import group_split, split_fit_calibration, time_blocks
 from pipeline.filter.track_trimming import trim_tracks
 from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, fitted
 
@@ -84,8 +85,8 @@ def test_held_out_check_reports_a_binomial_interval():
 
 def test_filter_refuses_a_detector_below_its_calibration_conf(tmp_path):
     boxes = WORLD.id_boxes(1200, seed=7)
-    filt = HallucinationFilter.fit("energy", boxes, CLASS_NAMES, {"weights_sha256": "x", "imgsz": 320},
-                                   groups=np.arange(len(boxes)) // 3, metadata={"detector_conf": 0.25})
+    filt = HallucinationFilter.fit("energy", BoxSet(boxes, groups=np.arange(len(boxes)) // 3), CLASS_NAMES,
+                                   {"weights_sha256": "x", "imgsz": 320}, metadata={"detector_conf": 0.25})
     loaded = load_filter(save_filter(filt, tmp_path / "f.filter.safetensors"))
     assert np.array_equal(loaded.thresholds.per_bin, filt.thresholds.per_bin)
     assert loaded.thresholds.held_out == filt.thresholds.held_out
@@ -118,10 +119,11 @@ def test_unlabelled_calibration_leaves_hallucinated_tracks_out():
     clip = Detections.merge([real, ghosts])
     tracks = np.r_[np.arange(len(real)) // 20, 1000 + np.arange(len(ghosts)) // 20]
     blocks = np.r_[np.arange(len(real)) % 10, np.arange(len(ghosts)) % 10]
-    naive = HallucinationFilter.fit("mahalanobis", fit, CLASS_NAMES, {}, groups=np.arange(len(fit)) // 4,
-                                    calibration=CalibrationBoxes(clip, blocks, "time blocks", None))
-    trimmed = HallucinationFilter.fit("mahalanobis", fit, CLASS_NAMES, {}, groups=np.arange(len(fit)) // 4,
-                                      calibration=CalibrationBoxes(clip, blocks, "time blocks", tracks))
+    fit_set = BoxSet(fit, groups=np.arange(len(fit)) // 4)
+    naive = HallucinationFilter.fit("mahalanobis", fit_set, CLASS_NAMES, {},
+                                    calibration=BoxSet(clip, groups=blocks, labelled=False))
+    trimmed = HallucinationFilter.fit("mahalanobis", fit_set, CLASS_NAMES, {},
+                                      calibration=BoxSet(clip, groups=blocks, track_ids=tracks, labelled=False))
     assert trimmed.metadata["calibration_trimmed"]["tracks"] == len(ghosts) // 20
     test_real, test_ghosts = WORLD.id_boxes(1000, seed=12), WORLD.ood_boxes(500, seed=13, mode="far")
     caught = {name: f.judge(test_ghosts)[2].mean() for name, f in (("naive", naive), ("trimmed", trimmed))}
@@ -162,7 +164,7 @@ def test_filter_stage_core_reports_drift_from_the_filter_calibration():
     from tests.helpers.filter_fixtures import detections
 
     boxes = WORLD.id_boxes(2400, seed=14)
-    filt = HallucinationFilter.fit("mahalanobis", boxes, CLASS_NAMES, {}, groups=np.arange(len(boxes)) // 4)
+    filt = HallucinationFilter.fit("mahalanobis", BoxSet(boxes, groups=np.arange(len(boxes)) // 4), CLASS_NAMES, {})
     assert len(filt.thresholds.margin_deciles) == 9
     core = FilterCore(filt)
     same = shifted = None

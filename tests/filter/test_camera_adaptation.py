@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.camera_adaptation import (
     ReferenceData,
     adapt_filter,
@@ -18,27 +19,25 @@ from pipeline.filter.camera_adaptation import (
     review_list,
 )
 from pipeline.filter.hallucination_filter import HallucinationFilter
-from pipeline.filter.id_collection import IdBoxes
 from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, outlier_boxes
 
 FINGERPRINT = {"weights_sha256": "toy"}
 
 
 def _reference() -> tuple[HallucinationFilter, ReferenceData]:
-    ids = WORLD.id_boxes(1600, seed=11)
-    groups = np.arange(len(ids)) // 4  # four boxes an "image"
+    boxes = WORLD.id_boxes(1600, seed=11)
+    ids = BoxSet(boxes, groups=np.arange(len(boxes)) // 4)  # four boxes an "image"
     outliers = outlier_boxes()
-    filt = HallucinationFilter.fit("oe", ids, CLASS_NAMES, FINGERPRINT, params={"l2": 1e-3}, outliers=outliers,
-                                   groups=groups)
-    return filt, ReferenceData(ids, groups, outliers)
+    filt = HallucinationFilter.fit("oe", ids, CLASS_NAMES, FINGERPRINT, params={"l2": 1e-3}, outliers=outliers)
+    return filt, ReferenceData(ids, outliers)
 
 
-def _tracked(boxes: Detections, frames: np.ndarray, track_ids: np.ndarray, what: str) -> IdBoxes:
+def _tracked(boxes: Detections, frames: np.ndarray, track_ids: np.ndarray, what: str) -> BoxSet:
     """A clip's tracked boxes, as `id_collection.tracked_id_boxes` gives them."""
-    return IdBoxes(boxes, int(frames.max(initial=-1)) + 1, False, what, groups=frames, track_ids=track_ids)
+    return BoxSet.footage(boxes, frames, track_ids, what, int(frames.max(initial=-1)) + 1)
 
 
-def _clip(boxes: Detections, tracks: int) -> IdBoxes:
+def _clip(boxes: Detections, tracks: int) -> BoxSet:
     n = len(boxes)
     track_ids = np.arange(n) * tracks // n          # equal runs of boxes, one run a track
     frames = np.arange(n) // max(1, tracks // 3)  # a few boxes a frame
@@ -130,7 +129,7 @@ def test_the_review_list_asks_about_long_unsure_tracks_first_and_answers_decide_
     assert len(everyone) == 40 and {a["track"] for a in asked} <= {a["track"] for a in everyone}
     for entry in everyone:  # what each entry says matches the clip
         mine = clip.track_ids == entry["track"]
-        assert entry["boxes"] == mine.sum() and entry["first_frame"] == clip.groups[mine].min()
+        assert entry["boxes"] == mine.sum() and entry["first_frame"] == clip.frames[mine].min()
     plain, _ = adapt_filter(filt, clip, "thresholds")
     # every ghost track answered as a hallucination: none of them moves the thresholds any more
     answers = {t: False for t in range(30, 40)}

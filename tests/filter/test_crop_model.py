@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.crop_net import letterbox_crops, synth_outliers
 from pipeline.filter.filter_file import header_needs_crops, load_filter, read_filter_header, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
@@ -28,7 +29,7 @@ def tiny_filter(method: str = "crop", params: str = "") -> HallucinationFilter:
 
 @cache
 def _fitted(method: str, params: str) -> HallucinationFilter:
-    return HallucinationFilter.fit(method, fit_boxes()[:600], CLASS_NAMES, {"model": "toy"},
+    return HallucinationFilter.fit(method, BoxSet(fit_boxes()[:600]), CLASS_NAMES, {"model": "toy"},
                                    params=json.loads(params), outliers=outlier_boxes()[:300], min_boxes=10)
 
 

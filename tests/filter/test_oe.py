@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
+from pipeline.filter.box_set import BoxSet
 from pipeline.filter.filter_file import load_filter, read_filter_header, save_filter
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from pipeline.filter.ood_metrics import auroc
@@ -88,7 +89,7 @@ def test_needs_outliers_with_matching_dimensions():
 
 def test_filter_with_oe_round_trips_and_records_its_outliers(tmp_path):
     fingerprint = {"weights_sha256": "ab" * 32, "imgsz": 320, "feature_dim": 32, "feature_layer": "x"}
-    filt = HallucinationFilter.fit("oe", fit_boxes(), CLASS_NAMES, fingerprint, outliers=outlier_boxes(),
+    filt = HallucinationFilter.fit("oe", BoxSet(fit_boxes()), CLASS_NAMES, fingerprint, outliers=outlier_boxes(),
                                    params={"hidden": 8, "max_iter": 100})
     assert filt.metadata["outlier_boxes"] == len(outlier_boxes())
     path = save_filter(filt, tmp_path / "oe.filter.safetensors")

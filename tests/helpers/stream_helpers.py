@@ -75,12 +75,12 @@ def tiny_filter() -> Path:
     if not path.exists():
         from pipeline.detect.detector import Detector
         from pipeline.detections import Detections
-        from pipeline.filter import HallucinationFilter, save_filter
+        from pipeline.filter import BoxSet, HallucinationFilter, save_filter
 
         detector = Detector(model=str(tiny_model()), imgsz=IMGSZ, device="cpu")
         dets = detector.detect(synth_frames(24, seed=5))
         boxes = Detections.merge(dets)
-        filt = HallucinationFilter.fit("mahalanobis", boxes, detector.class_names, detector.fingerprint(),
+        filt = HallucinationFilter.fit("mahalanobis", BoxSet(boxes), detector.class_names, detector.fingerprint(),
                                        tpr=0.8, min_boxes=5)
         save_filter(filt, path)
     return path
