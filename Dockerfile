@@ -1,4 +1,5 @@
-# ghostbox image: entrypoint `ghostbox`, user 1000:1000, working folder /data (mount videos and outputs there).
+# ghostbox image: entrypoint `ghostbox`, run as the owner of /data (uid 1000 when nothing is mounted there),
+# working folder /data (mount videos and outputs there).
 # Needs BuildKit (the default since Docker 23; DOCKER_BUILDKIT=1 on 20.10). More in docs/docker.md.
 #
 # Online, CPU (PyTorch's CPU wheels):
@@ -13,7 +14,7 @@
 #                --build-arg TORCH_INDEX=pypi --build-arg EXTRAS=gpu .
 #   docker run --gpus all -v "$PWD/data:/data" ghostbox:gpu detect /data/video.mp4 --out /data/out
 #
-#   docker run --rm -v "$PWD/data:/data" ghostbox demo     # -> data/runs/demo/ (data/ writable by uid 1000)
+#   mkdir -p data && docker run --rm -v "$PWD/data:/data" ghostbox demo     # -> data/runs/demo/, owned by you
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # What both stages share: the interpreter the venv is made with is the one that runs it.
@@ -74,17 +75,36 @@ COPY pyproject.toml requirements.lock ./
 RUN mkdir pipeline && touch pipeline/__init__.py README.md \
     && .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . \
     && rm -rf pipeline README.md ghostbox.egg-info /root/.cache
+# as-data-owner COMMAND...: started as root, it runs COMMAND as the owner of /data, so that
+# `docker run -v "$PWD/data:/data" ghostbox demo` works as typed for whoever types it (uid 1000, 1001, root)
+# and leaves outputs that user owns. setpriv (util-linux, in every Debian) drops to that uid and gid with no
+# supplementary groups; a root-owned /data (root made it) keeps root. Nothing mounted: the image's /data,
+# uid 1000. Started as another user already (`--user`, compose's GHOSTBOX_USER, a stack's `user:`, a pod's
+# runAsUser): COMMAND runs as that user, unchanged.
+RUN printf '%s\n' '#!/bin/sh' 'set -e' \
+      'if [ "$(id -u)" = 0 ]; then' \
+      '  owner="$(stat -c %u:%g /data 2>/dev/null || echo 1000:1000)"' \
+      '  [ "${owner%%:*}" = 0 ] || exec setpriv --reuid="${owner%%:*}" --regid="${owner#*:}" --clear-groups -- "$@"' \
+      'fi' 'exec "$@"' > /usr/local/bin/as-data-owner \
+    && chmod 755 /usr/local/bin/as-data-owner
 COPY configs configs
 COPY pipeline pipeline
+# HOME: one folder every user can write (a dropped-to uid has none of its own; root's is closed to it)
 ENV PATH=/opt/ghostbox/.venv/bin:$PATH \
     GHOSTBOX_HOME=/var/cache/ghostbox \
+    HOME=/var/cache/ghostbox \
     MPLCONFIGDIR=/var/cache/ghostbox/matplotlib \
     PYTHONUNBUFFERED=1
 # Ultralytics' settings, fonts, weights: kept apart from the image and across containers.
 VOLUME /var/cache/ghostbox
 WORKDIR /data
-USER 1000:1000
 # Streams and metrics: ghostbox binds to loopback unless a config says otherwise.
 EXPOSE 9464
-ENTRYPOINT ["tini", "--", "ghostbox"]
+# Healthy while every streaming stage in the container still turns its loop (its progress file is fresh;
+# pipeline/stream/health.py); a container with no stage (demo's end, detect) has nothing to judge and passes.
+# -P: /data, the working folder, stays off the import path. A Swarm task joins its service's DNS name only
+# once healthy, so the interval is also how long workers wait to find the graph.
+HEALTHCHECK --interval=5s --timeout=10s --start-period=60s --retries=6 \
+    CMD ["python", "-P", "-m", "pipeline.stream.health"]
+ENTRYPOINT ["tini", "--", "as-data-owner", "ghostbox"]
 CMD ["--help"]

@@ -1,5 +1,6 @@
 """The Docker image: built from the repo's Dockerfile, `demo` in a container against the same demo on the host,
-`run` on a mounted video, and compose.yaml's graph with two worker containers, exactly once.
+`run` on a mounted video, and compose.yaml's graph with two worker containers, exactly once; the entrypoint
+running commands as the owner of /data, and the README's quick start as root and as uid 1001.
 
 Needs a Docker daemon and a client that builds with BuildKit; with no registry, the local Debian base image
 that `tools/docker_base.sh` makes (as root; .ci/run runs it). Skips with the reason where either is missing.
@@ -29,7 +30,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_BASE = "ghostbox-base:bookworm"  # tools/docker_base.sh
-IMAGE_USER = (1000, 1000)  # the Dockerfile's USER
+IMAGE_USER = (1000, 1000)  # the Dockerfile's user, who owns the image's /data
+OTHER_USER = (1001, 1001)  # a host user who is not the image's
 FRAMES = 120
 COUNTS = re.compile(r"caught (\d+) of (\d+) hallucinations.*wrongly flagged (\d+) of (\d+) ID detections")
 CA_FILES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
@@ -124,6 +126,12 @@ def _ca_file() -> str | None:
 
 @pytest.fixture(scope="module")
 def image() -> str:
+    return build_image()
+
+
+def build_image() -> str:
+    """The image of this tree, built once and reused while its inputs are unchanged (tests/test_swarm.py too);
+    skips where it cannot be built."""
     args, why = _build_args()
     if why:
         pytest.skip(why)
@@ -193,11 +201,41 @@ def _write_video(path: Path, frames: int, seed: int) -> None:
     path.chmod(0o644)
 
 
-def test_image_runs_as_non_root(image: str) -> None:
-    user = docker_run("--entrypoint", "id", image, "-u").stdout.strip()
-    assert user == str(IMAGE_USER[0])
+def _ids(image: str, *flags: str) -> str:
+    """`id -u`:`id -g` of a command run by the image's entrypoint (as-data-owner) with these flags."""
+    out = docker_run(*flags, "--entrypoint", "as-data-owner", image, "sh", "-c", 'echo "$(id -u):$(id -g)"')
+    return out.stdout.strip()
+
+
+def test_image_runs_as_the_owner_of_data(image: str, tmp_path: Path) -> None:
+    """Nothing mounted: the image's uid 1000, never root. A mounted /data: its owner, so that the README's
+    `docker run -v "$PWD/data:/data" ghostbox demo` writes for whoever typed it. --user: that user."""
+    assert _ids(image) == "1000:1000"
+    assert _ids(image, "--user", "1234:1234") == "1234:1234"
     config = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
     assert "/var/cache/ghostbox" in (config.get("Volumes") or {}), "GHOSTBOX_HOME is not a volume"
+    assert config["Healthcheck"]["Test"][-3:] == ["-P", "-m", "pipeline.stream.health"], config["Healthcheck"]
+    if os.geteuid() != 0:
+        return  # the folders below need chown
+    for uid, gid in (OTHER_USER, (0, 0)):
+        data = tmp_path / f"data-{uid}"
+        data.mkdir()
+        os.chown(data, uid, gid)
+        assert _ids(image, "-v", f"{data}:/data") == f"{uid}:{gid}"
+
+
+@pytest.mark.parametrize("uid", [0, OTHER_USER[0]], ids=["root", "uid-1001"])
+def test_readme_quick_start_as_any_user(image: str, tmp_path: Path, uid: int) -> None:
+    """README: `mkdir -p data && docker run --rm -v "$PWD/data:/data" ghostbox demo`, as root and as a user
+    who is not uid 1000 (the folder theirs), exits 0 and leaves outputs that user owns."""
+    if os.geteuid() != 0:
+        pytest.skip("making a folder of uid 1001 needs root")
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, uid, uid)
+    docker_run("-v", f"{data}:/data", image, "demo", "--frames", "60", "--no-video")
+    _frames_once(data / "runs" / "demo", 60)
+    assert (data / "runs" / "demo" / "summary.json").stat().st_uid == uid
 
 
 def test_demo_in_container_matches_host(image: str, tmp_path: Path) -> None:
@@ -248,7 +286,7 @@ def test_compose_graph_with_two_workers_exactly_once(image: str, tmp_path: Path)
     keys, data = tmp_path / "keys", tmp_path / "data"
     user = _owned_folder(keys)
     _owned_folder(data)
-    docker_run(*user, "-v", f"{keys}:/keys", image, "keys", "--out", "/keys", "server", "client")
+    docker_run(*user, "-v", f"{keys}:/data", image, "keys", "--out", "/data", "server", "client")
     _write_video(data / "video.mp4", FRAMES, seed=2)
     project = f"gbxtest{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "GHOSTBOX_IMAGE": image, "GHOSTBOX_PORT": str(_free_port())}

@@ -20,6 +20,7 @@ from pipeline.cli import (
     eval_cmd,
     export_cmd,
     finetune_cmd,
+    health_cmd,
     keys_cmd,
     proxies_cmd,
     review_cmd,
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (detect_cmd, export_cmd, synth_cmd, data_cmd, calibrate_cmd, adapt_cmd, eval_cmd, bench_cmd,
-                   run_cmd, stage_cmd, demo_cmd, keys_cmd, review_cmd, proxies_cmd, finetune_cmd, config_cmd):
+                   run_cmd, stage_cmd, demo_cmd, keys_cmd, review_cmd, proxies_cmd, finetune_cmd, config_cmd,
+                   health_cmd):
         module.add_parser(sub)
     return parser
 

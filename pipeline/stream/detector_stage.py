@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -154,6 +155,11 @@ class WorkerStage(StageShell):
 
         cfg = graph.workers
         self.index = index
+        # Replicas in containers (or on machines) share stage indices and often pids: a random id tells them
+        # apart. The broker names a worker by the first 4 bytes of its ZeroMQ identity, in hex; they are this
+        # id's random part, so the broker's "worker 9f3c01aa joined" and this worker's "w0-9f3c01aa" match.
+        self.token = bytes([1 + secrets.randbelow(255)]) + secrets.token_bytes(3)  # ZeroMQ reserves a leading 0
+        self.worker_id = f"w{index}-{self.token.hex()}"
         threads = graph.worker_plan().threads
 
         torch.set_num_threads(threads)
@@ -173,9 +179,11 @@ class WorkerStage(StageShell):
         self.batch_timeout_s = cfg.batch_timeout_ms / 1000
         self.heartbeat_s = graph.broker.heartbeat_ms / 1000
         self.liveness = graph.broker.liveness
-        log.info("worker %d: %s on %s, imgsz %d, batch %d, %d thread(s), crops %s", index,
-                 os.path.basename(graph.detector.model), self.detector.device, self.detector.imgsz, self.batch,
-                 threads, crops)
+        # which worker and where: replicas in containers share the stage index (and often the pid), so the
+        # start line names the random id its identities carry and the host (a container's is its id)
+        log.info("worker %d (%s on %s): %s on %s, imgsz %d, batch %d, %d thread(s), crops %s", index, self.worker_id,
+                 socket.gethostname(), os.path.basename(graph.detector.model), self.detector.device,
+                 self.detector.imgsz, self.batch, threads, crops)
         wake_url = f"inproc://detect-{id(self)}"
         self.wake = self.wake_socket(wake_url)
         self.compute = _Compute(self.ctx, wake_url, self.core)
@@ -195,15 +203,16 @@ class WorkerStage(StageShell):
             self._sockets.remove(self.sock)
             self.sock.close(0)
         self.generation += 1
-        # random part: workers in separate containers (or machines) share stage indices and pids
-        identity = f"w{self.index}-{os.getpid()}-{self.generation}-{secrets.token_hex(3)}".encode()
+        # a new identity per connection: the broker never takes a reconnected worker for the one it gave up on
+        suffix = f"-{os.getpid()}-{self.generation}"
+        identity, name = self.token + suffix.encode(), self.worker_id + suffix
         self.sock = self.socket(zmq.DEALER, self.graph.endpoints.workers.url, bind=False, identity=identity,
                                 edge="workers")
         self.held.clear()
         free = self.capacity - self.busy
-        self.send(self.sock, P.control(P.HELLO, identity.decode(), role="worker", capacity=self.capacity,
+        self.send(self.sock, P.control(P.HELLO, name, role="worker", capacity=self.capacity,
                                        batch=self.batch, pid=os.getpid()))
-        self.send(self.sock, P.control(P.CREDIT, identity.decode(), n=free))
+        self.send(self.sock, P.control(P.CREDIT, name, n=free))
         self.poller.register(self.sock, zmq.POLLIN)
         self.last_broker = time.monotonic()
 
