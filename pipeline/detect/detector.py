@@ -145,10 +145,14 @@ class Detector:
         return self.info.feature_dim
 
     def fingerprint(self) -> dict[str, object]:
-        """What a fitted filter is tied to: the weights, the input size and the feature layer."""
+        """What a fitted filter is tied to: the weights, the input size and the feature layer; for an
+        int8 model (`ghostbox export --int8`) also its precision and calibration, which move the features."""
         layer = "detect.cls_head[-2]"
         if self.roi:
             layer += f"+roi_align(detect.inputs+backbone,{ROI_GRID}x{ROI_GRID})"
+        quantization = getattr(self.backend, "quantization", None)
+        int8 = {"precision": str(quantization.get("type", "int8")),
+                "int8_calibration": str(quantization.get("calibration", {}).get("sha256", ""))} if quantization else {}
         return {
             "weights_sha256": self.info.weights_sha256,
             "imgsz": self.imgsz,
@@ -157,6 +161,7 @@ class Detector:
             "feature_layer": layer,
             "class_names": list(self.class_names),
             **({"unknown_class": True} if self.unknown_class is not None else {}),
+            **int8,
         }
 
     # -- preprocessing -------------------------------------------------------------------

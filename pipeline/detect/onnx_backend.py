@@ -60,6 +60,8 @@ class OnnxBackend:
             )
         info = json.loads(meta[METADATA_KEY])
         self.metadata = info
+        # `ghostbox export --int8`: what was quantized and on which frames (None: the float export)
+        self.quantization: dict | None = info.get("quantization") or None
         # Older exports have no RoI map outputs: head features only, no RoI-aligned features.
         maps = roi_output_names(len(info.get("roi_channels", ())))
         has_maps = bool(maps) and outputs[len(OUTPUT_NAMES):] == maps

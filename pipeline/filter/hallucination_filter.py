@@ -217,10 +217,30 @@ class HallucinationFilter:
         return int(self.scorer.num_classes or 0)
 
     def check_detector(self, fingerprint: dict[str, Any]) -> None:
-        """Raise GhostboxError if the detector is not the one the filter was fitted for."""
+        """Raise GhostboxError if the detector is not the one the filter was fitted for.
+
+        That includes the int8 export of the filter's own float model (`ghostbox export --int8`),
+        by measurement (docs/detect.md#int8): int8 moves the box features the thresholds were set
+        on, by how much depends on the calibration frames (calibrated on one camera's clip, a
+        float-fitted filter flagged 7.6% of the ID true positives it should flag 5% of; fitted on
+        the int8 model, 5.1%). A filter fitted on an int8 model is tied to its calibration.
+        """
         diffs = fingerprint_differences(self.fingerprint, fingerprint)
-        if diffs:
-            raise GhostboxError("filter was fitted for another detector (filter vs detector): " + "; ".join(diffs))
+        if not diffs:
+            return
+        int8_keys = ("precision", "int8_calibration")  # what an int8 export adds to Detector.fingerprint()
+        if not fingerprint_differences({k: v for k, v in self.fingerprint.items() if k not in int8_keys},
+                                       {k: v for k, v in fingerprint.items() if k not in int8_keys}):
+            fitted, running = self.fingerprint.get("precision", "float"), fingerprint.get("precision", "float")
+            what = ("an int8 export calibrated on other frames than the filter's" if fitted == running
+                    else f"the int8 export of the {fitted} model the filter was fitted on" if running == "int8"
+                    else f"the {running} model whose {fitted} export the filter was fitted on")
+            model = "MODEL.int8.onnx" if running == "int8" else "MODEL"
+            raise GhostboxError(
+                f"filter was fitted for another precision or int8 calibration of this detector: the detector is "
+                f"{what} ({'; '.join(diffs)}), whose box features differ from those the thresholds were set on; "
+                f"fit the filter on the model you run: `ghostbox calibrate --model {model} ...`")
+        raise GhostboxError("filter was fitted for another detector (filter vs detector): " + "; ".join(diffs))
 
     def check_conf(self, conf: float) -> None:
         """Refuse a detector whose boxes reach below the confidence the thresholds were calibrated at."""
