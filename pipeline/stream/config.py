@@ -345,7 +345,7 @@ class GraphConfig(_Model):
 
     def worker_plan(self) -> WorkerPlan:
         """How many workers run, with how many threads each (`auto` chosen for this machine)."""
-        return plan_workers(self.workers.count, self.workers.threads, self.detector.device)
+        return plan_workers(self.workers.count, self.workers.threads, self.detector.device, model=self.detector.model)
 
     def metrics_port(self, stage: str) -> int | None:
         if self.metrics.port is None:

@@ -1,11 +1,13 @@
-"""How many detector workers a graph runs, and how many torch threads each: chosen for the machine.
+"""How many detector workers a graph runs, and how many threads each: chosen for the machine and the model.
 
-On a CPU, one single-threaded worker per core beats one worker with every core: convolutions
-in one process scale poorly past a thread or two, while separate processes do not share
-anything but memory bandwidth (measured in `ghostbox bench stream`, docs/benchmarks/stream.md).
-Each worker holds its own model and torch (a few hundred MB), so `auto` stops at
-MAX_CPU_WORKERS and gives further cores to the workers as threads. On a GPU one worker feeds
-the device; more would only queue for it. Settings given in the graph always win.
+Measured on a 2-core CPU (whole `ghostbox run`, 200 frames of 640 px, a YOLOv8n; issue 27's closing
+note): a PyTorch model runs faster as one single-threaded worker per core than as one worker with
+every core (convolutions in one torch process scale poorly past a thread or two); an ONNX Runtime
+model the other way round, one worker with every core (17.2 s against 20.5 s for two workers,
+whose sessions each took every core: ONNX Runtime's own threads are not set from this plan). Each
+worker holds its own model (a few hundred MB), so `auto` stops at MAX_CPU_WORKERS and gives
+further cores to the workers as threads. On a GPU one worker feeds the device; more would only
+queue for it. Settings given in the graph always win.
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ def on_gpu(device: str) -> bool:
     return Path("/dev/nvidiactl").exists()
 
 
-def plan_workers(count: int | str, threads: int | None, device: str, cores: int | None = None) -> WorkerPlan:
+def plan_workers(count: int | str, threads: int | None, device: str, cores: int | None = None,
+                 model: str = "") -> WorkerPlan:
     cores = max(1, cores or machine_cores())
     if count == "auto":
         if on_gpu(device):
             chosen, why = 1, "auto: one worker feeds the GPU"
+        elif model.lower().endswith(".onnx"):
+            chosen, why = 1, f"auto: one ONNX Runtime worker with the {cores} core(s) as threads"
         else:
             chosen = min(cores, MAX_CPU_WORKERS)
             why = f"auto: one worker per core of {cores}, at most {MAX_CPU_WORKERS}"

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -270,6 +271,32 @@ def _forged_result(header: dict, seq: int) -> list:
     return P.reencode(decoded, fields)
 
 
+FORGED_RUN_FRAMES = 150
+
+
+def _attacked_run(tmp_path: Path, ready: Callable[[int], bool], attack: Callable[[zmq.Context, dict[str, str], Path],
+                                                                               None]) -> tuple[subprocess.Popen, str]:
+    """A 150-frame tcp run (CURVE, the shared client key in tmp_path/keys); `attack(ctx, urls, keys)` once
+    `ready(metrics_port)`; returns the ended run and its stderr."""
+    keys = tmp_path / "keys"
+    config, urls, metrics, run_dir = _tcp_graph(tmp_path, FORGED_RUN_FRAMES, 30, {})
+    proc = start_run(write_config(tmp_path / "graph.yaml", config))
+    try:
+        assert wait_for(lambda: ready(metrics), 120), "the run did not get going"
+        ctx = zmq.Context()
+        try:
+            attack(ctx, urls, keys)
+            time.sleep(0.5)
+        finally:
+            ctx.destroy(linger=1000)
+        _, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_run_stages(str(run_dir))
+    return proc, stderr
+
+
 def _assert_refused_and_named(proc: subprocess.Popen, stderr: str, out: Path, frames: int) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     rows = records(out)
@@ -290,64 +317,44 @@ def test_forged_rows_with_the_real_epoch_or_another_are_refused_and_their_peer_n
     the stream's epoch and the frame's seal) and sends the sink results for frames ahead of the stream, with that
     epoch, and for seq 300-309 with another epoch: none is written, every real frame is, the run is incomplete
     and names the peer."""
-    out, keys = tmp_path / "out", tmp_path / "keys"
-    frames = 150
-    config, urls, metrics, run_dir = _tcp_graph(tmp_path, frames, 30, {})
-    proc = start_run(write_config(tmp_path / "graph.yaml", config))
-    try:
-        assert wait_for(lambda: metric(metrics, "ghostbox_frames_in_total") > 0, 90), "no frame reached the broker"
-        ctx = zmq.Context()
-        try:
-            stolen = _steal_a_frame(ctx, urls["workers"], keys)
-            sink = _insider(ctx, zmq.PUSH, urls["sink"], keys)
-            ahead = stolen["seq"] + 30  # the real frames arrive later
-            for seq in range(ahead, ahead + 10):
-                sink.send_multipart(_forged_result(stolen, seq))
-            for seq in range(300, 310):
-                sink.send_multipart(_forged_result({**stolen, "epoch": stolen["epoch"] + 1}, seq))
-            time.sleep(0.5)
-        finally:
-            ctx.destroy(linger=1000)
-        _, stderr = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_run_stages(str(run_dir))
-    summary = _assert_refused_and_named(proc, stderr, out, frames)
+
+    def forge(ctx: zmq.Context, urls: dict[str, str], keys: Path) -> None:
+        stolen = _steal_a_frame(ctx, urls["workers"], keys)
+        sink = _insider(ctx, zmq.PUSH, urls["sink"], keys)
+        ahead = stolen["seq"] + 30  # the real frames arrive later
+        for seq in range(ahead, ahead + 10):
+            sink.send_multipart(_forged_result(stolen, seq))
+        for seq in range(300, 310):
+            sink.send_multipart(_forged_result({**stolen, "epoch": stolen["epoch"] + 1}, seq))
+
+    proc, stderr = _attacked_run(tmp_path, lambda port: metric(port, "ghostbox_frames_in_total") > 0, forge)
+    summary = _assert_refused_and_named(proc, stderr, tmp_path / "out", FORGED_RUN_FRAMES)
     assert summary["per_source"]["clip"]["forged"] == 20
 
 
 @pytest.mark.parametrize("offset", [60, -10])
 def test_a_forged_end_of_stream_is_refused_and_the_run_still_ends(tmp_path: Path, offset: int) -> None:
-    """Issue 25, failure 2: an insider (the shared client key) tells the sink (and the filter) the stream ends 60
-    frames after what it has, or 10 before: refused (no source's seal), the real stream is written whole, the
-    run ends by itself, incomplete, naming the peer."""
+    """Issue 25, failure 2: an insider (the shared client key) tells the sink the stream ends 60 frames after
+    what it has, or 10 before: refused (no source's seal), the real stream is written whole, the run ends by
+    itself, incomplete, naming the peer."""
     from pipeline.stream import protocol as P
 
-    out, keys = tmp_path / "out", tmp_path / "keys"
-    frames = 150
-    config, urls, metrics, run_dir = _tcp_graph(tmp_path, frames, 30, {})
-    proc = start_run(write_config(tmp_path / "graph.yaml", config))
-    sink_port = metrics + 2  # stage order: broker, filter, sink:out, ...
+    written = 0
+
+    def rows(port: int) -> bool:
+        nonlocal written
+        written = int(metric(port + 2, "ghostbox_frames_out_total"))  # stage order: broker, filter, sink:out
+        return written >= 20
+
+    def end_early(ctx: zmq.Context, urls: dict[str, str], keys: Path) -> None:
+        sink = _insider(ctx, zmq.PUSH, urls["sink"], keys)
+        sink.send_multipart(P.control(P.EOS, "clip", total=written + offset, status="ok", dropped=0))
+        sink.send_multipart(P.control(P.EOS, "clip", total=written + offset, status="ok", dropped=0,
+                                      seal=b"\0" * 16))  # a made-up seal
+
     started = time.monotonic()
-    try:
-        assert wait_for(lambda: metric(sink_port, "ghostbox_frames_out_total") >= 20, 120), "no rows written"
-        written = int(metric(sink_port, "ghostbox_frames_out_total"))
-        ctx = zmq.Context()
-        try:
-            sink = _insider(ctx, zmq.PUSH, urls["sink"], keys)
-            sink.send_multipart(P.control(P.EOS, "clip", total=written + offset, status="ok", dropped=0))
-            sink.send_multipart(P.control(P.EOS, "clip", total=written + offset, status="ok", dropped=0,
-                                          seal=b"\0" * 16))  # a made-up seal
-            time.sleep(0.5)
-        finally:
-            ctx.destroy(linger=1000)
-        _, stderr = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_run_stages(str(run_dir))
+    proc, stderr = _attacked_run(tmp_path, rows, end_early)
     elapsed = time.monotonic() - started
-    summary = _assert_refused_and_named(proc, stderr, out, frames)
+    summary = _assert_refused_and_named(proc, stderr, tmp_path / "out", FORGED_RUN_FRAMES)
     assert summary["per_source"]["clip"]["forged"] == 2
     assert elapsed < 90, f"the run took {elapsed:.0f} s to end"

@@ -15,6 +15,11 @@ def test_auto_on_a_cpu_runs_a_worker_per_core_up_to_the_cap(cores: int, count: i
     assert (plan.count, plan.threads) == (count, threads) and "auto" in plan.why
 
 
+def test_auto_with_an_onnx_model_runs_one_worker_with_every_core() -> None:
+    plan = plan_workers("auto", None, "cpu", 2, model="person.int8.onnx")
+    assert (plan.count, plan.threads) == (1, 2) and "ONNX" in plan.why
+
+
 def test_auto_on_a_gpu_runs_one_worker() -> None:
     assert plan_workers("auto", None, "cuda:0", 16).count == 1
     assert plan_workers("auto", None, "0", 16).count == 1
