@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from pipeline.bench.detector_speed import sample_frames
 from pipeline.cli.main import main
 from pipeline.sources.media_files import MediaReport
+from tests.helpers.stream_helpers import cut_video
 
 
 @pytest.mark.parametrize("backends", ["torch", ",", "pt,tensorrt"])
@@ -23,13 +22,7 @@ def test_an_unknown_backend_is_refused_with_the_choices(backends: str, capsys: p
 
 
 def test_a_truncated_source_is_named_and_marks_the_frames_incomplete(tmp_path: Path) -> None:
-    clip = tmp_path / "cut.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
-    for i in range(60):
-        writer.write(np.full((48, 64, 3), i * 4, np.uint8))
-    writer.release()
-    data = clip.read_bytes()
-    clip.write_bytes(data[:len(data) // 2])  # the header still announces 60 frames
+    clip = cut_video(tmp_path / "cut.avi", 60)  # the header still announces 60 frames
     report = MediaReport()
     frames = sample_frames(str(clip), 80, "32x24", report)
     assert len(frames) == 80 and frames[0].shape == (24, 32, 3)  # repeated to fill the rounds

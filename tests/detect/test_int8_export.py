@@ -27,6 +27,7 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.calibrate import calibrate
 from pipeline.filter.hallucination_filter import HallucinationFilter
 from tests.helpers.filter_fixtures import CLASS_NAMES, WORLD, fitted
+from tests.helpers.stream_helpers import cut_video
 
 CALIBRATION_FRAMES = 4  # of the 6 bundled sample frames
 # The stated tolerance of int8 against fp32 on the 6 frames, at the anchors where fp32 gives a class
@@ -128,19 +129,9 @@ def test_logits_and_features_stay_within_tolerance_of_fp32(exported, calibration
     assert d["roi"] < ROI_REL, d
 
 
-def _cut_video(path: Path) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
-    for i in range(60):
-        writer.write(np.full((48, 64, 3), i * 4, np.uint8))
-    writer.release()
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # the header still announces 60 frames
-    return path
-
-
 def test_a_truncated_calibration_video_is_refused(exported, tmp_path, capsys):
     fp32, _ = exported
-    clip = _cut_video(tmp_path / "cut.avi")
+    clip = cut_video(tmp_path / "cut.avi")
     out = tmp_path / "q.int8.onnx"
     assert main(["export", str(fp32), "--out", str(out), "--int8", "--calibration", str(clip)]) == 1
     err = capsys.readouterr().err
