@@ -42,8 +42,9 @@ class OnnxBackend:
             ) from exc
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
+        # the process's thread setting governs both backends: a stream worker sets torch's from its worker plan,
+        # and ONNX Runtime's own default (every core per session) would oversubscribe several workers
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         try:
             self.session = ort.InferenceSession(str(source.path), options, providers=_providers(device))
         except GhostboxError:

@@ -4,7 +4,7 @@ Measured on a 2-core CPU (whole `ghostbox run`, 200 frames of 640 px, a YOLOv8n;
 note): a PyTorch model runs faster as one single-threaded worker per core than as one worker with
 every core (convolutions in one torch process scale poorly past a thread or two); an ONNX Runtime
 model the other way round, one worker with every core (17.2 s against 20.5 s for two workers,
-whose sessions each took every core: ONNX Runtime's own threads are not set from this plan). Each
+whose sessions each took every core; each session now takes the plan's threads). Each
 worker holds its own model (a few hundred MB), so `auto` stops at MAX_CPU_WORKERS and gives
 further cores to the workers as threads. On a GPU one worker feeds the device; more would only
 queue for it. Settings given in the graph always win.
