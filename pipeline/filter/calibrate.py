@@ -29,6 +29,7 @@ interval.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -40,6 +41,8 @@ from pipeline.errors import GhostboxError
 from pipeline.filter.drift import decile_edges
 from pipeline.filter.ood_metrics import TARGET_TPR
 from pipeline.filter.scorer import Scorer
+
+log = logging.getLogger(__name__)
 
 MIN_BIN_BOXES = 20  # boxes a confidence bin needs before it has a threshold of its own
 CONF_EDGES = (0.4, 0.6, 0.8)  # inner edges of the confidence bins
@@ -242,13 +245,15 @@ def calibrate(scorer: Scorer, boxes: Detections, tpr: float = TARGET_TPR, min_bo
         raise GhostboxError(f"calibrate: min_boxes must be >= 1, got {min_boxes}")
     if len(boxes) == 0:
         raise GhostboxError("calibrate: no ID calibration boxes")
-    present = np.unique(boxes.class_id)
-    if boxes.num_classes > 1 and len(present) == 1:
-        only = int(present[0])
-        name = class_names[only] if only < len(class_names) else str(only)
-        raise GhostboxError(
-            f"calibration boxes are all of one class ({name}) while the detector has {boxes.num_classes}: the other "
-            f"classes would get thresholds set on {name} boxes. Calibrate on data that shows the other classes too")
+    absent = np.setdiff1d(np.arange(boxes.num_classes), boxes.class_id)
+    if len(absent):
+        # A camera that never shows a class (a fall detector's "Fall" on a quiet corridor) is common: its
+        # boxes are judged by the threshold the other classes set, as a class with too few boxes is, and said.
+        names = [class_names[c] if c < len(class_names) else str(c) for c in absent]
+        log.warning("calibrate: no ID calibration boxes of class%s %s: %s judged by the %s threshold set on the "
+                    "other classes' boxes; calibrate on footage that shows them to give them their own",
+                    "es" if len(absent) > 1 else "", ", ".join(names), "they are" if len(absent) > 1 else "it is",
+                    "reference's" if fallback is not None else "global")
     edges = tuple(float(e) for e in conf_edges)
     if list(edges) != sorted(set(edges)) or any(not 0.0 < e < 1.0 for e in edges):
         raise GhostboxError(f"calibrate: confidence bin edges must be increasing values in (0, 1), got {list(edges)}")

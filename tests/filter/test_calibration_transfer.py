@@ -98,10 +98,19 @@ def test_filter_refuses_a_detector_below_its_calibration_conf(tmp_path):
         loaded.check_detector({"weights_sha256": "x", "imgsz": 640})
 
 
-def test_one_class_calibration_set_is_refused():
+def test_classes_a_calibration_set_never_shows_take_the_global_threshold_and_are_named(caplog):
     boxes = WORLD.id_boxes(600, seed=8)
-    with pytest.raises(GhostboxError, match=r"all of one class \(sign\)"):
-        calibrate(fitted("energy"), boxes[boxes.class_id == 2], class_names=CLASS_NAMES)
+    signs = boxes[boxes.class_id == 2]
+    with caplog.at_level("WARNING", logger="pipeline.filter.calibrate"):
+        cal = calibrate(fitted("energy"), signs, class_names=CLASS_NAMES, shape="per-bin")
+    absent = [c for c in cal.classes if c.class_id != 2]
+    assert all(c.num_boxes == 0 and c.fell_back and c.kept_fraction is None for c in absent)
+    assert all(c.threshold == cal.global_threshold for c in absent)
+    assert np.all(cal.per_bin[[c.class_id for c in absent]] == cal.global_threshold)
+    assert cal.classes[2].num_boxes == len(signs) and not cal.classes[2].fell_back
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert all(CLASS_NAMES[c.class_id] in warning for c in absent) and CLASS_NAMES[2] + "," not in warning
+    assert "judged by the global threshold" in warning
 
 
 def test_hallucinated_tracks_are_trimmed_from_unlabelled_calibration():
