@@ -135,7 +135,7 @@ def ghostbox_run(data: dict[str, Any], workdir: Path, stop_after_s: float | None
 
 
 def _base_graph(video: Path, model: str, imgsz: int, conf: float, out: Path, mode: str = "lossless",
-                batch: int = 8, workers: int | str = "auto", **source: Any) -> dict[str, Any]:
+                batch: int | None = None, workers: int | str = "auto", **source: Any) -> dict[str, Any]:
     return {
         "mode": mode, "sources": [{"id": "video", "uri": str(video), **source}],
         "detector": {"model": model, "imgsz": imgsz, "conf": conf, "device": "cpu", "batch": batch},
@@ -262,16 +262,17 @@ def rss_growth(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
 # -- the benchmark ----------------------------------------------------------------------------------
 
 def bench_stream(model: str, video: Path | None = None, video_frames: int = 300, imgsz: int = 320,
-                 conf: float = DEFAULT_CONF, rounds: int = 2, batch: int = 8, duration_s: float = 0.0,
+                 conf: float = DEFAULT_CONF, rounds: int = 2, batch: int | None = None, duration_s: float = 0.0,
                  memory_frames: int = 0, workers: int | str = "auto", workdir: Path | None = None) -> dict[str, Any]:
     work = Path(workdir or tempfile.mkdtemp(prefix="ghostbox-bench-stream-"))
     work.mkdir(parents=True, exist_ok=True)
     if video is None:
         video = write_synth_video(work / "street.mp4", video_frames)
     frames = _video_frames(video)
-    result: dict[str, Any] = {"model": model, "video": str(video), "frames": frames, "imgsz": imgsz, "batch": batch}
-    plan = plan_workers(workers, None, "cpu")
-    result["workers"] = {"count": plan.count, "threads": plan.threads, "why": plan.why}
+    plan = plan_workers(workers, None, "cpu", model=model, batch=batch)
+    result: dict[str, Any] = {"model": model, "video": str(video), "frames": frames, "imgsz": imgsz,
+                              "batch": plan.batch}
+    result["workers"] = {"count": plan.count, "threads": plan.threads, "batch": plan.batch, "why": plan.why}
 
     # throughput, alternating so that machine noise hits both alike
     ours, theirs, walls = [], [], []

@@ -264,7 +264,8 @@ def run_stream(args: argparse.Namespace) -> int:
     tp = result["throughput"]
     print(f"model {result['model']}  imgsz {result['imgsz']}  video {result['frames']} frames")
     plan = result["workers"]
-    print(f"workers: {plan['count']} with {plan['threads']} torch thread(s) each ({plan['why']})")
+    print(f"workers: {plan['count']} with {plan['threads']} torch thread(s) and batch "
+          f"{plan['batch']} each ({plan['why']})")
     print(f"throughput: ghostbox run (lossless) {tp['ghostbox_fps']:.1f} frames/s, Ultralytics "
           f"predict(stream=True) {tp['ultralytics_fps']:.1f} frames/s: {tp['ghostbox_over_ultralytics']:.2f}x "
           f"(with process start-up {tp['ghostbox_wall_fps_with_startup']:.1f} frames/s)")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.box_geometry import cut_crops
-from pipeline.detect.config import FALLBACK_IMGSZ, DetectorConfig, box_features_for  # noqa: F401 - re-exported
+from pipeline.detect.config import FALLBACK_IMGSZ, DetectorConfig, box_features_for, default_batch  # noqa: F401 - re-exported
 from pipeline.detect.model_source import resolve_model
 from pipeline.detect.torch_backend import TorchBackend
 from pipeline.detect.unknown_class import split_unknown
@@ -121,6 +121,7 @@ class Detector:
         self.half = half
         self.info = self.backend.info
         self.imgsz = _stride_multiple(config.imgsz or self.info.train_imgsz or FALLBACK_IMGSZ, self.info.max_stride)
+        self.batch = config.batch or default_batch(device.type == "cuda")
         self.roi = config.box_features == "head+roi"
         if self.roi and not self.info.roi_channels:
             raise GhostboxError(
@@ -264,13 +265,13 @@ class Detector:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, frame in enumerate(frames):
             groups.setdefault(frame.shape, []).append(i)
-        step = self.config.batch
+        step = self.batch
         for indices in groups.values():
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
                 chunk_frames = [frames[i] for i in chunk]
                 images = self._letterbox(chunk_frames)
-                head_out, logits, features, *maps = self.backend.forward(images)
+                head_out, logits, features, *maps = self.backend.forward(images, maps=self.roi)
                 processed = self._postprocess(head_out, logits, features, images, chunk_frames, crops, conf, maps)
                 for i, dets in zip(chunk, processed):
                     results[i] = dets

@@ -28,13 +28,13 @@ def detect_frames(
     detector: Detector, items: Iterable[T], *, image: Callable[[T], np.ndarray], conf: float | None = None,
     crops: bool = False, advance: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[T, Detections]]:
-    """(item, its detections) for every item, in order, detected `detector.config.batch` at a time.
+    """(item, its detections) for every item, in order, detected `detector.batch` at a time.
 
     `image(item)`: the item's BGR frame, called as the item is read. `conf`: None = the detector's
     configured conf. `crops`: boxes keep their crops. `advance(n)`: called once per batch of `n`
     items, after the caller has handled the batch's last item (when the loop is resumed past it).
     """
-    size = max(1, int(detector.config.batch))
+    size = max(1, int(detector.batch))
     source = iter(items)
     # islice on the shared iterator reads at most `size` items, never one beyond the batch
     while batch := [(item, image(item)) for item in islice(source, size)]:

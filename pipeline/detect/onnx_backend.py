@@ -82,7 +82,9 @@ class OnnxBackend:
         self.half = False
         self.providers = self.session.get_providers()
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(head_out, logits, features, *roi_maps), as the PyTorch backend."""
+    def forward(self, images: torch.Tensor, maps: bool = True) -> tuple[torch.Tensor, ...]:
+        """(head_out, logits, features, *roi_maps), as the PyTorch backend; `maps=False`: without the RoI maps
+        (several MB a frame to copy out, wanted only for "head+roi" features)."""
         feed = {"images": np.ascontiguousarray(images.detach().cpu().float().numpy())}
-        return tuple(torch.from_numpy(out) for out in self.session.run(self.output_names, feed))
+        names = self.output_names if maps else self.output_names[: len(OUTPUT_NAMES)]
+        return tuple(torch.from_numpy(out) for out in self.session.run(names, feed))

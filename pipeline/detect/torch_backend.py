@@ -146,6 +146,7 @@ class TorchBackend:
         )
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(head_out, logits, features, *roi_maps); see `head_tap`."""
+    def forward(self, images: torch.Tensor, maps: bool = True) -> tuple[torch.Tensor, ...]:
+        """(head_out, logits, features, *roi_maps); see `head_tap`. The maps are the network's own
+        activations here, so `maps=False` (ONNX Runtime's copy-out saving) changes nothing."""
         return self.model(images)

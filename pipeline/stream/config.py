@@ -344,8 +344,9 @@ class GraphConfig(_Model):
                 + [f"worker:{i}" for i in range(self.worker_plan().count)] + [f"source:{s.id}" for s in self.sources])
 
     def worker_plan(self) -> WorkerPlan:
-        """How many workers run, with how many threads each (`auto` chosen for this machine)."""
-        return plan_workers(self.workers.count, self.workers.threads, self.detector.device, model=self.detector.model)
+        """How many workers run, with how many threads and what batch each (`auto` chosen for this machine)."""
+        return plan_workers(self.workers.count, self.workers.threads, self.detector.device, model=self.detector.model,
+                            batch=self.detector.batch)
 
     def metrics_port(self, stage: str) -> int | None:
         if self.metrics.port is None:

@@ -173,7 +173,7 @@ class WorkerStage(StageShell):
             wanted = any(s.crops for s in graph.sinks) or graph.filter_needs_crops()
             crops = "none" if not wanted else "jpeg" if leaves_machine(graph.endpoints.workers.url or "") else "raw"
         self.core = DetectorCore(self.detector, crops)
-        self.batch = graph.detector.batch
+        self.batch = self.detector.batch  # the graph's, else the device's default (the plan's)
         prefetch = cfg.prefetch if cfg.prefetch is not None else (0 if graph.all_live() else 1)
         self.capacity = self.batch * (1 + prefetch)
         self.batch_timeout_s = cfg.batch_timeout_ms / 1000

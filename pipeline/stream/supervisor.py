@@ -186,8 +186,8 @@ class Supervisor:
             if name not in children:
                 self.stages.start(name)
         plan = self.graph.worker_plan()
-        log.info("started %d stages (%s); %d worker(s) with %d torch thread(s) each (%s); run folder %s",
-                 len(children), ", ".join(children), plan.count, plan.threads, plan.why, self.run_dir)
+        log.info("started %d stages (%s); %d worker(s) with %d torch thread(s) and batch %d each (%s); run folder %s",
+                 len(children), ", ".join(children), plan.count, plan.threads, plan.batch, plan.why, self.run_dir)
 
     def _wait_ready(self, name: str) -> bool:
         """Wait until the stage is ready (a worker: its model loaded and the filter accepted; a sink: its

@@ -7,7 +7,8 @@ model the other way round, one worker with every core (17.2 s against 20.5 s for
 whose sessions each took every core; each session now takes the plan's threads). Each
 worker holds its own model (a few hundred MB), so `auto` stops at MAX_CPU_WORKERS and gives
 further cores to the workers as threads. On a GPU one worker feeds the device; more would only
-queue for it. Settings given in the graph always win.
+queue for it. The batch is `detect.config.default_batch`'s for the device (4 frames on a CPU, 8 on a
+GPU) unless the graph names one. Settings given in the graph always win.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.detect.config import default_batch
 
 MAX_CPU_WORKERS = 4
 
@@ -24,6 +27,7 @@ class WorkerPlan:
     count: int
     threads: int  # torch threads per worker
     why: str
+    batch: int = 0  # frames per forward pass (0: not planned)
 
 
 def machine_cores() -> int:
@@ -46,7 +50,7 @@ def on_gpu(device: str) -> bool:
 
 
 def plan_workers(count: int | str, threads: int | None, device: str, cores: int | None = None,
-                 model: str = "") -> WorkerPlan:
+                 model: str = "", batch: int | None = None) -> WorkerPlan:
     cores = max(1, cores or machine_cores())
     if count == "auto":
         if on_gpu(device):
@@ -59,4 +63,8 @@ def plan_workers(count: int | str, threads: int | None, device: str, cores: int 
     else:
         chosen, why = int(count), "set in the graph"
     per_worker = threads or max(1, cores // chosen)
-    return WorkerPlan(chosen, per_worker, why + ("" if threads is None else "; threads set in the graph"))
+    why += "" if threads is None else "; threads set in the graph"
+    if batch is None:
+        gpu = on_gpu(device)
+        batch, why = default_batch(gpu), why + f"; batch {default_batch(gpu)} for a {'GPU' if gpu else 'CPU'}"
+    return WorkerPlan(chosen, per_worker, why, int(batch))

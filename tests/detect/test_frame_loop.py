@@ -1,10 +1,9 @@
-"""`detect_frames`: batches of `config.batch`, results in input order, the tail flushed, progress per
+"""`detect_frames`: batches of `detector.batch`, results in input order, the tail flushed, progress per
 batch, and nothing read or detected past where the caller stops."""
 
 from __future__ import annotations
 
 from itertools import islice
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ class _Detector:
     """Tags each frame's (empty) result with the frame's pixel value; records every call."""
 
     def __init__(self, batch: int) -> None:
-        self.config = SimpleNamespace(batch=batch)
+        self.batch = batch
         self.calls: list[dict[str, Any]] = []
 
     def detect(self, frames, conf=None, **kwargs):

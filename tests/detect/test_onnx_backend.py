@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from pipeline.detect.detector import Detector
 from pipeline.detect.onnx_export import METADATA_KEY, export_onnx
@@ -49,6 +50,13 @@ def test_export_metadata_and_outputs(checkpoints, tmp_path):
     assert meta["imgsz"] == 320  # the checkpoint's training size when --imgsz is not given
     assert meta["strides"] == [8, 16, 32] and meta["feature_dim"] > 0
     assert meta["roi_strides"] == [8, 16, 32, 8, 16, 32] and len(meta["roi_channels"]) == 6
+    # the RoI maps are copied out only when "head+roi" features want them
+    backend = Detector(model=str(path), device="cpu").backend
+    images = torch.rand(2, 3, 320, 320)
+    full, bare = backend.forward(images), backend.forward(images, maps=False)
+    assert len(full) == 9 and len(bare) == 3
+    for a, b in zip(full, bare):
+        torch.testing.assert_close(a, b)
 
 
 def test_export_cli(checkpoints, tmp_path):

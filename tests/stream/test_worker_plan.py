@@ -39,3 +39,24 @@ def test_the_graph_names_a_stage_per_planned_worker() -> None:
     assert len(workers) == graph.worker_plan().count >= 1
     with pytest.raises(GhostboxError, match="'auto' or 1..64"):
         graph_from_dict({"sources": [{"id": "a", "uri": "x"}], "workers": {"count": 0}}, "test")
+
+
+def test_the_batch_is_the_devices_unless_the_graph_names_one() -> None:
+    from pipeline.detect.config import CPU_BATCH, GPU_BATCH
+
+    assert plan_workers("auto", None, "cpu", 2).batch == CPU_BATCH
+    assert plan_workers("auto", None, "cuda", 2).batch == GPU_BATCH > CPU_BATCH
+    assert f"batch {CPU_BATCH} for a CPU" in plan_workers("auto", None, "cpu", 2).why
+    assert plan_workers("auto", None, "cpu", 2, batch=16).batch == 16
+    graph = graph_from_dict({"sources": [{"id": "a", "uri": "x.mp4"}], "detector": {"model": "m.pt", "device": "cpu",
+                                                                                  "batch": 2}}, "test")
+    assert graph.worker_plan().batch == 2
+
+
+def test_a_detector_takes_the_devices_batch_unless_told() -> None:
+    from pipeline.bundled import default_model
+    from pipeline.detect.config import CPU_BATCH
+    from pipeline.detect.detector import Detector
+
+    assert Detector(model=str(default_model()), device="cpu").batch == CPU_BATCH
+    assert Detector(model=str(default_model()), device="cpu", batch=3).batch == 3
