@@ -196,11 +196,18 @@ def _gpu_md(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cpu_md(r: dict[str, Any]) -> list[str]:
+    from pipeline.bench.cpu_fast_path import page_lines  # the bench's own table: the page and the print agree
+
+    return page_lines(r)
+
+
 _MARKDOWN = {"detector": ("Detector speed: ghostbox against Ultralytics", _detector_md),
              "filter": ("Scoring cost per frame", _filter_md),
              "stream": ("Streaming: `ghostbox run` against Ultralytics", _stream_md),
              "street": ("The street world as a benchmark", _street_md),
-             "gpu": ("The CUDA backends: parity with the CPU, `ghostbox run` frames/s, GPU memory", _gpu_md)}
+             "gpu": ("The CUDA backends: parity with the CPU, `ghostbox run` frames/s, GPU memory", _gpu_md),
+             "cpu": ("The CPU fast path: `ghostbox run` against Ultralytics, whole processes", _cpu_md)}
 
 
 def markdown(what: str, result: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""`ghostbox bench detector|filter|stream|street|tracks|streets|crop|gpu`: figures measured side by side, as tables.
+"""`ghostbox bench detector|filter|stream|street|tracks|streets|crop|gpu|cpu`: figures measured side by side, as tables.
 
 `--out PATH.md` writes the figures as a markdown table headed by the date (UTC), the machine,
 the ghostbox commit and the exact command (`pipeline/bench/report.py`); `--out PATH.json` as
@@ -41,6 +41,7 @@ STREAM = "pipeline.bench.stream_speed:bench_stream"
 TRACKS = "pipeline.bench.track_verdicts:bench_tracks"
 CROP = "pipeline.bench.crop_cost:bench_crop"
 GPU = "pipeline.bench.gpu_check:bench_gpu"
+CPU = "pipeline.bench.cpu_fast_path:bench_cpu"
 
 
 def _sub(which: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -180,6 +181,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_setting(gpu, "--workers", model=GPU, field="workers", type=int, help="detector workers of each run")
     gpu.add_argument("--out", help=OUT_HELP)
     gpu.set_defaults(handler=run_gpu, bench_parser=gpu)
+    cpu = _sub(
+        which, "cpu", help="the CPU fast path: `ghostbox run` with the .pt, fp32 and int8 ONNX (with and without a "
+        "filter) against Ultralytics, whole processes",
+        description="Exports MODEL to fp32 and int8 ONNX (int8 calibrated on --calibration), fits a knn filter for "
+                    "each, then times whole processes in rounds: Ultralytics' predict(stream=True) on the .pt and "
+                    "`ghostbox run` with the .pt, fp32, fp32 + filter, int8 and int8 + filter; then the start-up "
+                    "pair on a short clip (pipeline/bench/cpu_fast_path.py). Exits 1 when a run failed.")
+    cpu.add_argument("--model", "-m", help=".pt model (default: the bundled street-world model)")
+    cpu.add_argument("--video", help="video to time on (default: the street world's stream, rendered at --imgsz)")
+    add_setting(cpu, "--frames", model=CPU, field="frames", type=int, help="frames of the timed video")
+    add_setting(cpu, "--imgsz", model=CPU, field="imgsz", type=int, help="inference size (and rendered frame size)")
+    cpu.add_argument("--calibration", help="frames the int8 model and the filters are calibrated on: a video or "
+                     "image folder (default: world seed 1's stream)")
+    add_setting(cpu, "--calibration-frames", model=CPU, field="calibration_frames", type=int,
+                help="frames the int8 quantization reads")
+    add_setting(cpu, "--conf", model=CPU, field="conf", type=float, help="confidence threshold of every run")
+    add_setting(cpu, "--rounds", model=CPU, field="rounds", type=int, help="rounds of every row in turn")
+    add_setting(cpu, "--startup-frames", model=CPU, field="startup_frames", type=int,
+                help="frames of the start-up clip")
+    add_setting(cpu, "--startup-rounds", model=CPU, field="startup_rounds", type=int,
+                help="rounds of the start-up pair")
+    cpu.add_argument("--workdir", help="folder of the clips, models, filters and logs (reused when there; default: "
+                     "a new temporary folder)")
+    cpu.add_argument("--out", help=OUT_HELP)
+    cpu.set_defaults(handler=run_cpu, bench_parser=cpu)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -510,3 +536,16 @@ def run_gpu(args: argparse.Namespace) -> int:
     print("all checks passed" if result["passed"] else "some checks FAILED (see the table)")
     _written(write_result(args.out, "gpu", result, command_line(args)))
     return 0 if result["passed"] else 1
+
+
+def run_cpu(args: argparse.Namespace) -> int:
+    """`ghostbox run` on the CPU fast path against Ultralytics; exit 1 when a run failed (targets are figures)."""
+    from pipeline.bench.cpu_fast_path import bench_cpu, table_lines  # loads cv2 and the stream config
+
+    result = bench_cpu(args.model or str(default_model()), Path(args.video) if args.video else None,
+                       calibration=Path(args.calibration) if args.calibration else None,
+                       workdir=Path(args.workdir) if args.workdir else None,
+                       progress=lambda line: print(line, flush=True), **_given(args))
+    print("\n".join(table_lines(result)))
+    _written(write_result(args.out, "cpu", result, command_line(args)))
+    return 1 if result["failures"] else 0

@@ -170,8 +170,8 @@ class HallucinationFilter:
                 # labelled held-out boxes, or (unlabelled ID data) the footage itself, as the reference
                 reference_boxes = (calibration if id_set.track_ids is not None or held_out is None
                                    else held_out).boxes
-                reference = calibrate(scorer, reference_boxes, tpr=tpr,
-                                      min_boxes=min_boxes, conf_edges=conf_edges, shape=shape)
+                reference = calibrate(scorer, reference_boxes, tpr=tpr, min_boxes=min_boxes,
+                                      class_names=class_names, conf_edges=conf_edges, shape=shape)
             thresholds, notes = thresholds_on(scorer, calibration, class_names, tpr, min_boxes, conf_edges, seed,
                                               reference, None, shape)
             info.update(notes)
