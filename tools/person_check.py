@@ -512,7 +512,12 @@ def main() -> int:
     parser.add_argument("--other-variants", type=int, default=OTHER_VARIANTS, help="variants of each other photo")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fetch-only", action="store_true",
+                        help="fetch the model into --cache, print its path and stop (for `ghostbox bench cpu`)")
     args = parser.parse_args()
+    if args.fetch_only:
+        print(fetch_model(args.cache))
+        return 0
     sys.path.insert(0, str(ROOT))
     from pipeline.detect.detector import Detector
     from pipeline.page_stamp import made

@@ -334,6 +334,9 @@ def page_lines(r: dict[str, Any]) -> list[str]:
         f"{r['video']}, on {r['cores']} core(s), no GPU. Whole processes, {r['rounds']} rounds of every row in turn; "
         "medians (min-max) over the rounds, and each ratio the median of its per-round ratios.", "",
         *table_lines(r), "",
+        "\"boxes, flagged\": the last round's boxes, and those its filter flagged. The filters are here to be "
+        "timed: fitted on a short clip of the calibration world, their flag rate on the timed video says nothing of "
+        "their quality (for that on real photos: [person-check.md](person-check.md)).", "",
         "How each row ran:",
         "- Ultralytics: `YOLO(model).predict(video, stream=True, imgsz, conf, device='cpu')` over every frame, in a "
         "fresh Python process.",
@@ -342,5 +345,8 @@ def page_lines(r: dict[str, Any]) -> list[str]:
         f"- The ONNX models: `ghostbox export MODEL --imgsz {r['imgsz']} --int8 --calibration CLIP "
         f"--calibration-frames {r['calibration_frames']}`, with CLIP {r['calibration']} (not the measured frames).",
         f"- The filters: `ghostbox calibrate --model M --id CLIP --method {r['filter_method']}`, one per ONNX model.",
+        "",
+        "The accuracy of the int8 path (mAP, the filter's catch rate) is measured apart: "
+        "[../detect.md](../detect.md#int8).",
         "",
     ]

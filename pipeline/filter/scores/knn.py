@@ -47,6 +47,8 @@ from pipeline.filter.scores.feature_math import l2_normalise
 
 log = logging.getLogger(__name__)
 
+# faiss's loader logs, at INFO, every instruction-set build it tries and does not find: noise in every stage's log
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 _MAX_DISTANCES = 1 << 22  # distances held at once by the numpy search (16 MiB of float32)
 
 
