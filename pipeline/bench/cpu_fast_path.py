@@ -271,27 +271,28 @@ def summarise(runs: dict[str, list[dict[str, Any]]], startup: dict[str, list[dic
     walls = {name: [g["wall_s"] for g in got if "failed" not in g] for name, got in startup.items()}
     pairs = [p["wall_s"] - u["wall_s"] for u, p in zip(startup["ultralytics"], startup["pt"], strict=True)
              if "failed" not in u and "failed" not in p]
-    start = {"ultralytics_wall_s": spread(walls["ultralytics"]) if walls["ultralytics"] else None,
-             "ghostbox_wall_s": spread(walls["pt"]) if walls["pt"] else None,
-             "ghostbox_minus_ultralytics_s": spread(pairs) if pairs else None,
-             "failed": [g["failed"] for got in startup.values() for g in got if "failed" in g]}
+    diff = spread(pairs) if pairs else None
+    start_failed = [g["failed"] for got in startup.values() for g in got if "failed" in g]
+    start: dict[str, Any] = {"ultralytics_wall_s": spread(walls["ultralytics"]) if walls["ultralytics"] else None,
+                             "ghostbox_wall_s": spread(walls["pt"]) if walls["pt"] else None,
+                             "ghostbox_minus_ultralytics_s": diff, "failed": start_failed}
     targets = []
     for name, want in SPEEDUP_TARGETS.items():
-        got = speedup.get(name)
+        ratio = speedup.get(name)
         targets.append({"what": f"{name}: Ultralytics wall / ghostbox wall", "target": f">= {want:g}x",
-                        "measured": None if got is None else round(got["median"], 3),
-                        "met": got is not None and got["median"] >= want})
-    for name, got in overhead.items():
-        targets.append({"what": f"{name}: wall over the same run without the filter", "target":
-                        f"<= +{100 * FILTER_TARGET:g}%", "measured": None if got is None else round(got["median"], 4),
-                        "met": got is not None and got["median"] <= FILTER_TARGET})
-    diff = start["ghostbox_minus_ultralytics_s"]
+                        "measured": None if ratio is None else round(ratio["median"], 3),
+                        "met": ratio is not None and ratio["median"] >= want})
+    for name, extra in overhead.items():
+        targets.append({"what": f"{name}: wall over the same run without the filter",
+                        "target": f"<= +{100 * FILTER_TARGET:g}%",
+                        "measured": None if extra is None else round(extra["median"], 4),
+                        "met": extra is not None and extra["median"] <= FILTER_TARGET})
     targets.append({"what": f"start-up, {meta['startup_frames']} frames, `.pt`: ghostbox wall - Ultralytics wall",
                     "target": f"<= {STARTUP_TARGET_S:g} s",
                     "measured": None if diff is None else round(diff["median"], 3),
                     "met": diff is not None and diff["median"] <= STARTUP_TARGET_S})
     failures = [f"{name}: {why}" for name, row in rows.items() for why in row["failed"]]
-    failures += [f"start-up: {why}" for why in start["failed"]]
+    failures += [f"start-up: {why}" for why in start_failed]
     return {**meta, "rows": rows, "speedup": speedup, "filter_overhead": overhead, "startup": start,
             "targets": targets, "failures": failures}
 

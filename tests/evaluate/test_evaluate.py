@@ -43,7 +43,8 @@ class OracleDetector:
         self.class_names = CLASSES
         self.feature_dim = DIM
         self.imgsz = 320
-        self.config = SimpleNamespace(batch=4, model="oracle")
+        self.config = SimpleNamespace(model="oracle")
+        self.batch = 4
         self.truth: dict[str, tuple[list, list]] = {}
         self.rng = np.random.default_rng(0)
         for spec in ("id/val", "ood/near_test", "ood/far_test", "ood/mixed_test", "ood/contaminated"):

@@ -392,8 +392,7 @@ def test_unlabelled_folder_pool_gives_backgrounds_and_random_crops(tmp_path: Pat
 class _FakeDetector:
     """Reports, on every frame, a box on the frame's first ID object and one in its top-left corner."""
 
-    class config:  # noqa: N801 - stands in for DetectorConfig
-        batch = 2
+    batch = 2  # frames per detect call, as Detector.batch
 
     def __init__(self, pool) -> None:
         self.pool = pool
