@@ -245,15 +245,6 @@ def calibrate(scorer: Scorer, boxes: Detections, tpr: float = TARGET_TPR, min_bo
         raise GhostboxError(f"calibrate: min_boxes must be >= 1, got {min_boxes}")
     if len(boxes) == 0:
         raise GhostboxError("calibrate: no ID calibration boxes")
-    absent = np.setdiff1d(np.arange(boxes.num_classes), boxes.class_id)
-    if len(absent):
-        # A camera that never shows a class (a fall detector's "Fall" on a quiet corridor) is common: its
-        # boxes are judged by the threshold the other classes set, as a class with too few boxes is, and said.
-        names = [class_names[c] if c < len(class_names) else str(c) for c in absent]
-        log.warning("calibrate: no ID calibration boxes of class%s %s: %s judged by the %s threshold set on the "
-                    "other classes' boxes; calibrate on footage that shows them to give them their own",
-                    "es" if len(absent) > 1 else "", ", ".join(names), "they are" if len(absent) > 1 else "it is",
-                    "reference's" if fallback is not None else "global")
     edges = tuple(float(e) for e in conf_edges)
     if list(edges) != sorted(set(edges)) or any(not 0.0 < e < 1.0 for e in edges):
         raise GhostboxError(f"calibrate: confidence bin edges must be increasing values in (0, 1), got {list(edges)}")
@@ -275,6 +266,7 @@ def calibrate(scorer: Scorer, boxes: Detections, tpr: float = TARGET_TPR, min_bo
         report.append(ClassCalibration(c, name, n, float(per_class[c]), n < min_boxes, kept,
                                        tuple(int(v) for v in counts[c]),
                                        "reference" if n < min_boxes and fallback is not None else ""))
+    _warn_fell_back(report, min_boxes, shape, fallback is not None)
 
     def flagged_in(rest: np.ndarray, held: np.ndarray) -> int:
         if shape == "overall":
@@ -286,6 +278,16 @@ def calibrate(scorer: Scorer, boxes: Detections, tpr: float = TARGET_TPR, min_bo
     held_out = held_out_check(len(boxes), flagged_in, tpr, groups, group_kind, seed)
     return Calibration(per_class, global_threshold, float(tpr), int(min_boxes), len(boxes), tuple(report),
                        edges, per_bin, held_out, tuple(decile_edges(scores - own_thresholds)), shape=shape)
+
+
+def _warn_fell_back(report: Sequence[ClassCalibration], min_boxes: int, shape: str, reference: bool) -> None:
+    """Name the classes with too few ID boxes (none, for a class the camera never shows) to set their own."""
+    few = [f"{c.name} ({c.num_boxes})" for c in report if c.fell_back]
+    if not few or shape == "overall":  # one threshold judges every box: no class has one of its own to miss
+        return
+    log.warning("calibrate: fewer than %d ID calibration boxes of %s: their boxes are judged by %s; calibrate "
+                "on footage that shows them to give them their own", min_boxes, ", ".join(few),
+                "the reference's thresholds" if reference else "the global threshold")
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -111,6 +111,15 @@ def test_classes_a_calibration_set_never_shows_take_the_global_threshold_and_are
     warning = " ".join(r.getMessage() for r in caplog.records)
     assert all(CLASS_NAMES[c.class_id] in warning for c in absent) and CLASS_NAMES[2] + "," not in warning
     assert "judged by the global threshold" in warning
+    caplog.clear()  # one overall threshold: no class has one of its own, so nothing to warn of
+    with caplog.at_level("WARNING", logger="pipeline.filter.calibrate"):
+        calibrate(fitted("energy"), signs, class_names=CLASS_NAMES, shape="overall")
+    assert not caplog.records
+    caplog.clear()  # a class with a few boxes falls back as one with none does, and is named alike
+    few = Detections.merge([signs, boxes[boxes.class_id == 0][:3]])
+    with caplog.at_level("WARNING", logger="pipeline.filter.calibrate"):
+        calibrate(fitted("energy"), few, class_names=CLASS_NAMES, shape="per-bin")
+    assert f"{CLASS_NAMES[0]} (3)" in " ".join(r.getMessage() for r in caplog.records)
 
 
 def test_hallucinated_tracks_are_trimmed_from_unlabelled_calibration():
