@@ -33,9 +33,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _cores() -> int:
+def machine_cores() -> int:
+    """The cores this process may use (a container's or taskset's limit, not the host's count)."""
     try:
-        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
@@ -83,7 +84,7 @@ def commit() -> str:
 def machine() -> dict[str, Any]:
     gpus = _gpus()
     return {
-        "cpu": _cpu_model(), "cores": _cores(), "gpu": gpus or None,
+        "cpu": _cpu_model(), "cores": machine_cores(), "gpu": gpus or None,
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         # other jobs on the machine move every figure: the 1-minute load average when the run ended
         "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

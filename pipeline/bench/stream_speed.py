@@ -36,7 +36,6 @@ from pipeline.detections import Detections
 from pipeline.stream import protocol as P
 from pipeline.stream.config import graph_from_dict, resolve
 from pipeline.stream.supervisor import Supervisor
-from pipeline.stream.worker_plan import plan_workers
 from pipeline.synth import WorldConfig, render_stream_frame
 from pipeline.ultralytics_env import import_ultralytics
 
@@ -269,7 +268,9 @@ def bench_stream(model: str, video: Path | None = None, video_frames: int = 300,
     if video is None:
         video = write_synth_video(work / "street.mp4", video_frames)
     frames = _video_frames(video)
-    plan = plan_workers(workers, None, "cpu", model=model, batch=batch)
+    # the plan the runs below make for themselves (their graph's), not a second reckoning of it
+    plan = graph_from_dict(_base_graph(video, model, imgsz, conf, work / "plan", batch=batch, workers=workers),
+                           "bench").worker_plan()
     result: dict[str, Any] = {"model": model, "video": str(video), "frames": frames, "imgsz": imgsz,
                               "batch": plan.batch}
     result["workers"] = {"count": plan.count, "threads": plan.threads, "batch": plan.batch, "why": plan.why}

@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 GRAPH = "pipeline.stream.config"  # read when help is printed: importing it loads zmq
 
 
+
+def _worker_count(value: str) -> int | str:
+    """`--workers`: `auto` or a number, as `workers.count` takes them."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of workers, got '{value}'") from None
+
 def add_graph_flags(parser: argparse.ArgumentParser) -> None:
     """The flags for the common case. Each is written once, with where its value goes in the graph config;
     defaults shown in the help are the graph config's (`SettingsHelpFormatter` on the parser)."""
@@ -34,7 +44,7 @@ def add_graph_flags(parser: argparse.ArgumentParser) -> None:
     flags.add(group, "--filter", model=f"{GRAPH}:FilterConfig", field="path", path=("filter", "path"),
               dest="filter_path", metavar="FILE", help="fitted filter file (default: none, boxes pass through)")
     flags.add(group, "--workers", "-w", model=f"{GRAPH}:WorkersConfig", field="count", path=("workers", "count"),
-              dest="workers", type=int, help="detector worker processes")
+              dest="workers", type=_worker_count, help="detector worker processes, or auto")
     flags.add(group, "--mode", model=f"{GRAPH}:GraphConfig", field="mode", choices=("lossless", "live"),
               help="lossless (files) or live (cameras)")
     for flag, field, text in (("--imgsz", "imgsz", "inference size in pixels"),

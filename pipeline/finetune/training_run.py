@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from pipeline.detect.config import FALLBACK_IMGSZ
 from pipeline.detect.unknown_class import UNKNOWN_CLASS
 from pipeline.errors import GhostboxError
 from pipeline.evaluate.evaluation import EvalSettings
+from pipeline.page_stamp import machine_cores
 from pipeline.ultralytics_env import import_ultralytics
 
 log = logging.getLogger(__name__)
@@ -207,9 +207,7 @@ def _with_threads(yolo: Any, settings: FinetuneSettings) -> Any:
         return yolo
     import torch
 
-    # the cores this process may use (a container's share), not the host's count
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = settings.threads or usable or 1
+    threads = settings.threads or machine_cores()
 
     def set_threads(trainer: Any) -> None:
         torch.set_num_threads(threads)

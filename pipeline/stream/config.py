@@ -31,7 +31,7 @@ from pipeline.sinks.source_names import safe_name
 from pipeline.sources.media_files import VIDEO_SUFFIXES
 from pipeline.stream.endpoints import parse_url
 from pipeline.stream.provenance import SEAL_FILE
-from pipeline.stream.worker_plan import WorkerPlan, plan_workers
+from pipeline.stream.worker_plan import MAX_CPU_WORKERS, WorkerPlan, plan_workers
 from pipeline.tracks import TRACKER_DEFAULTS
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -156,8 +156,9 @@ class GraphDetector(DetectorConfig):
 
 
 class WorkersConfig(_Model):
-    count: int | Literal["auto"] = Field("auto", description="detector worker processes; auto: one per core on a "
-                                         "CPU (at most 4), one on a GPU (stream/worker_plan.py)")
+    count: int | Literal["auto"] = Field("auto", description="detector worker processes; auto: on a CPU one per "
+                                         f"core (at most {MAX_CPU_WORKERS}), or one with every core for an ONNX "
+                                         "model; one on a GPU (stream/worker_plan.py)")
     batch_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="how long a worker waits to fill a batch")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker; null: cores / workers")
 

@@ -160,10 +160,13 @@ class WorkerStage(StageShell):
         # id's random part, so the broker's "worker 9f3c01aa joined" and this worker's "w0-9f3c01aa" match.
         self.token = bytes([1 + secrets.randbelow(255)]) + secrets.token_bytes(3)  # ZeroMQ reserves a leading 0
         self.worker_id = f"w{index}-{self.token.hex()}"
-        threads = graph.worker_plan().threads
+        plan = graph.worker_plan()
+        threads = plan.threads
 
         torch.set_num_threads(threads)
-        self.detector = Detector(with_filter_features(graph.detector, [graph.filter.path] if graph.filter.path else []))
+        # the plan's batch, the one the supervisor and `bench stream` report (the graph's when it names one)
+        detector = graph.detector.model_copy(update={"batch": plan.batch})
+        self.detector = Detector(with_filter_features(detector, [graph.filter.path] if graph.filter.path else []))
         if graph.filter.path:
             check_filter_matches(graph.filter.path, self.detector.fingerprint(), self.detector.config.conf)
         self.detector.warmup()
@@ -173,7 +176,7 @@ class WorkerStage(StageShell):
             wanted = any(s.crops for s in graph.sinks) or graph.filter_needs_crops()
             crops = "none" if not wanted else "jpeg" if leaves_machine(graph.endpoints.workers.url or "") else "raw"
         self.core = DetectorCore(self.detector, crops)
-        self.batch = self.detector.batch  # the graph's, else the device's default (the plan's)
+        self.batch = self.detector.batch
         prefetch = cfg.prefetch if cfg.prefetch is not None else (0 if graph.all_live() else 1)
         self.capacity = self.batch * (1 + prefetch)
         self.batch_timeout_s = cfg.batch_timeout_ms / 1000

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.detect.config import default_batch
+from pipeline.page_stamp import machine_cores
 
 MAX_CPU_WORKERS = 4
 
@@ -27,25 +28,21 @@ class WorkerPlan:
     count: int
     threads: int  # torch threads per worker
     why: str
-    batch: int = 0  # frames per forward pass (0: not planned)
-
-
-def machine_cores() -> int:
-    """The cores this process may use (a container's or taskset's limit, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    batch: int  # frames per forward pass (each worker's detector runs with it)
 
 
 def on_gpu(device: str) -> bool:
     """Whether the detector will run on a GPU, told without importing torch (which costs a second):
-    `auto` means a GPU when this machine has an NVIDIA driver."""
+    `auto` means a GPU when this machine has an NVIDIA driver and CUDA_VISIBLE_DEVICES does not hide
+    every device. The plan's batch is the workers' (they build their detector with it), so a GPU told
+    wrongly here costs speed, not consistency."""
     device = device.strip().lower()
     if device == "cpu":
         return False
     if device.startswith("cuda") or device.isdigit():
         return True
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return False
     return Path("/dev/nvidiactl").exists()
 
 

@@ -60,3 +60,23 @@ def test_a_detector_takes_the_devices_batch_unless_told() -> None:
 
     assert Detector(model=str(default_model()), device="cpu").batch == CPU_BATCH
     assert Detector(model=str(default_model()), device="cpu", batch=3).batch == 3
+
+
+def test_auto_is_no_gpu_when_cuda_visible_devices_hides_them(monkeypatch) -> None:
+    from pipeline.stream.worker_plan import on_gpu
+
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not on_gpu("auto")
+    assert on_gpu("cuda:0")  # asked for by name: the device decides, not the environment
+
+
+def test_run_takes_workers_auto_or_a_number_on_the_command_line() -> None:
+    from pipeline.cli.main import _parser
+    from pipeline.cli.run_cmd import graph_from_args
+
+    for given, count in (("auto", "auto"), ("3", 3)):
+        args = _parser().parse_args(["run", "--source", "a.mp4", "--workers", given])
+        assert graph_from_args(args).workers.count == count
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--source", "a.mp4", "--workers", "many"])
