@@ -14,12 +14,16 @@ On a machine with CUDA (`bench_gpu`):
   written (process start-up apart), and GPU memory sampled from `nvidia-smi` during the run
   (the worker is another process: its `torch.cuda.max_memory_allocated` is not visible here).
 
-Without CUDA nothing is measured (the command says so and exits 0; CI runs that path).
+Without CUDA nothing is measured (the command says so and exits 0; CI runs that path). With CUDA, a
+backend that exists but cannot run here (ONNX export failed, onnxruntime without its CUDA provider)
+is reported as unavailable: the result's `unavailable` and the verdict line name it and why, and the
+exit stays 0 when every backend measured passed (those are optional; the verdict does not claim them).
 
 The code that touches CUDA is kept apart from pure functions (`parse_smi_csv`, `memory_peak`,
 `compare`, `match_boxes`, `box_parity`, `parity_row`, `throughput_run`, `build_result`,
-`summary_rows`, `table_text`) that turn raw measurements into the result and its table, so the
-GPU path's parsing and table are tested on recorded output on machines without a GPU.
+`summary_rows`, `table_text`, `summary_line`) that turn raw measurements into the result, its table
+and its verdict, so the GPU path's parsing, table and verdict are tested on recorded output on
+machines without a GPU.
 """
 
 from __future__ import annotations
@@ -208,12 +212,29 @@ def throughput_run(backend: str, streams: int, expected: int, code: int | None, 
 # -- pure: the result and its table ----------------------------------------------------------------
 
 def build_result(meta: dict[str, Any], parity: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The result `write_result` stamps and writes: settings and versions, parity rows, runs, tolerances."""
+    """The result `write_result` stamps and writes: settings and versions, parity rows, runs, tolerances.
+
+    `passed` judges the backends measured; `unavailable` names those that exist but could not be measured on
+    this machine (ONNX export failed, onnxruntime without its CUDA provider), with why, so that a pass is
+    never read as covering them. 'not supported' rows (no such path, e.g. ONNX fp16) are not in it."""
     measured = [row for row in parity.values() if row["status"] == "measured"]
     return {**meta, "tolerances": {"features_rel": FEATURE_TOLERANCE, "boxes_px": BOX_TOLERANCE_PX,
                                    "unmatched": MAX_UNMATCHED, "match_iou": MATCH_IOU},
             "parity": parity, "runs": runs,
+            "unavailable": {name: row["reason"] for name, row in parity.items() if row["status"] == "unavailable"},
             "passed": bool(measured) and all(row["pass"] for row in measured) and all(r["ok"] for r in runs)}
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """The verdict printed under the table: pass or fail, and every backend that was not measured, with why."""
+    unavailable = result.get("unavailable") or {}
+    skipped = ("; not measured: " + ", ".join(f"{name} ({why})" for name, why in unavailable.items())
+               if unavailable else "")
+    if result["passed"]:
+        return "all checks passed for the backends measured" + skipped if unavailable else "all checks passed"
+    if not any(row["status"] == "measured" for row in result["parity"].values()):
+        return "FAILED: no backend was measured" + skipped
+    return "some checks FAILED (see the table)" + skipped
 
 
 def _sci(value: float | None) -> str:
@@ -285,18 +306,15 @@ def no_cuda_line() -> str:
     """The no-CUDA line, with why when nvidia-smi sees a GPU that torch cannot use."""
     import torch
 
-    if shutil.which("nvidia-smi"):
-        try:
-            rows = parse_smi_csv(subprocess.run(SMI_QUERY, capture_output=True, text=True, timeout=10).stdout)
-        except (OSError, subprocess.SubprocessError):
-            rows = []
-        if rows:
-            return (f"{NO_CUDA} (nvidia-smi lists {', '.join(str(r.get('name')) for r in rows)}, but torch "
-                    f"{torch.__version__} built for CUDA {torch.version.cuda} cannot use it: is the driver older?)")
+    rows = _smi() if shutil.which("nvidia-smi") else []
+    if rows:
+        return (f"{NO_CUDA} (nvidia-smi lists {', '.join(str(r.get('name')) for r in rows)}, but torch "
+                f"{torch.__version__} built for CUDA {torch.version.cuda} cannot use it: is the driver older?)")
     return NO_CUDA
 
 
 def _smi() -> list[dict[str, Any]]:
+    """nvidia-smi's rows now; none when it is missing or fails."""
     try:
         return parse_smi_csv(subprocess.run(SMI_QUERY, capture_output=True, text=True, timeout=10).stdout)
     except (OSError, subprocess.SubprocessError):
@@ -463,10 +481,10 @@ def bench_gpu(model: str, imgsz: int = 640, parity_frames: int = 16, frames: int
             continue
         weights = str(onnx_model) if backend == "onnx" else model
         for count in streams:
-            per_stream = max(1, -(-frames // count))
             graph = stream_graph(video, weights, imgsz, work / f"{name}-x{count}", count, frames, batch, workers,
                                  precision == "fp16", device)
-            run = _measure_run(name, graph, work, per_stream * count)
+            # the graph's own frame counts (frames split over the streams, rounded up): a row for each is expected
+            run = _measure_run(name, graph, work, sum(s["max_frames"] for s in graph["sources"]))
             runs.append(run)
             progress(f"run: {run_line(run)}  [{time.perf_counter() - start:.0f} s]")
     result = build_result(meta, parity, runs)

@@ -150,7 +150,7 @@ def _street_md(r: dict[str, Any]) -> list[str]:
 
 def _gpu_md(r: dict[str, Any]) -> list[str]:
     # the table itself comes from the bench module, so the page and the printed table are one table
-    from pipeline.bench.gpu_check import summary_rows
+    from pipeline.bench.gpu_check import summary_line, summary_rows
 
     ort = r.get("onnxruntime") or {}
     tf32 = r.get("tf32") or {}
@@ -171,12 +171,13 @@ def _gpu_md(r: dict[str, Any]) -> list[str]:
              "frames/s from the first detection to the last row written (process start-up apart). GPU MiB: the "
              "largest `nvidia-smi` memory.used during the backend's runs above its value just before the run.", ""]
     head, rows = summary_rows(r)
+    verdict = summary_line(r)  # the printed verdict: names the backends not measured here
     lines += table(head, rows)
     lines += ["Tolerances (`pipeline/bench/gpu_check.py`, where each is argued): logits and features rel "
               + ", ".join(f"{k} {v:g}" for k, v in tol["features_rel"].items()) + "; boxes "
               + ", ".join(f"{k} {v:g} px" for k, v in tol["boxes_px"].items()) + "; unmatched "
               + ", ".join(f"{k} {100 * v:g}%" for k, v in tol["unmatched"].items()) + ". "
-              + ("All checks passed." if r["passed"] else "**Some checks failed.**"), ""]
+              + (verdict[0].upper() + verdict[1:] + "." if r["passed"] else f"**{verdict}**."), ""]
     runs = r.get("runs") or []
     if runs:
         lines += ["Every run:", ""]

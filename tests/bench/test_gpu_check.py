@@ -29,8 +29,9 @@ SMI_DURING = ["""index, name, memory.used [MiB], memory.total [MiB]
 """]
 
 
-def _recorded(fp16_features_rel: float = 7.4e-3) -> dict[str, Any]:
-    """A result as bench_gpu builds it, from representative raw measurements."""
+def _recorded(fp16_features_rel: float = 7.4e-3, onnx_unavailable: str | None = None) -> dict[str, Any]:
+    """A result as bench_gpu builds it, from representative raw measurements; with `onnx_unavailable`, as on
+    a machine whose onnxruntime has no CUDA provider (ONNX rows unavailable for that reason, not run)."""
     boxes = {"reference_boxes": 212, "boxes": 212, "matched": 212, "unmatched": 0, "max_abs_px": 0.0127,
              "max_rel": 2.1e-5}
     fp16_boxes = {**boxes, "boxes": 213, "matched": 211, "unmatched": 3, "max_abs_px": 0.41, "max_rel": 6.8e-4}
@@ -43,11 +44,15 @@ def _recorded(fp16_features_rel: float = 7.4e-3) -> dict[str, Any]:
                                        {"max_abs": 1.0e-3, "max_rel": 2.9e-4}, boxes),
         "onnx-cuda-fp16": G.skipped_row("fp16", "not supported", G.ONNX_FP16),
     }
+    if onnx_unavailable:
+        parity["onnx-cuda-fp32"] = G.skipped_row("fp32", "unavailable", onnx_unavailable)
     baseline = G.parse_smi_csv(SMI_BEFORE)
     samples = [G.parse_smi_csv(text) for text in SMI_DURING]
     runs = []
     for name, fps in (("torch-cuda-fp32", (212.4, 388.0, 402.9)), ("torch-cuda-fp16", (230.1, 455.5, 498.2)),
                       ("onnx-cuda-fp32", (150.2, 260.7, 271.3))):
+        if parity[name]["status"] != "measured":  # bench_gpu runs only what parity measured
+            continue
         for streams, value in zip((1, 4, 16), fps):
             runs.append(G.throughput_run(name, streams, 960, 0, 960, value, 14.2,
                                          G.memory_peak(baseline, samples)))
@@ -68,6 +73,16 @@ def test_without_cuda_says_so_and_exits_0(tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["bench", "gpu", "--out", str(out)]) == 0
     assert capsys.readouterr().out.startswith(G.NO_CUDA)
     assert not out.exists()  # nothing measured, no page
+
+
+def test_no_cuda_line_names_a_gpu_torch_cannot_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvidia-smi's rows come through `_smi` (one reader of nvidia-smi for both uses)."""
+    monkeypatch.setattr(G.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(G, "_smi", lambda: G.parse_smi_csv(SMI_BEFORE))
+    line = G.no_cuda_line()
+    assert line.startswith(G.NO_CUDA) and "nvidia-smi lists NVIDIA H100 80GB HBM3" in line
+    monkeypatch.setattr(G, "_smi", lambda: [])  # nvidia-smi failed or printed no GPU
+    assert G.no_cuda_line() == G.NO_CUDA
 
 
 def test_bad_streams_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,6 +192,30 @@ def test_a_failed_check_and_a_failed_run_show(tmp_path: Path) -> None:
     assert "FAIL" in text.splitlines()[2].split() and "failed" in text.splitlines()[3].split()
 
 
+ORT_CPU_ONLY = "onnxruntime ran on CPUExecutionProvider"
+
+
+def test_summary_line_names_the_backends_not_measured() -> None:
+    full = _recorded()
+    assert full["unavailable"] == {} and G.summary_line(full) == "all checks passed"
+    result = _recorded(onnx_unavailable=ORT_CPU_ONLY)
+    # every backend measured passed: a pass, but only for those, and the unavailable one is named with why
+    assert result["passed"] and result["unavailable"] == {"onnx-cuda-fp32": ORT_CPU_ONLY}
+    assert "onnx-cuda-fp16" not in result["unavailable"]  # 'not supported' is no such path, not a skip
+    assert G.summary_line(result) == ("all checks passed for the backends measured; not measured: onnx-cuda-fp32 "
+                                      f"({ORT_CPU_ONLY})")
+    [row] = [line for line in G.table_text(result).splitlines() if line.startswith("onnx-cuda-fp32")]
+    assert row.endswith(f"unavailable: {ORT_CPU_ONLY}")  # the table's row says it too
+    failed = _recorded(fp16_features_rel=0.05, onnx_unavailable=ORT_CPU_ONLY)
+    assert not failed["passed"]
+    assert G.summary_line(failed) == ("some checks FAILED (see the table); not measured: onnx-cuda-fp32 "
+                                      f"({ORT_CPU_ONLY})")
+    reason = "export failed: No module named 'onnx'"
+    none = G.build_result({}, {name: G.skipped_row(p, "unavailable", reason) for name, _, p in G.CANDIDATES}, [])
+    assert not none["passed"] and G.summary_line(none).startswith("FAILED: no backend was measured; not measured: ")
+    assert all(f"{name} ({reason})" in G.summary_line(none) for name, _, _ in G.CANDIDATES)
+
+
 def test_markdown_page_from_recorded_measurements() -> None:
     result = _recorded()
     result["made"] = made("ghostbox bench gpu --out docs/benchmarks/gpu.md")
@@ -213,6 +252,13 @@ def test_cli_with_cuda_prints_the_table_and_writes_the_page(tmp_path: Path, monk
     assert written["made"]["command"] == f"ghostbox bench gpu --frames 64 --streams 1,4 --out {out}"
     monkeypatch.setattr(G, "bench_gpu", functools.wraps(real)(lambda model, **kw: _recorded(fp16_features_rel=0.05)))
     assert main(["bench", "gpu"]) == 1  # a failed check fails the command
+    capsys.readouterr()
+    monkeypatch.setattr(G, "bench_gpu",
+                        functools.wraps(real)(lambda model, **kw: _recorded(onnx_unavailable=ORT_CPU_ONLY)))
+    assert main(["bench", "gpu"]) == 0  # an optional backend unavailable here does not fail the command...
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    # ...but the verdict says what it covers and names the backend not measured, with why
+    assert verdict == f"all checks passed for the backends measured; not measured: onnx-cuda-fp32 ({ORT_CPU_ONLY})"
 
 
 @pytest.mark.slow
