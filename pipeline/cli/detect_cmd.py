@@ -19,7 +19,7 @@ from pipeline.filter.filter_file import load_filter
 from pipeline.sinks.annotated_media import AnnotatedMedia
 from pipeline.sinks.detections_file import DetectionsFile
 from pipeline.sinks.out_folder import check_writable_folder
-from pipeline.sinks.output import FrameRecord, Output
+from pipeline.sinks.output import FrameRecord, Output, OutputReport
 from pipeline.sources.media_files import MediaReport, count_frames, iter_frames
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="detect objects in images, folders or videos",
         description="Writes OUT/detections.jsonl (one line per image or frame) and annotated images/videos. "
                     "Exit code 1 when some input could not be read whole (an unreadable file in a folder, a video "
-                    "that ends before the frames its container announces): the frames that were read are written "
-                    "and each problem is named.",
+                    "that ends before the frames its container announces) or some output not written whole (rows, "
+                    "annotated images or video frames a full or failing disk took): what could be written is "
+                    "written and each problem is named.",
     )
     parser.add_argument("sources", nargs="+", metavar="IMAGE|DIR|VIDEO|GLOB")
     parser.add_argument("--out", "-o", required=True, help="output folder")
@@ -97,12 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if hallucination_filter is not None:
         log.info("%d boxes flagged as hallucinations by the %s filter (%s policy)", flagged,
                  hallucination_filter.method, policy)
-    written = rows.report([])
-    if written.lost:  # a full or failing disk: whole lines only were kept, the rest is counted here
-        print(f"ghostbox detect: incomplete: {written.lost} of {written.lost + written.written} rows not written "
-              f"({written.error})", file=sys.stderr)
+    # a full or failing disk: rows (whole lines only), annotated images and video frames not in their files
+    outputs_failed = _print_lost([output.report([]) for output in outputs])
     if report.complete:
-        return 1 if written.lost else 0
+        return 1 if outputs_failed else 0
     _print_incomplete(report, frames_done, out / "detections.jsonl")
     return 1
 
@@ -110,13 +109,27 @@ def run(args: argparse.Namespace) -> int:
 MAX_PROBLEM_LINES = 20
 
 
-def _print_incomplete(report: MediaReport, frames_done: int, jsonl: Path) -> None:
-    """One line per skipped or cut file, then what was written: the run is incomplete (exit 1)."""
-    problems = report.problems()
+def _print_lost(reports: list[OutputReport]) -> bool:
+    """Each output's problems, one line each, then what they lost; True when some output failed (exit 1)."""
+    problems = [line for written in reports for line in written.problems]
+    _print_lines(problems)
+    lost = [f"{written.lost} of {written.lost + written.written} items not written to "
+            f"{', '.join(map(str, written.outputs.values()))}" for written in reports if written.lost]
+    if lost:
+        print(f"ghostbox detect: incomplete output: {'; '.join(lost)}", file=sys.stderr)
+    return bool(problems or lost)
+
+
+def _print_lines(problems: list[str]) -> None:
     for line in problems[:MAX_PROBLEM_LINES]:
         print(f"ghostbox detect: {line}", file=sys.stderr)
     if len(problems) > MAX_PROBLEM_LINES:
         print(f"ghostbox detect: ... and {len(problems) - MAX_PROBLEM_LINES} more", file=sys.stderr)
+
+
+def _print_incomplete(report: MediaReport, frames_done: int, jsonl: Path) -> None:
+    """One line per skipped or cut file, then what was written: the run is incomplete (exit 1)."""
+    _print_lines(report.problems())
     what = []
     if report.unreadable:
         what.append(f"{len(report.unreadable)} unreadable file(s) skipped, e.g. '{report.unreadable[0]}'")

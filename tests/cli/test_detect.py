@@ -142,3 +142,24 @@ def test_writable_folder_check(tmp_path):
                 check_writable_folder(locked / "out", "--out")
         finally:
             locked.chmod(0o755)
+
+
+# -- an annotated image or video that could not be written fails the run (nothing lost silently) -----------
+
+def test_annotated_output_not_written_exits_1_and_names_it(media, tmp_path):
+    from tests.helpers.stream_helpers import tiny_model
+
+    out = tmp_path / "out"
+    (out / "annotated" / "img0.jpg").mkdir(parents=True)  # a folder where each file goes: neither can be written
+    (out / "annotated" / "clip.mp4").mkdir()
+    proc = run_detect(media / "img0.png", media / "clip.mp4", "--model", tiny_model(), "--imgsz", 160, "--out", out)
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.splitlines()
+    assert any(line.startswith("ghostbox detect: annotated: 1 images not written (") and "img0.jpg" in line
+               for line in err), proc.stderr
+    assert any(line.startswith("ghostbox detect: video annotated/clip.mp4: 0 frames written, 6 more not written (")
+               for line in err), proc.stderr
+    [summary] = [line for line in err if "incomplete output:" in line]
+    assert f"7 of 7 items not written to {out / 'annotated'}" in summary
+    assert "Traceback" not in proc.stderr
+    assert len((out / "detections.jsonl").read_text().splitlines()) == 1 + 6  # the rows are all there

@@ -108,3 +108,17 @@ def test_detect_annotated_images_and_videos(tmp_path: Path) -> None:
     flag = AnnotatedMedia(tmp_path / "flag", policy="flag")
     flag.write(_frame(0, source="img0.png"))
     assert not np.array_equal(image, cv2.imread(str(tmp_path / "flag" / "img0.jpg")))
+
+
+def test_detect_annotated_video_counts_frames_the_file_lacks(tmp_path: Path, monkeypatch) -> None:
+    """Frames handed to the writer that the released file does not hold are lost, as a stream's video counts them."""
+    from pipeline.sinks import video_file
+
+    monkeypatch.setattr(video_file, "_frames_in", lambda path, expected: expected - 1)  # the disk took the last one
+    media = AnnotatedMedia(tmp_path / "annotated")
+    for seq in range(4):
+        media.write(_frame(seq, source="in/clip.mp4"))
+    media.close()
+    report = media.report([])
+    assert report.written == 4 and report.lost == 1
+    assert report.problems == ["video annotated/clip.mp4: 4 frames written, the file holds 3"]
