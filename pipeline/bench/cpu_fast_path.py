@@ -37,10 +37,10 @@ from typing import Any
 import cv2
 import yaml
 
-from pipeline.bench.process_timer import ProcessRun, spread, time_process
+from pipeline.bench.process_timer import ProcessRun, median_range, time_process
 from pipeline.detect.config import DEFAULT_CONF
+from pipeline.detect.model_source import sha256_file
 from pipeline.errors import GhostboxError
-from pipeline.stream.worker_plan import machine_cores
 
 # The rows of a round, in order: (name, model kind, with a filter). "ultralytics" is the baseline.
 ROWS = (("ultralytics", "pt", False), ("pt", "pt", False), ("fp32", "fp32", False), ("fp32+filter", "fp32", True),
@@ -60,6 +60,7 @@ FILTER_TARGET = 0.05
 STARTUP_TARGET_S = 1.0
 FILTER_METHOD = "knn"  # cheap to score and needs no outliers: a user's first filter for a new model
 TIMEOUT_S = 1800.0
+SETTINGS_FILE = "bench-cpu.json"  # what a workdir's clips, models and filters were made from
 
 # A plain Ultralytics user's loop: nothing of ghostbox is imported (the offline environment comes
 # from the variables `import pipeline` set in this process, which the child inherits).
@@ -77,31 +78,64 @@ def ghostbox_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", *args]
 
 
-def cut_video(source: Path, out: Path, frames: int) -> Path:
-    """The first `frames` frames of `source` as an mp4 (an error naming the file if it has fewer)."""
+def cut_clips(source: Path, clips: dict[Path, int]) -> None:
+    """The first `frames` frames of `source` into each clip (path -> frames), in one pass; an error naming the
+    file when it has fewer frames or a clip cannot be written."""
     capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():
         raise GhostboxError(f"video '{source}': cannot be opened")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    writer = None
-    written = 0
+    writers: dict[Path, Any] = {}
+    wanted = max(clips.values())
+    read = 0
     try:
-        while written < frames:
+        while read < wanted:
             ok, frame = capture.read()
             if not ok:
                 break
-            if writer is None:
-                height, width = frame.shape[:2]
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-            writer.write(frame)
-            written += 1
+            for path, frames in clips.items():
+                if read >= frames:
+                    continue
+                if path not in writers:
+                    height, width = frame.shape[:2]
+                    writers[path] = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+                    if not writers[path].isOpened():
+                        raise GhostboxError(f"clip '{path}': cannot be written as mp4v")
+                writers[path].write(frame)
+            read += 1
     finally:
         capture.release()
-        if writer is not None:
+        for writer in writers.values():
             writer.release()
-    if written < frames:
-        raise GhostboxError(f"video '{source}': {written} frames, {frames} asked for (--frames)")
-    return out
+    if read < wanted:
+        raise GhostboxError(f"video '{source}': {read} frames, {wanted} asked for (--frames)")
+
+
+def _settings_key(model: str, video: Path | None, frames: int, imgsz: int, calibration: Path | None,
+                  calibration_frames: int | None, startup_frames: int) -> dict[str, Any]:
+    """What the clips, models and filters in a workdir were made from: a workdir made otherwise is refused."""
+    path = Path(model)
+    return {"model": str(path.resolve()) if path.is_file() else model,
+            "model_sha256": sha256_file(path) if path.is_file() else None,
+            "video": str(video.resolve()) if video else None, "frames": frames, "imgsz": imgsz,
+            "calibration": str(calibration.resolve()) if calibration else None,
+            "calibration_frames": calibration_frames, "startup_frames": startup_frames}
+
+
+def _claim_workdir(work: Path, key: dict[str, Any]) -> bool:
+    """True when `work` already holds what `key` makes (reuse it); writes the key into a new workdir."""
+    record = work / SETTINGS_FILE
+    if record.exists():
+        made = json.loads(record.read_text())
+        differ = [f"{k} {made.get(k)!r}, not {v!r}" for k, v in key.items() if made.get(k) != v]
+        if differ:
+            raise GhostboxError(f"--workdir {work} holds clips, models and filters made with other settings ("
+                                + "; ".join(differ) + "): give another --workdir or empty it")
+        return True
+    if any(work.iterdir()):
+        raise GhostboxError(f"--workdir {work} is not empty and has no {SETTINGS_FILE}: give an empty or new folder")
+    record.write_text(json.dumps(key, indent=2) + "\n")
+    return False
 
 
 def _step(what: str, argv: list[str], log: Path, progress: Callable[[str], None]) -> float:
@@ -114,40 +148,53 @@ def _step(what: str, argv: list[str], log: Path, progress: Callable[[str], None]
 
 
 def prepare(model: str, work: Path, video: Path | None, frames: int, imgsz: int, calibration: Path | None,
-            calibration_frames: int, startup_frames: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    """The clips, the ONNX models and their filters (reused from `work` when there)."""
+            calibration_frames: int | None, startup_frames: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The clips, the ONNX models and their filters; those a workdir made with the same settings holds are reused
+    (listed in `reused`), and a workdir made with others is refused."""
     from pipeline.bench.stream_speed import write_synth_video  # renders the street world
 
+    _claim_workdir(work, _settings_key(model, video, frames, imgsz, calibration, calibration_frames,
+                                       startup_frames))
+    reused: list[str] = []
     clip, startup = work / f"clip{frames}.mp4", work / f"clip{startup_frames}.mp4"
-    if not clip.exists():
-        if video is None:
-            progress(f"rendering {frames} frames of the street world (seed 0) at {imgsz} px")
-            write_synth_video(clip, frames, size=imgsz, seed=0)
-        else:
-            cut_video(video, clip, frames)
-    if not startup.exists():
-        cut_video(clip, startup, startup_frames)
+    if clip.exists() and startup.exists():
+        reused += [clip.name, startup.name]
+    elif video is None:
+        progress(f"rendering {frames} frames of the street world (seed 0) at {imgsz} px")
+        write_synth_video(clip, frames, size=imgsz, seed=0)
+        write_synth_video(startup, startup_frames, size=imgsz, seed=0)  # the same first frames: rendered by index
+    else:
+        cut_clips(video, {clip: frames, startup: startup_frames})
     if calibration is None:
         calibration = work / "calibration.mp4"
-        if not calibration.exists():
+        if calibration.exists():
+            reused.append(calibration.name)
+        else:
             progress(f"rendering the calibration clip: world seed 1, 200 frames at {imgsz} px")
             write_synth_video(calibration, 200, size=imgsz, seed=1)
     prep: dict[str, Any] = {"clip": str(clip), "startup_clip": str(startup), "calibration": str(calibration),
-                            "steps_s": {}}
+                            "steps_s": {}, "reused": reused}
     fp32, int8 = work / "model.onnx", work / "model.int8.onnx"
-    if not (fp32.exists() and int8.exists()):
+    if fp32.exists() and int8.exists():
+        reused += [fp32.name, int8.name]
+    else:
+        frames_flag = ["--calibration-frames", str(calibration_frames)] if calibration_frames is not None else []
         prep["steps_s"]["export"] = _step("export", ghostbox_argv(
             "export", model, "--out", str(fp32), "--imgsz", str(imgsz), "--int8", "--calibration", str(calibration),
-            "--calibration-frames", str(calibration_frames)), work / "logs" / "export.log", progress)
+            *frames_flag), work / "logs" / "export.log", progress)
     prep["models"] = {"pt": model, "fp32": str(fp32), "int8": str(int8)}
     prep["filters"] = {}
     for kind in ("fp32", "int8"):
         path = work / f"{kind}.filter.safetensors"
-        if not path.exists():
+        if path.exists():
+            reused.append(path.name)
+        else:
             prep["steps_s"][f"calibrate {kind}"] = _step(f"calibrate {kind}", ghostbox_argv(
                 "calibrate", "--model", prep["models"][kind], "--imgsz", str(imgsz), "--id", str(calibration),
                 "--method", FILTER_METHOD, "--out", str(path)), work / "logs" / f"calibrate-{kind}.log", progress)
         prep["filters"][kind] = str(path)
+    if reused:
+        progress(f"reused from {work} (made with the same settings): {', '.join(reused)}")
     return prep
 
 
@@ -207,11 +254,12 @@ def run_once(name: str, kind: str, with_filter: bool, prep: dict[str, Any], work
 
 
 def bench_cpu(model: str, video: Path | None = None, frames: int = 200, imgsz: int = 640,
-              calibration: Path | None = None, calibration_frames: int = 100, conf: float = DEFAULT_CONF,
+              calibration: Path | None = None, calibration_frames: int | None = None, conf: float = DEFAULT_CONF,
               rounds: int = 3, startup_frames: int = 10, startup_rounds: int = 5, workdir: Path | None = None,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Every row `rounds` times in turn, then the start-up pair `startup_rounds` times; the result (see `summarise`)."""
-    if min(frames, rounds, startup_frames, startup_rounds, calibration_frames) < 1:
+    if min(frames, rounds, startup_frames, startup_rounds) < 1 or (calibration_frames is not None
+                                                                  and calibration_frames < 1):
         raise GhostboxError("--frames, --rounds, --startup-frames, --startup-rounds and --calibration-frames "
                             "must be >= 1")
     if startup_frames > frames:
@@ -237,8 +285,8 @@ def bench_cpu(model: str, video: Path | None = None, frames: int = 200, imgsz: i
     meta = {"model": model, "imgsz": imgsz, "conf": conf, "frames": frames, "video": str(video) if video else
             "street world seed 0", "calibration": str(calibration) if calibration else "street world seed 1",
             "calibration_frames": calibration_frames, "rounds": rounds, "startup_frames": startup_frames,
-            "startup_rounds": startup_rounds, "cores": machine_cores(), "filter_method": FILTER_METHOD,
-            "prepare_s": prep["steps_s"], "workdir": str(work)}
+            "startup_rounds": startup_rounds, "filter_method": FILTER_METHOD,
+            "prepare_s": prep["steps_s"], "reused": prep["reused"], "workdir": str(work)}
     result = summarise(runs, startup, meta)
     result["total_s"] = time.perf_counter() - started
     return result
@@ -248,7 +296,7 @@ def _ratios(top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> dict[str
     """Per-round wall ratios top / bottom over the rounds where both ran; None when none did."""
     pairs = [a["wall_s"] / b["wall_s"] for a, b in zip(top, bottom, strict=True)
              if "failed" not in a and "failed" not in b]
-    return spread(pairs) if pairs else None
+    return median_range(pairs) if pairs else None
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], startup: dict[str, list[dict[str, Any]]],
@@ -258,8 +306,9 @@ def summarise(runs: dict[str, list[dict[str, Any]]], startup: dict[str, list[dic
     for name, got in runs.items():
         ok = [g for g in got if "failed" not in g]
         rows[name] = {"label": LABELS[name], "runs": got, "failed": [g["failed"] for g in got if "failed" in g],
-                      **({"wall_s": spread([g["wall_s"] for g in ok]), "cpu_s": spread([g["cpu_s"] for g in ok]),
-                          "peak_mib": spread([g["peak_mib"] for g in ok])} if ok else {})}
+                      **({"wall_s": median_range([g["wall_s"] for g in ok]),
+                          "cpu_s": median_range([g["cpu_s"] for g in ok]),
+                          "peak_mib": median_range([g["peak_mib"] for g in ok])} if ok else {})}
         if ok and "boxes" in ok[-1]:
             rows[name].update(boxes=ok[-1]["boxes"], flagged=ok[-1]["flagged"])
     speedup = {name: _ratios(runs["ultralytics"], runs[name]) for name in runs if name != "ultralytics"}
@@ -271,10 +320,10 @@ def summarise(runs: dict[str, list[dict[str, Any]]], startup: dict[str, list[dic
     walls = {name: [g["wall_s"] for g in got if "failed" not in g] for name, got in startup.items()}
     pairs = [p["wall_s"] - u["wall_s"] for u, p in zip(startup["ultralytics"], startup["pt"], strict=True)
              if "failed" not in u and "failed" not in p]
-    diff = spread(pairs) if pairs else None
+    diff = median_range(pairs) if pairs else None
     start_failed = [g["failed"] for got in startup.values() for g in got if "failed" in g]
-    start: dict[str, Any] = {"ultralytics_wall_s": spread(walls["ultralytics"]) if walls["ultralytics"] else None,
-                             "ghostbox_wall_s": spread(walls["pt"]) if walls["pt"] else None,
+    start: dict[str, Any] = {"ultralytics_wall_s": median_range(walls["ultralytics"]) if walls["ultralytics"] else None,
+                             "ghostbox_wall_s": median_range(walls["pt"]) if walls["pt"] else None,
                              "ghostbox_minus_ultralytics_s": diff, "failed": start_failed}
     targets = []
     for name, want in SPEEDUP_TARGETS.items():
@@ -332,7 +381,8 @@ def page_lines(r: dict[str, Any]) -> list[str]:
     """The benchmark page's body: the setup, the table, how each row was run."""
     return [
         f"Model `{Path(r['model']).name}` at imgsz {r['imgsz']} (conf {r['conf']}), {r['frames']} frames of "
-        f"{r['video']}, on {r['cores']} core(s), no GPU. Whole processes, {r['rounds']} rounds of every row in turn; "
+        f"{r['video']}, on {r['made']['machine']['cores']} core(s), no GPU. Whole processes, "
+        f"{r['rounds']} rounds of every row in turn; "
         "medians (min-max) over the rounds, and each ratio the median of its per-round ratios.", "",
         *table_lines(r), "",
         "\"boxes, flagged\": the last round's boxes, and those its filter flagged. The filters are here to be "
@@ -344,7 +394,10 @@ def page_lines(r: dict[str, Any]) -> list[str]:
         "- `ghostbox run`: the video as its one source, `workers: auto` and the batch chosen for the machine "
         "(`pipeline/stream/worker_plan.py`), no tracks, no video or crop outputs, detections.jsonl written.",
         f"- The ONNX models: `ghostbox export MODEL --imgsz {r['imgsz']} --int8 --calibration CLIP "
-        f"--calibration-frames {r['calibration_frames']}`, with CLIP {r['calibration']} (not the measured frames).",
+        + (f" --calibration-frames {r['calibration_frames']}" if r["calibration_frames"] is not None else "")
+        + f"`, with CLIP {r['calibration']} (not the measured frames).",
+        *([f"- Reused from the workdir, made there with the same settings: {', '.join(r['reused'])}."]
+          if r.get("reused") else []),
         f"- The filters: `ghostbox calibrate --model M --id CLIP --method {r['filter_method']}`, one per ONNX model.",
         "",
         "The accuracy of the int8 path (mAP, the filter's catch rate) is measured apart: "

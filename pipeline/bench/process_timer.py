@@ -33,14 +33,14 @@ class ProcessRun:
         return self.user_s + self.sys_s
 
 
-def time_process(argv: Sequence[str], log: Path, timeout_s: float, env: dict[str, str] | None = None) -> ProcessRun:
+def time_process(argv: Sequence[str], log: Path, timeout_s: float) -> ProcessRun:
     """Run `argv` with stdout and stderr into `log`; its wall, CPU and peak memory. Past `timeout_s` the
     whole process group is killed (a run's stages with it) and the run is marked timed out."""
     log.parent.mkdir(parents=True, exist_ok=True)
     expired = threading.Event()
     with open(log, "wb") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
         def kill() -> None:
             expired.set()
@@ -66,6 +66,6 @@ def time_process(argv: Sequence[str], log: Path, timeout_s: float, env: dict[str
                       expired.is_set())
 
 
-def spread(values: Sequence[float]) -> dict[str, float]:
+def median_range(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max: how whole-process timings are quoted (one slow run says little)."""
     return {"median": float(statistics.median(values)), "min": float(min(values)), "max": float(max(values))}

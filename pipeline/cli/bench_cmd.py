@@ -195,7 +195,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cpu.add_argument("--calibration", help="frames the int8 model and the filters are calibrated on: a video or "
                      "image folder (default: world seed 1's stream)")
     add_setting(cpu, "--calibration-frames", model=CPU, field="calibration_frames", type=int,
-                help="frames the int8 quantization reads")
+                help="frames the int8 quantization reads (default: ghostbox export's)")
     add_setting(cpu, "--conf", model=CPU, field="conf", type=float, help="confidence threshold of every run")
     add_setting(cpu, "--rounds", model=CPU, field="rounds", type=int, help="rounds of every row in turn")
     add_setting(cpu, "--startup-frames", model=CPU, field="startup_frames", type=int,

@@ -12,7 +12,7 @@ from pipeline.detect.config import FALLBACK_IMGSZ
 from pipeline.errors import GhostboxError
 
 EXPORT = "pipeline.detect.onnx_export:export_onnx"  # its defaults; read when help is printed (loads torch)
-DEFAULT_CALIBRATION_FRAMES = 100  # pipeline.detect.onnx_int8's, not imported: it would load onnx for --help
+INT8 = "pipeline.detect.onnx_int8:export_int8"
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     int8.add_argument("--calibration", metavar="PATH",
                       help="frames to calibrate the int8 model on: an image folder, image glob or video (your "
                            "camera's frames, not the ones you evaluate on)")
-    int8.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES, metavar="N",
-                      help=f"frames taken evenly spread over PATH (default {DEFAULT_CALIBRATION_FRAMES})")
+    add_setting(int8, "--calibration-frames", model=INT8, field="frames", type=int, metavar="N",
+                dest="calibration_frames", help="frames taken evenly spread over PATH")
     parser.set_defaults(handler=run)
 
 
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from pipeline.detect.onnx_int8 import export_int8
 
-    int8, calibration = export_int8(fp32, args.calibration, args.calibration_frames, int8_out)
+    given = {"frames": args.calibration_frames} if args.calibration_frames is not None else {}
+    int8, calibration = export_int8(fp32, args.calibration, out=int8_out, **given)
     if int8 is None:
         for line in calibration.report.problems():
             print(f"ghostbox export: {line}", file=sys.stderr)

@@ -33,7 +33,7 @@ def _providers(device: torch.device) -> list:
 class OnnxBackend:
     format = "onnx"
 
-    def __init__(self, source: ModelSource, device: torch.device, threads: int = 0) -> None:
+    def __init__(self, source: ModelSource, device: torch.device) -> None:
         try:
             import onnxruntime as ort  # optional: the cpu or gpu extra
         except ImportError as exc:
@@ -44,7 +44,7 @@ class OnnxBackend:
         options.log_severity_level = 3
         # the process's thread setting governs both backends: a stream worker sets torch's from its worker plan,
         # and ONNX Runtime's own default (every core per session) would oversubscribe several workers
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
             self.session = ort.InferenceSession(str(source.path), options, providers=_providers(device))
         except GhostboxError:

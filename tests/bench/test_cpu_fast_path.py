@@ -103,3 +103,33 @@ def test_bench_cpu_runs_every_row_and_writes_its_page(tmp_path: Path, capsys) ->
     assert (work / "model.int8.onnx").is_file() and (work / "int8.filter.safetensors").is_file()
     summary = json.loads((work / "out" / "r0-int8+filter" / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 8
+
+
+def test_a_workdir_made_with_other_settings_is_refused_not_reused(tmp_path: Path) -> None:
+    from pipeline.bench.cpu_fast_path import _claim_workdir, _settings_key
+    from pipeline.errors import GhostboxError
+
+    key = _settings_key("m.pt", None, 200, 640, None, None, 10)
+    assert _claim_workdir(tmp_path, key) is False  # new: the settings are written
+    assert _claim_workdir(tmp_path, key) is True   # the same settings: reuse
+    with pytest.raises(GhostboxError, match="imgsz 640, not 320"):
+        _claim_workdir(tmp_path, {**key, "imgsz": 320})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model.onnx").write_text("x")
+    with pytest.raises(GhostboxError, match="not empty"):
+        _claim_workdir(tmp_path / "other", key)
+
+
+def test_clips_are_cut_in_one_pass_and_a_short_video_is_named(tmp_path: Path) -> None:
+    import cv2
+
+    from pipeline.bench.cpu_fast_path import cut_clips
+    from pipeline.bench.stream_speed import write_synth_video
+    from pipeline.errors import GhostboxError
+
+    source = write_synth_video(tmp_path / "src.mp4", 12, size=64)
+    cut_clips(source, {tmp_path / "a.mp4": 10, tmp_path / "b.mp4": 3})
+    counts = [int(cv2.VideoCapture(str(tmp_path / n)).get(cv2.CAP_PROP_FRAME_COUNT)) for n in ("a.mp4", "b.mp4")]
+    assert counts == [10, 3]
+    with pytest.raises(GhostboxError, match=r"src.mp4': 12 frames, 20 asked for"):
+        cut_clips(source, {tmp_path / "c.mp4": 20})
