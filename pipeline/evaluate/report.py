@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.evaluate.runner import IdResult, OodResult
-from pipeline.filter.ood_metrics import aupr_in, aupr_out, auroc, fpr_at_tpr
+from pipeline.filter.ood_metrics import TARGET_TPR, aupr_in, aupr_out, auroc, fpr_at_tpr
 from pipeline.kind_tally import KindTally, confidence_cut
 
 ScoreFn = Callable[[Any], np.ndarray]  # Detections -> scores, higher = more ID
@@ -24,7 +24,7 @@ def score_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, fl
         return {"fpr95": None, "auroc": None, "aupr_in": None, "aupr_out": None, "id_boxes": len(id_scores),
                 "ood_boxes": len(ood_scores)}
     return {
-        "fpr95": _round(fpr_at_tpr(id_scores, ood_scores, 0.95)),
+        "fpr95": _round(fpr_at_tpr(id_scores, ood_scores, TARGET_TPR)),
         "auroc": _round(auroc(id_scores, ood_scores)),
         "aupr_in": _round(aupr_in(id_scores, ood_scores)),
         "aupr_out": _round(aupr_out(id_scores, ood_scores)),

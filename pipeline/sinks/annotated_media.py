@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from pipeline.sinks.free_space import full_disk_note
-from pipeline.sinks.output import FrameRecord, OutputReport
+from pipeline.sinks.output import DEFAULT_FPS, FrameRecord, OutputReport
 from pipeline.sinks.source_names import safe_name
 from pipeline.sinks.video_file import VideoFile
 from pipeline.sinks.video_output import VideoOutput
@@ -61,7 +61,7 @@ class AnnotatedMedia(VideoOutput):
         if video is None:
             capture = cv2.VideoCapture(frame.source)
             fps = capture.get(cv2.CAP_PROP_FPS)
-            fps = fps if fps > 0 else 25.0  # a container without a rate (or an unreadable one) says 0 or -1
+            fps = fps if fps > 0 else DEFAULT_FPS  # a container without a rate (or an unreadable one) says 0 or -1
             capture.release()
             video = self.videos[frame.source] = VideoFile.open(
                 frame.source, f"{self.folder.name}/{name}.mp4", self.folder / f"{name}.mp4",

@@ -22,6 +22,8 @@ from pipeline.detections import Detections
 from pipeline.sinks.annotate import annotate
 from pipeline.sinks.policy import shown
 
+DEFAULT_FPS = 25.0  # a video's frame rate when its source tells none (a folder, a stream, a container without one)
+
 
 @dataclass
 class FrameRecord:
@@ -32,7 +34,7 @@ class FrameRecord:
     dets: Detections  # with the filter's (and the tracker's) fields; what is shown is each output's policy
     load_image: Callable[[], np.ndarray | None]  # called once, by the first output that wants pixels
     ident: dict[str, Any] = field(default_factory=dict)  # what a row names the frame by besides source and frame
-    fps: float = 25.0  # of the source, for a video made of its frames
+    fps: float = DEFAULT_FPS  # of the source, for a video made of its frames
     error: str | None = None  # why the frame has no (scored) boxes
     stamps: dict[str, float] | None = None  # a stream's per-stage timestamps, for the row and the latency
     detector: str | None = None  # the detector's weights sha256, for the crop indexes

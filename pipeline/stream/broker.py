@@ -122,7 +122,7 @@ class DispatchCore:
         if kind == P.HELLO:
             if worker is not None:
                 self._worker_lost(worker, "re-announced itself")
-            self.pool.join(routing, int(message.header.get("batch", 1)), now)
+            self.pool.join(routing, now)
         elif kind == P.DETECTIONS:
             self._result(routing, message, now)
             if worker is None:

@@ -55,7 +55,7 @@ from pipeline.filter.filter_file import read_filter_header
 from pipeline.sinks.crop_outputs import FlaggedCrops, TrackGallery
 from pipeline.sinks.detections_file import DetectionsFile
 from pipeline.sinks.live_feed import LiveFeed
-from pipeline.sinks.output import FrameRecord, Output
+from pipeline.sinks.output import DEFAULT_FPS, FrameRecord, Output
 from pipeline.sinks.run_stats import MAX_PROBLEMS, RunStats, SourceStats, merged
 from pipeline.sinks.summary_file import SummaryFile
 from pipeline.sinks.video_output import AnnotatedVideo, CalibrationClip
@@ -272,7 +272,7 @@ class SinkCore:
         tracks = self._tracks.get(item.source)  # frames arrive here in order, as a tracker needs them
         dets = item.dets if tracks is None else tracks.apply(item.seq, item.dets)
         frame = FrameRecord(item.source, item.seq, dets, item.image, ident={"stream": item.source, "seq": item.seq},
-                            fps=float(header.get("fps") or 25.0), error=header.get("error"), stamps=stamps,
+                            fps=float(header.get("fps") or DEFAULT_FPS), error=header.get("error"), stamps=stamps,
                             detector=(header.get("detector") or {}).get("weights_sha256"))
         for output in self.outputs:
             output.write(frame)

@@ -21,7 +21,6 @@ class WorkerState:
     id: bytes
     last_seen: float
     credit: int = 0
-    batch: int = 1
     in_flight: dict[Key, Pending] = field(default_factory=dict)
 
 
@@ -33,8 +32,8 @@ class WorkerPool:
         self.liveness = liveness
         self._last_beat = 0.0
 
-    def join(self, routing: bytes, batch: int, now: float) -> None:
-        self.workers[routing] = WorkerState(routing, now, batch=batch)
+    def join(self, routing: bytes, now: float) -> None:
+        self.workers[routing] = WorkerState(routing, now)
         self.ledger.event("worker_joined")
         log.info("worker %s joined (%d now)", routing.hex()[:8], len(self.workers))
 
