@@ -11,7 +11,6 @@ Stage names (`ghostbox stage NAME`): `broker`, `worker:<i>`, `filter`, `sink:<na
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
@@ -31,6 +30,7 @@ from pipeline.sinks.source_names import safe_name
 from pipeline.sources.media_files import VIDEO_SUFFIXES
 from pipeline.stream.endpoints import parse_url
 from pipeline.stream.provenance import SEAL_FILE
+from pipeline.stream.run_paths import config_run_dir, progress_file  # noqa: F401 - re-exported
 from pipeline.stream.worker_plan import MAX_CPU_WORKERS, WorkerPlan, plan_workers
 from pipeline.tracks import TRACKER_DEFAULTS
 
@@ -431,8 +431,7 @@ def default_run_dir(config_path: str | Path | None) -> Path:
     from one config on one machine meet), or a fresh temporary folder."""
     if config_path is None:
         return Path(tempfile.mkdtemp(prefix="gbx-"))
-    digest = hashlib.sha1(str(Path(config_path).resolve()).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"gbx-{digest}"
+    return config_run_dir(config_path)
 
 
 def resolve(graph: GraphConfig, run_dir: str | Path) -> GraphConfig:
@@ -478,9 +477,6 @@ ORPHAN_REMOVES = "remove-when-orphaned"  # in a run folder the supervisor made f
 # the folder when they find the supervisor gone (killed with SIGKILL, it cannot)
 
 
-def progress_file(run_dir: str | Path, stage: str, suffix: str = ".json") -> Path:
-    """Where a stage leaves its progress counters (.json) or its refusal (.error) for the supervisor."""
-    return Path(run_dir) / "progress" / f"{stage.replace(':', '_')}{suffix}"
 
 
 def dump_graph(graph: GraphConfig, path: str | Path) -> Path:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.stream.run_paths import config_run_dir, progress_file
+
 MAX_AGE_S = 30.0  # a loop turns at least once a second (heartbeat or poll timeout); 30 s leaves room on a busy CPU
 START_GRACE_S = 600.0  # model loading and warm-up on a slow CPU
 PROC = Path("/proc")
@@ -80,9 +82,7 @@ def parse_stage(argv: list[str], cwd: Path) -> tuple[str, list[Path]] | None:
 
 def config_run_dirs(config: Path, cwd: Path | None = None) -> list[Path]:
     """The run folder a stage started with `--config` uses: the config's `run_dir`, else the folder named
-    after the config's path (`config.default_run_dir`, repeated here to stay within the standard library)."""
-    import hashlib
-
+    after the config's path (`run_paths.config_run_dir`, as `config.default_run_dir` gives it)."""
     dirs = []
     try:
         for line in config.read_text().splitlines():  # a top-level `run_dir: PATH` line, without a YAML parser
@@ -93,8 +93,7 @@ def config_run_dirs(config: Path, cwd: Path | None = None) -> list[Path]:
                     dirs += [base / value for base in (cwd or config.parent, config.parent)]
     except OSError:
         pass
-    digest = hashlib.sha1(str(config.resolve()).encode()).hexdigest()[:10]
-    return [*dirs, Path(tempfile.gettempdir()) / f"gbx-{digest}"]
+    return [*dirs, config_run_dir(config)]
 
 
 def stage_processes(proc: Path = PROC) -> list[Stage]:
@@ -132,10 +131,9 @@ def progress_of(stage: Stage) -> dict | None:
     """The stage's own progress file (the one its pid wrote) in the run folders it may use."""
     dirs = list(stage.run_dirs)
     dirs += sorted(Path(tempfile.gettempdir()).glob("gbx-*"))  # a run_dir the command line does not show
-    file_name = stage.name.replace(":", "_") + ".json"  # config.progress_file's naming
     for folder in dict.fromkeys(dirs):
         try:
-            counts = json.loads((folder / "progress" / file_name).read_text())
+            counts = json.loads(progress_file(folder, stage.name).read_text())
         except (OSError, ValueError):
             continue
         if isinstance(counts, dict) and counts.get("pid") == stage.pid:
