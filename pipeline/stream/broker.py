@@ -24,7 +24,10 @@ Paranoid Pirate's heartbeats):
   `liveness` beats is dead: in lossless mode its frames are queued again at the head of
   their source's queue (a frame whose workers died `max_attempts` times is delivered as an
   error instead, so a frame that crashes the detector cannot crash every worker in turn);
-  in live mode they are dropped and counted, since re-sending stale frames only adds latency.
+  in live mode they are dropped and counted, since re-sending stale frames only adds latency;
+- a worker that holds a frame longer than `frame_lease_s` without returning it is lost the same
+  way, heartbeats or not: a peer with the workers' key that takes frames and keeps them cannot
+  hang a lossless run (each frame goes elsewhere, and is given up after `max_attempts`).
 A result is accepted once, from a worker the frame was given to; a second result for the
 same frame (a worker declared dead that was only slow) is dropped here, and the sink's
 resequencer drops duplicates again by (source, seq).
@@ -68,13 +71,15 @@ class DispatchCore:
 
     def __init__(self, sources: dict[str, bool], prefetch: int = 4, heartbeat_s: float = 1.0, liveness: int = 3,
                  max_attempts: int = 3, forward_frames: bool = True,
-                 reachable: Callable[[bytes], bool] | None = None) -> None:
+                 reachable: Callable[[bytes], bool] | None = None, lease_s: float = 0.0) -> None:
         self.ledger = Ledger()
         self.pool = WorkerPool(self.ledger, heartbeat_s, liveness)
         # reachable(routing): is that source connection still open? (the shell asks ZeroMQ)
         self.admission = SourceAdmission(sources, self.ledger, self.pool, prefetch,
                                          reachable or (lambda routing: False))
         self.max_attempts = max_attempts
+        self.lease_s = lease_s  # 0: a worker may hold a frame as long as it beats
+        self.now = 0.0  # the clock of the last message or tick: when a frame is handed out
         self.forward_frames = forward_frames
         self.downstream_ready = True
 
@@ -110,10 +115,12 @@ class DispatchCore:
     # -- messages in --------------------------------------------------------------------------
 
     def source_message(self, routing: bytes, message: P.Message, now: float) -> None:
+        self.now = now
         if self.admission.admit(routing, message, now):
             self._dispatch()
 
     def worker_message(self, routing: bytes, message: P.Message, now: float) -> None:
+        self.now = now
         kind = message.type
         worker = self.workers.get(routing)
         if kind == P.HELLO and message.header["role"] != "worker":
@@ -227,8 +234,13 @@ class DispatchCore:
     # -- time ---------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        self.now = now
         for worker in self.pool.beat(now):
             self._worker_lost(worker, f"silent for {now - worker.last_seen:.1f} s")
+        if self.lease_s:
+            for worker in self.pool.overdue(now, self.lease_s):
+                held = now - min(p.sent_at for p in worker.in_flight.values())
+                self._worker_lost(worker, f"held a frame {held:.0f} s, past the {self.lease_s:g} s lease")
         self._dispatch()
 
     def worker_unreachable(self, routing: bytes) -> None:
@@ -254,6 +266,7 @@ class DispatchCore:
                 break
             state = self.sources[pending.source]
             pending.attempts += 1
+            pending.sent_at = self.now
             self.pool.assign(worker, pending)
             state.in_flight += 1
             sent.append((worker, pending))
@@ -295,7 +308,7 @@ class BrokerStage(StageShell):
         self.core = DispatchCore({s.id: graph.source_mode(s) == "live" for s in graph.sources}, prefetch=cfg.prefetch,
                                  heartbeat_s=cfg.heartbeat_ms / 1000, liveness=cfg.liveness,
                                  max_attempts=cfg.max_attempts, forward_frames=forward_frames,
-                                 reachable=self._source_reachable)
+                                 reachable=self._source_reachable, lease_s=cfg.frame_lease_s)
         self.exit_when_done = exit_when_done
         ep = graph.endpoints
         self.frontend = self.socket(zmq.ROUTER, ep.sources.url, bind=True, bind_url=ep.sources.bind_url,

@@ -27,6 +27,7 @@ class Pending:
     t_in: float
     attempts: int = 0
     worker: bytes | None = None
+    sent_at: float = 0.0  # when it was last given to a worker (the core's clock)
     tried: set[bytes] = field(default_factory=set)
 
 

@@ -178,6 +178,9 @@ class BrokerConfig(_Model):
     heartbeat_ms: int = Field(1000, ge=20, le=60_000, description="heartbeat interval between broker and workers")
     liveness: int = Field(3, ge=2, le=100, description="missed heartbeats before a worker counts as dead")
     max_attempts: int = Field(3, ge=1, le=100, description="a frame that was on this many dead workers is given up")
+    frame_lease_s: float = Field(60.0, ge=0, description="a worker holding a frame longer than this is lost and its "
+                                 "frames go to other workers (raise it for detectors slower than this a batch; "
+                                 "0: never)")
     hwm: int = Field(64, ge=1, le=100_000, description="messages queued towards the filter")
 
 

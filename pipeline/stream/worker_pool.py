@@ -62,6 +62,12 @@ class WorkerPool:
         deadline = self.heartbeat_s * self.liveness
         return [w for w in self.workers.values() if now - w.last_seen > deadline]
 
+    def overdue(self, now: float, lease_s: float) -> list[WorkerState]:
+        """The workers holding a frame they were given more than `lease_s` ago (a worker returns its frames in
+        order, batch after batch: its oldest one waits no longer than a batch or two)."""
+        return [w for w in self.workers.values()
+                if w.in_flight and now - min(p.sent_at for p in w.in_flight.values()) > lease_s]
+
     def free_credit(self) -> int:
         return sum(w.credit for w in self.workers.values())
 

@@ -119,6 +119,39 @@ def test_dead_worker_frames_go_to_another_worker_first() -> None:
     assert core.events["duplicate_result"] == 1
 
 
+def test_a_worker_that_keeps_frames_while_it_beats_loses_them_at_the_lease() -> None:
+    # a peer with the workers' key: announces room, takes frames, answers every heartbeat, returns nothing
+    core = DispatchCore({"a": False}, prefetch=4, heartbeat_s=1.0, liveness=3, lease_s=10.0)
+    _hello_source(core, "a")
+    for seq in range(3):
+        core.source_message(b"a", _frame("a", seq), 0.0)
+    _hello_worker(core, b"hoarder", 3, now=0.0)
+    assert [s[2] for s in _sent_to_workers(core.take_outputs())] == [0, 1, 2]
+    _hello_worker(core, b"honest", 0, now=0.0)
+    for now in range(1, 11):  # both beat: neither is silent
+        for wid in (b"hoarder", b"honest"):
+            core.worker_message(wid, P.decode(P.control(P.HEARTBEAT, wid.decode())), float(now))
+        core.tick(float(now))
+    assert b"hoarder" in core.workers  # 10 s: not past the lease yet
+    core.worker_message(b"honest", P.decode(P.control(P.CREDIT, "honest", n=3)), 10.5)
+    assert _sent_to_workers(core.take_outputs()) == []  # nothing queued: the hoarder holds every frame
+    core.tick(10.5)
+    assert b"hoarder" not in core.workers
+    assert _sent_to_workers(core.take_outputs()) == [(b"honest", "a", 0), (b"honest", "a", 1), (b"honest", "a", 2)]
+    assert core.sources["a"].resent == 3
+
+
+def test_without_a_lease_a_beating_worker_keeps_its_frames() -> None:
+    core = DispatchCore({"a": False}, heartbeat_s=1.0, liveness=3)
+    _hello_source(core, "a")
+    core.source_message(b"a", _frame("a", 0), 0.0)
+    _hello_worker(core, b"w1", 1, now=0.0)
+    for now in range(1, 100, 2):
+        core.worker_message(b"w1", P.decode(P.control(P.HEARTBEAT, "w1")), float(now))
+        core.tick(float(now))
+    assert b"w1" in core.workers and core.sources["a"].resent == 0
+
+
 def test_result_from_a_worker_that_never_had_the_frame_is_refused() -> None:
     core = DispatchCore({"a": False})
     _hello_source(core, "a")
