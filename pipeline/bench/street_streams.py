@@ -25,7 +25,8 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.errors import GhostboxError
-from pipeline.matching import MATCH_INSIDE, MATCH_IOU, match_occluded
+from pipeline.matching import MATCH_INSIDE
+from pipeline.synth.truth_judging import judge_against_truth
 
 # what a box sits on
 BACKGROUND, ON_ID, ON_OOD, ID_PART = 0, 1, 2, 3
@@ -60,24 +61,14 @@ class Street:
 
 
 def judge_boxes(xyxy: np.ndarray, truth: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(label, kind, object) per box against a world frame's ground truth."""
-    visible = np.array([t["xyxy"] for t in truth], np.float32).reshape(-1, 4)
-    whole = np.array([t.get("full_xyxy", t["xyxy"]) for t in truth], np.float32).reshape(-1, 4)
-    index, how = match_occluded(np.asarray(xyxy, np.float32).reshape(-1, 4), visible, whole)
-    label = np.full(len(index), BACKGROUND, np.int8)
-    kind = np.full(len(index), "", dtype="<U32")
-    obj = np.full(len(index), -1, np.int64)
-    for i, (j, h) in enumerate(zip(index.tolist(), how.tolist())):
-        if j < 0:
-            continue
-        t = truth[j]
-        kind[i], obj[i] = str(t["kind"]), int(t["track_id"])
-        if t["ood"]:
-            label[i] = ON_OOD
-        elif h == MATCH_IOU:
-            label[i] = ON_ID
-        elif h == MATCH_INSIDE:
-            label[i] = ID_PART
+    """(label, kind, object) per box against a world frame's ground truth (`judge_against_truth`'s matching)."""
+    match, how, on_ood, on_id = judge_against_truth(np.asarray(xyxy, np.float32).reshape(-1, 4), truth)
+    label = np.full(len(match), BACKGROUND, np.int8)
+    label[on_ood] = ON_OOD
+    label[on_id] = ON_ID
+    label[(match >= 0) & ~on_ood & (how == MATCH_INSIDE)] = ID_PART
+    kind = np.array([str(truth[j]["kind"]) if j >= 0 else "" for j in match.tolist()], dtype="<U32")
+    obj = np.array([int(truth[j]["track_id"]) if j >= 0 else -1 for j in match.tolist()], np.int64)
     return label, kind, obj
 
 
